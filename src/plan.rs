@@ -1,0 +1,422 @@
+//! The setup plan: everything the sandbox's processes will do, computed before
+//! anything forks.
+//!
+//! `SetupPlan::build` is pure: a [`Policy`], a [`Request`] and the caller's
+//! identity in, plain data out, so the exact mount order can be tested without
+//! privileges. The child processes only carry the plan out.
+//!
+//! Mount order inside the new root (a tmpfs):
+//! 1. the profile's binds and symlinks, sorted by path so that a parent is
+//!    mounted before anything below it: `fs.read` (read-only, `noexec`),
+//!    `fs.libraries` (read-only), `exec.executables` (read-only, one file each),
+//!    `fs.write` (read-write, `noexec`);
+//! 2. a fresh `/proc` (`hidepid=invisible`), a minimal `/dev`, a private `/tmp`;
+//! 3. the workspace (tmpfs, or the `--workspace` host directory);
+//! 4. the root itself made read-only.
+//!
+//! Every mount is `nosuid,nodev`, except the five device nodes bound into `/dev`.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::policy::{EntryKind, NetMode, Policy};
+
+/// The id the sandbox sees itself as, inside its user namespace.
+pub const INSIDE_ID: u32 = 1000;
+/// The host id a sandbox runs as when ninewall runs as root: `nobody`.
+pub const ROOT_SANDBOX_HOST_ID: u32 = 65534;
+/// Size of the root tmpfs (it holds only mount points and symlinks).
+pub const ROOT_TMPFS_SIZE: u64 = 1 << 20;
+/// Device nodes bound into the sandbox's `/dev`.
+pub const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+
+/// What a worker asks for on top of the profile.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Arguments after `--`: appended to the profile's command, or the program and
+    /// its arguments when the profile has no command.
+    pub args: Vec<String>,
+    /// A host directory to use as the workspace instead of a tmpfs.
+    pub workspace_dir: Option<PathBuf>,
+}
+
+/// The identity ninewall runs as, which decides the id mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Caller {
+    /// Effective uid.
+    pub uid: u32,
+    /// Effective gid.
+    pub gid: u32,
+}
+
+impl Caller {
+    /// The identity of this process.
+    pub fn current() -> Caller {
+        let (uid, gid) = crate::sandbox::sys::effective_ids();
+        Caller { uid, gid }
+    }
+}
+
+/// The user namespace's one-line id maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IdMap {
+    /// uid inside.
+    pub inside_uid: u32,
+    /// gid inside.
+    pub inside_gid: u32,
+    /// The host uid behind it.
+    pub host_uid: u32,
+    /// The host gid behind it.
+    pub host_gid: u32,
+    /// Whether the supplementary groups can be (and are) cleared. Only a
+    /// privileged caller can write a gid map that leaves `setgroups` allowed; an
+    /// unprivileged caller must deny it, and the sandbox keeps the caller's groups.
+    pub clear_groups: bool,
+}
+
+/// One mount-namespace operation, in sandbox paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum Mount {
+    /// Bind a host path (its whole tree) at `target`.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Path inside.
+        target: PathBuf,
+        /// A directory (true) or a single file.
+        dir: bool,
+        /// Read-write instead of read-only.
+        writable: bool,
+        /// Whether files may be executed or mapped executable from it.
+        exec: bool,
+    },
+    /// A symlink at `link` pointing to `target`.
+    Symlink {
+        /// Path inside.
+        link: PathBuf,
+        /// Link content.
+        target: PathBuf,
+    },
+    /// A new procfs of the sandbox's pid namespace.
+    Proc {
+        /// Path inside.
+        target: PathBuf,
+    },
+    /// A read-only tmpfs holding the device nodes of [`DEVICES`] and the
+    /// `fd`, `stdin`, `stdout`, `stderr` symlinks.
+    Dev {
+        /// Path inside.
+        target: PathBuf,
+    },
+    /// A writable, `noexec` tmpfs.
+    Tmpfs {
+        /// Path inside.
+        target: PathBuf,
+        /// Size in bytes.
+        size: u64,
+        /// Mode of its root directory.
+        mode: u32,
+    },
+}
+
+/// The whole plan for one execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetupPlan {
+    /// The MBU's name: the sandbox's hostname.
+    pub hostname: String,
+    /// Identity mapping.
+    pub ids: IdMap,
+    /// Network.
+    pub net: NetMode,
+    /// Mounts, in order.
+    pub mounts: Vec<Mount>,
+    /// Working directory inside.
+    pub workdir: PathBuf,
+    /// The program `execve`d: always one of the profile's executables.
+    pub program: PathBuf,
+    /// Its argv, `argv[0]` included.
+    pub argv: Vec<String>,
+    /// Its complete environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a request does not fit the profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The profile has no command and none was given.
+    #[error(
+        "profile {profile:?} has no exec.command: name the program after `--` (one of: {allowed})"
+    )]
+    NoProgram {
+        /// MBU name.
+        profile: String,
+        /// The executables, comma-separated.
+        allowed: String,
+    },
+    /// The program named after `--` is not one of the profile's executables.
+    #[error("{program:?} may not be executed under profile {profile:?}; allowed: {allowed}")]
+    NotExecutable {
+        /// What was asked for.
+        program: String,
+        /// MBU name.
+        profile: String,
+        /// The executables, comma-separated.
+        allowed: String,
+    },
+    /// An argument contains a NUL byte.
+    #[error("argument {index} contains a NUL byte")]
+    NulInArgument {
+        /// Index after `--`.
+        index: usize,
+    },
+    /// The `--workspace` directory is unusable.
+    #[error("--workspace {path:?}: {reason}")]
+    Workspace {
+        /// As given.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl RequestError {
+    /// True when the request was refused because of what it asked to execute.
+    pub fn is_exec_refusal(&self) -> bool {
+        matches!(self, RequestError::NotExecutable { .. })
+    }
+}
+
+impl SetupPlan {
+    /// Builds the plan. A `request.workspace_dir` must already have passed
+    /// [`check_workspace_dir`] (which looks at the host; this function does not).
+    pub fn build(
+        policy: &Policy,
+        request: &Request,
+        caller: Caller,
+    ) -> Result<SetupPlan, RequestError> {
+        let ids = id_map(caller);
+        let (program, argv) = resolve_program(policy, &request.args)?;
+        if let Some(index) = request.args.iter().position(|a| a.contains('\0')) {
+            return Err(RequestError::NulInArgument { index });
+        }
+
+        let mut binds: Vec<Mount> = Vec::new();
+        let mut add_entries = |entries: &[crate::policy::FsEntry], writable: bool, exec: bool| {
+            for e in entries {
+                binds.push(match &e.kind {
+                    EntryKind::Symlink { target } => Mount::Symlink {
+                        link: e.path.clone(),
+                        target: target.clone(),
+                    },
+                    kind => Mount::Bind {
+                        source: e.path.clone(),
+                        target: e.path.clone(),
+                        dir: *kind == EntryKind::Dir,
+                        writable,
+                        exec,
+                    },
+                });
+            }
+        };
+        add_entries(&policy.read, false, false);
+        add_entries(&policy.libraries, false, true);
+        add_entries(&policy.write, true, false);
+        for exe in &policy.executables {
+            binds.push(Mount::Bind {
+                source: exe.clone(),
+                target: exe.clone(),
+                dir: false,
+                writable: false,
+                exec: true,
+            });
+        }
+        // Parents first. Path's order is component-wise, so "/usr" < "/usr/lib".
+        // The sort is stable: for one path, a directory comes before a file bind.
+        binds.sort_by(|a, b| mount_target(a).cmp(mount_target(b)));
+        // A symlink inside a bound directory is already there (same host tree).
+        let dirs: Vec<PathBuf> = binds
+            .iter()
+            .filter_map(|m| match m {
+                Mount::Bind {
+                    target, dir: true, ..
+                } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        binds.retain(|m| match m {
+            Mount::Symlink { link, .. } => !dirs.iter().any(|d| link.starts_with(d) && link != d),
+            _ => true,
+        });
+
+        let mut mounts = binds;
+        mounts.push(Mount::Proc {
+            target: PathBuf::from("/proc"),
+        });
+        mounts.push(Mount::Dev {
+            target: PathBuf::from("/dev"),
+        });
+        mounts.push(Mount::Tmpfs {
+            target: PathBuf::from("/tmp"),
+            size: policy.tmp_size,
+            mode: 0o1777,
+        });
+        mounts.push(match &request.workspace_dir {
+            Some(dir) => Mount::Bind {
+                source: dir.clone(),
+                target: policy.workspace.path.clone(),
+                dir: true,
+                writable: true,
+                exec: false,
+            },
+            None => Mount::Tmpfs {
+                target: policy.workspace.path.clone(),
+                size: policy.workspace.size,
+                mode: 0o755,
+            },
+        });
+
+        Ok(SetupPlan {
+            hostname: policy.name.clone(),
+            ids,
+            net: policy.net,
+            mounts,
+            workdir: policy.workdir.clone(),
+            program,
+            argv,
+            env: policy
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+    }
+}
+
+fn mount_target(m: &Mount) -> &Path {
+    match m {
+        Mount::Bind { target, .. }
+        | Mount::Proc { target }
+        | Mount::Dev { target }
+        | Mount::Tmpfs { target, .. } => target,
+        Mount::Symlink { link, .. } => link,
+    }
+}
+
+/// The id mapping for a caller: the sandbox always sees [`INSIDE_ID`]; behind it
+/// is the caller itself, or `nobody` when the caller is root (a sandbox never
+/// runs as host root).
+pub fn id_map(caller: Caller) -> IdMap {
+    if caller.uid == 0 {
+        IdMap {
+            inside_uid: INSIDE_ID,
+            inside_gid: INSIDE_ID,
+            host_uid: ROOT_SANDBOX_HOST_ID,
+            host_gid: ROOT_SANDBOX_HOST_ID,
+            clear_groups: true,
+        }
+    } else {
+        IdMap {
+            inside_uid: INSIDE_ID,
+            inside_gid: INSIDE_ID,
+            host_uid: caller.uid,
+            host_gid: caller.gid,
+            clear_groups: false,
+        }
+    }
+}
+
+fn allowed_list(policy: &Policy) -> String {
+    policy
+        .executables
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The program and argv: the profile's command plus the request's arguments, or
+/// the request's first argument when it names one of the executables (by its
+/// full path, or by a file name that only one of them has).
+fn resolve_program(
+    policy: &Policy,
+    args: &[String],
+) -> Result<(PathBuf, Vec<String>), RequestError> {
+    if let Some(cmd) = &policy.command {
+        let program = PathBuf::from(cmd.first().cloned().unwrap_or_default());
+        let argv = cmd.iter().chain(args.iter()).cloned().collect();
+        return Ok((program, argv));
+    }
+    let Some(first) = args.first() else {
+        return Err(RequestError::NoProgram {
+            profile: policy.name.clone(),
+            allowed: allowed_list(policy),
+        });
+    };
+    let by_path = policy
+        .executables
+        .iter()
+        .find(|e| e.as_os_str() == first.as_str());
+    let by_name: Vec<&PathBuf> = policy
+        .executables
+        .iter()
+        .filter(|e| !first.contains('/') && e.file_name() == Some(OsStr::new(first)))
+        .collect();
+    let program = match (by_path, by_name.as_slice()) {
+        (Some(p), _) => p.clone(),
+        (None, [p]) => (*p).clone(),
+        _ => {
+            return Err(RequestError::NotExecutable {
+                program: first.clone(),
+                profile: policy.name.clone(),
+                allowed: allowed_list(policy),
+            })
+        }
+    };
+    Ok((program, args.to_vec()))
+}
+
+/// Checks a `--workspace` host directory: it must be a real directory (no
+/// symlink anywhere on its path) that the sandbox's host uid can write, and not
+/// the host's root. Returns its canonical path.
+pub fn check_workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, RequestError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |reason: String| RequestError::Workspace {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let real = std::fs::canonicalize(dir).map_err(|e| err(format!("cannot be resolved: {e}")))?;
+    if real.as_os_str() == "/" {
+        return Err(err("the host's root directory cannot be a workspace".into()));
+    }
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|p| real.starts_with(p))
+    {
+        return Err(err(
+            "a directory below /proc, /sys or /dev cannot be a workspace".into(),
+        ));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| err(format!("cannot be read: {e}")))?;
+    if !meta.is_dir() {
+        return Err(err("is not a directory".into()));
+    }
+    let mode = meta.mode();
+    let writable = (meta.uid() == ids.host_uid && mode & 0o200 != 0)
+        || (meta.gid() == ids.host_gid && mode & 0o020 != 0)
+        || mode & 0o002 != 0;
+    if !writable {
+        return Err(err(format!(
+            "is not writable by the sandbox's host identity {}:{} (owner {}:{}, mode {:o}); make it owned by that uid",
+            ids.host_uid,
+            ids.host_gid,
+            meta.uid(),
+            meta.gid(),
+            mode & 0o7777
+        )));
+    }
+    Ok(real)
+}

@@ -1,0 +1,477 @@
+//! The validated policy: what one MBU's sandbox may do, with every invariant of
+//! the profile format checked.
+//!
+//! `Policy::from_profile` is the only way to get a [`Policy`]; it checks every
+//! value against the format's rules and against this host (paths that must exist
+//! do, executables are executable files), and reports *all* problems at once,
+//! each naming its file, line and key and saying what would be valid.
+
+pub mod fs;
+pub mod units;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::profile::{At, Origin, Profile};
+pub use fs::{EntryKind, FsEntry};
+
+/// Default workspace mount point inside the sandbox.
+pub const DEFAULT_WORKSPACE: &str = "/work";
+/// Default size of the workspace tmpfs.
+pub const DEFAULT_WORKSPACE_SIZE: u64 = 64 << 20;
+/// Default size of the private `/tmp`.
+pub const DEFAULT_TMP_SIZE: u64 = 16 << 20;
+const MIN_TMPFS: u64 = 64 << 10;
+const MAX_TMPFS: u64 = 64 << 30;
+const MAX_ENV: usize = 256;
+const MAX_ARGS: usize = 4096;
+
+/// The network a sandbox has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetMode {
+    /// A network namespace with no usable interface (`lo` stays down).
+    None,
+    /// A network namespace with only `lo`, up.
+    Loopback,
+}
+
+/// The sandbox's scratch space: a tmpfs by default, or a host directory given at
+/// run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Workspace {
+    /// Mount point inside the sandbox.
+    pub path: PathBuf,
+    /// Size of the tmpfs when no host directory is given.
+    pub size: u64,
+}
+
+/// One MBU's validated policy. Paths are absolute and normal, sizes in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// `mbu.name`; also the sandbox's hostname.
+    pub name: String,
+    /// `mbu.description`.
+    pub description: String,
+    /// The profile files this policy was built from, base first.
+    pub sources: Vec<PathBuf>,
+    /// The fixed command line, if the profile sets one.
+    pub command: Option<Vec<String>>,
+    /// The only files the sandbox may execute.
+    pub executables: Vec<PathBuf>,
+    /// The complete environment of the sandboxed program.
+    pub env: BTreeMap<String, String>,
+    /// The working directory inside the sandbox.
+    pub workdir: PathBuf,
+    /// Read-only, `noexec` binds: data.
+    pub read: Vec<FsEntry>,
+    /// Read-only binds whose files may be mapped executable: shared libraries and
+    /// extension modules. Which files may be `execve`d is `executables`' business.
+    pub libraries: Vec<FsEntry>,
+    /// Read-write (and `noexec`) binds.
+    pub write: Vec<FsEntry>,
+    /// The workspace.
+    pub workspace: Workspace,
+    /// Size of the private `/tmp`.
+    pub tmp_size: u64,
+    /// The network.
+    pub net: NetMode,
+}
+
+/// One reason a profile is not a valid policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where the offending value is; for a missing key, the file and the key.
+    pub origin: Origin,
+    /// The offending value, when there is one.
+    pub value: Option<String>,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{} = {v:?}: {}", self.origin, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+/// Every problem found in a profile.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyError {
+    /// The problems, in the order of the checks.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for p in &self.problems {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems while validating.
+struct Checker {
+    problems: Vec<Problem>,
+    top: Origin,
+}
+
+impl Checker {
+    fn bad<T: AsRef<str>>(&mut self, at: &At<T>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            origin: at.origin.clone(),
+            value: Some(at.value.as_ref().to_string()),
+            message: message.into(),
+        });
+    }
+
+    fn missing(&mut self, key: &str, message: impl Into<String>) {
+        let mut origin = self.top.clone();
+        origin.key = key.to_string();
+        self.problems.push(Problem {
+            origin,
+            value: None,
+            message: message.into(),
+        });
+    }
+
+    fn path(&mut self, at: &At<String>) -> Option<PathBuf> {
+        match fs::check_syntax(&at.value) {
+            Ok(p) => Some(p),
+            Err(m) => {
+                self.bad(at, m);
+                None
+            }
+        }
+    }
+
+    fn size(&mut self, at: Option<&At<String>>, default: u64) -> u64 {
+        let Some(at) = at else { return default };
+        match units::parse_size(&at.value) {
+            Ok(n) if (MIN_TMPFS..=MAX_TMPFS).contains(&n) => n,
+            Ok(_) => {
+                self.bad(at, "out of range; valid: from 64K to 64G");
+                default
+            }
+            Err(m) => {
+                self.bad(at, m);
+                default
+            }
+        }
+    }
+}
+
+impl Policy {
+    /// Validates a merged profile against the format's rules and this host.
+    pub fn from_profile(profile: &Profile) -> Result<Policy, PolicyError> {
+        let top_file = profile
+            .files
+            .last()
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| PathBuf::from("<profile>"));
+        let mut c = Checker {
+            problems: Vec::new(),
+            top: Origin {
+                file: top_file.as_path().into(),
+                line: 1,
+                key: String::new(),
+            },
+        };
+
+        let name = check_name(&mut c, profile.name.as_ref());
+        let description = match &profile.description {
+            Some(d) if d.value.len() > 1024 || d.value.chars().any(char::is_control) => {
+                c.bad(
+                    d,
+                    "must be at most 1024 characters, without control characters",
+                );
+                String::new()
+            }
+            Some(d) => d.value.clone(),
+            None => String::new(),
+        };
+
+        // Workspace first: the fs checks below refer to it.
+        let ws_path = match &profile.workspace_path {
+            Some(at) => c.path(at).filter(|p| {
+                if let Some(r) = fs::reserved_collision(p) {
+                    c.bad(at, format!("collides with {r}, which ninewall provides itself; valid: a path such as \"/work\""));
+                    false
+                } else {
+                    true
+                }
+            }),
+            None => Some(PathBuf::from(DEFAULT_WORKSPACE)),
+        };
+        let workspace = Workspace {
+            path: ws_path
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_WORKSPACE)),
+            size: c.size(profile.workspace_size.as_ref(), DEFAULT_WORKSPACE_SIZE),
+        };
+        let tmp_size = c.size(profile.tmp_size.as_ref(), DEFAULT_TMP_SIZE);
+
+        let read = check_binds(&mut c, &profile.read, true, ws_path.as_deref());
+        let libraries = check_binds(&mut c, &profile.libraries, true, ws_path.as_deref());
+        let write = check_binds(&mut c, &profile.write, false, ws_path.as_deref());
+        check_overlaps(&mut c, &[&read, &libraries, &write]);
+
+        let writable: Vec<PathBuf> = write
+            .iter()
+            .map(|(_, e)| e.path.clone())
+            .chain(ws_path.iter().cloned())
+            .chain(std::iter::once(PathBuf::from("/tmp")))
+            .collect();
+        let executables = check_executables(&mut c, &profile.executables, &writable);
+        let command = check_command(&mut c, profile.command.as_ref(), &executables);
+        let env = check_env(&mut c, &profile.env);
+        let workdir = check_workdir(
+            &mut c,
+            profile.workdir.as_ref(),
+            &workspace,
+            &[&read, &libraries, &write],
+        );
+
+        let net = match &profile.net_mode {
+            None => NetMode::None,
+            Some(at) => match at.value.as_str() {
+                "none" => NetMode::None,
+                "loopback" => NetMode::Loopback,
+                _ => {
+                    c.bad(at, "unknown network mode; valid: \"none\" or \"loopback\"");
+                    NetMode::None
+                }
+            },
+        };
+
+        if !c.problems.is_empty() {
+            return Err(PolicyError {
+                problems: c.problems,
+            });
+        }
+        Ok(Policy {
+            name,
+            description,
+            sources: profile.files.iter().map(|(p, _)| p.clone()).collect(),
+            command,
+            executables,
+            env,
+            workdir,
+            read: read.into_iter().map(|(_, e)| e).collect(),
+            libraries: libraries.into_iter().map(|(_, e)| e).collect(),
+            write: write.into_iter().map(|(_, e)| e).collect(),
+            workspace,
+            tmp_size,
+            net,
+        })
+    }
+}
+
+fn check_name(c: &mut Checker, name: Option<&At<String>>) -> String {
+    let Some(at) = name else {
+        c.missing("mbu.name", "is required; valid: a name such as \"reason\" (letters, digits, '_', '-', '.'; at most 63)");
+        return String::new();
+    };
+    let v = &at.value;
+    let ok = !v.is_empty()
+        && v.len() <= 63
+        && v.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+        && v.chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphanumeric());
+    if !ok {
+        c.bad(at, "not a valid MBU name; valid: 1 to 63 of letters, digits, '_', '-', '.', starting with a letter or digit (it becomes the sandbox's hostname)");
+    }
+    v.clone()
+}
+
+fn check_binds<'a>(
+    c: &mut Checker,
+    list: &'a [At<String>],
+    read_only: bool,
+    workspace: Option<&Path>,
+) -> Vec<Located<'a>> {
+    let mut out = Vec::new();
+    for at in list {
+        let Some(path) = c.path(at) else { continue };
+        if let Some(r) = fs::reserved_collision(&path) {
+            c.bad(at, format!("collides with {r}, which ninewall provides itself (a fresh /proc, a minimal /dev, a private /tmp); valid: a path outside them"));
+            continue;
+        }
+        if let Some(ws) = workspace {
+            if fs::is_within(&path, ws) || fs::is_within(ws, &path) {
+                c.bad(
+                    at,
+                    format!(
+                        "overlaps the workspace {ws:?}; valid: a path neither above nor below it"
+                    ),
+                );
+                continue;
+            }
+        }
+        match fs::resolve_on_host(&path, read_only) {
+            Ok(kind) => out.push((at, FsEntry { path, kind })),
+            Err(m) => c.bad(at, m),
+        }
+    }
+    out
+}
+
+type Located<'a> = (&'a At<String>, FsEntry);
+
+fn check_overlaps(c: &mut Checker, lists: &[&Vec<Located<'_>>]) {
+    let all: Vec<&Located<'_>> = lists.iter().flat_map(|l| l.iter()).collect();
+    for (i, (at, entry)) in all.iter().enumerate() {
+        if let Some((first, _)) = all.iter().take(i).find(|(_, e)| e.path == entry.path) {
+            c.bad(at, format!("is named twice (first at {}); name each path once, in one of fs.read, fs.libraries, fs.write", first.origin));
+        }
+    }
+}
+
+fn check_executables(c: &mut Checker, list: &[At<String>], writable: &[PathBuf]) -> Vec<PathBuf> {
+    if list.is_empty() {
+        c.missing(
+            "exec.executables",
+            "is required: the files the sandbox may execute; valid: e.g. [\"/usr/bin/python3.11\"]",
+        );
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for at in list {
+        let Some(path) = c.path(at) else { continue };
+        if out.contains(&path) {
+            c.bad(at, "is named twice");
+            continue;
+        }
+        if let Some(w) = writable.iter().find(|w| fs::is_within(&path, w)) {
+            c.bad(at, format!("is below the writable path {w:?}: a file may be writable or executable, never both"));
+            continue;
+        }
+        if let Some(r) = fs::reserved_collision(&path) {
+            c.bad(at, format!("is below {r}, which ninewall provides itself; valid: an executable file of the host"));
+            continue;
+        }
+        match fs::resolve_on_host(&path, false) {
+            Ok(EntryKind::File) => {
+                let mode = std::fs::metadata(&path)
+                    .map(|m| m.permissions().mode())
+                    .unwrap_or(0);
+                if mode & 0o111 == 0 {
+                    c.bad(at, "has no execute permission on this host");
+                    continue;
+                }
+                if mode & 0o6000 != 0 {
+                    c.bad(at, "is setuid or setgid on this host; such files are never executable in a sandbox");
+                    continue;
+                }
+                out.push(path);
+            }
+            Ok(_) => c.bad(
+                at,
+                "is not a regular file; valid: an executable file such as \"/usr/bin/python3.11\"",
+            ),
+            Err(m) => c.bad(at, m),
+        }
+    }
+    out
+}
+
+fn check_command(
+    c: &mut Checker,
+    command: Option<&At<Vec<At<String>>>>,
+    executables: &[PathBuf],
+) -> Option<Vec<String>> {
+    let cmd = command?;
+    let Some(program) = cmd.value.first() else {
+        c.missing("exec.command", "is empty; valid: the program and its fixed arguments, e.g. [\"/usr/bin/python3.11\", \"-I\"], or leave it out");
+        return None;
+    };
+    if cmd.value.len() > MAX_ARGS {
+        c.bad(
+            program,
+            format!("exec.command has more than {MAX_ARGS} elements"),
+        );
+    }
+    if !executables
+        .iter()
+        .any(|e| e.as_os_str() == program.value.as_str())
+    {
+        c.bad(program, "is not listed in exec.executables; the command must be one of them, named the same way");
+    }
+    for arg in &cmd.value {
+        if arg.value.contains('\0') {
+            c.bad(arg, "contains a NUL byte");
+        }
+    }
+    Some(cmd.value.iter().map(|a| a.value.clone()).collect())
+}
+
+fn check_env(c: &mut Checker, env: &BTreeMap<String, At<String>>) -> BTreeMap<String, String> {
+    if env.len() > MAX_ENV {
+        c.missing(
+            "exec.env",
+            format!(
+                "has {} variables; at most {MAX_ENV} are accepted",
+                env.len()
+            ),
+        );
+    }
+    let mut out = BTreeMap::new();
+    for (k, at) in env {
+        let ok_key = k
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !ok_key {
+            c.bad(at, format!("{k:?} is not a valid variable name; valid: letters, digits and '_', not starting with a digit"));
+        } else if at.value.contains('\0') {
+            c.bad(at, "contains a NUL byte");
+        } else {
+            out.insert(k.clone(), at.value.clone());
+        }
+    }
+    out
+}
+
+fn check_workdir(
+    c: &mut Checker,
+    workdir: Option<&At<String>>,
+    workspace: &Workspace,
+    binds: &[&Vec<Located<'_>>],
+) -> PathBuf {
+    let Some(at) = workdir else {
+        return workspace.path.clone();
+    };
+    let Some(path) = c.path(at) else {
+        return workspace.path.clone();
+    };
+    if fs::is_within(&path, &workspace.path) || fs::is_within(&path, Path::new("/tmp")) {
+        return path;
+    }
+    let bound_dir = binds
+        .iter()
+        .flat_map(|l| l.iter())
+        .any(|(_, e)| e.kind == EntryKind::Dir && fs::is_within(&path, &e.path));
+    if bound_dir && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+        return path;
+    }
+    c.bad(at, format!(
+        "is not a directory the sandbox can see; valid: the workspace {:?} or a directory in it, /tmp, or a directory below a bound fs.read, fs.libraries or fs.write directory",
+        workspace.path
+    ));
+    path
+}

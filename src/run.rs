@@ -1,0 +1,217 @@
+//! The subcommands, as functions from parsed arguments to an exit code. Every
+//! message goes to stderr prefixed `ninewall:`; nothing here panics on input.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::cli::{Cli, Command};
+use crate::plan::{self, Caller, Request, SetupPlan};
+use crate::policy::units::format_size;
+use crate::policy::{EntryKind, FsEntry, NetMode, Policy};
+use crate::profile::Profile;
+use crate::sandbox::{self, Outcome, SignalForwarder};
+
+/// Exit code for bad command-line or profile input.
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code when the sandbox could not be built or the request was refused.
+pub const EXIT_SANDBOX: i32 = 125;
+/// Exit code when the program may not be executed.
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+
+fn say(message: impl std::fmt::Display) {
+    let text = message.to_string();
+    let mut err = std::io::stderr().lock();
+    for line in text.lines() {
+        let _ = writeln!(err, "ninewall: {line}");
+    }
+}
+
+/// Loads and validates a profile, printing every problem.
+pub fn load_policy(path: &Path) -> Result<Policy, i32> {
+    let profile = Profile::load(path).map_err(|e| {
+        say(e);
+        EXIT_USAGE
+    })?;
+    Policy::from_profile(&profile).map_err(|e| {
+        say(e);
+        EXIT_USAGE
+    })
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub fn main(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Check { profile, json } => check(&profile, json),
+        Command::Run {
+            profile,
+            workspace,
+            verbose,
+            args,
+        } => run(&profile, workspace.as_deref(), verbose, args),
+    }
+}
+
+fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String>) -> i32 {
+    let policy = match load_policy(profile) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let caller = Caller::current();
+    let ids = plan::id_map(caller);
+    let workspace_dir = match workspace
+        .map(|d| plan::check_workspace_dir(d, &ids))
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            say(e);
+            return EXIT_USAGE;
+        }
+    };
+    let request = Request {
+        args,
+        workspace_dir,
+    };
+    let setup = match SetupPlan::build(&policy, &request, caller) {
+        Ok(p) => p,
+        Err(e) => {
+            say(&e);
+            return if e.is_exec_refusal() {
+                EXIT_NOT_EXECUTABLE
+            } else {
+                EXIT_USAGE
+            };
+        }
+    };
+    if verbose {
+        for line in sandbox::describe_walls(&setup) {
+            say(line);
+        }
+    }
+    let signals = match SignalForwarder::install() {
+        Ok(s) => s,
+        Err(e) => {
+            say(format!(
+                "wall 5 (process isolation): cannot set up signal forwarding: {e}"
+            ));
+            return EXIT_SANDBOX;
+        }
+    };
+    match sandbox::run(&setup, Some(&signals)) {
+        Ok(Outcome::SetupFailed(f)) => {
+            say(format!("sandbox not built, nothing ran: {f}"));
+            Outcome::SetupFailed(f).exit_code()
+        }
+        Ok(outcome) => outcome.exit_code(),
+        Err(e) => {
+            say(format!("sandbox failed: {e}"));
+            EXIT_SANDBOX
+        }
+    }
+}
+
+fn check(path: &Path, json: bool) -> i32 {
+    let policy = match load_policy(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut out = std::io::stdout().lock();
+    let text = if json {
+        match serde_json::to_string_pretty(&policy) {
+            Ok(s) => s,
+            Err(e) => {
+                say(format!("cannot encode the policy as JSON: {e}"));
+                return EXIT_SANDBOX;
+            }
+        }
+    } else {
+        describe(&policy)
+    };
+    if writeln!(out, "{text}").is_err() {
+        return EXIT_SANDBOX;
+    }
+    0
+}
+
+fn entry_line(e: &FsEntry) -> String {
+    match &e.kind {
+        EntryKind::Dir => format!("{}/", e.path.display()),
+        EntryKind::File => e.path.display().to_string(),
+        EntryKind::Symlink { target } => format!("{} -> {}", e.path.display(), target.display()),
+    }
+}
+
+/// The human-readable form of a policy, as `ninewall check` prints it.
+pub fn describe(p: &Policy) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| s.push_str(&format!("{k:<13}{v}\n"));
+    line("mbu", p.name.clone());
+    if !p.description.is_empty() {
+        line("description", p.description.clone());
+    }
+    let sources: Vec<String> = p.sources.iter().map(|s| s.display().to_string()).collect();
+    line("profile", sources.join(" <- "));
+    line(
+        "command",
+        match &p.command {
+            Some(c) => format!("{c:?} + arguments"),
+            None => "none: the program is named after --".into(),
+        },
+    );
+    for (i, e) in p.executables.iter().enumerate() {
+        line(
+            if i == 0 { "executables" } else { "" },
+            e.display().to_string(),
+        );
+    }
+    for (k, v) in &p.env {
+        line("env", format!("{k}={v}"));
+    }
+    if p.env.is_empty() {
+        line("env", "(empty)".into());
+    }
+    line("workdir", p.workdir.display().to_string());
+    for (name, list, how) in [
+        ("read", &p.read, "read-only, noexec"),
+        (
+            "libraries",
+            &p.libraries,
+            "read-only, may be mapped executable",
+        ),
+        ("write", &p.write, "read-write, noexec"),
+    ] {
+        if list.is_empty() {
+            line(name, "(none)".into());
+        }
+        for (i, e) in list.iter().enumerate() {
+            line(
+                if i == 0 { name } else { "" },
+                format!("{}  [{how}]", entry_line(e)),
+            );
+        }
+    }
+    line(
+        "workspace",
+        format!(
+            "{} (tmpfs of {}, or --workspace DIR; read-write, noexec)",
+            p.workspace.path.display(),
+            format_size(p.workspace.size)
+        ),
+    );
+    line(
+        "tmp",
+        format!("/tmp (tmpfs of {}, noexec)", format_size(p.tmp_size)),
+    );
+    line(
+        "proc, dev",
+        "a new /proc of the sandbox's pids; /dev with null zero full random urandom".into(),
+    );
+    line(
+        "net",
+        match p.net {
+            NetMode::None => "none (network namespace, no interface up)".into(),
+            NetMode::Loopback => "loopback (network namespace, only lo up)".into(),
+        },
+    );
+    s.trim_end().to_string()
+}

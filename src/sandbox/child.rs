@@ -1,0 +1,344 @@
+//! The three processes of a sandbox, from fork to exec.
+//!
+//! ```text
+//! supervisor ── fork ──▶ outer child (host pid namespace)
+//!                          unshare user+mount+pid+ipc+uts+net ─▶ Armed
+//!                          (supervisor writes the id maps, then the sync byte)
+//!                          groups, gid, uid; unshare cgroup+time; clock offsets;
+//!                          hostname; lo up
+//!                          ── fork ──▶ init (pid 1 of the new pid namespace)
+//!                                        filesystem view, pivot_root
+//!                                        ── fork ──▶ MBU (pid 2)
+//!                                                      setsid, signals, fds, chdir,
+//!                                                      capabilities, no_new_privs,
+//!                                                      execve
+//!                                        reaps; reports the MBU's status; exits,
+//!                                        and the kernel kills the whole namespace
+//! ```
+//!
+//! Invariant: everything here runs between `fork` and `execve` of a possibly
+//! multi-threaded supervisor, so it only reads the prepared [`ChildSpec`] and
+//! calls the child-safe wrappers of [`sys`]: no allocation, no locks, no panic.
+//! A failure is reported as [`Report::Failed`] and ends the process with 125.
+//! The outer child and init die with their parent (`PR_SET_PDEATHSIG`), so
+//! killing the supervisor, even with SIGKILL, takes the whole sandbox down.
+
+use std::ffi::CString;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use libc::c_char;
+
+use crate::plan::IdMap;
+use crate::policy::NetMode;
+use crate::sandbox::mounts::FsProgram;
+use crate::sandbox::report::{Report, Step};
+use crate::sandbox::sys;
+
+/// Exit code of a sandbox process whose setup failed.
+pub const SETUP_FAILED: i32 = 125;
+
+/// Signals the supervisor forwards to init and init forwards to the MBU.
+pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Everything the sandbox's processes need, prepared before fork.
+pub struct ChildSpec {
+    /// Supervisor pid, to detect a parent that died before the lifeline was armed.
+    pub supervisor_pid: i32,
+    /// The id maps (the supervisor writes them; the child switches to the ids).
+    pub ids: IdMap,
+    /// Hostname bytes.
+    pub hostname: Vec<u8>,
+    /// Network mode.
+    pub net: NetMode,
+    /// Init's filesystem operations.
+    pub fs: FsProgram,
+    /// Working directory of the MBU.
+    pub workdir: CString,
+    /// The program.
+    pub program: CString,
+    /// Owns the argv strings.
+    pub argv_store: Vec<CString>,
+    /// Null-terminated pointers into `argv_store`.
+    pub argv: Vec<*const c_char>,
+    /// Owns the environment strings.
+    pub env_store: Vec<CString>,
+    /// Null-terminated pointers into `env_store`.
+    pub envp: Vec<*const c_char>,
+}
+
+/// The pipe ends a child holds.
+#[derive(Clone, Copy)]
+pub struct ChildFds {
+    /// Write end of the report pipe.
+    pub report: RawFd,
+    /// Read end of the sync pipe.
+    pub sync: RawFd,
+}
+
+fn send(fds: ChildFds, r: Report) {
+    // A failed write means the supervisor is gone; the lifeline ends us then.
+    let _ = sys::write_all(fds.report, &r.encode());
+}
+
+fn fail(fds: ChildFds, step: Step, index: u32, errno: i32) -> ! {
+    send(fds, Report::Failed { step, index, errno });
+    sys::exit_now(SETUP_FAILED)
+}
+
+/// `r?` for child steps: report and exit on error.
+fn must<T>(fds: ChildFds, step: Step, r: sys::SysResult<T>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => fail(fds, step, 0, e),
+    }
+}
+
+/// The outer child: namespaces, identity, then init. Never returns.
+pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
+    // Lifeline: die with the supervisor; if it is already gone, stop now.
+    must(
+        fds,
+        Step::Lifeline,
+        sys::set_parent_death_signal(libc::SIGKILL),
+    );
+    if sys::getppid() != spec.supervisor_pid {
+        sys::exit_now(SETUP_FAILED);
+    }
+    // Only stdio and our two pipe ends are kept: nothing else of the
+    // supervisor's (sockets, logs) reaches the sandbox.
+    must(
+        fds,
+        Step::Lifeline,
+        sys::close_all_except(&[0, 1, 2, fds.report, fds.sync]),
+    );
+
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWNET;
+    must(fds, Step::Unshare, sys::unshare(flags));
+    send(fds, Report::Armed);
+
+    let mut byte = [0u8; 1];
+    match sys::read_full(fds.sync, &mut byte) {
+        Ok(1) if byte[0] == 1 => {}
+        // The supervisor gave up (it closed the pipe or says no): stop quietly.
+        Ok(_) => sys::exit_now(SETUP_FAILED),
+        Err(e) => fail(fds, Step::WaitForIdMaps, 0, e),
+    }
+    sys::close(fds.sync);
+
+    // Wall 5: cgroup and time namespaces. The time namespace applies to our
+    // children; its offsets make the sandbox's monotonic and boot clocks start
+    // near zero, so host uptime does not show through. This comes before the
+    // id switch: /proc/self/timens_offsets is writable only while we are
+    // dumpable, which a uid change ends.
+    must(
+        fds,
+        Step::UnshareCgroupTime,
+        sys::unshare(libc::CLONE_NEWCGROUP | libc::CLONE_NEWTIME),
+    );
+    let mut buf = [0u8; 96];
+    let len = must(fds, Step::TimeOffsets, time_offsets(&mut buf));
+    must(
+        fds,
+        Step::TimeOffsets,
+        sys::write_file(
+            c"/proc/self/timens_offsets",
+            buf.get(..len).unwrap_or_default(),
+        ),
+    );
+    // Wall 3: become the mapped, unprivileged id. Capabilities in the new user
+    // namespace survive this (the namespace has no uid 0 for the kernel's
+    // setuid fix-up to compare with); the MBU drops them all before exec.
+    if spec.ids.clear_groups {
+        must(fds, Step::ClearGroups, sys::clear_groups());
+    }
+    must(fds, Step::SetGid, sys::set_gid(spec.ids.inside_gid));
+    must(fds, Step::SetUid, sys::set_uid(spec.ids.inside_uid));
+    must(fds, Step::SetUid, sys::set_not_dumpable());
+
+    must(fds, Step::Hostname, sys::set_hostname(&spec.hostname));
+    if spec.net == NetMode::Loopback {
+        must(fds, Step::Loopback, sys::loopback_up());
+    }
+
+    // Init's lifeline to us: it sees the write end close if we die early.
+    let (life_r, life_w) = must(fds, Step::ForkInit, sys::pipe_raw());
+    let pid = must(fds, Step::ForkInit, sys::fork());
+    if pid == 0 {
+        sys::close(life_w);
+        init(spec, fds, life_r);
+    }
+    sys::close(life_r);
+    send(fds, Report::InitStarted { pid });
+    // We keep only the report pipe and init's lifeline.
+    must(
+        fds,
+        Step::ForkInit,
+        sys::close_all_except(&[fds.report, life_w]),
+    );
+    loop {
+        match sys::waitpid(pid, 0) {
+            Ok((p, _)) if p == pid => sys::exit_now(0),
+            Ok(_) => {}
+            Err(_) => sys::exit_now(SETUP_FAILED),
+        }
+    }
+}
+
+/// Formats "monotonic -S 0\nboottime -S 0\n" for the current clocks.
+fn time_offsets(buf: &mut [u8; 96]) -> sys::SysResult<usize> {
+    let mono = sys::clock_seconds(libc::CLOCK_MONOTONIC)?;
+    let boot = sys::clock_seconds(libc::CLOCK_BOOTTIME)?;
+    let mut w = Writer { buf, len: 0 };
+    w.put(b"monotonic -");
+    w.num(mono);
+    w.put(b" 0\nboottime -");
+    w.num(boot);
+    w.put(b" 0\n");
+    Ok(w.len)
+}
+
+/// A formatter into a fixed buffer: child-safe.
+struct Writer<'a> {
+    buf: &'a mut [u8; 96],
+    len: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn num(&mut self, n: i64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut v = n.unsigned_abs();
+        loop {
+            i -= 1;
+            if let Some(d) = digits.get_mut(i) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+            if v == 0 || i == 0 {
+                break;
+            }
+        }
+        let tail = digits.get(i..).unwrap_or_default();
+        let mut copy = [0u8; 20];
+        let n = tail.len();
+        copy.get_mut(..n).unwrap_or_default().copy_from_slice(tail);
+        self.put(copy.get(..n).unwrap_or_default());
+    }
+}
+
+/// Host-side pid of the MBU as init sees it (pid 2 in the namespace); read by
+/// the forwarding handler.
+static MBU_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_signal(sig: libc::c_int) {
+    let pid = MBU_PID.load(Ordering::Relaxed);
+    if pid > 0 {
+        let _ = sys::kill(pid, sig);
+    }
+}
+
+/// Init: pid 1 of the sandbox. Builds the filesystem view, starts the MBU,
+/// reaps every orphan, reports the MBU's end and exits, which makes the
+/// kernel kill whatever is left in the namespace. Never returns.
+fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
+    must(
+        fds,
+        Step::InitLifeline,
+        sys::set_parent_death_signal(libc::SIGKILL),
+    );
+    if sys::pipe_hung_up(lifeline) {
+        sys::exit_now(SETUP_FAILED);
+    }
+    must(fds, Step::InitLifeline, sys::set_not_dumpable());
+
+    for (i, op) in spec.fs.ops.iter().enumerate() {
+        if let Err(e) = op.run() {
+            fail(fds, Step::Filesystem, i as u32, e);
+        }
+    }
+
+    must(
+        fds,
+        Step::InitSignals,
+        sys::set_handler(&FORWARDED_SIGNALS, forward_signal),
+    );
+    let pid = must(fds, Step::ForkMbu, sys::fork());
+    if pid == 0 {
+        mbu(spec, fds);
+    }
+    MBU_PID.store(pid, Ordering::Relaxed);
+    must(fds, Step::InitSignals, sys::close_all_except(&[fds.report]));
+    must(
+        fds,
+        Step::InitSignals,
+        sys::set_signal_mask(&sys::sigset(&[])),
+    );
+    loop {
+        match sys::waitpid(-1, 0) {
+            Ok((p, status)) if p == pid => {
+                let r = if libc::WIFSIGNALED(status) {
+                    Report::Signaled {
+                        signal: libc::WTERMSIG(status),
+                    }
+                } else {
+                    Report::Exited {
+                        code: libc::WEXITSTATUS(status),
+                    }
+                };
+                send(fds, r);
+                sys::exit_now(0);
+            }
+            Ok(_) => {}
+            Err(_) => sys::exit_now(SETUP_FAILED),
+        }
+    }
+}
+
+/// The MBU process: drops everything, then `execve`. Never returns.
+fn mbu(spec: &ChildSpec, fds: ChildFds) -> ! {
+    must(fds, Step::Setsid, sys::setsid());
+    sys::reset_signal_dispositions();
+    must(
+        fds,
+        Step::ResetSignals,
+        sys::set_signal_mask(&sys::sigset(&[])),
+    );
+    must(fds, Step::CloseFds, sys::cloexec_from(3));
+    must(fds, Step::Chdir, sys::chdir(&spec.workdir));
+    must(fds, Step::DropBounding, sys::drop_bounding_set());
+    must(fds, Step::DropAmbient, sys::clear_ambient());
+    must(fds, Step::DropCapabilities, sys::clear_capabilities());
+    must(fds, Step::NoNewPrivs, sys::set_no_new_privs());
+    let errno = sys::execve(&spec.program, &spec.argv, &spec.envp);
+    send(
+        fds,
+        Report::Failed {
+            step: Step::Exec,
+            index: 0,
+            errno,
+        },
+    );
+    sys::exit_now(if errno == libc::ENOENT { 127 } else { 126 })
+}

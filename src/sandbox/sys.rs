@@ -1,0 +1,721 @@
+//! Every `unsafe` block of ninewall, each a thin wrapper over one system call.
+//!
+//! Invariant: the functions marked *child-safe* may be called between `fork` and
+//! `execve`: they do not allocate, lock or panic, and report failure as the raw
+//! errno. Everything else here is for the supervisor.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+
+use libc::{c_char, c_int, c_ulong, c_void};
+
+/// A raw errno value from a failed system call.
+pub type Errno = i32;
+/// Result of a child-safe wrapper.
+pub type SysResult<T> = Result<T, Errno>;
+
+fn errno() -> Errno {
+    // `last_os_error` reads errno and builds an `Os(code)` value: no allocation.
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn check(ret: c_int) -> SysResult<c_int> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_long(ret: libc::c_long) -> SysResult<libc::c_long> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Retries a call that failed with `EINTR`.
+fn retry<T>(mut f: impl FnMut() -> SysResult<T>) -> SysResult<T> {
+    loop {
+        match f() {
+            Err(libc::EINTR) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn opt_ptr(s: Option<&CStr>) -> *const c_char {
+    s.map_or(ptr::null(), CStr::as_ptr)
+}
+
+// --- identity and process ------------------------------------------------------
+
+/// Effective uid and gid of this process.
+pub fn effective_ids() -> (u32, u32) {
+    // SAFETY: geteuid and getegid cannot fail and touch no memory.
+    unsafe { (libc::geteuid(), libc::getegid()) }
+}
+
+/// This process's pid (child-safe).
+pub fn getpid() -> i32 {
+    // SAFETY: getpid cannot fail.
+    unsafe { libc::getpid() }
+}
+
+/// This process's parent pid, as seen from its pid namespace (child-safe).
+pub fn getppid() -> i32 {
+    // SAFETY: getppid cannot fail.
+    unsafe { libc::getppid() }
+}
+
+/// `fork()`. Returns 0 in the child (child-safe).
+pub fn fork() -> SysResult<i32> {
+    // SAFETY: fork has no memory preconditions. The callers run only child-safe
+    // code in the child until execve or _exit.
+    check(unsafe { libc::fork() })
+}
+
+/// `unshare(flags)` (child-safe).
+pub fn unshare(flags: c_int) -> SysResult<()> {
+    // SAFETY: unshare takes only an integer.
+    check(unsafe { libc::unshare(flags) }).map(drop)
+}
+
+/// Kill this process with `sig` when the thread that forked it exits (child-safe).
+pub fn set_parent_death_signal(sig: c_int) -> SysResult<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as c_ulong, 0, 0, 0) }).map(drop)
+}
+
+/// `PR_SET_DUMPABLE 0`: no core dumps, no ptrace, `/proc/PID` owned by root
+/// (child-safe).
+pub fn set_not_dumpable() -> SysResult<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).map(drop)
+}
+
+/// Drops every supplementary group (child-safe).
+pub fn clear_groups() -> SysResult<()> {
+    // SAFETY: a zero-length list; the pointer is not read.
+    check(unsafe { libc::setgroups(0, ptr::null()) }).map(drop)
+}
+
+/// `setresgid(g, g, g)` (child-safe).
+pub fn set_gid(gid: u32) -> SysResult<()> {
+    // SAFETY: integers only.
+    check(unsafe { libc::setresgid(gid, gid, gid) }).map(drop)
+}
+
+/// `setresuid(u, u, u)` (child-safe).
+pub fn set_uid(uid: u32) -> SysResult<()> {
+    // SAFETY: integers only.
+    check(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+}
+
+/// `sethostname` (child-safe).
+pub fn set_hostname(name: &[u8]) -> SysResult<()> {
+    // SAFETY: the pointer and length describe `name`.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
+/// Seconds of a clock (child-safe).
+pub fn clock_seconds(clock: libc::clockid_t) -> SysResult<i64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    check(unsafe { libc::clock_gettime(clock, &mut ts) })?;
+    Ok(ts.tv_sec)
+}
+
+/// `setsid()` (child-safe).
+pub fn setsid() -> SysResult<()> {
+    // SAFETY: no arguments.
+    check(unsafe { libc::setsid() }).map(drop)
+}
+
+/// `waitpid` with `EINTR` retried (child-safe). Returns (pid, status).
+pub fn waitpid(pid: i32, flags: c_int) -> SysResult<(i32, c_int)> {
+    retry(|| {
+        let mut status: c_int = 0;
+        // SAFETY: `status` is a valid, writable int.
+        let r = check(unsafe { libc::waitpid(pid, &mut status, flags) })?;
+        Ok((r, status))
+    })
+}
+
+/// `kill(pid, sig)` (child-safe).
+pub fn kill(pid: i32, sig: c_int) -> SysResult<()> {
+    // SAFETY: integers only.
+    check(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// `_exit(code)`: no destructors, no atexit handlers (child-safe).
+pub fn exit_now(code: c_int) -> ! {
+    // SAFETY: _exit never returns and needs no cleanup from us.
+    unsafe { libc::_exit(code) }
+}
+
+/// `execve`; returns only on failure (child-safe). `argv` and `envp` are
+/// null-terminated arrays of pointers to NUL-terminated strings that outlive the
+/// call.
+pub fn execve(path: &CStr, argv: &[*const c_char], envp: &[*const c_char]) -> Errno {
+    if argv.last() != Some(&ptr::null()) || envp.last() != Some(&ptr::null()) {
+        return libc::EINVAL;
+    }
+    // SAFETY: both arrays are null-terminated (checked above) and their strings
+    // are owned by the caller's plan, alive for the duration of the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    errno()
+}
+
+// --- file descriptors ----------------------------------------------------------
+
+/// A pipe with both ends close-on-exec.
+pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors that we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `close(fd)`, errors ignored: the descriptor is gone either way (child-safe).
+pub fn close(fd: RawFd) {
+    // SAFETY: closing a descriptor this process owns; callers pass fds they no
+    // longer use.
+    unsafe { libc::close(fd) };
+}
+
+/// Marks every descriptor from `first` up close-on-exec (child-safe).
+pub fn cloexec_from(first: u32) -> SysResult<()> {
+    // SAFETY: integers only; CLOSE_RANGE_CLOEXEC closes nothing now.
+    check(unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as c_int) })
+        .map(drop)
+}
+
+/// Closes every descriptor except those in `keep` (at most 8; child-safe, for
+/// processes that never exec).
+pub fn close_all_except(keep: &[RawFd]) -> SysResult<()> {
+    let mut next: u32 = 0;
+    let mut sorted = [i32::MAX; 8];
+    for (slot, fd) in sorted.iter_mut().zip(keep.iter()) {
+        *slot = *fd;
+    }
+    sorted.sort_unstable();
+    for &fd in sorted.iter().filter(|&&fd| fd >= 0 && fd != i32::MAX) {
+        let fd = fd as u32;
+        if fd > next {
+            // SAFETY: integers only.
+            check(unsafe { libc::close_range(next, fd - 1, 0) })?;
+        }
+        next = fd + 1;
+    }
+    // SAFETY: integers only.
+    check(unsafe { libc::close_range(next, u32::MAX, 0) }).map(drop)
+}
+
+/// Writes all of `buf` (child-safe).
+pub fn write_all(fd: RawFd, buf: &[u8]) -> SysResult<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = buf.get(done..).unwrap_or_default();
+        // SAFETY: the pointer and length describe the unwritten part of `buf`.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Reads into `buf` until it is full or end of file; returns the bytes read
+/// (child-safe).
+pub fn read_full(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = buf.get_mut(done..).unwrap_or_default();
+        // SAFETY: the pointer and length describe the unfilled part of `buf`.
+        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
+
+/// True when the write side of the pipe `fd` reads from has been closed by every
+/// holder (child-safe).
+pub fn pipe_hung_up(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && (p.revents & libc::POLLHUP) != 0
+}
+
+/// Opens `path` write-only, writes `data`, closes (child-safe).
+pub fn write_file(path: &CStr, data: &[u8]) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = check(unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        )
+    })?;
+    let r = write_all(fd, data);
+    close(fd);
+    r
+}
+
+// --- mounts ----------------------------------------------------------------------
+
+/// `mount(2)` (child-safe).
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> SysResult<()> {
+    // SAFETY: every pointer is null or a NUL-terminated string alive for the call.
+    check(unsafe {
+        libc::mount(
+            opt_ptr(source),
+            target.as_ptr(),
+            opt_ptr(fstype),
+            flags,
+            opt_ptr(data).cast::<c_void>(),
+        )
+    })
+    .map(drop)
+}
+
+/// `umount2(target, MNT_DETACH)` (child-safe).
+pub fn detach(target: &CStr) -> SysResult<()> {
+    // SAFETY: `target` is NUL-terminated.
+    check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) }).map(drop)
+}
+
+/// `mkdir`, where an existing entry is success (child-safe).
+pub fn mkdir(path: &CStr, mode: u32) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated.
+    match check(unsafe { libc::mkdir(path.as_ptr(), mode) }) {
+        Ok(_) | Err(libc::EEXIST) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates an empty file to bind a file onto; an existing entry is success
+/// (child-safe).
+pub fn create_file(path: &CStr) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o444 as libc::c_uint,
+        )
+    };
+    match check(fd) {
+        Ok(fd) => {
+            close(fd);
+            Ok(())
+        }
+        Err(libc::EEXIST) | Err(libc::EROFS) | Err(libc::EISDIR) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `symlink(target, link)` (child-safe).
+pub fn symlink(target: &CStr, link: &CStr) -> SysResult<()> {
+    // SAFETY: both are NUL-terminated.
+    check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) }).map(drop)
+}
+
+/// `chdir` (child-safe).
+pub fn chdir(path: &CStr) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated.
+    check(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+}
+
+/// `pivot_root(new_root, put_old)` (child-safe).
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
+    // SAFETY: both are NUL-terminated; pivot_root has no glibc wrapper.
+    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
+        .map(drop)
+}
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+const OPEN_TREE_CLONE: c_int = 1;
+const AT_RECURSIVE: c_int = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: c_int = 4;
+/// `MOUNT_ATTR_RDONLY`.
+pub const ATTR_RDONLY: u64 = 0x1;
+/// `MOUNT_ATTR_NOSUID`.
+pub const ATTR_NOSUID: u64 = 0x2;
+/// `MOUNT_ATTR_NODEV`.
+pub const ATTR_NODEV: u64 = 0x4;
+/// `MOUNT_ATTR_NOEXEC`.
+pub const ATTR_NOEXEC: u64 = 0x8;
+
+/// Opens `path` without following any symlink on the way, and clones the mount
+/// tree there into a detached tree; returns the tree's fd (child-safe).
+pub fn clone_tree(path: &CStr) -> SysResult<RawFd> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is NUL-terminated; `how` is a valid open_how of the size passed.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })? as RawFd;
+    let empty = c"";
+    // SAFETY: `fd` is the O_PATH descriptor just opened; the path is "".
+    let tree = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd,
+            empty.as_ptr(),
+            (OPEN_TREE_CLONE | libc::O_CLOEXEC | AT_RECURSIVE | libc::AT_EMPTY_PATH) as c_ulong,
+        )
+    });
+    close(fd);
+    Ok(tree? as RawFd)
+}
+
+fn mount_setattr(dirfd: RawFd, path: &CStr, flags: c_int, set: u64) -> SysResult<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `path` is NUL-terminated; `attr` is a valid mount_attr of the size passed.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(drop)
+}
+
+/// Sets mount attributes on every mount of a detached tree (child-safe). Only
+/// sets: a flag the host locked on a mount stays as it is.
+pub fn set_tree_attrs(tree: RawFd, set: u64) -> SysResult<()> {
+    mount_setattr(tree, c"", libc::AT_EMPTY_PATH | AT_RECURSIVE, set)
+}
+
+/// Sets mount attributes on the one mount at `path` (child-safe).
+pub fn set_mount_attrs(path: &CStr, set: u64) -> SysResult<()> {
+    mount_setattr(libc::AT_FDCWD, path, 0, set)
+}
+
+/// Attaches a detached tree at `target` (child-safe).
+pub fn attach_tree(tree: RawFd, target: &CStr) -> SysResult<()> {
+    // SAFETY: `tree` is a mount fd from clone_tree; both paths are NUL-terminated.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH as libc::c_uint,
+        )
+    })
+    .map(drop)
+}
+
+// --- network -----------------------------------------------------------------------
+
+/// `struct ifreq`, with only the flags member of its union.
+#[repr(C)]
+struct IfreqFlags {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Brings the loopback interface up (child-safe).
+pub fn loopback_up() -> SysResult<()> {
+    // SAFETY: integers only.
+    let sock =
+        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let mut req = IfreqFlags {
+        name: [0; 16],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    req.name[..2].copy_from_slice(b"lo");
+    // SAFETY: `req` is a valid ifreq-sized buffer with a NUL-terminated name.
+    let r = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut IfreqFlags) })
+        .and_then(|_| {
+            req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            // SAFETY: as above.
+            check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req as *const IfreqFlags) })
+        });
+    close(sock);
+    r.map(drop)
+}
+
+// --- capabilities --------------------------------------------------------------------
+
+/// Removes every capability from the bounding set, up to the last one this
+/// kernel knows (child-safe).
+pub fn drop_bounding_set() -> SysResult<()> {
+    for cap in 0..=63u64 {
+        // SAFETY: integers only.
+        let known = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as c_ulong, 0, 0, 0) };
+        if known < 0 {
+            // EINVAL: past the last capability of this kernel.
+            return if errno() == libc::EINVAL {
+                Ok(())
+            } else {
+                Err(errno())
+            };
+        }
+        // SAFETY: integers only.
+        check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) })?;
+    }
+    Ok(())
+}
+
+/// Clears the ambient set (child-safe).
+pub fn clear_ambient() -> SysResult<()> {
+    // SAFETY: integers only.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Empties the effective, permitted and inheritable sets (child-safe).
+pub fn clear_capabilities() -> SysResult<()> {
+    let mut header = CapHeader {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: version 3 takes two CapData entries, which `data` holds.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    })
+    .map(drop)
+}
+
+/// `PR_SET_NO_NEW_PRIVS` (child-safe).
+pub fn set_no_new_privs() -> SysResult<()> {
+    // SAFETY: integers only.
+    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }).map(drop)
+}
+
+// --- signals ---------------------------------------------------------------------------
+
+/// A signal set holding `signals`.
+pub fn sigset(signals: &[c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: `set` is a valid sigset_t; invalid numbers are rejected by the call.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// Replaces the calling thread's signal mask (child-safe).
+pub fn set_signal_mask(set: &libc::sigset_t) -> SysResult<()> {
+    // SAFETY: `set` is a valid sigset_t; the old mask is not wanted.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, set, ptr::null_mut()) };
+    if r != 0 {
+        Err(r)
+    } else {
+        Ok(())
+    }
+}
+
+/// The calling thread's signal mask.
+pub fn signal_mask() -> libc::sigset_t {
+    // SAFETY: plain data, filled by pthread_sigmask.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new set only reads the mask into `old`.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, ptr::null(), &mut old) };
+    old
+}
+
+/// Adds `signals` to the calling thread's mask.
+pub fn block_signals(signals: &[c_int]) -> io::Result<()> {
+    let set = sigset(signals);
+    // SAFETY: `set` is a valid sigset_t.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
+/// A signalfd receiving `signals` (which must be blocked).
+pub fn signalfd(signals: &[c_int]) -> io::Result<OwnedFd> {
+    let set = sigset(signals);
+    // SAFETY: `set` is a valid sigset_t; -1 asks for a new descriptor.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a fresh descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads one pending signal number from a signalfd, if any.
+pub fn read_signal(fd: RawFd) -> Option<c_int> {
+    // SAFETY: signalfd_siginfo is plain data.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of `size` bytes.
+    let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+    (n == size as isize).then_some(info.ssi_signo as c_int)
+}
+
+/// Sets every signal's disposition to the default (child-safe). Ignored signals
+/// would otherwise stay ignored across execve.
+pub fn reset_signal_dispositions() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is a valid disposition; numbers the C library reserves
+        // are refused with EINVAL, which is harmless here.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+/// Installs `handler` for each of `signals`, with `SA_RESTART` (child-safe).
+pub fn set_handler(signals: &[c_int], handler: extern "C" fn(c_int)) -> SysResult<()> {
+    for &sig in signals {
+        // SAFETY: sigaction is plain data; all fields are set below.
+        let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+        act.sa_sigaction = handler as usize;
+        act.sa_flags = libc::SA_RESTART;
+        // SAFETY: `act` is a valid sigaction whose handler only calls kill(2).
+        check(unsafe { libc::sigaction(sig, &act, ptr::null_mut()) })?;
+    }
+    Ok(())
+}
+
+/// `poll` on several descriptors, `EINTR` retried; returns their `revents`.
+pub fn poll_readable(fds: &mut [libc::pollfd], timeout_ms: c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: `fds` is a valid, writable slice of pollfd.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if r >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A close-on-exec pipe as raw descriptors (child-safe).
+pub fn pipe_raw() -> SysResult<(RawFd, RawFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    Ok((fds[0], fds[1]))
+}
+
+/// One `read`, `EINTR` retried; 0 means end of file.
+pub fn read_once(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
+    retry(|| {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(errno())
+        } else {
+            Ok(n as usize)
+        }
+    })
+}
