@@ -167,6 +167,17 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(fds, Step::SetGid, sys::set_gid(spec.ids.inside_gid));
     must(fds, Step::SetUid, sys::set_uid(spec.ids.inside_uid));
     must(fds, Step::SetUid, sys::set_not_dumpable());
+    // A change of effective uid or gid clears the parent-death signal (as root,
+    // the switch above is one): arm it again, and check again that the
+    // supervisor is still there.
+    must(
+        fds,
+        Step::Lifeline,
+        sys::set_parent_death_signal(libc::SIGKILL),
+    );
+    if sys::getppid() != spec.supervisor_pid {
+        sys::exit_now(SETUP_FAILED);
+    }
 
     must(fds, Step::Hostname, sys::set_hostname(&spec.hostname));
     if spec.net == NetMode::Loopback {

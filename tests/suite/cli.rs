@@ -1,0 +1,175 @@
+//! The command line: exit codes of shared/DESIGN.md, and messages that name the
+//! wall or the rule.
+
+use std::os::unix::process::CommandExt;
+
+use crate::support::*;
+
+const NO_COMMAND: &str = r#"
+extends = "base/python"
+[mbu]
+name = "pick-your-program"
+"#;
+
+const NO_LIBRARIES: &str = r#"
+[mbu]
+name = "no-libraries"
+[exec]
+executables = ["/usr/bin/python3.11"]
+command = ["/usr/bin/python3.11", "-c", "print('ran')"]
+"#;
+
+#[test]
+fn bad_command_lines_exit_2() {
+    for args in [
+        vec![],
+        vec!["run"],
+        vec!["run", "--profile"],
+        vec!["frobnicate"],
+        vec!["check"],
+    ] {
+        let r = Run::from_output(ninewall(Who::Root).args(&args).output().unwrap());
+        r.assert_code(2);
+        assert!(
+            r.stderr.contains("Usage") || r.stderr.contains("error"),
+            "{args:?}: {r:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_program_outside_the_executables_is_refused_with_126() {
+    let p = write_profile("pick-your-program", NO_COMMAND);
+    for who in identities() {
+        let r = run(who, &p, &[], &["/bin/sh", "-c", "id"], None);
+        r.assert_code(126);
+        assert!(r.stderr.contains("\"/bin/sh\" may not be executed under profile \"pick-your-program\"; allowed: /usr/bin/python3.11"), "{r:#?}");
+        assert!(r.stdout.is_empty());
+        // By file name, when only one executable has it.
+        let ok = run(
+            who,
+            &p,
+            &[],
+            &["python3.11", "-c", "print('by name')"],
+            None,
+        );
+        ok.assert_code(0);
+        assert_eq!(ok.stdout, "by name\n");
+        let none = run(who, &p, &[], &[], None);
+        none.assert_code(2);
+        assert!(
+            none.stderr
+                .contains("has no exec.command: name the program after `--`"),
+            "{none:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_program_whose_interpreter_is_not_visible_exits_127_with_a_reason() {
+    let p = write_profile("no-libraries", NO_LIBRARIES);
+    for who in identities() {
+        let r = run(who, &p, &[], &[], None);
+        r.assert_code(127);
+        assert!(
+            r.stderr.contains(
+                "sandbox not built, nothing ran: exec: execve: No such file or directory"
+            ) && r
+                .stderr
+                .contains("ELF interpreter is not in the sandbox's view"),
+            "{r:#?}"
+        );
+        assert!(!r.stdout.contains("ran"));
+    }
+}
+
+#[test]
+fn a_wall_that_cannot_be_built_stops_the_run_with_125_naming_it() {
+    let who = match identities().into_iter().find(|w| *w != Who::Root) {
+        Some(w) => w,
+        None => return,
+    };
+    let dir = scratch_dir("nproc");
+    let marker = dir.join("ran");
+    std::os::unix::fs::chown(&dir, Some(who.sandbox_host_id().0), None).unwrap();
+    let mut cmd = ninewall(who);
+    cmd.args(["run", "--profile"])
+        .arg(profile("document_generation"))
+        .args([
+            "--workspace",
+            dir.to_str().unwrap(),
+            "--",
+            "-c",
+            "open('/work/ran', 'w')",
+        ]);
+    // SAFETY: setrlimit in the forked child before exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1,
+                rlim_max: 1,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = Run::from_output(cmd.output().unwrap());
+    r.assert_code(125);
+    assert!(
+        r.stderr.contains("wall 5 (process isolation)")
+            && r.stderr.contains("Resource temporarily unavailable"),
+        "{r:#?}"
+    );
+    assert!(!marker.exists(), "the MBU ran although a wall failed");
+}
+
+#[test]
+fn verbose_lists_the_walls_it_builds() {
+    for who in identities() {
+        let r = run(who, &profile("reason"), &["-v"], &["-c", "pass"], None);
+        r.assert_code(0);
+        let (uid, gid) = who.sandbox_host_id();
+        for line in [
+            format!("wall 3 credentials: user namespace, uid 1000 gid 1000 inside = {uid} {gid} on the host"),
+            "wall 4 filesystem view: mount namespace, new tmpfs root, pivot_root, old root detached".into(),
+            "bind /usr/lib/python3.11 at /usr/lib/python3.11 (read-only, noexec)".into(),
+            "wall 5 process isolation: pid, ipc, uts (hostname \"reason\"), cgroup, time namespaces".into(),
+            "wall 6 network: network namespace, no interface up".into(),
+        ] {
+            assert!(r.stderr.contains(&line), "missing {line:?} in {}", r.stderr);
+        }
+    }
+}
+
+#[test]
+fn check_prints_the_resolved_policy_as_text_and_json() {
+    let r = Run::from_output(
+        ninewall(Who::Root)
+            .arg("check")
+            .arg(profile("reason"))
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0);
+    assert!(r.stdout.contains("mbu          reason"), "{}", r.stdout);
+    assert!(r.stdout.contains("/lib64 -> usr/lib64"), "{}", r.stdout);
+    let j = Run::from_output(
+        ninewall(Who::Root)
+            .args(["check", "--json"])
+            .arg(profile("reason"))
+            .output()
+            .unwrap(),
+    );
+    j.assert_code(0);
+    let v = j.json();
+    assert_eq!(v["name"], "reason");
+    assert_eq!(v["net"], "none");
+    assert_eq!(v["workspace"]["size"], 32 << 20);
+    assert_eq!(v["executables"], serde_json::json!(["/usr/bin/python3.11"]));
+    assert_eq!(
+        v["read"][1],
+        serde_json::json!({"path": "/lib", "kind": {"type": "symlink", "target": "usr/lib"}})
+    );
+}

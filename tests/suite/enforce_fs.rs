@@ -1,0 +1,332 @@
+//! Wall 3 and wall 4 through the real binary: who the sandbox is, what it sees,
+//! and that what it may not change stays unchanged on the host.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use crate::support::*;
+
+/// Probe: errno of an operation, or "ok".
+const PRELUDE: &str = r#"
+import json, os, errno as E
+def attempt(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return E.errorcode.get(e.errno, str(e.errno))
+"#;
+
+fn probe(who: Who, profile: &std::path::Path, body: &str) -> serde_json::Value {
+    let r = python(who, profile, &format!("{PRELUDE}\n{body}"));
+    r.assert_code(0);
+    r.json()
+}
+
+#[test]
+fn the_sandbox_is_an_unprivileged_id_inside_and_outside() {
+    for who in identities() {
+        let v = probe(
+            who,
+            &profile("reason"),
+            r#"
+st = open("/proc/self/status").read()
+caps = {l.split(":")[0]: l.split(":")[1].strip() for l in st.splitlines() if l.startswith(("Cap", "NoNewPrivs"))}
+print(json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups(),
+  "uid_map": open("/proc/self/uid_map").read().split(), "gid_map": open("/proc/self/gid_map").read().split(),
+  "caps": caps, "setuid0": attempt(lambda: os.setuid(0)), "setuid_host": attempt(lambda: os.setuid(1001))}))
+"#,
+        );
+        let (host_uid, host_gid) = who.sandbox_host_id();
+        assert_eq!(v["uid"], 1000, "{who:?}: {v}");
+        assert_eq!(v["euid"], 1000);
+        assert_eq!(v["gid"], 1000);
+        assert_eq!(
+            v["uid_map"],
+            serde_json::json!(["1000", host_uid.to_string(), "1"]),
+            "{who:?}"
+        );
+        assert_eq!(
+            v["gid_map"],
+            serde_json::json!(["1000", host_gid.to_string(), "1"]),
+            "{who:?}"
+        );
+        if who == Who::Root {
+            // Root's supplementary groups (gid 0 among them) are cleared.
+            assert_eq!(v["groups"], serde_json::json!([]), "{v}");
+        }
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(
+                v["caps"][set], "0000000000000000",
+                "{who:?}: {set} not empty: {v}"
+            );
+        }
+        assert_eq!(v["caps"]["NoNewPrivs"], "1");
+        assert_eq!(v["setuid_host"], "EINVAL", "{v}");
+        // uid 0 does not exist in the sandbox's user namespace.
+        assert_eq!(v["setuid0"], "EINVAL");
+    }
+}
+
+#[test]
+fn only_the_profiles_paths_exist() {
+    let secret_dir = scratch_dir("secret");
+    let secret = secret_dir.join("secret.txt");
+    std::fs::write(&secret, "host secret").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for who in identities() {
+        let v = probe(
+            who,
+            &profile("reason"),
+            &format!(
+                r#"
+def ls(p):
+    try: return sorted(os.listdir(p))
+    except OSError as e: return E.errorcode[e.errno]
+print(json.dumps({{"root": ls("/"), "usr": ls("/usr"), "usr_bin": ls("/usr/bin"), "usr_lib": ls("/usr/lib"),
+  "etc": ls("/etc"), "home": ls("/home"), "sys": ls("/sys"), "secret": attempt(lambda: open({secret:?}).read()),
+  "secret_dir": ls({dir:?}), "passwd": attempt(lambda: open("/etc/passwd").read()),
+  "sh": attempt(lambda: os.stat("/bin/sh")), "dev": ls("/dev"), "tmp": ls("/tmp"),
+  "lib64": os.readlink("/lib64"), "ld": attempt(lambda: open("/lib64/ld-linux-x86-64.so.2", "rb").read(4))}}))
+"#,
+                secret = secret.to_str().unwrap(),
+                dir = secret_dir.to_str().unwrap()
+            ),
+        );
+        assert_eq!(
+            v["root"],
+            serde_json::json!(["dev", "lib", "lib64", "proc", "tmp", "usr", "work"]),
+            "{who:?}: {v}"
+        );
+        assert_eq!(v["usr"], serde_json::json!(["bin", "lib", "lib64"]));
+        assert_eq!(v["usr_bin"], serde_json::json!(["python3.11"]));
+        assert_eq!(
+            v["usr_lib"],
+            serde_json::json!(["python3.11", "x86_64-linux-gnu"])
+        );
+        for gone in ["etc", "home", "sys", "secret_dir", "secret", "passwd", "sh"] {
+            assert_eq!(v[gone], "ENOENT", "{who:?}: {gone} visible: {v}");
+        }
+        assert_eq!(
+            v["dev"],
+            serde_json::json!([
+                "fd", "full", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"
+            ])
+        );
+        assert_eq!(v["tmp"], serde_json::json!([]));
+        assert_eq!(v["lib64"], "usr/lib64");
+        assert_eq!(
+            v["ld"], "ok",
+            "the ELF interpreter is reachable through the recreated symlink"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host secret");
+}
+
+#[test]
+fn read_only_binds_refuse_writes_with_erofs_and_the_host_is_unchanged() {
+    let knowledge = std::path::Path::new("/srv/knowledge/README.txt");
+    if !knowledge.exists() && skip("/srv/knowledge/README.txt is missing (.ci/run creates it)") {
+        return;
+    }
+    let before = std::fs::read(knowledge).unwrap();
+    for who in identities() {
+        let v = probe(
+            who,
+            &profile("knowledge"),
+            r#"
+def write(p):
+    with open(p, "w") as f: f.write("changed")
+print(json.dumps({
+  "lib": attempt(lambda: write("/usr/lib/python3.11/os.py")),
+  "lib_new": attempt(lambda: write("/usr/lib/python3.11/new.py")),
+  "kb": attempt(lambda: write("/srv/knowledge/README.txt")),
+  "kb_new": attempt(lambda: write("/srv/knowledge/new.txt")),
+  "kb_rm": attempt(lambda: os.unlink("/srv/knowledge/README.txt")),
+  "kb_chmod": attempt(lambda: os.chmod("/srv/knowledge/README.txt", 0o777)),
+  "root_new": attempt(lambda: write("/new-file")),
+  "root_mkdir": attempt(lambda: os.mkdir("/etc")),
+  "dev_new": attempt(lambda: write("/dev/new")),
+  "python": attempt(lambda: write("/usr/bin/python3.11")),
+  "kb_read": open("/srv/knowledge/README.txt").read(),
+  "devnull": attempt(lambda: write("/dev/null")),
+  "work": attempt(lambda: write("/work/out.txt")),
+}))
+"#,
+        );
+        for key in [
+            "lib",
+            "lib_new",
+            "kb",
+            "kb_new",
+            "kb_rm",
+            "kb_chmod",
+            "root_new",
+            "root_mkdir",
+            "dev_new",
+        ] {
+            assert_eq!(v[key], "EROFS", "{who:?}: {key}: {v}");
+        }
+        // The interpreter is a read-only bind too; writing an executable file
+        // that is in use is refused as well.
+        assert!(v["python"] == "EROFS" || v["python"] == "ETXTBSY", "{v}");
+        assert_eq!(v["kb_read"], std::str::from_utf8(&before).unwrap());
+        assert_eq!(v["devnull"], "ok");
+        assert_eq!(v["work"], "ok");
+    }
+    assert_eq!(
+        std::fs::read(knowledge).unwrap(),
+        before,
+        "the knowledge file changed on the host"
+    );
+    assert!(!std::path::Path::new("/srv/knowledge/new.txt").exists());
+}
+
+#[test]
+fn files_written_in_the_sandbox_cannot_be_executed() {
+    for who in identities() {
+        let v = probe(
+            who,
+            &profile("reason"),
+            r##"
+import shutil
+def exec_it(p):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.execv(p, [p])
+        except OSError as e:
+            os._exit(e.errno)
+    return os.waitpid(pid, 0)[1] >> 8
+out = {}
+for d in ["/work", "/tmp"]:
+    script = d + "/script"
+    with open(script, "w") as f: f.write("#!/usr/bin/python3.11\nprint('escaped')\n")
+    os.chmod(script, 0o755)
+    elf = d + "/python-copy"
+    shutil.copyfile("/usr/bin/python3.11", elf)
+    os.chmod(elf, 0o755)
+    out[d + "/script"] = E.errorcode.get(exec_it(script))
+    out[d + "/elf"] = E.errorcode.get(exec_it(elf))
+    out[d + "/setuid"] = attempt(lambda: os.chmod(elf, 0o4755))
+    out[d + "/setuid_bit_kept"] = bool(os.stat(elf).st_mode & 0o4000)
+print(json.dumps(out))
+"##,
+        );
+        for d in ["/work", "/tmp"] {
+            assert_eq!(v[format!("{d}/script")], "EACCES", "{who:?}: {v}");
+            assert_eq!(v[format!("{d}/elf")], "EACCES", "{who:?}: {v}");
+        }
+    }
+}
+
+#[test]
+fn writable_mounts_are_nosuid_nodev_noexec() {
+    for who in identities() {
+        let v = probe(
+            who,
+            &profile("reason"),
+            r#"
+m = {}
+for line in open("/proc/self/mountinfo"):
+    f = line.split()
+    m[f[4]] = f[5].split(",")
+print(json.dumps(m))
+"#,
+        );
+        let opts = |p: &str| -> Vec<String> {
+            v[p].as_array()
+                .unwrap_or_else(|| panic!("{p} not mounted: {v}"))
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        for p in ["/work", "/tmp"] {
+            let o = opts(p);
+            for flag in ["rw", "nosuid", "nodev", "noexec"] {
+                assert!(
+                    o.contains(&flag.to_string()),
+                    "{who:?}: {p} lacks {flag}: {o:?}"
+                );
+            }
+        }
+        for p in [
+            "/",
+            "/usr/lib/python3.11",
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/bin/python3.11",
+            "/dev",
+        ] {
+            let o = opts(p);
+            assert!(
+                o.contains(&"ro".to_string()),
+                "{who:?}: {p} not read-only: {o:?}"
+            );
+            assert!(
+                o.contains(&"nosuid".to_string()),
+                "{who:?}: {p} not nosuid: {o:?}"
+            );
+        }
+        assert!(
+            opts("/usr/lib/python3.11").contains(&"noexec".to_string()),
+            "fs.read is data: noexec"
+        );
+        // Nothing of the host's root remains mounted: every mount is one we made.
+        let mounts: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert!(
+            mounts
+                .iter()
+                .all(|m| !m.starts_with("/old") && !m.starts_with("/new")),
+            "{mounts:?}"
+        );
+    }
+}
+
+#[test]
+fn a_host_workspace_is_read_write_and_owned_by_the_sandbox_host_id() {
+    for who in identities() {
+        let dir = scratch_dir("workspace");
+        let (uid, gid) = who.sandbox_host_id();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        let r = run(
+            who,
+            &profile("document_generation"),
+            &["--workspace", dir.to_str().unwrap()],
+            &["-c", "import os; open('/work/report.txt','w').write('quarterly'); os.chmod('/work/report.txt', 0o755); print(os.getcwd())"],
+            None,
+        );
+        r.assert_code(0);
+        assert_eq!(r.stdout.trim(), "/work");
+        let written = dir.join("report.txt");
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), "quarterly");
+        let meta = std::fs::metadata(&written).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (uid, gid),
+            "{who:?}: owner on the host"
+        );
+    }
+}
+
+#[test]
+fn a_workspace_the_sandbox_cannot_write_is_refused_before_anything_runs() {
+    let identities = identities();
+    if !identities.contains(&Who::Root) {
+        return;
+    }
+    let dir = scratch_dir("root-owned");
+    let marker = dir.join("ran");
+    let r = run(
+        Who::Root,
+        &profile("document_generation"),
+        &["--workspace", dir.to_str().unwrap()],
+        &["-c", "open('/work/ran','w')"],
+        None,
+    );
+    r.assert_code(2);
+    assert!(
+        r.stderr
+            .contains("not writable by the sandbox's host identity 65534:65534"),
+        "{r:#?}"
+    );
+    assert!(!marker.exists());
+}

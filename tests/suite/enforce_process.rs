@@ -1,0 +1,314 @@
+//! Walls 5 and 6 through the real binary: processes, hostname, environment,
+//! network, exit status, and that nothing outlives an execution.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const LOOPBACK_PROFILE: &str = r#"
+extends = "base/python"
+[mbu]
+name = "loopback-test"
+[exec]
+command = ["/usr/bin/python3.11", "-I", "-S", "-B"]
+[net]
+mode = "loopback"
+"#;
+
+fn host_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_sandbox_sees_only_its_own_processes_hostname_and_environment() {
+    for who in identities() {
+        let r = python(
+            who,
+            &profile("reason"),
+            r#"
+import json, os, socket
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "pids": pids, "sid": os.getsid(0),
+  "hostname": socket.gethostname(), "env": dict(os.environ), "uptime": float(open("/proc/uptime").read().split()[0]),
+  "init_visible": os.path.exists("/proc/1")}))
+"#,
+        );
+        r.assert_code(0);
+        let v = r.json();
+        assert_eq!(
+            v["pid"], 2,
+            "{who:?}: the MBU is pid 2 under ninewall's init: {v}"
+        );
+        assert_eq!(
+            v["pids"],
+            serde_json::json!([2]),
+            "{who:?}: only its own pid: {v}"
+        );
+        assert_eq!(
+            v["init_visible"], false,
+            "init is hidden (hidepid=invisible)"
+        );
+        assert_eq!(v["sid"], 2, "a new session led by the MBU");
+        assert_eq!(v["hostname"], "reason");
+        assert_ne!(host_hostname(), "reason");
+        assert_eq!(
+            v["env"],
+            serde_json::json!({"HOME": "/work", "LANG": "C.UTF-8", "PATH": "/usr/bin", "PYTHONDONTWRITEBYTECODE": "1"}),
+            "{who:?}: exactly the profile's environment"
+        );
+        assert!(
+            v["uptime"].as_f64().unwrap() < 60.0,
+            "the time namespace hides host uptime: {v}"
+        );
+        // The host's own pid is invisible inside, and the canary variable never arrived.
+        assert!(!r.stdout.contains("host-secret-environment"));
+    }
+}
+
+#[test]
+fn no_network_means_no_interface_and_no_route_to_the_host() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    for who in identities() {
+        let r = python(
+            who,
+            &profile("reason"),
+            &format!(
+                r#"
+import json, socket, errno
+def connect(host, port, family=socket.AF_INET):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(3)
+    try:
+        s.connect((host, port)); return "connected"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+print(json.dumps({{"ifaces": [n for _, n in socket.if_nameindex()], "host": connect("127.0.0.1", {port}),
+  "v6": connect("::1", {port}, socket.AF_INET6), "dns": connect("8.8.8.8", 53)}}))
+"#
+            ),
+        );
+        r.assert_code(0);
+        let v = r.json();
+        assert_eq!(v["ifaces"], serde_json::json!(["lo"]), "{who:?}: {v}");
+        assert_eq!(v["host"], "ENETUNREACH", "{who:?}: {v}");
+        assert!(
+            v["v6"] == "ENETUNREACH" || v["v6"] == "EADDRNOTAVAIL",
+            "{who:?}: {v}"
+        );
+        assert_eq!(v["dns"], "ENETUNREACH", "{who:?}: {v}");
+    }
+    assert!(listener.accept().is_err(), "the host listener was reached");
+}
+
+#[test]
+fn loopback_mode_has_only_its_own_lo() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let p = write_profile("loopback-test", LOOPBACK_PROFILE);
+    for who in identities() {
+        let r = python(
+            who,
+            &p,
+            &format!(
+                r#"
+import json, socket, errno
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+c = socket.create_connection(srv.getsockname(), timeout=3); a, _ = srv.accept(); c.sendall(b"ping")
+own = a.recv(4).decode()
+s = socket.socket(); s.settimeout(3)
+try:
+    s.connect(("127.0.0.1", {port})); host = "connected"
+except OSError as e:
+    host = errno.errorcode.get(e.errno, str(e))
+print(json.dumps({{"own": own, "host": host, "ifaces": [n for _, n in socket.if_nameindex()]}}))
+"#
+            ),
+        );
+        r.assert_code(0);
+        let v = r.json();
+        assert_eq!(v["own"], "ping", "{who:?}: {v}");
+        assert_eq!(
+            v["host"], "ECONNREFUSED",
+            "{who:?}: the host's 127.0.0.1 is another network: {v}"
+        );
+        assert_eq!(v["ifaces"], serde_json::json!(["lo"]));
+    }
+    assert!(listener.accept().is_err(), "the host listener was reached");
+}
+
+#[test]
+fn exit_codes_and_signals_pass_through() {
+    for who in identities() {
+        python(who, &profile("reason"), "import sys; sys.exit(7)").assert_code(7);
+        python(who, &profile("reason"), "pass").assert_code(0);
+        python(
+            who,
+            &profile("reason"),
+            "import os, signal; os.kill(os.getpid(), signal.SIGKILL)",
+        )
+        .assert_code(128 + 9);
+        python(
+            who,
+            &profile("reason"),
+            "import os, signal; os.kill(os.getpid(), signal.SIGTERM)",
+        )
+        .assert_code(128 + 15);
+        let r = python(who, &profile("reason"), "raise SystemExit('bad input')");
+        r.assert_code(1);
+        assert!(
+            r.stderr.contains("bad input"),
+            "stderr passes through: {r:#?}"
+        );
+    }
+}
+
+#[test]
+fn stdin_and_stdout_pass_through() {
+    for who in identities() {
+        let r = run(
+            who,
+            &profile("reason"),
+            &[],
+            &["-c", "import sys; print(sys.stdin.read().upper())"],
+            Some("from the worker"),
+        );
+        r.assert_code(0);
+        assert_eq!(r.stdout, "FROM THE WORKER\n");
+    }
+}
+
+const DAEMON: &str = r#"
+import os, sys, time
+marker = sys.argv[1]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv("/usr/bin/python3.11", ["/usr/bin/python3.11", "-I", "-S", "-c", "import time; time.sleep(120)", marker])
+    os._exit(0)
+time.sleep(0.3)
+print("ready", flush=True)
+if len(sys.argv) > 2:
+    time.sleep(120)
+"#;
+
+#[test]
+fn a_double_forked_daemon_is_gone_when_the_run_ends() {
+    for who in identities() {
+        let marker = format!("ninewall-daemon-marker-{}-{}", std::process::id(), unique());
+        let r = run(who, &profile("reason"), &[], &["-c", DAEMON, &marker], None);
+        r.assert_code(0);
+        assert_eq!(r.stdout.trim(), "ready");
+        // init's exit tears the pid namespace down before ninewall returns.
+        assert_eq!(
+            host_processes_with(&marker),
+            Vec::<i32>::new(),
+            "{who:?}: the daemon survived"
+        );
+    }
+}
+
+#[test]
+fn killing_the_supervisor_with_sigkill_kills_the_whole_sandbox() {
+    for who in identities() {
+        let marker = format!("ninewall-orphan-marker-{}-{}", std::process::id(), unique());
+        let mut cmd = ninewall(who);
+        cmd.args(["run", "--profile"])
+            .arg(profile("reason"))
+            .args(["--", "-c", DAEMON, &marker, "stay"]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        // The supervisor and its two helpers carry the marker in their argv too;
+        // the MBU and its setsid daemon are the two that run Python.
+        let alive = host_processes_with(&marker);
+        let pythons = alive
+            .iter()
+            .filter(|p| {
+                std::fs::read_link(format!("/proc/{p}/exe"))
+                    .is_ok_and(|e| e.ends_with("python3.11"))
+            })
+            .count();
+        assert!(
+            alive.len() >= 4 && pythons == 2 || who != Who::Root,
+            "{who:?}: expected the MBU and its daemon: {alive:?}"
+        );
+        assert!(alive.len() >= 2, "{who:?}: {alive:?}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // The kernel delivers the parent-death signals asynchronously; allow it
+        // a bounded moment, then demand that nothing is left.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !host_processes_with(&marker).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            host_processes_with(&marker),
+            Vec::<i32>::new(),
+            "{who:?}: processes outlived the supervisor"
+        );
+    }
+}
+
+#[test]
+fn sigterm_to_the_supervisor_reaches_the_mbu() {
+    for who in identities() {
+        let mut cmd = ninewall(who);
+        cmd.args(["run", "--profile"]).arg(profile("reason")).args([
+            "--",
+            "-c",
+            "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: (print('got SIGTERM', flush=True), sys.exit(3)))\nprint('ready', flush=True)\ntime.sleep(60)",
+        ]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        // SAFETY: plain kill(2) of our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let mut rest = String::new();
+        out.read_line(&mut rest).unwrap();
+        assert_eq!(rest.trim(), "got SIGTERM");
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(3), "{who:?}");
+    }
+}
+
+#[test]
+fn there_is_no_controlling_terminal_and_no_tty_device() {
+    for who in identities() {
+        let r = python(
+            who,
+            &profile("reason"),
+            r#"
+import os, json, errno
+try:
+    os.open("/dev/tty", os.O_RDWR); tty = "ok"
+except OSError as e:
+    tty = errno.errorcode[e.errno]
+print(json.dumps({"tty": tty, "pgrp": os.getpgrp(), "sid": os.getsid(0)}))
+"#,
+        );
+        r.assert_code(0);
+        let v = r.json();
+        assert_eq!(v["tty"], "ENOENT");
+        assert_eq!(v["sid"], v["pgrp"]);
+    }
+}

@@ -1,0 +1,5 @@
+mod cli;
+mod enforce_fs;
+mod enforce_process;
+mod invalid_profiles;
+mod shipped_profiles;

@@ -1,0 +1,261 @@
+//! Test support: running the real `ninewall` binary as root and as an
+//! unprivileged user, and skipping honestly.
+//!
+//! When the tests run as root they run every sandbox twice: as root, and as the
+//! unprivileged user named by `NINEWALL_TEST_USER` (CI creates one). When they
+//! run as an ordinary user, only that user's run is possible. With `CI=true`
+//! nothing may be skipped: a missing prerequisite fails the test instead.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// Who runs `ninewall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    /// uid 0.
+    Root,
+    /// An ordinary user.
+    User { uid: u32, gid: u32 },
+}
+
+impl Who {
+    /// The host id the sandbox should run as for this caller.
+    pub fn sandbox_host_id(self) -> (u32, u32) {
+        match self {
+            Who::Root => (65534, 65534),
+            Who::User { uid, gid } => (uid, gid),
+        }
+    }
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips (returns true) outside CI; fails in CI.
+pub fn skip(why: &str) -> bool {
+    if in_ci() {
+        panic!("CI=true refuses to skip: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    true
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn egid() -> u32 {
+    // SAFETY: getegid cannot fail.
+    unsafe { libc::getegid() }
+}
+
+/// The uid and gid of a user from /etc/passwd.
+pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&name))
+            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+    })
+}
+
+/// Every identity these tests can run `ninewall` as, on this host.
+pub fn identities() -> Vec<Who> {
+    if euid() != 0 {
+        skip("not running as root: the root half of the tests does not run");
+        return vec![Who::User {
+            uid: euid(),
+            gid: egid(),
+        }];
+    }
+    let mut out = vec![Who::Root];
+    match std::env::var("NINEWALL_TEST_USER")
+        .ok()
+        .and_then(|n| lookup_user(&n))
+    {
+        Some((uid, gid)) if uid != 0 => out.push(Who::User { uid, gid }),
+        _ => {
+            skip(
+                "NINEWALL_TEST_USER names no unprivileged user: the unprivileged half does not run",
+            );
+        }
+    }
+    out
+}
+
+/// A world-readable copy of the binary and the profiles, so an unprivileged
+/// user can run them whatever the checkout's permissions are.
+pub struct Stage {
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+    pub profiles: PathBuf,
+}
+
+pub fn stage() -> &'static Stage {
+    static STAGE: OnceLock<Stage> = OnceLock::new();
+    STAGE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ninewall-tests-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = dir.join("ninewall");
+        std::fs::copy(env!("CARGO_BIN_EXE_ninewall"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let profiles = dir.join("profiles");
+        copy_tree(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"),
+            &profiles,
+        );
+        Stage { dir, bin, profiles }
+    })
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+/// A shipped profile, staged.
+pub fn profile(name: &str) -> PathBuf {
+    stage().profiles.join(format!("{name}.toml"))
+}
+
+/// Writes a test profile into the staged profiles directory (so that
+/// `extends = "base/python"` works) and returns its path.
+pub fn write_profile(name: &str, text: &str) -> PathBuf {
+    let path = stage().profiles.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// A fresh directory, world-accessible, under the stage.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let d = stage().dir.join(format!("{name}-{}", unique()));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A `ninewall` command as `who`, with a clean environment plus a canary
+/// variable that must never reach a sandbox.
+pub fn ninewall(who: Who) -> Command {
+    let mut cmd = Command::new(&stage().bin);
+    cmd.env_clear();
+    cmd.env("PATH", "/usr/bin:/bin");
+    cmd.env("NINEWALL_HOST_CANARY", "host-secret-environment");
+    cmd.current_dir(&stage().dir);
+    if let Who::User { uid, gid } = who {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+/// The result of one run.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from_output(o: Output) -> Run {
+        use std::os::unix::process::ExitStatusExt;
+        let code = o
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+        Run {
+            code,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// stdout parsed as JSON (the probes print one object).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "unexpected exit code: {self:#?}");
+        assert!(
+            !self.stderr.contains("panicked"),
+            "ninewall panicked: {self:#?}"
+        );
+        self
+    }
+}
+
+/// `ninewall run --profile P [extra…] -- args…` with optional stdin.
+pub fn run(who: Who, profile: &Path, extra: &[&str], args: &[&str], stdin: Option<&str>) -> Run {
+    let mut cmd = ninewall(who);
+    cmd.arg("run")
+        .arg("--profile")
+        .arg(profile)
+        .args(extra)
+        .arg("--")
+        .args(args);
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(input) = stdin {
+        let mut si = child.stdin.take().unwrap();
+        si.write_all(input.as_bytes()).unwrap();
+    }
+    Run::from_output(child.wait_with_output().unwrap())
+}
+
+/// Runs Python `code` under `profile` (whose command is the interpreter).
+pub fn python(who: Who, profile: &Path, code: &str) -> Run {
+    run(who, profile, &[], &["-c", code], None)
+}
+
+/// Host processes whose command line contains `marker`.
+pub fn host_processes_with(marker: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            if String::from_utf8_lossy(&cmdline).contains(marker) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
