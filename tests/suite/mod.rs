@@ -2,4 +2,6 @@ mod cli;
 mod enforce_fs;
 mod enforce_process;
 mod invalid_profiles;
+mod plan_golden;
+mod profile_merge;
 mod shipped_profiles;

@@ -1,0 +1,219 @@
+//! The setup plan is pure data: the exact mount order for a policy, and the
+//! exact filesystem operations init runs, without any privilege.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use ninewall::plan::{Caller, IdMap, Mount, Request, SetupPlan};
+use ninewall::policy::{EntryKind, FsEntry, NetMode, Policy, Workspace};
+
+fn p(s: &str) -> PathBuf {
+    PathBuf::from(s)
+}
+
+fn entry(path: &str, kind: EntryKind) -> FsEntry {
+    FsEntry {
+        path: p(path),
+        kind,
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        name: "golden".into(),
+        description: String::new(),
+        sources: vec![p("golden.toml")],
+        command: Some(vec!["/usr/bin/python3.11".into(), "-I".into()]),
+        executables: vec![p("/usr/bin/python3.11")],
+        env: BTreeMap::from([("LANG".to_string(), "C.UTF-8".to_string())]),
+        workdir: p("/work"),
+        read: vec![
+            entry("/usr/lib/python3.11", EntryKind::Dir),
+            entry(
+                "/lib64",
+                EntryKind::Symlink {
+                    target: p("usr/lib64"),
+                },
+            ),
+            entry("/srv/kb", EntryKind::Dir),
+        ],
+        libraries: vec![
+            entry("/usr/lib/python3.11/lib-dynload", EntryKind::Dir),
+            entry("/usr/lib64", EntryKind::Dir),
+        ],
+        write: vec![entry("/srv/out", EntryKind::Dir)],
+        workspace: Workspace {
+            path: p("/work"),
+            size: 1 << 20,
+        },
+        tmp_size: 2 << 20,
+        net: NetMode::None,
+    }
+}
+
+fn bind(path: &str, dir: bool, writable: bool, exec: bool) -> Mount {
+    Mount::Bind {
+        source: p(path),
+        target: p(path),
+        dir,
+        writable,
+        exec,
+    }
+}
+
+#[test]
+fn mounts_are_planned_parents_first_with_exact_flags() {
+    let plan = SetupPlan::build(
+        &policy(),
+        &Request {
+            args: vec!["-c".into(), "pass".into()],
+            workspace_dir: None,
+        },
+        Caller {
+            uid: 1234,
+            gid: 1234,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        plan.mounts,
+        vec![
+            Mount::Symlink {
+                link: p("/lib64"),
+                target: p("usr/lib64")
+            },
+            bind("/srv/kb", true, false, false),
+            bind("/srv/out", true, true, false),
+            bind("/usr/bin/python3.11", false, false, true),
+            bind("/usr/lib/python3.11", true, false, false),
+            bind("/usr/lib/python3.11/lib-dynload", true, false, true),
+            bind("/usr/lib64", true, false, true),
+            Mount::Proc { target: p("/proc") },
+            Mount::Dev { target: p("/dev") },
+            Mount::Tmpfs {
+                target: p("/tmp"),
+                size: 2 << 20,
+                mode: 0o1777
+            },
+            Mount::Tmpfs {
+                target: p("/work"),
+                size: 1 << 20,
+                mode: 0o755
+            },
+        ]
+    );
+    assert_eq!(plan.argv, vec!["/usr/bin/python3.11", "-I", "-c", "pass"]);
+    assert_eq!(plan.program, p("/usr/bin/python3.11"));
+    assert_eq!(plan.env, vec![("LANG".to_string(), "C.UTF-8".to_string())]);
+    assert_eq!(plan.hostname, "golden");
+    assert_eq!(
+        plan.ids,
+        IdMap {
+            inside_uid: 1000,
+            inside_gid: 1000,
+            host_uid: 1234,
+            host_gid: 1234,
+            clear_groups: false
+        }
+    );
+}
+
+#[test]
+fn root_is_mapped_to_nobody_and_a_host_workspace_is_a_noexec_bind() {
+    let plan = SetupPlan::build(
+        &policy(),
+        &Request {
+            args: vec![],
+            workspace_dir: Some(p("/var/lib/ws")),
+        },
+        Caller { uid: 0, gid: 0 },
+    )
+    .unwrap();
+    assert_eq!(
+        (plan.ids.host_uid, plan.ids.host_gid, plan.ids.clear_groups),
+        (65534, 65534, true)
+    );
+    assert_eq!(
+        plan.mounts.last(),
+        Some(&Mount::Bind {
+            source: p("/var/lib/ws"),
+            target: p("/work"),
+            dir: true,
+            writable: true,
+            exec: false
+        })
+    );
+}
+
+#[test]
+fn init_runs_these_filesystem_operations_in_this_order() {
+    let mut pol = policy();
+    pol.read.truncate(2);
+    pol.libraries.clear();
+    pol.write.clear();
+    let plan = SetupPlan::build(&pol, &Request::default(), Caller { uid: 1, gid: 1 }).unwrap();
+    let ops = ninewall::sandbox::mounts::compile(&plan.mounts).describe;
+    let expected = [
+        "make every mount private",
+        "mount the staging tmpfs",
+        "mkdir staging/new",
+        "mkdir staging/old",
+        "pivot_root into the staging tmpfs",
+        "chdir /",
+        "mount the new root tmpfs",
+        "symlink /lib64 -> usr/lib64",
+        "mkdir /usr",
+        "mkdir /usr/bin",
+        "create mount point /usr/bin/python3.11",
+        "bind /usr/bin/python3.11 at /usr/bin/python3.11 (read-only)",
+        "mkdir /usr",
+        "mkdir /usr/lib",
+        "mkdir /usr/lib/python3.11",
+        "bind /usr/lib/python3.11 at /usr/lib/python3.11 (read-only, noexec)",
+        "mkdir /proc",
+        "mount a new procfs at /proc",
+        "mkdir /dev",
+        "mount a tmpfs at /dev",
+    ];
+    assert_eq!(&ops[..expected.len()], &expected[..]);
+    let tail = [
+        "mkdir /tmp",
+        "mount a tmpfs of 2M at /tmp (noexec)",
+        "mkdir /work",
+        "mount a tmpfs of 1M at /work (noexec)",
+        "make the new root read-only",
+        "chdir to the new root",
+        "pivot_root into the new root",
+        "detach the old root",
+        "chdir /",
+    ];
+    assert_eq!(&ops[ops.len() - tail.len()..], &tail[..]);
+}
+
+#[test]
+fn a_program_is_chosen_only_among_the_executables() {
+    let mut pol = policy();
+    pol.command = None;
+    let caller = Caller { uid: 1, gid: 1 };
+    let build = |args: &[&str]| {
+        SetupPlan::build(
+            &pol,
+            &Request {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                workspace_dir: None,
+            },
+            caller,
+        )
+    };
+    assert_eq!(
+        build(&["python3.11", "-V"]).unwrap().program,
+        p("/usr/bin/python3.11")
+    );
+    assert_eq!(
+        build(&["/usr/bin/python3.11"]).unwrap().argv,
+        vec!["/usr/bin/python3.11"]
+    );
+    assert!(build(&["/bin/sh"]).unwrap_err().is_exec_refusal());
+    assert!(build(&["../python3.11"]).unwrap_err().is_exec_refusal());
+    assert!(!build(&[]).unwrap_err().is_exec_refusal());
+}
