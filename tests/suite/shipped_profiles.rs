@@ -4,7 +4,7 @@ use crate::support::*;
 
 #[test]
 fn every_shipped_profile_checks() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
+    let dir = source_profiles();
     let mut checked = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();

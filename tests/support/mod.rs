@@ -70,7 +70,10 @@ pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
 /// Every identity these tests can run `ninewall` as, on this host.
 pub fn identities() -> Vec<Who> {
     if euid() != 0 {
-        skip("not running as root: the root half of the tests does not run");
+        // scripts/test.sh runs the root half in its own pass.
+        if std::env::var_os("NINEWALL_TEST_UNPRIVILEGED_PASS").is_none() {
+            skip("not running as root: the root half of the tests does not run");
+        }
         return vec![Who::User {
             uid: euid(),
             gid: egid(),
@@ -102,6 +105,7 @@ pub struct Stage {
 pub fn stage() -> &'static Stage {
     static STAGE: OnceLock<Stage> = OnceLock::new();
     STAGE.get_or_init(|| {
+        remove_stale_stages();
         let dir = std::env::temp_dir().join(format!("ninewall-tests-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -110,12 +114,28 @@ pub fn stage() -> &'static Stage {
         std::fs::copy(env!("CARGO_BIN_EXE_ninewall"), &bin).unwrap();
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
         let profiles = dir.join("profiles");
-        copy_tree(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"),
-            &profiles,
-        );
+        copy_tree(&source_profiles(), &profiles);
         Stage { dir, bin, profiles }
     })
+}
+
+/// Removes the stages of earlier test processes that are gone (best effort).
+fn remove_stale_stages() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("ninewall-tests-")
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -131,6 +151,14 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
     }
+}
+
+/// The shipped profiles: the checkout's, or a readable copy named by
+/// `NINEWALL_TEST_PROFILES` (scripts/test.sh, for its unprivileged pass).
+pub fn source_profiles() -> PathBuf {
+    std::env::var_os("NINEWALL_TEST_PROFILES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"))
 }
 
 /// A shipped profile, staged.

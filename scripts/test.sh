@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, and the integration tests that run the
+# real ninewall binary against the real kernel.
+#
+# As root it runs the suite twice:
+#   1. as root, where every sandbox test runs once as root and once as an
+#      unprivileged user (NINEWALL_TEST_USER, created here: ninewall-test);
+#   2. entirely as that unprivileged user (the test binaries themselves).
+# As an ordinary user it runs the unprivileged half only, and says so.
+#
+# With CI=true no test may skip: a missing prerequisite is a failure.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: not root: running the unprivileged half only" >&2
+    exec cargo test
+fi
+
+user=${NINEWALL_TEST_USER:-ninewall-test}
+if ! id -u "$user" >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$user"
+fi
+export NINEWALL_TEST_USER=$user
+
+# The knowledge profile reads /srv/knowledge; give it something to read.
+if [ ! -e /srv/knowledge/README.txt ]; then
+    mkdir -p /srv/knowledge
+    printf 'ninewall test knowledge: the box holds.\n' >/srv/knowledge/README.txt
+fi
+chmod -R a+rX /srv/knowledge
+
+# A target directory the unprivileged user can read, so pass 2 can run the
+# very binaries pass 1 built.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/ninewall-test-target}
+mkdir -p "$CARGO_TARGET_DIR"
+chmod 755 "$CARGO_TARGET_DIR"
+
+echo "== pass 1: as root (each sandbox also as $user)"
+cargo test
+
+echo "== pass 2: the test binaries as $user"
+profiles=$(mktemp -d /var/tmp/ninewall-test-profiles.XXXXXX)
+trap 'rm -rf "$profiles"' EXIT
+cp -r profiles/. "$profiles/"
+chmod -R a+rX "$profiles"
+chmod 755 "$profiles"
+mapfile -t bins < <(cargo test --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+        print(m["executable"])')
+[ "${#bins[@]}" -gt 0 ] || { echo "test.sh: no test binaries found" >&2; exit 1; }
+for bin in "${bins[@]}"; do
+    (cd / && runuser -u "$user" -- env NINEWALL_TEST_UNPRIVILEGED_PASS=1 NINEWALL_TEST_PROFILES="$profiles" \
+        ${CI:+CI="$CI"} "$bin")
+done
