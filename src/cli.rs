@@ -37,6 +37,12 @@ pub enum Command {
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
     },
+    /// Show what this kernel offers the walls (Landlock ABI and rights).
+    Probe {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a profile and print the resolved policy.
     Check {
         /// The MBU profile (TOML).

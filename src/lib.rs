@@ -16,12 +16,15 @@
 //! namespace onto an unprivileged id, capabilities dropped, `no_new_privs`),
 //! 4 filesystem view (fresh tmpfs root, read-only binds of the profile's paths,
 //! `pivot_root`), 5 process isolation (pid, ipc, uts, cgroup, time namespaces; the
-//! sandbox dies with its supervisor) and 6 network (a network namespace with no
-//! interface, or loopback only).
+//! sandbox dies with its supervisor), 6 network (a network namespace with no
+//! interface, or loopback only) and 7 Landlock (file rights per path, execute
+//! only on the listed executables, TCP ports, signal and socket scopes).
 
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod kernel;
+pub mod landlock;
 pub mod plan;
 pub mod policy;
 pub mod profile;

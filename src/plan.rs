@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::kernel::Kernel;
+use crate::landlock::{self, Grant, LandlockPlan, Place};
 use crate::policy::{EntryKind, NetMode, Policy};
 
 /// The id the sandbox sees itself as, inside its user namespace.
@@ -141,16 +143,21 @@ pub struct SetupPlan {
     pub argv: Vec<String>,
     /// Its complete environment.
     pub env: Vec<(String, String)>,
+    /// The Landlock ruleset; `None` only when the kernel has no Landlock and
+    /// the profile does not require it.
+    pub landlock: Option<LandlockPlan>,
 }
 
-/// Why a request does not fit the profile.
+/// Why no plan can be made: the request does not fit the profile, or the
+/// kernel cannot build a wall the profile requires.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum RequestError {
+pub enum PlanError {
+    /// The kernel lacks a Landlock feature the profile requires.
+    #[error(transparent)]
+    Landlock(#[from] crate::landlock::Missing),
     /// The profile has no command and none was given.
-    #[error(
-        "profile {profile:?} has no exec.command: name the program after `--` (one of: {allowed})"
-    )]
+    #[error("profile {profile:?} has no exec.command: name the program after `--` (one of: {allowed})")]
     NoProgram {
         /// MBU name.
         profile: String,
@@ -183,25 +190,26 @@ pub enum RequestError {
     },
 }
 
-impl RequestError {
+impl PlanError {
     /// True when the request was refused because of what it asked to execute.
     pub fn is_exec_refusal(&self) -> bool {
-        matches!(self, RequestError::NotExecutable { .. })
+        matches!(self, PlanError::NotExecutable { .. })
+    }
+
+    /// True when a wall cannot be built on this kernel.
+    pub fn is_wall_refusal(&self) -> bool {
+        matches!(self, PlanError::Landlock(_))
     }
 }
 
 impl SetupPlan {
     /// Builds the plan. A `request.workspace_dir` must already have passed
     /// [`check_workspace_dir`] (which looks at the host; this function does not).
-    pub fn build(
-        policy: &Policy,
-        request: &Request,
-        caller: Caller,
-    ) -> Result<SetupPlan, RequestError> {
+    pub fn build(policy: &Policy, request: &Request, caller: Caller, kernel: Kernel) -> Result<SetupPlan, PlanError> {
         let ids = id_map(caller);
         let (program, argv) = resolve_program(policy, &request.args)?;
         if let Some(index) = request.args.iter().position(|a| a.contains('\0')) {
-            return Err(RequestError::NulInArgument { index });
+            return Err(PlanError::NulInArgument { index });
         }
 
         let mut binds: Vec<Mount> = Vec::new();
@@ -241,9 +249,7 @@ impl SetupPlan {
         let dirs: Vec<PathBuf> = binds
             .iter()
             .filter_map(|m| match m {
-                Mount::Bind {
-                    target, dir: true, ..
-                } => Some(target.clone()),
+                Mount::Bind { target, dir: true, .. } => Some(target.clone()),
                 _ => None,
             })
             .collect();
@@ -279,6 +285,14 @@ impl SetupPlan {
             },
         });
 
+        let landlock = landlock::plan(
+            kernel.landlock_abi,
+            &policy.landlock_require,
+            &places(policy),
+            &policy.net_connect,
+            &policy.net_bind,
+        )?;
+
         Ok(SetupPlan {
             hostname: policy.name.clone(),
             ids,
@@ -287,21 +301,53 @@ impl SetupPlan {
             workdir: policy.workdir.clone(),
             program,
             argv,
-            env: policy
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env: policy.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            landlock,
         })
     }
 }
 
+/// Every place the sandbox may use, with what it may do there (wall 7).
+fn places(policy: &Policy) -> Vec<Place> {
+    let mut out = Vec::new();
+    let mut add = |path: &Path, dir: bool, grant: Grant| {
+        out.push(Place {
+            path: path.to_path_buf(),
+            dir,
+            grant,
+        })
+    };
+    for (entries, grant) in [
+        (&policy.read, Grant::Read),
+        (&policy.libraries, Grant::Read),
+        (&policy.write, Grant::Write),
+    ] {
+        for e in entries.iter() {
+            match e.kind {
+                EntryKind::Dir => add(&e.path, true, grant),
+                EntryKind::File => add(&e.path, false, grant),
+                EntryKind::Symlink { .. } => {}
+            }
+        }
+    }
+    for exe in policy.executables.iter().chain(policy.interpreters.iter()) {
+        add(exe, false, Grant::Execute);
+    }
+    add(&policy.workspace.path, true, Grant::Write);
+    add(Path::new("/tmp"), true, Grant::Write);
+    add(Path::new("/proc"), true, Grant::Read);
+    add(Path::new("/dev"), true, Grant::List);
+    for dev in DEVICES {
+        add(&Path::new("/dev").join(dev), false, Grant::Device);
+    }
+    out
+}
+
 fn mount_target(m: &Mount) -> &Path {
     match m {
-        Mount::Bind { target, .. }
-        | Mount::Proc { target }
-        | Mount::Dev { target }
-        | Mount::Tmpfs { target, .. } => target,
+        Mount::Bind { target, .. } | Mount::Proc { target } | Mount::Dev { target } | Mount::Tmpfs { target, .. } => {
+            target
+        }
         Mount::Symlink { link, .. } => link,
     }
 }
@@ -341,25 +387,19 @@ fn allowed_list(policy: &Policy) -> String {
 /// The program and argv: the profile's command plus the request's arguments, or
 /// the request's first argument when it names one of the executables (by its
 /// full path, or by a file name that only one of them has).
-fn resolve_program(
-    policy: &Policy,
-    args: &[String],
-) -> Result<(PathBuf, Vec<String>), RequestError> {
+fn resolve_program(policy: &Policy, args: &[String]) -> Result<(PathBuf, Vec<String>), PlanError> {
     if let Some(cmd) = &policy.command {
         let program = PathBuf::from(cmd.first().cloned().unwrap_or_default());
         let argv = cmd.iter().chain(args.iter()).cloned().collect();
         return Ok((program, argv));
     }
     let Some(first) = args.first() else {
-        return Err(RequestError::NoProgram {
+        return Err(PlanError::NoProgram {
             profile: policy.name.clone(),
             allowed: allowed_list(policy),
         });
     };
-    let by_path = policy
-        .executables
-        .iter()
-        .find(|e| e.as_os_str() == first.as_str());
+    let by_path = policy.executables.iter().find(|e| e.as_os_str() == first.as_str());
     let by_name: Vec<&PathBuf> = policy
         .executables
         .iter()
@@ -369,7 +409,7 @@ fn resolve_program(
         (Some(p), _) => p.clone(),
         (None, [p]) => (*p).clone(),
         _ => {
-            return Err(RequestError::NotExecutable {
+            return Err(PlanError::NotExecutable {
                 program: first.clone(),
                 profile: policy.name.clone(),
                 allowed: allowed_list(policy),
@@ -382,9 +422,9 @@ fn resolve_program(
 /// Checks a `--workspace` host directory: it must be a real directory (no
 /// symlink anywhere on its path) that the sandbox's host uid can write, and not
 /// the host's root. Returns its canonical path.
-pub fn check_workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, RequestError> {
+pub fn check_workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, PlanError> {
     use std::os::unix::fs::MetadataExt;
-    let err = |reason: String| RequestError::Workspace {
+    let err = |reason: String| PlanError::Workspace {
         path: dir.to_path_buf(),
         reason,
     };
@@ -392,13 +432,8 @@ pub fn check_workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, RequestEr
     if real.as_os_str() == "/" {
         return Err(err("the host's root directory cannot be a workspace".into()));
     }
-    if ["/proc", "/sys", "/dev"]
-        .iter()
-        .any(|p| real.starts_with(p))
-    {
-        return Err(err(
-            "a directory below /proc, /sys or /dev cannot be a workspace".into(),
-        ));
+    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
+        return Err(err("a directory below /proc, /sys or /dev cannot be a workspace".into()));
     }
     let meta = std::fs::metadata(&real).map_err(|e| err(format!("cannot be read: {e}")))?;
     if !meta.is_dir() {

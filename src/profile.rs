@@ -7,7 +7,8 @@
 //! so that [`crate::policy`] can name them when it refuses a value.
 //!
 //! Merge rule for `extends` (base first, then the profile that extends it):
-//! - `fs.read`, `fs.libraries`, `fs.write` and `exec.executables` are unions (base entries first);
+//! - `fs.read`, `fs.libraries`, `fs.write`, `exec.executables`, `net.connect`
+//!   and `net.bind` are unions (base entries first);
 //! - `exec.env` merges key by key, the extending profile winning;
 //! - every other value set in the extending profile replaces the base's.
 
@@ -110,6 +111,7 @@ struct RawProfile {
     exec: Option<RawExec>,
     fs: Option<RawFs>,
     net: Option<RawNet>,
+    landlock: Option<RawLandlock>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +157,14 @@ struct RawTmp {
 #[serde(deny_unknown_fields)]
 struct RawNet {
     mode: Option<Spanned<String>>,
+    connect: Option<Vec<Spanned<i64>>>,
+    bind: Option<Vec<Spanned<i64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLandlock {
+    require: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -193,6 +203,13 @@ pub struct Profile {
     pub tmp_size: Option<At<String>>,
     /// `net.mode`.
     pub net_mode: Option<At<String>>,
+    /// `net.connect`: TCP ports, union over the chain.
+    pub net_connect: Vec<At<i64>>,
+    /// `net.bind`: TCP ports, union over the chain.
+    pub net_bind: Vec<At<i64>>,
+    /// `landlock.require`: the Landlock features the profile will not run
+    /// without. `None` means the default (every feature ninewall knows).
+    pub landlock_require: Option<At<Vec<At<String>>>>,
 }
 
 impl Profile {
@@ -225,12 +242,7 @@ impl Profile {
     fn overlay(&mut self, raw: RawProfile, file: &Source) {
         if let Some(mbu) = raw.mbu {
             set(&mut self.name, mbu.name, file, "mbu.name");
-            set(
-                &mut self.description,
-                mbu.description,
-                file,
-                "mbu.description",
-            );
+            set(&mut self.description, mbu.description, file, "mbu.description");
         }
         if let Some(exec) = raw.exec {
             if let Some(cmd) = exec.command {
@@ -241,12 +253,7 @@ impl Profile {
                     origin: file.origin(span, "exec.command"),
                 });
             }
-            append(
-                &mut self.executables,
-                exec.executables,
-                file,
-                "exec.executables",
-            );
+            append(&mut self.executables, exec.executables, file, "exec.executables");
             for (key, value) in exec.env.unwrap_or_default() {
                 let name = key.into_inner();
                 let located = file.at(value, &format!("exec.env.{name}"));
@@ -268,6 +275,29 @@ impl Profile {
         }
         if let Some(net) = raw.net {
             set(&mut self.net_mode, net.mode, file, "net.mode");
+            for (key, list, more) in [
+                ("net.connect", &mut self.net_connect, net.connect),
+                ("net.bind", &mut self.net_bind, net.bind),
+            ] {
+                let start = list.len();
+                for (i, v) in more.unwrap_or_default().into_iter().enumerate() {
+                    let origin = file.origin(v.span(), &format!("{key}[{}]", start + i));
+                    list.push(At {
+                        value: v.into_inner(),
+                        origin,
+                    });
+                }
+            }
+        }
+        if let Some(ll) = raw.landlock {
+            if let Some(req) = ll.require {
+                let span = req.span();
+                let items = located_list(req.into_inner(), file, "landlock.require");
+                self.landlock_require = Some(At {
+                    value: items,
+                    origin: file.origin(span, "landlock.require"),
+                });
+            }
         }
     }
 }
@@ -278,12 +308,7 @@ fn set(slot: &mut Option<At<String>>, value: Option<Spanned<String>>, file: &Sou
     }
 }
 
-fn append(
-    list: &mut Vec<At<String>>,
-    more: Option<Vec<Spanned<String>>>,
-    file: &Source,
-    key: &str,
-) {
+fn append(list: &mut Vec<At<String>>, more: Option<Vec<Spanned<String>>>, file: &Source, key: &str) {
     let start = list.len();
     for (i, v) in more.unwrap_or_default().into_iter().enumerate() {
         list.push(file.at(v, &format!("{key}[{}]", start + i)));
@@ -314,13 +339,7 @@ impl<'a> Source<'a> {
 
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text
-            .as_bytes()
-            .iter()
-            .take(end)
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.text.as_bytes().iter().take(end).filter(|&&b| b == b'\n').count() + 1
     }
 
     fn origin(&self, span: std::ops::Range<usize>, key: &str) -> Origin {
@@ -385,8 +404,7 @@ fn read_limited(path: &Path) -> Result<String, LoadError> {
     String::from_utf8(bytes).map_err(|e| {
         let (line, column) = {
             let valid = e.utf8_error().valid_up_to();
-            let prefix =
-                String::from_utf8_lossy(e.as_bytes().get(..valid).unwrap_or_default()).into_owned();
+            let prefix = String::from_utf8_lossy(e.as_bytes().get(..valid).unwrap_or_default()).into_owned();
             line_col(&prefix, prefix.len())
         };
         LoadError::Syntax {
@@ -414,11 +432,7 @@ fn extends_path(from: &Path, name: &str) -> Option<PathBuf> {
     }
 }
 
-fn load_chain(
-    path: &Path,
-    by: Option<&Origin>,
-    chain: &mut Vec<PathBuf>,
-) -> Result<Profile, LoadError> {
+fn load_chain(path: &Path, by: Option<&Origin>, chain: &mut Vec<PathBuf>) -> Result<Profile, LoadError> {
     let text = read_limited(path).map_err(|e| match (by, e) {
         (Some(origin), LoadError::Read { source, .. }) => LoadError::Extends {
             origin: origin.clone(),
@@ -445,10 +459,7 @@ fn load_chain(
             if chain.contains(&base_identity) {
                 return Err(LoadError::Extends {
                     origin,
-                    message: format!(
-                        "{} is already in this extends chain (a cycle)",
-                        base.display()
-                    ),
+                    message: format!("{} is already in this extends chain (a cycle)", base.display()),
                 });
             }
             if chain.len() >= MAX_EXTENDS_DEPTH {
@@ -460,9 +471,7 @@ fn load_chain(
             load_chain(&base, Some(&origin), chain)?
         }
     };
-    merged
-        .files
-        .push((path.to_path_buf(), text.as_bytes().to_vec()));
+    merged.files.push((path.to_path_buf(), text.as_bytes().to_vec()));
     merged.overlay(raw, &file);
     Ok(merged)
 }

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::cli::{Cli, Command};
+use crate::kernel::Kernel;
 use crate::plan::{self, Caller, Request, SetupPlan};
 use crate::policy::units::format_size;
 use crate::policy::{EntryKind, FsEntry, NetMode, Policy};
@@ -48,6 +49,7 @@ pub fn main(cli: Cli) -> i32 {
             verbose,
             args,
         } => run(&profile, workspace.as_deref(), verbose, args),
+        Command::Probe { json } => probe(json),
     }
 }
 
@@ -58,21 +60,15 @@ fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String
     };
     let caller = Caller::current();
     let ids = plan::id_map(caller);
-    let workspace_dir = match workspace
-        .map(|d| plan::check_workspace_dir(d, &ids))
-        .transpose()
-    {
+    let workspace_dir = match workspace.map(|d| plan::check_workspace_dir(d, &ids)).transpose() {
         Ok(d) => d,
         Err(e) => {
             say(e);
             return EXIT_USAGE;
         }
     };
-    let request = Request {
-        args,
-        workspace_dir,
-    };
-    let setup = match SetupPlan::build(&policy, &request, caller) {
+    let request = Request { args, workspace_dir };
+    let setup = match SetupPlan::build(&policy, &request, caller, Kernel::probe()) {
         Ok(p) => p,
         Err(e) => {
             say(&e);
@@ -108,6 +104,25 @@ fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String
             EXIT_SANDBOX
         }
     }
+}
+
+fn probe(json: bool) -> i32 {
+    let kernel = Kernel::probe();
+    let text = if json {
+        serde_json::json!({
+            "landlock_abi": kernel.landlock_abi,
+            "landlock_fs": crate::landlock::fs_names(crate::landlock::fs_rights(kernel.landlock_abi)),
+            "landlock_net": crate::landlock::net_names(crate::landlock::net_rights(kernel.landlock_abi)),
+            "landlock_scopes": crate::landlock::scope_names(crate::landlock::scopes(kernel.landlock_abi)),
+        })
+        .to_string()
+    } else {
+        kernel.describe()
+    };
+    if writeln!(std::io::stdout().lock(), "{text}").is_err() {
+        return EXIT_SANDBOX;
+    }
+    0
 }
 
 fn check(path: &Path, json: bool) -> i32 {
@@ -159,10 +174,7 @@ pub fn describe(p: &Policy) -> String {
         },
     );
     for (i, e) in p.executables.iter().enumerate() {
-        line(
-            if i == 0 { "executables" } else { "" },
-            e.display().to_string(),
-        );
+        line(if i == 0 { "executables" } else { "" }, e.display().to_string());
     }
     for (k, v) in &p.env {
         line("env", format!("{k}={v}"));
@@ -173,21 +185,14 @@ pub fn describe(p: &Policy) -> String {
     line("workdir", p.workdir.display().to_string());
     for (name, list, how) in [
         ("read", &p.read, "read-only, noexec"),
-        (
-            "libraries",
-            &p.libraries,
-            "read-only, may be mapped executable",
-        ),
+        ("libraries", &p.libraries, "read-only, may be mapped executable"),
         ("write", &p.write, "read-write, noexec"),
     ] {
         if list.is_empty() {
             line(name, "(none)".into());
         }
         for (i, e) in list.iter().enumerate() {
-            line(
-                if i == 0 { name } else { "" },
-                format!("{}  [{how}]", entry_line(e)),
-            );
+            line(if i == 0 { name } else { "" }, format!("{}  [{how}]", entry_line(e)));
         }
     }
     line(
@@ -198,10 +203,7 @@ pub fn describe(p: &Policy) -> String {
             format_size(p.workspace.size)
         ),
     );
-    line(
-        "tmp",
-        format!("/tmp (tmpfs of {}, noexec)", format_size(p.tmp_size)),
-    );
+    line("tmp", format!("/tmp (tmpfs of {}, noexec)", format_size(p.tmp_size)));
     line(
         "proc, dev",
         "a new /proc of the sandbox's pids; /dev with null zero full random urandom".into(),
@@ -212,6 +214,33 @@ pub fn describe(p: &Policy) -> String {
             NetMode::None => "none (network namespace, no interface up)".into(),
             NetMode::Loopback => "loopback (network namespace, only lo up)".into(),
         },
+    );
+    let ports = |l: &[u16]| {
+        if l.is_empty() {
+            "(none)".to_string()
+        } else {
+            l.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+        }
+    };
+    line("tcp connect", ports(&p.net_connect));
+    line("tcp bind", ports(&p.net_bind));
+    for (i, e) in p.interpreters.iter().enumerate() {
+        line(
+            if i == 0 { "interpreters" } else { "" },
+            format!("{}  [execute: ELF interpreter]", e.display()),
+        );
+    }
+    let req: Vec<String> = p.landlock_require.iter().map(|f| f.to_string()).collect();
+    line(
+        "landlock",
+        format!(
+            "requires {}",
+            if req.is_empty() {
+                "nothing".into()
+            } else {
+                req.join(", ")
+            }
+        ),
     );
     s.trim_end().to_string()
 }

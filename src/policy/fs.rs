@@ -62,9 +62,7 @@ pub fn check_syntax(text: &str) -> Result<PathBuf, String> {
         match c {
             Component::RootDir | Component::Normal(_) => {}
             Component::ParentDir => return Err(format!("{text:?} contains '..'; valid: {valid}")),
-            Component::CurDir | Component::Prefix(_) => {
-                return Err(format!("{text:?} contains '.'; valid: {valid}"))
-            }
+            Component::CurDir | Component::Prefix(_) => return Err(format!("{text:?} contains '.'; valid: {valid}")),
         }
     }
     // `Path::components` folds "a/./b" silently; compare with the text to catch it.
@@ -103,16 +101,13 @@ pub fn resolve_on_host(path: &Path, allow_symlink: bool) -> Result<EntryKind, St
             Err(e) => return Err(format!("does not exist on this host ({e})")),
         }
     }
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("does not exist on this host ({e})"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("does not exist on this host ({e})"))?;
     let ft = meta.file_type();
     if ft.is_symlink() {
         let target = std::fs::read_link(path).map_err(|e| format!("cannot read symlink: {e}"))?;
         if !allow_symlink {
             let real = std::fs::canonicalize(path).unwrap_or_else(|_| target.clone());
-            return Err(format!(
-                "is a symlink (to {target:?}); name the real path {real:?}"
-            ));
+            return Err(format!("is a symlink (to {target:?}); name the real path {real:?}"));
         }
         return Ok(EntryKind::Symlink { target });
     }

@@ -6,6 +6,7 @@
 //! do, executables are executable files), and reports *all* problems at once,
 //! each naming its file, line and key and saying what would be valid.
 
+pub mod elf;
 pub mod fs;
 pub mod units;
 
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::landlock::Feature;
 use crate::profile::{At, Origin, Profile};
 pub use fs::{EntryKind, FsEntry};
 
@@ -80,6 +82,15 @@ pub struct Policy {
     pub tmp_size: u64,
     /// The network.
     pub net: NetMode,
+    /// TCP ports the sandbox may connect to (Landlock).
+    pub net_connect: Vec<u16>,
+    /// TCP ports the sandbox may bind (Landlock).
+    pub net_bind: Vec<u16>,
+    /// The ELF interpreters of the executables, by their real path on this
+    /// host: the kernel executes them too, so Landlock must allow it.
+    pub interpreters: Vec<PathBuf>,
+    /// The Landlock features this profile will not run without.
+    pub landlock_require: Vec<Feature>,
 }
 
 /// One reason a profile is not a valid policy.
@@ -194,10 +205,7 @@ impl Policy {
         let name = check_name(&mut c, profile.name.as_ref());
         let description = match &profile.description {
             Some(d) if d.value.len() > 1024 || d.value.chars().any(char::is_control) => {
-                c.bad(
-                    d,
-                    "must be at most 1024 characters, without control characters",
-                );
+                c.bad(d, "must be at most 1024 characters, without control characters");
                 String::new()
             }
             Some(d) => d.value.clone(),
@@ -208,7 +216,10 @@ impl Policy {
         let ws_path = match &profile.workspace_path {
             Some(at) => c.path(at).filter(|p| {
                 if let Some(r) = fs::reserved_collision(p) {
-                    c.bad(at, format!("collides with {r}, which ninewall provides itself; valid: a path such as \"/work\""));
+                    c.bad(
+                        at,
+                        format!("collides with {r}, which ninewall provides itself; valid: a path such as \"/work\""),
+                    );
                     false
                 } else {
                     true
@@ -217,9 +228,7 @@ impl Policy {
             None => Some(PathBuf::from(DEFAULT_WORKSPACE)),
         };
         let workspace = Workspace {
-            path: ws_path
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_WORKSPACE)),
+            path: ws_path.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_WORKSPACE)),
             size: c.size(profile.workspace_size.as_ref(), DEFAULT_WORKSPACE_SIZE),
         };
         let tmp_size = c.size(profile.tmp_size.as_ref(), DEFAULT_TMP_SIZE);
@@ -257,10 +266,27 @@ impl Policy {
             },
         };
 
+        let net_connect = check_ports(&mut c, &profile.net_connect, net);
+        let net_bind = check_ports(&mut c, &profile.net_bind, net);
+        let binds: Vec<&FsEntry> = read.iter().chain(libraries.iter()).map(|(_, e)| e).collect();
+        let interpreters = check_interpreters(&mut c, &profile.executables, &executables, &binds);
+        let landlock_require = match &profile.landlock_require {
+            None => Feature::ALL.to_vec(),
+            Some(list) => {
+                let mut out = Vec::new();
+                for at in &list.value {
+                    match Feature::parse(&at.value) {
+                        Some(f) if !out.contains(&f) => out.push(f),
+                        Some(_) => {}
+                        None => c.bad(at, "unknown Landlock feature; valid: \"fs\", \"refer\", \"truncate\", \"tcp\", \"ioctl_dev\", \"scope\""),
+                    }
+                }
+                out
+            }
+        };
+
         if !c.problems.is_empty() {
-            return Err(PolicyError {
-                problems: c.problems,
-            });
+            return Err(PolicyError { problems: c.problems });
         }
         Ok(Policy {
             name,
@@ -276,23 +302,102 @@ impl Policy {
             workspace,
             tmp_size,
             net,
+            net_connect,
+            net_bind,
+            interpreters,
+            landlock_require,
         })
     }
 }
 
+fn check_ports(c: &mut Checker, list: &[At<i64>], net: NetMode) -> Vec<u16> {
+    let mut out = Vec::new();
+    for at in list {
+        let problem = match u16::try_from(at.value) {
+            Err(_) => Some("is not a TCP port; valid: 0 to 65535".to_string()),
+            Ok(_) if net == NetMode::None => Some(
+                "is useless with net.mode = \"none\" (no interface is up); valid: set net.mode = \"loopback\" or remove the port"
+                    .to_string(),
+            ),
+            Ok(p) if out.contains(&p) => Some("is named twice".to_string()),
+            Ok(p) => {
+                out.push(p);
+                None
+            }
+        };
+        if let Some(message) = problem {
+            c.problems.push(Problem {
+                origin: at.origin.clone(),
+                value: Some(at.value.to_string()),
+                message,
+            });
+        }
+    }
+    out
+}
+
+/// Finds what the kernel executes besides each executable: its ELF interpreter
+/// (which must be visible through fs.libraries or fs.read) or, for a `#!`
+/// script, its interpreter (which must itself be one of the executables).
+fn check_interpreters(
+    c: &mut Checker,
+    list: &[At<String>],
+    executables: &[PathBuf],
+    binds: &[&FsEntry],
+) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for exe in executables {
+        let Some(at) = list.iter().find(|a| a.value.as_str() == exe.as_os_str()) else {
+            continue;
+        };
+        match elf::loader_of(exe) {
+            Ok(elf::Loader::Static) => {}
+            Ok(elf::Loader::Script(interp)) => {
+                if !executables.contains(&interp) {
+                    c.bad(at, format!("is a script for {interp:?}, which is not in exec.executables; a script runs only when its interpreter is listed"));
+                }
+            }
+            Ok(elf::Loader::Elf(interp)) => {
+                let real = match std::fs::canonicalize(&interp) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        c.bad(
+                            at,
+                            format!("needs the ELF interpreter {interp:?}, which does not exist on this host ({e})"),
+                        );
+                        continue;
+                    }
+                };
+                let visible = binds.iter().any(|b| match b.kind {
+                    EntryKind::Dir => fs::is_within(&real, &b.path),
+                    EntryKind::File => real == b.path,
+                    EntryKind::Symlink { .. } => false,
+                }) || executables.contains(&real);
+                if !visible {
+                    c.bad(at, format!("needs the ELF interpreter {interp:?} (the file {real:?}), which is not visible: add it or its directory to fs.libraries"));
+                } else if !out.contains(&real) {
+                    out.push(real);
+                }
+            }
+            Err(m) => c.bad(at, m),
+        }
+    }
+    out
+}
+
 fn check_name(c: &mut Checker, name: Option<&At<String>>) -> String {
     let Some(at) = name else {
-        c.missing("mbu.name", "is required; valid: a name such as \"reason\" (letters, digits, '_', '-', '.'; at most 63)");
+        c.missing(
+            "mbu.name",
+            "is required; valid: a name such as \"reason\" (letters, digits, '_', '-', '.'; at most 63)",
+        );
         return String::new();
     };
     let v = &at.value;
     let ok = !v.is_empty()
         && v.len() <= 63
-        && v.chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
-        && v.chars()
-            .next()
-            .is_some_and(|ch| ch.is_ascii_alphanumeric());
+        && v.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+        && v.chars().next().is_some_and(|ch| ch.is_ascii_alphanumeric());
     if !ok {
         c.bad(at, "not a valid MBU name; valid: 1 to 63 of letters, digits, '_', '-', '.', starting with a letter or digit (it becomes the sandbox's hostname)");
     }
@@ -316,9 +421,7 @@ fn check_binds<'a>(
             if fs::is_within(&path, ws) || fs::is_within(ws, &path) {
                 c.bad(
                     at,
-                    format!(
-                        "overlaps the workspace {ws:?}; valid: a path neither above nor below it"
-                    ),
+                    format!("overlaps the workspace {ws:?}; valid: a path neither above nor below it"),
                 );
                 continue;
             }
@@ -337,7 +440,13 @@ fn check_overlaps(c: &mut Checker, lists: &[&Vec<Located<'_>>]) {
     let all: Vec<&Located<'_>> = lists.iter().flat_map(|l| l.iter()).collect();
     for (i, (at, entry)) in all.iter().enumerate() {
         if let Some((first, _)) = all.iter().take(i).find(|(_, e)| e.path == entry.path) {
-            c.bad(at, format!("is named twice (first at {}); name each path once, in one of fs.read, fs.libraries, fs.write", first.origin));
+            c.bad(
+                at,
+                format!(
+                    "is named twice (first at {}); name each path once, in one of fs.read, fs.libraries, fs.write",
+                    first.origin
+                ),
+            );
         }
     }
 }
@@ -357,24 +466,31 @@ fn check_executables(c: &mut Checker, list: &[At<String>], writable: &[PathBuf])
             continue;
         }
         if let Some(w) = writable.iter().find(|w| fs::is_within(&path, w)) {
-            c.bad(at, format!("is below the writable path {w:?}: a file may be writable or executable, never both"));
+            c.bad(
+                at,
+                format!("is below the writable path {w:?}: a file may be writable or executable, never both"),
+            );
             continue;
         }
         if let Some(r) = fs::reserved_collision(&path) {
-            c.bad(at, format!("is below {r}, which ninewall provides itself; valid: an executable file of the host"));
+            c.bad(
+                at,
+                format!("is below {r}, which ninewall provides itself; valid: an executable file of the host"),
+            );
             continue;
         }
         match fs::resolve_on_host(&path, false) {
             Ok(EntryKind::File) => {
-                let mode = std::fs::metadata(&path)
-                    .map(|m| m.permissions().mode())
-                    .unwrap_or(0);
+                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
                 if mode & 0o111 == 0 {
                     c.bad(at, "has no execute permission on this host");
                     continue;
                 }
                 if mode & 0o6000 != 0 {
-                    c.bad(at, "is setuid or setgid on this host; such files are never executable in a sandbox");
+                    c.bad(
+                        at,
+                        "is setuid or setgid on this host; such files are never executable in a sandbox",
+                    );
                     continue;
                 }
                 out.push(path);
@@ -400,16 +516,13 @@ fn check_command(
         return None;
     };
     if cmd.value.len() > MAX_ARGS {
+        c.bad(program, format!("exec.command has more than {MAX_ARGS} elements"));
+    }
+    if !executables.iter().any(|e| e.as_os_str() == program.value.as_str()) {
         c.bad(
             program,
-            format!("exec.command has more than {MAX_ARGS} elements"),
+            "is not listed in exec.executables; the command must be one of them, named the same way",
         );
-    }
-    if !executables
-        .iter()
-        .any(|e| e.as_os_str() == program.value.as_str())
-    {
-        c.bad(program, "is not listed in exec.executables; the command must be one of them, named the same way");
     }
     for arg in &cmd.value {
         if arg.value.contains('\0') {
@@ -423,21 +536,20 @@ fn check_env(c: &mut Checker, env: &BTreeMap<String, At<String>>) -> BTreeMap<St
     if env.len() > MAX_ENV {
         c.missing(
             "exec.env",
-            format!(
-                "has {} variables; at most {MAX_ENV} are accepted",
-                env.len()
-            ),
+            format!("has {} variables; at most {MAX_ENV} are accepted", env.len()),
         );
     }
     let mut out = BTreeMap::new();
     for (k, at) in env {
-        let ok_key = k
-            .chars()
-            .next()
-            .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+        let ok_key = k.chars().next().is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
             && k.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
         if !ok_key {
-            c.bad(at, format!("{k:?} is not a valid variable name; valid: letters, digits and '_', not starting with a digit"));
+            c.bad(
+                at,
+                format!(
+                    "{k:?} is not a valid variable name; valid: letters, digits and '_', not starting with a digit"
+                ),
+            );
         } else if at.value.contains('\0') {
             c.bad(at, "contains a NUL byte");
         } else {

@@ -21,11 +21,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        _ => {
-            return Err(format!(
-                "{text:?} has an unknown unit {unit:?}; valid: {valid}"
-            ))
-        }
+        _ => return Err(format!("{text:?} has an unknown unit {unit:?}; valid: {valid}")),
     };
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| format!("{text:?} is too large; valid: {valid}"))
@@ -57,15 +53,7 @@ mod tests {
 
     #[test]
     fn bad_sizes_say_what_is_valid() {
-        for bad in [
-            "",
-            "M",
-            "-1",
-            "1.5G",
-            "12 parsecs",
-            "99999999999999999999",
-            "20000000T",
-        ] {
+        for bad in ["", "M", "-1", "1.5G", "12 parsecs", "99999999999999999999", "20000000T"] {
             let err = parse_size(bad).unwrap_err();
             assert!(err.contains("valid:"), "{bad}: {err}");
         }

@@ -7,11 +7,12 @@
 //!                          groups, gid, uid; unshare cgroup+time; clock offsets;
 //!                          hostname; lo up
 //!                          ── fork ──▶ init (pid 1 of the new pid namespace)
-//!                                        filesystem view, pivot_root
+//!                                        filesystem view, pivot_root,
+//!                                        Landlock ruleset and rules
 //!                                        ── fork ──▶ MBU (pid 2)
 //!                                                      setsid, signals, fds, chdir,
 //!                                                      capabilities, no_new_privs,
-//!                                                      execve
+//!                                                      Landlock enforced, execve
 //!                                        reaps; reports the MBU's status; exits,
 //!                                        and the kernel kills the whole namespace
 //! ```
@@ -72,6 +73,42 @@ pub struct ChildSpec {
     pub env_store: Vec<CString>,
     /// Null-terminated pointers into `env_store`.
     pub envp: Vec<*const c_char>,
+    /// Wall 7: the ruleset init creates and the MBU enforces.
+    pub landlock: Option<LandlockProgram>,
+}
+
+/// The Landlock ruleset, ready for the child.
+pub struct LandlockProgram {
+    /// Filesystem rights handled.
+    pub handled_fs: u64,
+    /// Network rights handled.
+    pub handled_net: u64,
+    /// Scopes.
+    pub scoped: u64,
+    /// Paths inside the sandbox and the rights beneath them.
+    pub paths: Vec<(CString, u64)>,
+    /// TCP ports and their rights (numbered after `paths` in reports).
+    pub ports: Vec<(u16, u64)>,
+}
+
+/// Init: creates the ruleset and adds every rule; returns the ruleset fd.
+fn build_ruleset(ll: &LandlockProgram, fds: ChildFds) -> RawFd {
+    let ruleset = must(
+        fds,
+        Step::LandlockRuleset,
+        sys::landlock_create_ruleset(ll.handled_fs, ll.handled_net, ll.scoped),
+    );
+    for (i, (path, access)) in ll.paths.iter().enumerate() {
+        if let Err(e) = sys::landlock_add_path(ruleset, path, *access) {
+            fail(fds, Step::LandlockRule, i as u32, e);
+        }
+    }
+    for (i, (port, access)) in ll.ports.iter().enumerate() {
+        if let Err(e) = sys::landlock_add_port(ruleset, *port, *access) {
+            fail(fds, Step::LandlockRule, (ll.paths.len() + i) as u32, e);
+        }
+    }
+    ruleset
 }
 
 /// The pipe ends a child holds.
@@ -104,11 +141,7 @@ fn must<T>(fds: ChildFds, step: Step, r: sys::SysResult<T>) -> T {
 /// The outer child: namespaces, identity, then init. Never returns.
 pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     // Lifeline: die with the supervisor; if it is already gone, stop now.
-    must(
-        fds,
-        Step::Lifeline,
-        sys::set_parent_death_signal(libc::SIGKILL),
-    );
+    must(fds, Step::Lifeline, sys::set_parent_death_signal(libc::SIGKILL));
     if sys::getppid() != spec.supervisor_pid {
         sys::exit_now(SETUP_FAILED);
     }
@@ -153,10 +186,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(
         fds,
         Step::TimeOffsets,
-        sys::write_file(
-            c"/proc/self/timens_offsets",
-            buf.get(..len).unwrap_or_default(),
-        ),
+        sys::write_file(c"/proc/self/timens_offsets", buf.get(..len).unwrap_or_default()),
     );
     // Wall 3: become the mapped, unprivileged id. Capabilities in the new user
     // namespace survive this (the namespace has no uid 0 for the kernel's
@@ -170,11 +200,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     // A change of effective uid or gid clears the parent-death signal (as root,
     // the switch above is one): arm it again, and check again that the
     // supervisor is still there.
-    must(
-        fds,
-        Step::Lifeline,
-        sys::set_parent_death_signal(libc::SIGKILL),
-    );
+    must(fds, Step::Lifeline, sys::set_parent_death_signal(libc::SIGKILL));
     if sys::getppid() != spec.supervisor_pid {
         sys::exit_now(SETUP_FAILED);
     }
@@ -194,11 +220,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     sys::close(life_r);
     send(fds, Report::InitStarted { pid });
     // We keep only the report pipe and init's lifeline.
-    must(
-        fds,
-        Step::ForkInit,
-        sys::close_all_except(&[fds.report, life_w]),
-    );
+    must(fds, Step::ForkInit, sys::close_all_except(&[fds.report, life_w]));
     loop {
         match sys::waitpid(pid, 0) {
             Ok((p, _)) if p == pid => sys::exit_now(0),
@@ -274,11 +296,7 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// reaps every orphan, reports the MBU's end and exits, which makes the
 /// kernel kill whatever is left in the namespace. Never returns.
 fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
-    must(
-        fds,
-        Step::InitLifeline,
-        sys::set_parent_death_signal(libc::SIGKILL),
-    );
+    must(fds, Step::InitLifeline, sys::set_parent_death_signal(libc::SIGKILL));
     if sys::pipe_hung_up(lifeline) {
         sys::exit_now(SETUP_FAILED);
     }
@@ -289,6 +307,9 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
             fail(fds, Step::Filesystem, i as u32, e);
         }
     }
+    // Wall 7: the rules name paths of the finished view, so they come after
+    // pivot_root; the MBU enforces the ruleset just before exec.
+    let ruleset = spec.landlock.as_ref().map(|ll| build_ruleset(ll, fds));
 
     must(
         fds,
@@ -297,15 +318,11 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
     );
     let pid = must(fds, Step::ForkMbu, sys::fork());
     if pid == 0 {
-        mbu(spec, fds);
+        mbu(spec, fds, ruleset);
     }
     MBU_PID.store(pid, Ordering::Relaxed);
     must(fds, Step::InitSignals, sys::close_all_except(&[fds.report]));
-    must(
-        fds,
-        Step::InitSignals,
-        sys::set_signal_mask(&sys::sigset(&[])),
-    );
+    must(fds, Step::InitSignals, sys::set_signal_mask(&sys::sigset(&[])));
     loop {
         match sys::waitpid(-1, 0) {
             Ok((p, status)) if p == pid => {
@@ -328,20 +345,19 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
 }
 
 /// The MBU process: drops everything, then `execve`. Never returns.
-fn mbu(spec: &ChildSpec, fds: ChildFds) -> ! {
+fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>) -> ! {
     must(fds, Step::Setsid, sys::setsid());
     sys::reset_signal_dispositions();
-    must(
-        fds,
-        Step::ResetSignals,
-        sys::set_signal_mask(&sys::sigset(&[])),
-    );
+    must(fds, Step::ResetSignals, sys::set_signal_mask(&sys::sigset(&[])));
     must(fds, Step::CloseFds, sys::cloexec_from(3));
     must(fds, Step::Chdir, sys::chdir(&spec.workdir));
     must(fds, Step::DropBounding, sys::drop_bounding_set());
     must(fds, Step::DropAmbient, sys::clear_ambient());
     must(fds, Step::DropCapabilities, sys::clear_capabilities());
     must(fds, Step::NoNewPrivs, sys::set_no_new_privs());
+    if let Some(fd) = ruleset {
+        must(fds, Step::LandlockRestrict, sys::landlock_restrict_self(fd));
+    }
     let errno = sys::execve(&spec.program, &spec.argv, &spec.envp);
     send(
         fds,

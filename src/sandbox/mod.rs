@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::plan::{IdMap, SetupPlan};
-use child::{ChildFds, ChildSpec};
+use child::{ChildFds, ChildSpec, LandlockProgram};
 use report::{Report, Step, RECORD};
 
 /// How an execution ended.
@@ -124,6 +124,7 @@ pub struct Running {
     ids: IdMap,
     init: Option<i32>,
     fs_describe: Vec<String>,
+    landlock_describe: Vec<String>,
     failure: Option<SetupFailure>,
     end: Option<Outcome>,
     interrupted: Option<i32>,
@@ -135,7 +136,48 @@ fn cstring(bytes: &[u8]) -> CString {
     CString::new(bytes).unwrap_or_default()
 }
 
-fn prepare(plan: &SetupPlan) -> ChildSpec {
+/// The Landlock program for the child, and a description of each rule.
+fn prepare_landlock(plan: &SetupPlan) -> (Option<LandlockProgram>, Vec<String>) {
+    let Some(ll) = &plan.landlock else {
+        return (None, Vec::new());
+    };
+    let mut describe = Vec::new();
+    let paths = ll
+        .paths
+        .iter()
+        .map(|r| {
+            describe.push(format!(
+                "rule {} beneath {}",
+                crate::landlock::fs_names(r.access).join(","),
+                r.path.display()
+            ));
+            (cstring(r.path.as_os_str().as_bytes()), r.access)
+        })
+        .collect();
+    let ports = ll
+        .ports
+        .iter()
+        .map(|r| {
+            describe.push(format!(
+                "rule {} on TCP port {}",
+                crate::landlock::net_names(r.access).join(","),
+                r.port
+            ));
+            (r.port, r.access)
+        })
+        .collect();
+    let program = LandlockProgram {
+        handled_fs: ll.handled_fs,
+        handled_net: ll.handled_net,
+        scoped: ll.scoped,
+        paths,
+        ports,
+    };
+    (Some(program), describe)
+}
+
+fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
+    let (landlock, landlock_describe) = prepare_landlock(plan);
     let argv_store: Vec<CString> = plan.argv.iter().map(|a| cstring(a.as_bytes())).collect();
     let env_store: Vec<CString> = plan
         .env
@@ -152,7 +194,7 @@ fn prepare(plan: &SetupPlan) -> ChildSpec {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
-    ChildSpec {
+    let spec = ChildSpec {
         supervisor_pid: sys::getpid(),
         ids: plan.ids,
         hostname: plan.hostname.as_bytes().to_vec(),
@@ -164,7 +206,9 @@ fn prepare(plan: &SetupPlan) -> ChildSpec {
         argv,
         env_store,
         envp,
-    }
+        landlock,
+    };
+    (spec, landlock_describe)
 }
 
 /// Forks the sandbox for `plan`. The caller's stdin, stdout and stderr become
@@ -174,10 +218,9 @@ fn prepare(plan: &SetupPlan) -> ChildSpec {
 /// The sandbox dies with the calling *thread* (`PR_SET_PDEATHSIG`): call this
 /// from a thread that outlives the execution.
 pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
-    let spec = prepare(plan);
+    let (spec, landlock_describe) = prepare(plan);
     let spawn_err = |what| move |source| SandboxError::Spawn { what, source };
-    let (report_r, report_w) =
-        sys::pipe_cloexec().map_err(spawn_err("creating the report pipe"))?;
+    let (report_r, report_w) = sys::pipe_cloexec().map_err(spawn_err("creating the report pipe"))?;
     let (sync_r, sync_w) = sys::pipe_cloexec().map_err(spawn_err("creating the sync pipe"))?;
     let pid = sys::fork().map_err(|e| SandboxError::Spawn {
         what: "fork",
@@ -199,6 +242,7 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
         ids: plan.ids,
         init: None,
         fs_describe: spec.fs.describe,
+        landlock_describe,
         failure: None,
         end: None,
         interrupted: None,
@@ -240,16 +284,8 @@ impl Running {
                 if !ids.clear_groups {
                     write_proc(pid, "setgroups", "deny")?;
                 }
-                write_proc(
-                    pid,
-                    "uid_map",
-                    &format!("{} {} 1\n", ids.inside_uid, ids.host_uid),
-                )?;
-                write_proc(
-                    pid,
-                    "gid_map",
-                    &format!("{} {} 1\n", ids.inside_gid, ids.host_gid),
-                )?;
+                write_proc(pid, "uid_map", &format!("{} {} 1\n", ids.inside_uid, ids.host_uid))?;
+                write_proc(pid, "gid_map", &format!("{} {} 1\n", ids.inside_gid, ids.host_gid))?;
                 if let Some(sync) = self.sync.take() {
                     sys::write_all(sync.as_raw_fd(), &[1]).map_err(|e| SandboxError::IdMap {
                         file: "the sync pipe".into(),
@@ -260,13 +296,17 @@ impl Running {
             Report::InitStarted { pid } => self.init = Some(pid),
             Report::Failed { step, index, errno } => {
                 if self.failure.is_none() {
-                    let what = if step == Step::Filesystem {
-                        self.fs_describe
+                    let list = match step {
+                        Step::Filesystem => Some(&self.fs_describe),
+                        Step::LandlockRule => Some(&self.landlock_describe),
+                        _ => None,
+                    };
+                    let what = match list {
+                        Some(l) => l
                             .get(index as usize)
                             .cloned()
-                            .unwrap_or_else(|| format!("operation {index}"))
-                    } else {
-                        step.describe().to_string()
+                            .unwrap_or_else(|| format!("operation {index}")),
+                        None => step.describe().to_string(),
                     };
                     self.failure = Some(SetupFailure { step, what, errno });
                 }
@@ -395,6 +435,32 @@ pub fn describe_walls(plan: &SetupPlan) -> Vec<String> {
             crate::policy::NetMode::Loopback => "loopback only",
         }
     ));
+    match &plan.landlock {
+        None => out.push("wall 7 Landlock: not available on this kernel, and not required by the profile".into()),
+        Some(ll) => {
+            out.push(format!(
+                "wall 7 Landlock: ABI {}; handles fs {}; net {}; scoped {}",
+                ll.abi,
+                crate::landlock::fs_names(ll.handled_fs).join(","),
+                crate::landlock::net_names(ll.handled_net).join(","),
+                crate::landlock::scope_names(ll.scoped).join(",")
+            ));
+            for r in &ll.paths {
+                out.push(format!(
+                    "  {} beneath {}",
+                    crate::landlock::fs_names(r.access).join(","),
+                    r.path.display()
+                ));
+            }
+            for r in &ll.ports {
+                out.push(format!(
+                    "  {} on TCP port {}",
+                    crate::landlock::net_names(r.access).join(","),
+                    r.port
+                ));
+            }
+        }
+    }
     out.push(format!(
         "exec: {} in {}",
         Path::new(&plan.program).display(),

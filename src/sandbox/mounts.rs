@@ -70,25 +70,16 @@ impl FsOp {
     /// Carries the operation out (child-safe).
     pub fn run(&self) -> sys::SysResult<()> {
         match self {
-            FsOp::MakePrivate => {
-                sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None)
+            FsOp::MakePrivate => sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
+            FsOp::Tmpfs { target, flags, data } => {
+                sys::mount(Some(c"tmpfs"), target, Some(c"tmpfs"), *flags, Some(data))
             }
-            FsOp::Tmpfs {
-                target,
-                flags,
-                data,
-            } => sys::mount(Some(c"tmpfs"), target, Some(c"tmpfs"), *flags, Some(data)),
             FsOp::Mkdir(p) => sys::mkdir(p, 0o755),
             FsOp::CreateFile(p) => sys::create_file(p),
             FsOp::Symlink { target, link } => sys::symlink(target, link),
-            FsOp::Bind {
-                source,
-                target,
-                attrs,
-            } => {
+            FsOp::Bind { source, target, attrs } => {
                 let tree = sys::clone_tree(source)?;
-                let r =
-                    sys::set_tree_attrs(tree, *attrs).and_then(|_| sys::attach_tree(tree, target));
+                let r = sys::set_tree_attrs(tree, *attrs).and_then(|_| sys::attach_tree(tree, target));
                 sys::close(tree);
                 r
             }
@@ -136,17 +127,10 @@ impl FsProgram {
 
     /// Every directory above `path` (inside `/new`), outermost first.
     fn parents(&mut self, path: &Path) {
-        let mut ancestors: Vec<&Path> = path
-            .ancestors()
-            .skip(1)
-            .filter(|a| *a != Path::new("/"))
-            .collect();
+        let mut ancestors: Vec<&Path> = path.ancestors().skip(1).filter(|a| *a != Path::new("/")).collect();
         ancestors.reverse();
         for a in ancestors {
-            self.push(
-                FsOp::Mkdir(c(under("/new", a))),
-                format!("mkdir {}", a.display()),
-            );
+            self.push(FsOp::Mkdir(c(under("/new", a))), format!("mkdir {}", a.display()));
         }
     }
 
@@ -252,10 +236,7 @@ pub fn compile(mounts: &[Mount]) -> FsProgram {
                 p.parents(target);
                 let t = under("/new", target);
                 p.push(FsOp::Mkdir(c(&t)), format!("mkdir {}", target.display()));
-                p.push(
-                    FsOp::Proc(c(t)),
-                    format!("mount a new procfs at {}", target.display()),
-                );
+                p.push(FsOp::Proc(c(t)), format!("mount a new procfs at {}", target.display()));
             }
             Mount::Dev { target } => {
                 p.parents(target);
@@ -293,10 +274,7 @@ pub fn compile(mounts: &[Mount]) -> FsProgram {
                         format!("symlink {} -> {to}", link.display()),
                     );
                 }
-                p.push(
-                    FsOp::ReadOnly(c(&t)),
-                    format!("make {} read-only", target.display()),
-                );
+                p.push(FsOp::ReadOnly(c(&t)), format!("make {} read-only", target.display()));
             }
             Mount::Tmpfs { target, size, mode } => {
                 p.parents(target);
@@ -317,10 +295,7 @@ pub fn compile(mounts: &[Mount]) -> FsProgram {
         }
     }
 
-    p.push(
-        FsOp::ReadOnly(c("/new")),
-        "make the new root read-only".into(),
-    );
+    p.push(FsOp::ReadOnly(c("/new")), "make the new root read-only".into());
     p.push(FsOp::Chdir(c("/new")), "chdir to the new root".into());
     p.push(
         FsOp::PivotRoot {

@@ -35,6 +35,10 @@ pub enum Step {
     InitLifeline,
     /// Init: one filesystem operation; `index` says which.
     Filesystem,
+    /// Init: creating the Landlock ruleset.
+    LandlockRuleset,
+    /// Init: one Landlock rule; `index` says which.
+    LandlockRule,
     /// Init: signal forwarding.
     InitSignals,
     /// Init: forking the MBU.
@@ -55,12 +59,14 @@ pub enum Step {
     DropCapabilities,
     /// MBU: `no_new_privs`.
     NoNewPrivs,
+    /// MBU: enforcing the Landlock ruleset.
+    LandlockRestrict,
     /// MBU: `execve` of the program.
     Exec,
 }
 
 impl Step {
-    const ALL: [Step; 24] = [
+    const ALL: [Step; 27] = [
         Step::Unshare,
         Step::Lifeline,
         Step::WaitForIdMaps,
@@ -74,6 +80,8 @@ impl Step {
         Step::ForkInit,
         Step::InitLifeline,
         Step::Filesystem,
+        Step::LandlockRuleset,
+        Step::LandlockRule,
         Step::InitSignals,
         Step::ForkMbu,
         Step::Setsid,
@@ -84,6 +92,7 @@ impl Step {
         Step::DropAmbient,
         Step::DropCapabilities,
         Step::NoNewPrivs,
+        Step::LandlockRestrict,
         Step::Exec,
     ];
 
@@ -97,12 +106,9 @@ impl Step {
             Step::Unshare | Step::UnshareCgroupTime | Step::TimeOffsets | Step::Hostname => {
                 "wall 5 (process isolation: namespaces)"
             }
-            Step::Lifeline
-            | Step::InitLifeline
-            | Step::ForkInit
-            | Step::InitSignals
-            | Step::ForkMbu
-            | Step::Setsid => "wall 5 (process isolation)",
+            Step::Lifeline | Step::InitLifeline | Step::ForkInit | Step::InitSignals | Step::ForkMbu | Step::Setsid => {
+                "wall 5 (process isolation)"
+            }
             Step::WaitForIdMaps | Step::ClearGroups | Step::SetGid | Step::SetUid => {
                 "wall 3 (credentials: user namespace)"
             }
@@ -113,6 +119,7 @@ impl Step {
             | Step::ResetSignals
             | Step::CloseFds => "wall 3 (credentials)",
             Step::Loopback => "wall 6 (network)",
+            Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
             Step::Exec => "exec",
         }
@@ -134,6 +141,9 @@ impl Step {
             Step::ForkInit => "forking the sandbox's init",
             Step::InitLifeline => "arming init's parent-death signal",
             Step::Filesystem => "building the filesystem view",
+            Step::LandlockRuleset => "creating the ruleset",
+            Step::LandlockRule => "adding a rule",
+            Step::LandlockRestrict => "landlock_restrict_self",
             Step::InitSignals => "installing init's signal forwarding",
             Step::ForkMbu => "forking the MBU process",
             Step::Setsid => "setsid",

@@ -18,9 +18,7 @@ pub type SysResult<T> = Result<T, Errno>;
 
 fn errno() -> Errno {
     // `last_os_error` reads errno and builds an `Os(code)` value: no allocation.
-    io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
 fn check(ret: c_int) -> SysResult<c_int> {
@@ -125,10 +123,7 @@ pub fn set_hostname(name: &[u8]) -> SysResult<()> {
 
 /// Seconds of a clock (child-safe).
 pub fn clock_seconds(clock: libc::clockid_t) -> SysResult<i64> {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec.
     check(unsafe { libc::clock_gettime(clock, &mut ts) })?;
     Ok(ts.tv_sec)
@@ -198,8 +193,7 @@ pub fn close(fd: RawFd) {
 /// Marks every descriptor from `first` up close-on-exec (child-safe).
 pub fn cloexec_from(first: u32) -> SysResult<()> {
     // SAFETY: integers only; CLOSE_RANGE_CLOEXEC closes nothing now.
-    check(unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as c_int) })
-        .map(drop)
+    check(unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as c_int) }).map(drop)
 }
 
 /// Closes every descriptor except those in `keep` (at most 8; child-safe, for
@@ -281,12 +275,7 @@ pub fn pipe_hung_up(fd: RawFd) -> bool {
 /// Opens `path` write-only, writes `data`, closes (child-safe).
 pub fn write_file(path: &CStr, data: &[u8]) -> SysResult<()> {
     // SAFETY: `path` is NUL-terminated.
-    let fd = check(unsafe {
-        libc::open(
-            path.as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-        )
-    })?;
+    let fd = check(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) })?;
     let r = write_all(fd, data);
     close(fd);
     r
@@ -366,8 +355,7 @@ pub fn chdir(path: &CStr) -> SysResult<()> {
 /// `pivot_root(new_root, put_old)` (child-safe).
 pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> SysResult<()> {
     // SAFETY: both are NUL-terminated; pivot_root has no glibc wrapper.
-    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
-        .map(drop)
+    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) }).map(drop)
 }
 
 /// `struct open_how` of openat2(2).
@@ -492,8 +480,7 @@ struct IfreqFlags {
 /// Brings the loopback interface up (child-safe).
 pub fn loopback_up() -> SysResult<()> {
     // SAFETY: integers only.
-    let sock =
-        check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     let mut req = IfreqFlags {
         name: [0; 16],
         flags: 0,
@@ -501,12 +488,11 @@ pub fn loopback_up() -> SysResult<()> {
     };
     req.name[..2].copy_from_slice(b"lo");
     // SAFETY: `req` is a valid ifreq-sized buffer with a NUL-terminated name.
-    let r = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut IfreqFlags) })
-        .and_then(|_| {
-            req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            // SAFETY: as above.
-            check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req as *const IfreqFlags) })
-        });
+    let r = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut IfreqFlags) }).and_then(|_| {
+        req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        // SAFETY: as above.
+        check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req as *const IfreqFlags) })
+    });
     close(sock);
     r.map(drop)
 }
@@ -521,11 +507,7 @@ pub fn drop_bounding_set() -> SysResult<()> {
         let known = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as c_ulong, 0, 0, 0) };
         if known < 0 {
             // EINVAL: past the last capability of this kernel.
-            return if errno() == libc::EINVAL {
-                Ok(())
-            } else {
-                Err(errno())
-            };
+            return if errno() == libc::EINVAL { Ok(()) } else { Err(errno()) };
         }
         // SAFETY: integers only.
         check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) })?;
@@ -536,16 +518,7 @@ pub fn drop_bounding_set() -> SysResult<()> {
 /// Clears the ambient set (child-safe).
 pub fn clear_ambient() -> SysResult<()> {
     // SAFETY: integers only.
-    check(unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
-            0,
-            0,
-            0,
-        )
-    })
-    .map(drop)
+    check(unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong, 0, 0, 0) }).map(drop)
 }
 
 #[repr(C)]
@@ -574,14 +547,7 @@ pub fn clear_capabilities() -> SysResult<()> {
         inheritable: 0,
     }; 2];
     // SAFETY: version 3 takes two CapData entries, which `data` holds.
-    check_long(unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    })
-    .map(drop)
+    check_long(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) }).map(drop)
 }
 
 /// `PR_SET_NO_NEW_PRIVS` (child-safe).
@@ -718,4 +684,126 @@ pub fn read_once(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
             Ok(n as usize)
         }
     })
+}
+
+// --- Landlock ------------------------------------------------------------------------
+
+#[repr(C)]
+struct RulesetAttr {
+    handled_access_fs: u64,
+    handled_access_net: u64,
+    scoped: u64,
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+#[repr(C)]
+struct NetPortAttr {
+    allowed_access: u64,
+    port: u64,
+}
+
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+const LANDLOCK_RULE_NET_PORT: libc::c_int = 2;
+
+/// The kernel's Landlock ABI version, 0 when Landlock is unavailable.
+pub fn landlock_abi() -> u32 {
+    // SAFETY: a null attribute with size 0 and the VERSION flag only queries.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            ptr::null::<RulesetAttr>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(r).unwrap_or(0)
+}
+
+/// A new ruleset handling these rights; returns its (close-on-exec) fd
+/// (child-safe).
+pub fn landlock_create_ruleset(fs: u64, net: u64, scoped: u64) -> SysResult<RawFd> {
+    let attr = RulesetAttr {
+        handled_access_fs: fs,
+        handled_access_net: net,
+        scoped,
+    };
+    // SAFETY: `attr` is a valid ruleset attribute of the size passed; unknown
+    // trailing fields are zero, which older kernels accept.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const RulesetAttr,
+            std::mem::size_of::<RulesetAttr>(),
+            0u32,
+        )
+    })?;
+    Ok(fd as RawFd)
+}
+
+/// Grants `access` beneath `path` (opened without following symlinks)
+/// (child-safe).
+pub fn landlock_add_path(ruleset: RawFd, path: &CStr, access: u64) -> SysResult<()> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is NUL-terminated; `how` is a valid open_how of the size passed.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })? as RawFd;
+    let attr = PathBeneathAttr {
+        allowed_access: access,
+        parent_fd: fd,
+    };
+    // SAFETY: `attr` is a valid, packed path_beneath attribute; `fd` is open.
+    let r = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            LANDLOCK_RULE_PATH_BENEATH,
+            &attr as *const PathBeneathAttr,
+            0u32,
+        )
+    });
+    close(fd);
+    r.map(drop)
+}
+
+/// Grants `access` on a TCP port (child-safe).
+pub fn landlock_add_port(ruleset: RawFd, port: u16, access: u64) -> SysResult<()> {
+    let attr = NetPortAttr {
+        allowed_access: access,
+        port: u64::from(port),
+    };
+    // SAFETY: `attr` is a valid net_port attribute.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            LANDLOCK_RULE_NET_PORT,
+            &attr as *const NetPortAttr,
+            0u32,
+        )
+    })
+    .map(drop)
+}
+
+/// Enforces the ruleset on this process and its future children (child-safe;
+/// needs `no_new_privs`).
+pub fn landlock_restrict_self(ruleset: RawFd) -> SysResult<()> {
+    // SAFETY: integers only.
+    check_long(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
 }

@@ -43,40 +43,35 @@ fn a_program_outside_the_executables_is_refused_with_126() {
     for who in identities() {
         let r = run(who, &p, &[], &["/bin/sh", "-c", "id"], None);
         r.assert_code(126);
-        assert!(r.stderr.contains("\"/bin/sh\" may not be executed under profile \"pick-your-program\"; allowed: /usr/bin/python3.11"), "{r:#?}");
+        assert!(
+            r.stderr.contains(
+                "\"/bin/sh\" may not be executed under profile \"pick-your-program\"; allowed: /usr/bin/python3.11"
+            ),
+            "{r:#?}"
+        );
         assert!(r.stdout.is_empty());
         // By file name, when only one executable has it.
-        let ok = run(
-            who,
-            &p,
-            &[],
-            &["python3.11", "-c", "print('by name')"],
-            None,
-        );
+        let ok = run(who, &p, &[], &["python3.11", "-c", "print('by name')"], None);
         ok.assert_code(0);
         assert_eq!(ok.stdout, "by name\n");
         let none = run(who, &p, &[], &[], None);
         none.assert_code(2);
         assert!(
-            none.stderr
-                .contains("has no exec.command: name the program after `--`"),
+            none.stderr.contains("has no exec.command: name the program after `--`"),
             "{none:#?}"
         );
     }
 }
 
 #[test]
-fn a_program_whose_interpreter_is_not_visible_exits_127_with_a_reason() {
+fn a_program_whose_interpreter_is_not_visible_is_refused_before_it_runs() {
     let p = write_profile("no-libraries", NO_LIBRARIES);
     for who in identities() {
         let r = run(who, &p, &[], &[], None);
-        r.assert_code(127);
+        r.assert_code(2);
         assert!(
-            r.stderr.contains(
-                "sandbox not built, nothing ran: exec: execve: No such file or directory"
-            ) && r
-                .stderr
-                .contains("ELF interpreter is not in the sandbox's view"),
+            r.stderr.contains("exec.executables[0] = \"/usr/bin/python3.11\": needs the ELF interpreter \"/lib64/ld-linux-x86-64.so.2\"")
+                && r.stderr.contains("which is not visible: add it or its directory to fs.libraries"),
             "{r:#?}"
         );
         assert!(!r.stdout.contains("ran"));
@@ -118,8 +113,7 @@ fn a_wall_that_cannot_be_built_stops_the_run_with_125_naming_it() {
     let r = Run::from_output(cmd.output().unwrap());
     r.assert_code(125);
     assert!(
-        r.stderr.contains("wall 5 (process isolation)")
-            && r.stderr.contains("Resource temporarily unavailable"),
+        r.stderr.contains("wall 5 (process isolation)") && r.stderr.contains("Resource temporarily unavailable"),
         "{r:#?}"
     );
     assert!(!marker.exists(), "the MBU ran although a wall failed");

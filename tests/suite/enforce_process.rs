@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const LOOPBACK_PROFILE: &str = r#"
+fn loopback_profile(host_port: u16) -> String {
+    format!(
+        r#"
 extends = "base/python"
 [mbu]
 name = "loopback-test"
@@ -16,7 +18,11 @@ name = "loopback-test"
 command = ["/usr/bin/python3.11", "-I", "-S", "-B"]
 [net]
 mode = "loopback"
-"#;
+bind = [47001]
+connect = [47001, {host_port}]
+"#
+    )
+}
 
 fn host_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -41,19 +47,9 @@ print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "pids": pids, "sid":
         );
         r.assert_code(0);
         let v = r.json();
-        assert_eq!(
-            v["pid"], 2,
-            "{who:?}: the MBU is pid 2 under ninewall's init: {v}"
-        );
-        assert_eq!(
-            v["pids"],
-            serde_json::json!([2]),
-            "{who:?}: only its own pid: {v}"
-        );
-        assert_eq!(
-            v["init_visible"], false,
-            "init is hidden (hidepid=invisible)"
-        );
+        assert_eq!(v["pid"], 2, "{who:?}: the MBU is pid 2 under ninewall's init: {v}");
+        assert_eq!(v["pids"], serde_json::json!([2]), "{who:?}: only its own pid: {v}");
+        assert_eq!(v["init_visible"], false, "init is hidden (hidepid=invisible)");
         assert_eq!(v["sid"], 2, "a new session led by the MBU");
         assert_eq!(v["hostname"], "reason");
         assert_ne!(host_hostname(), "reason");
@@ -76,44 +72,59 @@ fn no_network_means_no_interface_and_no_route_to_the_host() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
     for who in identities() {
         let r = python(
             who,
             &profile("reason"),
             &format!(
                 r#"
-import json, socket, errno
+import json, socket, errno, fcntl, struct
+def err(f):
+    try:
+        f(); return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
 def connect(host, port, family=socket.AF_INET):
     s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(3)
-    try:
-        s.connect((host, port)); return "connected"
-    except OSError as e:
-        return errno.errorcode.get(e.errno, str(e))
-print(json.dumps({{"ifaces": [n for _, n in socket.if_nameindex()], "host": connect("127.0.0.1", {port}),
-  "v6": connect("::1", {port}, socket.AF_INET6), "dns": connect("8.8.8.8", 53)}}))
+    return err(lambda: s.connect((host, port)))
+def udp(host, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    return err(lambda: s.sendto(b"escape", (host, port)))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), 0x8913, struct.pack("16sH", b"lo", 0))[:18])[1]
+print(json.dumps({{"ifaces": [n for _, n in socket.if_nameindex()], "lo_up": bool(flags & 1),
+  "tcp": connect("127.0.0.1", {port}), "v6": connect("::1", {port}, socket.AF_INET6), "dns": connect("8.8.8.8", 53),
+  "udp": udp("127.0.0.1", {udp_port}), "udp_dns": udp("8.8.8.8", 53)}}))
 "#
             ),
         );
         r.assert_code(0);
         let v = r.json();
         assert_eq!(v["ifaces"], serde_json::json!(["lo"]), "{who:?}: {v}");
-        assert_eq!(v["host"], "ENETUNREACH", "{who:?}: {v}");
-        assert!(
-            v["v6"] == "ENETUNREACH" || v["v6"] == "EADDRNOTAVAIL",
-            "{who:?}: {v}"
-        );
-        assert_eq!(v["dns"], "ENETUNREACH", "{who:?}: {v}");
+        assert_eq!(v["lo_up"], false, "{who:?}: {v}");
+        // Wall 6: no interface is up, so nothing routes (UDP is not Landlock's).
+        assert_eq!(v["udp"], "ENETUNREACH", "{who:?}: {v}");
+        assert_eq!(v["udp_dns"], "ENETUNREACH", "{who:?}: {v}");
+        // Wall 7 refuses TCP connect to any unlisted port before routing is asked.
+        for k in ["tcp", "v6", "dns"] {
+            assert_eq!(v[k], "EACCES", "{who:?}: {k}: {v}");
+        }
     }
     assert!(listener.accept().is_err(), "the host listener was reached");
+    let mut buf = [0u8; 16];
+    assert!(udp.recv(&mut buf).is_err(), "the host UDP socket received a datagram");
 }
 
 #[test]
-fn loopback_mode_has_only_its_own_lo() {
+fn loopback_mode_has_only_its_own_lo_and_only_the_listed_ports() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let p = write_profile("loopback-test", LOOPBACK_PROFILE);
+    let p = write_profile(&format!("loopback-test-{port}"), &loopback_profile(port));
     for who in identities() {
         let r = python(
             who,
@@ -121,25 +132,30 @@ fn loopback_mode_has_only_its_own_lo() {
             &format!(
                 r#"
 import json, socket, errno
-srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
-c = socket.create_connection(srv.getsockname(), timeout=3); a, _ = srv.accept(); c.sendall(b"ping")
+def err(f):
+    try:
+        f(); return "ok"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e))
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind(("127.0.0.1", 47001)); srv.listen(1)
+c = socket.create_connection(("127.0.0.1", 47001), timeout=3); a, _ = srv.accept(); c.sendall(b"ping")
 own = a.recv(4).decode()
-s = socket.socket(); s.settimeout(3)
-try:
-    s.connect(("127.0.0.1", {port})); host = "connected"
-except OSError as e:
-    host = errno.errorcode.get(e.errno, str(e))
-print(json.dumps({{"own": own, "host": host, "ifaces": [n for _, n in socket.if_nameindex()]}}))
+print(json.dumps({{"own": own,
+  "host": err(lambda: socket.socket().connect(("127.0.0.1", {port}))),
+  "bind_unlisted": err(lambda: socket.socket().bind(("127.0.0.1", 47002))),
+  "connect_unlisted": err(lambda: socket.socket().connect(("127.0.0.1", 47002))),
+  "ifaces": [n for _, n in socket.if_nameindex()]}}))
 "#
             ),
         );
         r.assert_code(0);
         let v = r.json();
         assert_eq!(v["own"], "ping", "{who:?}: {v}");
-        assert_eq!(
-            v["host"], "ECONNREFUSED",
-            "{who:?}: the host's 127.0.0.1 is another network: {v}"
-        );
+        // Listed, so Landlock lets it through, and it is refused: the host's
+        // 127.0.0.1 is another network.
+        assert_eq!(v["host"], "ECONNREFUSED", "{who:?}: {v}");
+        assert_eq!(v["bind_unlisted"], "EACCES", "{who:?}: {v}");
+        assert_eq!(v["connect_unlisted"], "EACCES", "{who:?}: {v}");
         assert_eq!(v["ifaces"], serde_json::json!(["lo"]));
     }
     assert!(listener.accept().is_err(), "the host listener was reached");
@@ -164,10 +180,7 @@ fn exit_codes_and_signals_pass_through() {
         .assert_code(128 + 15);
         let r = python(who, &profile("reason"), "raise SystemExit('bad input')");
         r.assert_code(1);
-        assert!(
-            r.stderr.contains("bad input"),
-            "stderr passes through: {r:#?}"
-        );
+        assert!(r.stderr.contains("bad input"), "stderr passes through: {r:#?}");
     }
 }
 
@@ -224,9 +237,7 @@ fn killing_the_supervisor_with_sigkill_kills_the_whole_sandbox() {
         cmd.args(["run", "--profile"])
             .arg(profile("reason"))
             .args(["--", "-c", DAEMON, &marker, "stay"]);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -238,10 +249,7 @@ fn killing_the_supervisor_with_sigkill_kills_the_whole_sandbox() {
         let alive = host_processes_with(&marker);
         let pythons = alive
             .iter()
-            .filter(|p| {
-                std::fs::read_link(format!("/proc/{p}/exe"))
-                    .is_ok_and(|e| e.ends_with("python3.11"))
-            })
+            .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|e| e.ends_with("python3.11")))
             .count();
         assert!(
             alive.len() >= 4 && pythons == 2 || who != Who::Root,
@@ -273,9 +281,7 @@ fn sigterm_to_the_supervisor_reaches_the_mbu() {
             "-c",
             "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: (print('got SIGTERM', flush=True), sys.exit(3)))\nprint('ready', flush=True)\ntime.sleep(60)",
         ]);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();

@@ -28,45 +28,233 @@ fn with_head(extra: &str) -> String {
 fn cases() -> Vec<Case> {
     vec![
         case("syntax", "[mbu\nname = \"t\"\n", 1, "unclosed table, expected `]`"),
-        case("unknown-section", with_head("[limits]\nmemory = \"1G\"\n"), 5, "unknown field `limits`, expected one of `extends`, `mbu`, `exec`, `fs`, `net`"),
-        case("unknown-key", "[mbu]\nnmae = \"t\"\n", 2, "unknown field `nmae`, expected `name` or `description`"),
-        case("duplicate-key", "[mbu]\nname = \"a\"\nname = \"b\"\n", 3, "duplicate key"),
-        case("wrong-type", "[mbu]\nname = 5\n", 2, "invalid type: integer `5`, expected a string"),
+        case(
+            "unknown-section",
+            with_head("[limits]\nmemory = \"1G\"\n"),
+            5,
+            "unknown field `limits`, expected one of `extends`, `mbu`, `exec`, `fs`, `net`",
+        ),
+        case(
+            "unknown-key",
+            "[mbu]\nnmae = \"t\"\n",
+            2,
+            "unknown field `nmae`, expected `name` or `description`",
+        ),
+        case(
+            "duplicate-key",
+            "[mbu]\nname = \"a\"\nname = \"b\"\n",
+            3,
+            "duplicate key",
+        ),
+        case(
+            "wrong-type",
+            "[mbu]\nname = 5\n",
+            2,
+            "invalid type: integer `5`, expected a string",
+        ),
         case("array-for-string", "[mbu]\nname = [\"a\"]\n", 2, "expected a string"),
-        case("missing-name", "[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n", 1, "mbu.name: is required"),
-        case("bad-name", "[mbu]\nname = \"has space\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n", 2, "not a valid MBU name"),
-        case("long-name", format!("[mbu]\nname = \"{}\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n", "a".repeat(64)), 2, "1 to 63"),
-        case("no-executables", "[mbu]\nname = \"t\"\n", 1, "exec.executables: is required"),
-        case("relative-executable", "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"python3\"]\n", 4, "exec.executables[0] = \"python3\": \"python3\" is not absolute"),
-        case("missing-executable", "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"/usr/bin/no-such-program\"]\n", 4, "does not exist on this host"),
-        case("symlink-executable", "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"/usr/bin/python3\"]\n", 4, "is a symlink (to \"python3.11\"); name the real path \"/usr/bin/python3.11\""),
-        case("not-executable", "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"/etc/passwd\"]\n", 4, "has no execute permission"),
-        case("directory-executable", "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"/usr/bin\"]\n", 4, "is not a regular file"),
-        case("command-not-listed", with_head("command = [\"/usr/bin/perl\"]\n"), 5, "is not listed in exec.executables"),
-        case("empty-command", with_head("command = []\n"), 1, "exec.command: is empty"),
-        case("relative-read", with_head("[fs]\nread = [\"usr/lib\"]\n"), 6, "fs.read[0] = \"usr/lib\": \"usr/lib\" is not absolute"),
-        case("dotdot-read", with_head("[fs]\nread = [\"/usr/../etc\"]\n"), 6, "contains '..'"),
-        case("trailing-slash", with_head("[fs]\nread = [\"/usr/lib/\"]\n"), 6, "ends with '/'"),
-        case("missing-read", with_head("[fs]\nread = [\"/no/such/dir\"]\n"), 6, "does not exist on this host"),
-        case("reserved-read", with_head("[fs]\nread = [\"/proc/self\"]\n"), 6, "collides with /proc, which ninewall provides itself"),
+        case(
+            "missing-name",
+            "[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n",
+            1,
+            "mbu.name: is required",
+        ),
+        case(
+            "bad-name",
+            "[mbu]\nname = \"has space\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n",
+            2,
+            "not a valid MBU name",
+        ),
+        case(
+            "long-name",
+            format!(
+                "[mbu]\nname = \"{}\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n",
+                "a".repeat(64)
+            ),
+            2,
+            "1 to 63",
+        ),
+        case(
+            "no-executables",
+            "[mbu]\nname = \"t\"\n",
+            1,
+            "exec.executables: is required",
+        ),
+        case(
+            "relative-executable",
+            "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"python3\"]\n",
+            4,
+            "exec.executables[0] = \"python3\": \"python3\" is not absolute",
+        ),
+        case(
+            "missing-executable",
+            "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"/usr/bin/no-such-program\"]\n",
+            4,
+            "does not exist on this host",
+        ),
+        case(
+            "symlink-executable",
+            "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"/usr/bin/python3\"]\n",
+            4,
+            "is a symlink (to \"python3.11\"); name the real path \"/usr/bin/python3.11\"",
+        ),
+        case(
+            "not-executable",
+            "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"/etc/passwd\"]\n",
+            4,
+            "has no execute permission",
+        ),
+        case(
+            "directory-executable",
+            "[mbu]\nname = \"t\"\n[exec]\nexecutables = [\"/usr/bin\"]\n",
+            4,
+            "is not a regular file",
+        ),
+        case(
+            "command-not-listed",
+            with_head("command = [\"/usr/bin/perl\"]\n"),
+            5,
+            "is not listed in exec.executables",
+        ),
+        case(
+            "empty-command",
+            with_head("command = []\n"),
+            1,
+            "exec.command: is empty",
+        ),
+        case(
+            "relative-read",
+            with_head("[fs]\nread = [\"usr/lib\"]\n"),
+            6,
+            "fs.read[0] = \"usr/lib\": \"usr/lib\" is not absolute",
+        ),
+        case(
+            "dotdot-read",
+            with_head("[fs]\nread = [\"/usr/../etc\"]\n"),
+            6,
+            "contains '..'",
+        ),
+        case(
+            "trailing-slash",
+            with_head("[fs]\nread = [\"/usr/lib/\"]\n"),
+            6,
+            "ends with '/'",
+        ),
+        case(
+            "missing-read",
+            with_head("[fs]\nread = [\"/no/such/dir\"]\n"),
+            6,
+            "does not exist on this host",
+        ),
+        case(
+            "reserved-read",
+            with_head("[fs]\nread = [\"/proc/self\"]\n"),
+            6,
+            "collides with /proc, which ninewall provides itself",
+        ),
         case("root-read", with_head("[fs]\nread = [\"/\"]\n"), 6, "collides with /"),
-        case("symlink-parent", with_head("[fs]\nread = [\"/lib/x86_64-linux-gnu\"]\n"), 6, "a directory above it is a symlink on this host; name the real path \"/usr/lib/x86_64-linux-gnu\""),
-        case("symlink-write", with_head("[fs]\nwrite = [\"/lib\"]\n"), 6, "is a symlink (to \"usr/lib\")"),
-        case("read-and-write", with_head("[fs]\nread = [\"/usr/share\"]\nwrite = [\"/usr/share\"]\n"), 7, "is named twice (first at"),
-        case("writable-executable", with_head("[fs]\nwrite = [\"/usr/bin\"]\n"), 4, "is below the writable path \"/usr/bin\": a file may be writable or executable, never both"),
-        case("relative-workspace", with_head("[fs]\nworkspace = { path = \"work\" }\n"), 6, "fs.workspace.path = \"work\""),
-        case("reserved-workspace", with_head("[fs]\nworkspace = { path = \"/tmp/work\" }\n"), 6, "collides with /tmp"),
-        case("read-over-workspace", with_head("[fs]\nread = [\"/usr/lib/python3.11\"]\nworkspace = { path = \"/usr/lib/python3.11/ws\" }\n"), 6, "overlaps the workspace"),
-        case("bad-size-unit", with_head("[fs]\nworkspace = { size = \"64 parsecs\" }\n"), 6, "unknown unit"),
-        case("size-too-small", with_head("[fs]\ntmp = { size = \"1K\" }\n"), 6, "out of range; valid: from 64K to 64G"),
-        case("size-as-number", with_head("[fs]\ntmp = { size = 65536 }\n"), 6, "expected a string"),
-        case("bad-net", with_head("[net]\nmode = \"internet\"\n"), 6, "unknown network mode; valid: \"none\" or \"loopback\""),
-        case("bad-env-name", with_head("env = { \"1ABC\" = \"x\" }\n"), 5, "is not a valid variable name"),
-        case("workdir-invisible", with_head("workdir = \"/etc\"\n"), 5, "is not a directory the sandbox can see"),
-        case("control-in-description", "[mbu]\nname = \"t\"\ndescription = \"a\\u0007b\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n", 3, "without control characters"),
-        case("extends-missing", format!("extends = \"no-such-base\"\n{OK_HEAD}"), 1, "cannot read base profile"),
-        case("extends-absolute", format!("extends = \"/etc/base\"\n{OK_HEAD}"), 1, "is not a profile name"),
-        case("extends-self", format!("extends = \"extends-self\"\n{OK_HEAD}"), 1, "is already in this extends chain (a cycle)"),
+        case(
+            "symlink-parent",
+            with_head("[fs]\nread = [\"/lib/x86_64-linux-gnu\"]\n"),
+            6,
+            "a directory above it is a symlink on this host; name the real path \"/usr/lib/x86_64-linux-gnu\"",
+        ),
+        case(
+            "symlink-write",
+            with_head("[fs]\nwrite = [\"/lib\"]\n"),
+            6,
+            "is a symlink (to \"usr/lib\")",
+        ),
+        case(
+            "read-and-write",
+            with_head("[fs]\nread = [\"/usr/share\"]\nwrite = [\"/usr/share\"]\n"),
+            7,
+            "is named twice (first at",
+        ),
+        case(
+            "writable-executable",
+            with_head("[fs]\nwrite = [\"/usr/bin\"]\n"),
+            4,
+            "is below the writable path \"/usr/bin\": a file may be writable or executable, never both",
+        ),
+        case(
+            "relative-workspace",
+            with_head("[fs]\nworkspace = { path = \"work\" }\n"),
+            6,
+            "fs.workspace.path = \"work\"",
+        ),
+        case(
+            "reserved-workspace",
+            with_head("[fs]\nworkspace = { path = \"/tmp/work\" }\n"),
+            6,
+            "collides with /tmp",
+        ),
+        case(
+            "read-over-workspace",
+            with_head("[fs]\nread = [\"/usr/lib/python3.11\"]\nworkspace = { path = \"/usr/lib/python3.11/ws\" }\n"),
+            6,
+            "overlaps the workspace",
+        ),
+        case(
+            "bad-size-unit",
+            with_head("[fs]\nworkspace = { size = \"64 parsecs\" }\n"),
+            6,
+            "unknown unit",
+        ),
+        case(
+            "size-too-small",
+            with_head("[fs]\ntmp = { size = \"1K\" }\n"),
+            6,
+            "out of range; valid: from 64K to 64G",
+        ),
+        case(
+            "size-as-number",
+            with_head("[fs]\ntmp = { size = 65536 }\n"),
+            6,
+            "expected a string",
+        ),
+        case(
+            "bad-net",
+            with_head("[net]\nmode = \"internet\"\n"),
+            6,
+            "unknown network mode; valid: \"none\" or \"loopback\"",
+        ),
+        case(
+            "bad-env-name",
+            with_head("env = { \"1ABC\" = \"x\" }\n"),
+            5,
+            "is not a valid variable name",
+        ),
+        case(
+            "workdir-invisible",
+            with_head("workdir = \"/etc\"\n"),
+            5,
+            "is not a directory the sandbox can see",
+        ),
+        case(
+            "control-in-description",
+            "[mbu]\nname = \"t\"\ndescription = \"a\\u0007b\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n",
+            3,
+            "without control characters",
+        ),
+        case(
+            "extends-missing",
+            format!("extends = \"no-such-base\"\n{OK_HEAD}"),
+            1,
+            "cannot read base profile",
+        ),
+        case(
+            "extends-absolute",
+            format!("extends = \"/etc/base\"\n{OK_HEAD}"),
+            1,
+            "is not a profile name",
+        ),
+        case(
+            "extends-self",
+            format!("extends = \"extends-self\"\n{OK_HEAD}"),
+            1,
+            "is already in this extends chain (a cycle)",
+        ),
     ]
 }
 
@@ -82,11 +270,7 @@ fn every_malformed_profile_is_refused_with_its_own_message() {
         let out = ninewall(Who::Root).arg("check").arg(&path).output();
         let r = Run::from_output(out.unwrap());
         let location = format!("{}:{}", path.display(), c.line);
-        if r.code != 2
-            || !r.stderr.contains(&location)
-            || !r.stderr.contains(c.says)
-            || r.stderr.contains("panicked")
-        {
+        if r.code != 2 || !r.stderr.contains(&location) || !r.stderr.contains(c.says) || r.stderr.contains("panicked") {
             failures.push(format!(
                 "{}: exit {}, wanted {location} and {:?}; got:\n{}",
                 c.name, r.code, c.says, r.stderr
@@ -144,10 +328,7 @@ fn oversized_and_binary_profiles_are_refused() {
     std::fs::write(&big, format!("{OK_HEAD}# {}\n", "x".repeat(300 * 1024))).unwrap();
     let r = Run::from_output(ninewall(Who::Root).arg("check").arg(&big).output().unwrap());
     r.assert_code(2);
-    assert!(
-        r.stderr.contains("at most 262144 bytes are accepted"),
-        "{r:#?}"
-    );
+    assert!(r.stderr.contains("at most 262144 bytes are accepted"), "{r:#?}");
     let bin = dir.join("binary.toml");
     std::fs::write(&bin, b"[mbu]\nname = \"\xff\xfe\"\n").unwrap();
     let r = Run::from_output(ninewall(Who::Root).arg("check").arg(&bin).output().unwrap());
@@ -164,8 +345,5 @@ fn oversized_and_binary_profiles_are_refused() {
             .unwrap(),
     );
     missing.assert_code(2);
-    assert!(
-        missing.stderr.contains("cannot read profile"),
-        "{missing:#?}"
-    );
+    assert!(missing.stderr.contains("cannot read profile"), "{missing:#?}");
 }

@@ -5,17 +5,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use ninewall::plan::{Caller, IdMap, Mount, Request, SetupPlan};
+use ninewall::kernel::Kernel;
+use ninewall::landlock::{access, Feature, PathRule};
 use ninewall::policy::{EntryKind, FsEntry, NetMode, Policy, Workspace};
+
+const KERNEL: Kernel = Kernel { landlock_abi: 7 };
 
 fn p(s: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
 fn entry(path: &str, kind: EntryKind) -> FsEntry {
-    FsEntry {
-        path: p(path),
-        kind,
-    }
+    FsEntry { path: p(path), kind }
 }
 
 fn policy() -> Policy {
@@ -29,12 +30,7 @@ fn policy() -> Policy {
         workdir: p("/work"),
         read: vec![
             entry("/usr/lib/python3.11", EntryKind::Dir),
-            entry(
-                "/lib64",
-                EntryKind::Symlink {
-                    target: p("usr/lib64"),
-                },
-            ),
+            entry("/lib64", EntryKind::Symlink { target: p("usr/lib64") }),
             entry("/srv/kb", EntryKind::Dir),
         ],
         libraries: vec![
@@ -48,6 +44,10 @@ fn policy() -> Policy {
         },
         tmp_size: 2 << 20,
         net: NetMode::None,
+        net_connect: vec![],
+        net_bind: vec![],
+        interpreters: vec![p("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")],
+        landlock_require: Feature::ALL.to_vec(),
     }
 }
 
@@ -69,10 +69,8 @@ fn mounts_are_planned_parents_first_with_exact_flags() {
             args: vec!["-c".into(), "pass".into()],
             workspace_dir: None,
         },
-        Caller {
-            uid: 1234,
-            gid: 1234,
-        },
+        Caller { uid: 1234, gid: 1234 },
+        KERNEL,
     )
     .unwrap();
     assert_eq!(
@@ -127,6 +125,7 @@ fn root_is_mapped_to_nobody_and_a_host_workspace_is_a_noexec_bind() {
             workspace_dir: Some(p("/var/lib/ws")),
         },
         Caller { uid: 0, gid: 0 },
+        KERNEL,
     )
     .unwrap();
     assert_eq!(
@@ -151,7 +150,7 @@ fn init_runs_these_filesystem_operations_in_this_order() {
     pol.read.truncate(2);
     pol.libraries.clear();
     pol.write.clear();
-    let plan = SetupPlan::build(&pol, &Request::default(), Caller { uid: 1, gid: 1 }).unwrap();
+    let plan = SetupPlan::build(&pol, &Request::default(), Caller { uid: 1, gid: 1 }, KERNEL).unwrap();
     let ops = ninewall::sandbox::mounts::compile(&plan.mounts).describe;
     let expected = [
         "make every mount private",
@@ -203,12 +202,10 @@ fn a_program_is_chosen_only_among_the_executables() {
                 workspace_dir: None,
             },
             caller,
+            KERNEL,
         )
     };
-    assert_eq!(
-        build(&["python3.11", "-V"]).unwrap().program,
-        p("/usr/bin/python3.11")
-    );
+    assert_eq!(build(&["python3.11", "-V"]).unwrap().program, p("/usr/bin/python3.11"));
     assert_eq!(
         build(&["/usr/bin/python3.11"]).unwrap().argv,
         vec!["/usr/bin/python3.11"]
@@ -216,4 +213,51 @@ fn a_program_is_chosen_only_among_the_executables() {
     assert!(build(&["/bin/sh"]).unwrap_err().is_exec_refusal());
     assert!(build(&["../python3.11"]).unwrap_err().is_exec_refusal());
     assert!(!build(&[]).unwrap_err().is_exec_refusal());
+}
+
+#[test]
+fn the_landlock_ruleset_grants_execute_only_on_the_executable_and_its_interpreter() {
+    let plan = SetupPlan::build(&policy(), &Request::default(), Caller { uid: 1, gid: 1 }, KERNEL).unwrap();
+    let ll = plan.landlock.unwrap();
+    assert_eq!(ll.abi, 7);
+    assert_eq!(ll.handled_fs, (1 << 16) - 1);
+    assert_eq!(ll.scoped, access::SCOPE_SIGNAL | access::SCOPE_ABSTRACT_UNIX_SOCKET);
+    let exec: Vec<&PathRule> = ll.paths.iter().filter(|r| r.access & access::EXECUTE != 0).collect();
+    assert_eq!(
+        exec.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+        vec![p("/usr/bin/python3.11"), p("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")]
+    );
+    let rights = |path: &str| ll.paths.iter().find(|r| r.path == p(path)).map(|r| r.access);
+    let read = access::READ_FILE | access::READ_DIR;
+    assert_eq!(rights("/usr/lib/python3.11"), Some(read));
+    assert_eq!(rights("/srv/kb"), Some(read));
+    assert_eq!(rights("/usr/lib64"), Some(read), "libraries are read, not execute");
+    assert_eq!(rights("/proc"), Some(read));
+    assert_eq!(rights("/dev"), Some(access::READ_DIR));
+    assert!(rights("/lib64").is_none(), "a symlink gets no rule");
+    for w in ["/srv/out", "/work", "/tmp"] {
+        let r = rights(w).unwrap();
+        assert_eq!(r & access::EXECUTE, 0);
+        assert_ne!(r & access::WRITE_FILE, 0);
+        assert_eq!(r & (access::MAKE_CHAR | access::MAKE_BLOCK | access::IOCTL_DEV), 0);
+    }
+    assert!(ll.ports.is_empty(), "no TCP port unless the profile lists it");
+}
+
+#[test]
+fn a_kernel_without_a_required_landlock_feature_gets_no_plan() {
+    let old = Kernel { landlock_abi: 3 };
+    let err = SetupPlan::build(&policy(), &Request::default(), Caller { uid: 1, gid: 1 }, old).unwrap_err();
+    assert!(err.is_wall_refusal());
+    assert_eq!(
+        err.to_string(),
+        "wall 7 (Landlock): the profile requires tcp (Landlock ABI 4), and this kernel's Landlock ABI is 3; a profile can accept less with landlock.require (the walls actually built are listed by -v)"
+    );
+    let mut lenient = policy();
+    lenient.landlock_require = vec![Feature::Fs];
+    let plan = SetupPlan::build(&lenient, &Request::default(), Caller { uid: 1, gid: 1 }, old).unwrap();
+    assert_eq!(plan.landlock.unwrap().handled_net, 0);
+    lenient.landlock_require.clear();
+    let none = Kernel { landlock_abi: 0 };
+    assert!(SetupPlan::build(&lenient, &Request::default(), Caller { uid: 1, gid: 1 }, none).unwrap().landlock.is_none());
 }

@@ -10,7 +10,7 @@ fn extends_unions_paths_merges_env_and_replaces_the_rest() {
     std::fs::create_dir_all(dir.join("base")).unwrap();
     std::fs::write(
         dir.join("base/runtime.toml"),
-        "[mbu]\nname = \"base\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\ncommand = [\"/usr/bin/python3.11\"]\nenv = { A = \"1\", B = \"base\" }\n[fs]\nread = [\"/usr/lib/python3.11\"]\n[net]\nmode = \"loopback\"\n",
+        "[mbu]\nname = \"base\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\ncommand = [\"/usr/bin/python3.11\"]\nenv = { A = \"1\", B = \"base\" }\n[fs]\nread = [\"/usr/lib/python3.11\"]\nlibraries = [\"/usr/lib/x86_64-linux-gnu\"]\n[net]\nmode = \"loopback\"\n",
     )
     .unwrap();
     std::fs::write(

@@ -15,13 +15,7 @@ fn every_shipped_profile_checks() {
             {
                 continue;
             }
-            let r = Run::from_output(
-                ninewall(Who::Root)
-                    .arg("check")
-                    .arg(&path)
-                    .output()
-                    .unwrap(),
-            );
+            let r = Run::from_output(ninewall(Who::Root).arg("check").arg(&path).output().unwrap());
             assert_eq!(r.code, 0, "{}: {}", path.display(), r.stderr);
             checked += 1;
         }
@@ -38,18 +32,13 @@ fn reason_computes_and_sees_nothing_else() {
             "import statistics, json, os; print(json.dumps({'mean': statistics.mean([1, 2, 3, 4]), 'work': os.listdir('/work'), 'srv': os.path.exists('/srv')}))",
         );
         r.assert_code(0);
-        assert_eq!(
-            r.json(),
-            serde_json::json!({"mean": 2.5, "work": [], "srv": false})
-        );
+        assert_eq!(r.json(), serde_json::json!({"mean": 2.5, "work": [], "srv": false}));
     }
 }
 
 #[test]
 fn knowledge_reads_the_knowledge_directory_and_writes_nothing() {
-    if !std::path::Path::new("/srv/knowledge/README.txt").exists()
-        && skip("/srv/knowledge/README.txt is missing")
-    {
+    if !std::path::Path::new("/srv/knowledge/README.txt").exists() && skip("/srv/knowledge/README.txt is missing") {
         return;
     }
     for who in identities() {
@@ -63,9 +52,7 @@ fn knowledge_reads_the_knowledge_directory_and_writes_nothing() {
             r.stdout.trim(),
             format!(
                 "['README.txt'] {}",
-                std::fs::read_to_string("/srv/knowledge/README.txt")
-                    .unwrap()
-                    .trim()
+                std::fs::read_to_string("/srv/knowledge/README.txt").unwrap().trim()
             )
         );
     }
@@ -75,12 +62,7 @@ fn knowledge_reads_the_knowledge_directory_and_writes_nothing() {
 fn document_generation_writes_into_the_workspace_only() {
     for who in identities() {
         let dir = scratch_dir("docs");
-        std::os::unix::fs::chown(
-            &dir,
-            Some(who.sandbox_host_id().0),
-            Some(who.sandbox_host_id().1),
-        )
-        .unwrap();
+        std::os::unix::fs::chown(&dir, Some(who.sandbox_host_id().0), Some(who.sandbox_host_id().1)).unwrap();
         let r = run(
             who,
             &profile("document_generation"),

@@ -62,8 +62,7 @@ pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&name))
-            .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+        (f.first() == Some(&name)).then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
     })
 }
 
@@ -80,15 +79,10 @@ pub fn identities() -> Vec<Who> {
         }];
     }
     let mut out = vec![Who::Root];
-    match std::env::var("NINEWALL_TEST_USER")
-        .ok()
-        .and_then(|n| lookup_user(&n))
-    {
+    match std::env::var("NINEWALL_TEST_USER").ok().and_then(|n| lookup_user(&n)) {
         Some((uid, gid)) if uid != 0 => out.push(Who::User { uid, gid }),
         _ => {
-            skip(
-                "NINEWALL_TEST_USER names no unprivileged user: the unprivileged half does not run",
-            );
+            skip("NINEWALL_TEST_USER names no unprivileged user: the unprivileged half does not run");
         }
     }
     out
@@ -126,10 +120,7 @@ fn remove_stale_stages() {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("ninewall-tests-")
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let Some(pid) = name.strip_prefix("ninewall-tests-").and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -214,10 +205,7 @@ pub struct Run {
 impl Run {
     pub fn from_output(o: Output) -> Run {
         use std::os::unix::process::ExitStatusExt;
-        let code = o
-            .status
-            .code()
-            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+        let code = o.status.code().unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
         Run {
             code,
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -227,16 +215,12 @@ impl Run {
 
     /// stdout parsed as JSON (the probes print one object).
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
     }
 
     pub fn assert_code(&self, code: i32) -> &Run {
         assert_eq!(self.code, code, "unexpected exit code: {self:#?}");
-        assert!(
-            !self.stderr.contains("panicked"),
-            "ninewall panicked: {self:#?}"
-        );
+        assert!(!self.stderr.contains("panicked"), "ninewall panicked: {self:#?}");
         self
     }
 }
@@ -250,11 +234,7 @@ pub fn run(who: Who, profile: &Path, extra: &[&str], args: &[&str], stdin: Optio
         .args(extra)
         .arg("--")
         .args(args);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(input) = stdin {
