@@ -365,11 +365,19 @@ fn parse(path: &Path, text: &str) -> Result<RawProfile, LoadError> {
             Some(span) => line_col(text, span.start),
             None => (1, 1),
         };
+        // The parser's message says what is wrong and what would be valid;
+        // the line itself shows the key.
+        let mut message = e.message().trim().to_string();
+        if let Some(src) = text.lines().nth(line.saturating_sub(1)).map(str::trim) {
+            if !src.is_empty() && src.chars().count() <= 120 {
+                message.push_str(&format!(" (in `{src}`)"));
+            }
+        }
         LoadError::Syntax {
             file: path.to_path_buf(),
             line,
             column,
-            message: e.message().trim().to_string(),
+            message,
         }
     })
 }

@@ -320,13 +320,14 @@ pub fn mkdir(path: &CStr, mode: u32) -> SysResult<()> {
 }
 
 /// Creates an empty file to bind a file onto; an existing entry is success
-/// (child-safe).
+/// (child-safe). `O_EXCL` makes an existing file answer `EEXIST` before any
+/// permission check.
 pub fn create_file(path: &CStr) -> SysResult<()> {
     // SAFETY: `path` is NUL-terminated.
     let fd = unsafe {
         libc::open(
             path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
             0o444 as libc::c_uint,
         )
     };
@@ -335,7 +336,7 @@ pub fn create_file(path: &CStr) -> SysResult<()> {
             close(fd);
             Ok(())
         }
-        Err(libc::EEXIST) | Err(libc::EROFS) | Err(libc::EISDIR) => Ok(()),
+        Err(libc::EEXIST) => Ok(()),
         Err(e) => Err(e),
     }
 }

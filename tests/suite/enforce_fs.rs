@@ -98,15 +98,38 @@ print(json.dumps({{"mounts": mounts, "root": ls("/"), "present": [p for p in ["/
         assert_eq!(
             v["mounts"],
             serde_json::json!([
-                "/", "/dev", "/dev/full", "/dev/null", "/dev/random", "/dev/urandom", "/dev/zero", "/proc", "/tmp",
-                "/usr/bin/python3.11", "/usr/lib/python3.11", "/usr/lib/python3.11/lib-dynload",
-                "/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/work"
+                "/",
+                "/dev",
+                "/dev/full",
+                "/dev/null",
+                "/dev/random",
+                "/dev/urandom",
+                "/dev/zero",
+                "/proc",
+                "/tmp",
+                "/usr/bin/python3.11",
+                "/usr/lib/python3.11",
+                "/usr/lib/python3.11/lib-dynload",
+                "/usr/lib/x86_64-linux-gnu",
+                "/usr/lib64",
+                "/work"
             ]),
             "{who:?}: {v}"
         );
         assert_eq!(
             v["present"],
-            serde_json::json!(["/dev", "/lib", "/lib64", "/proc", "/tmp", "/usr", "/work", "/usr/bin", "/usr/lib", "/usr/lib64"])
+            serde_json::json!([
+                "/dev",
+                "/lib",
+                "/lib64",
+                "/proc",
+                "/tmp",
+                "/usr",
+                "/work",
+                "/usr/bin",
+                "/usr/lib",
+                "/usr/lib64"
+            ])
         );
         // …and its root cannot even be listed: Landlock grants no read_dir there.
         assert_eq!(v["root"], "EACCES", "{who:?}: {v}");

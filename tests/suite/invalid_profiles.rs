@@ -29,6 +29,42 @@ fn cases() -> Vec<Case> {
     vec![
         case("syntax", "[mbu\nname = \"t\"\n", 1, "unclosed table, expected `]`"),
         case(
+            "port-range",
+            with_head("[net]\nmode = \"loopback\"\nconnect = [70000]\n"),
+            7,
+            "net.connect[0] = \"70000\": is not a TCP port; valid: 0 to 65535",
+        ),
+        case(
+            "negative-port",
+            with_head("[net]\nmode = \"loopback\"\nbind = [-1]\n"),
+            7,
+            "is not a TCP port",
+        ),
+        case(
+            "port-without-network",
+            with_head("[net]\nconnect = [443]\n"),
+            6,
+            "is useless with net.mode = \"none\"",
+        ),
+        case(
+            "port-as-string",
+            with_head("[net]\nmode = \"loopback\"\nbind = [\"http\"]\n"),
+            7,
+            "expected i64",
+        ),
+        case(
+            "unknown-landlock-feature",
+            with_head("[landlock]\nrequire = [\"fs\", \"magic\"]\n"),
+            6,
+            "landlock.require[1] = \"magic\": unknown Landlock feature; valid: \"fs\", \"refer\"",
+        ),
+        case(
+            "unknown-landlock-key",
+            with_head("[landlock]\nabi = 3\n"),
+            6,
+            "unknown field `abi`, expected `require`",
+        ),
+        case(
             "unknown-section",
             with_head("[limits]\nmemory = \"1G\"\n"),
             5,

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use ninewall::plan::{Caller, IdMap, Mount, Request, SetupPlan};
 use ninewall::kernel::Kernel;
 use ninewall::landlock::{access, Feature, PathRule};
+use ninewall::plan::{Caller, IdMap, Mount, Request, SetupPlan};
 use ninewall::policy::{EntryKind, FsEntry, NetMode, Policy, Workspace};
 
 const KERNEL: Kernel = Kernel { landlock_abi: 7 };
@@ -225,7 +225,10 @@ fn the_landlock_ruleset_grants_execute_only_on_the_executable_and_its_interprete
     let exec: Vec<&PathRule> = ll.paths.iter().filter(|r| r.access & access::EXECUTE != 0).collect();
     assert_eq!(
         exec.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
-        vec![p("/usr/bin/python3.11"), p("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")]
+        vec![
+            p("/usr/bin/python3.11"),
+            p("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+        ]
     );
     let rights = |path: &str| ll.paths.iter().find(|r| r.path == p(path)).map(|r| r.access);
     let read = access::READ_FILE | access::READ_DIR;
@@ -259,5 +262,10 @@ fn a_kernel_without_a_required_landlock_feature_gets_no_plan() {
     assert_eq!(plan.landlock.unwrap().handled_net, 0);
     lenient.landlock_require.clear();
     let none = Kernel { landlock_abi: 0 };
-    assert!(SetupPlan::build(&lenient, &Request::default(), Caller { uid: 1, gid: 1 }, none).unwrap().landlock.is_none());
+    assert!(
+        SetupPlan::build(&lenient, &Request::default(), Caller { uid: 1, gid: 1 }, none)
+            .unwrap()
+            .landlock
+            .is_none()
+    );
 }
