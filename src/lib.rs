@@ -30,6 +30,7 @@ pub mod policy;
 pub mod profile;
 pub mod run;
 pub mod sandbox;
+pub mod seccomp;
 
 pub use plan::{Caller, Request, SetupPlan};
 pub use policy::Policy;

@@ -146,6 +146,20 @@ pub struct SetupPlan {
     /// The Landlock ruleset; `None` only when the kernel has no Landlock and
     /// the profile does not require it.
     pub landlock: Option<LandlockPlan>,
+    /// Wall 8: the syscall filter.
+    pub seccomp: SeccompPlan,
+}
+
+/// The syscall filter of one sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeccompPlan {
+    /// The allowed syscalls, by name.
+    pub allow: Vec<String>,
+    /// What anything else gets.
+    pub on_denied: crate::seccomp::OnDenied,
+    /// The BPF program as (code, jt, jf, k), compiled for this architecture.
+    #[serde(skip)]
+    pub program: Vec<(u16, u8, u8, u32)>,
 }
 
 /// Why no plan can be made: the request does not fit the profile, or the
@@ -156,6 +170,9 @@ pub enum PlanError {
     /// The kernel lacks a Landlock feature the profile requires.
     #[error(transparent)]
     Landlock(#[from] crate::landlock::Missing),
+    /// The syscall filter cannot be compiled for this machine.
+    #[error("wall 8 (seccomp): {0}")]
+    Seccomp(String),
     /// The profile has no command and none was given.
     #[error("profile {profile:?} has no exec.command: name the program after `--` (one of: {allowed})")]
     NoProgram {
@@ -198,7 +215,7 @@ impl PlanError {
 
     /// True when a wall cannot be built on this kernel.
     pub fn is_wall_refusal(&self) -> bool {
-        matches!(self, PlanError::Landlock(_))
+        matches!(self, PlanError::Landlock(_) | PlanError::Seccomp(_))
     }
 }
 
@@ -293,6 +310,16 @@ impl SetupPlan {
             &policy.net_bind,
         )?;
 
+        let arch = crate::seccomp::Arch::native()
+            .ok_or_else(|| PlanError::Seccomp(format!("no syscall table for {}", std::env::consts::ARCH)))?;
+        let names = policy.syscalls.names.iter().cloned().collect();
+        let bpf = crate::seccomp::compile(&names, policy.syscalls.on_denied, arch).map_err(PlanError::Seccomp)?;
+        let seccomp = SeccompPlan {
+            allow: policy.syscalls.names.clone(),
+            on_denied: policy.syscalls.on_denied,
+            program: bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect(),
+        };
+
         Ok(SetupPlan {
             hostname: policy.name.clone(),
             ids,
@@ -303,6 +330,7 @@ impl SetupPlan {
             argv,
             env: policy.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             landlock,
+            seccomp,
         })
     }
 }

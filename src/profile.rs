@@ -7,8 +7,8 @@
 //! so that [`crate::policy`] can name them when it refuses a value.
 //!
 //! Merge rule for `extends` (base first, then the profile that extends it):
-//! - `fs.read`, `fs.libraries`, `fs.write`, `exec.executables`, `net.connect`
-//!   and `net.bind` are unions (base entries first);
+//! - `fs.read`, `fs.libraries`, `fs.write`, `exec.executables`, `net.connect`,
+//!   `net.bind` and `syscalls.allow` are unions (base entries first);
 //! - `exec.env` merges key by key, the extending profile winning;
 //! - every other value set in the extending profile replaces the base's.
 
@@ -112,6 +112,7 @@ struct RawProfile {
     fs: Option<RawFs>,
     net: Option<RawNet>,
     landlock: Option<RawLandlock>,
+    syscalls: Option<RawSyscalls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +164,13 @@ struct RawNet {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSyscalls {
+    allow: Option<Vec<Spanned<String>>>,
+    on_denied: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawLandlock {
     require: Option<Spanned<Vec<Spanned<String>>>>,
 }
@@ -210,6 +218,10 @@ pub struct Profile {
     /// `landlock.require`: the Landlock features the profile will not run
     /// without. `None` means the default (every feature ninewall knows).
     pub landlock_require: Option<At<Vec<At<String>>>>,
+    /// `syscalls.allow`: groups and names, union over the chain.
+    pub syscalls_allow: Vec<At<String>>,
+    /// `syscalls.on_denied`.
+    pub syscalls_on_denied: Option<At<String>>,
 }
 
 impl Profile {
@@ -288,6 +300,10 @@ impl Profile {
                     });
                 }
             }
+        }
+        if let Some(sc) = raw.syscalls {
+            append(&mut self.syscalls_allow, sc.allow, file, "syscalls.allow");
+            set(&mut self.syscalls_on_denied, sc.on_denied, file, "syscalls.on_denied");
         }
         if let Some(ll) = raw.landlock {
             if let Some(req) = ll.require {

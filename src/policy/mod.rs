@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::landlock::Feature;
 use crate::profile::{At, Origin, Profile};
+use crate::seccomp::{self, OnDenied};
 pub use fs::{EntryKind, FsEntry};
 
 /// Default workspace mount point inside the sandbox.
@@ -91,7 +92,23 @@ pub struct Policy {
     pub interpreters: Vec<PathBuf>,
     /// The Landlock features this profile will not run without.
     pub landlock_require: Vec<Feature>,
+    /// Wall 8: the syscall allowlist.
+    pub syscalls: Syscalls,
 }
+
+/// The syscall allowlist of a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Syscalls {
+    /// Groups and names as the profile wrote them.
+    pub allow: Vec<String>,
+    /// The syscalls they expand to on this architecture.
+    pub names: Vec<String>,
+    /// What a refused syscall gets.
+    pub on_denied: OnDenied,
+}
+
+/// Syscalls the sandbox cannot start or end without.
+const REQUIRED_SYSCALLS: [&str; 3] = ["execve", "exit", "exit_group"];
 
 /// One reason a profile is not a valid policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +302,8 @@ impl Policy {
             }
         };
 
+        let syscalls = check_syscalls(&mut c, profile);
+
         if !c.problems.is_empty() {
             return Err(PolicyError { problems: c.problems });
         }
@@ -306,7 +325,75 @@ impl Policy {
             net_bind,
             interpreters,
             landlock_require,
+            syscalls,
         })
+    }
+}
+
+fn check_syscalls(c: &mut Checker, profile: &Profile) -> Syscalls {
+    let on_denied = match &profile.syscalls_on_denied {
+        None => OnDenied::Errno,
+        Some(at) => match at.value.as_str() {
+            "errno" => OnDenied::Errno,
+            "kill" => OnDenied::Kill,
+            _ => {
+                c.bad(
+                    at,
+                    "unknown action; valid: \"errno\" (EPERM) or \"kill\" (the whole process)",
+                );
+                OnDenied::Errno
+            }
+        },
+    };
+    let default = vec!["@default".to_string()];
+    let allow: Vec<String> = if profile.syscalls_allow.is_empty() {
+        default
+    } else {
+        profile.syscalls_allow.iter().map(|a| a.value.clone()).collect()
+    };
+    let Some(arch) = seccomp::Arch::native() else {
+        c.missing(
+            "syscalls",
+            "wall 8 (seccomp) has no syscall table for this architecture (x86_64 and aarch64 only)",
+        );
+        return Syscalls {
+            allow,
+            names: vec![],
+            on_denied,
+        };
+    };
+    let groups: Vec<&str> = seccomp::GROUPS.iter().map(|g| g.name).collect();
+    for at in &profile.syscalls_allow {
+        let v = at.value.as_str();
+        if v.starts_with('@') {
+            if seccomp::group(v).is_none() {
+                c.bad(at, format!("unknown group; valid: {}", groups.join(", ")));
+            }
+        } else if let Some(why) = seccomp::never(v) {
+            c.bad(at, format!("is never allowed ({why})"));
+        } else if let Err(m) = seccomp::compile(&std::collections::BTreeSet::from([v.to_string()]), on_denied, arch) {
+            c.bad(
+                at,
+                format!("{m}; valid: a syscall name or one of {}", groups.join(", ")),
+            );
+        }
+    }
+    let names = seccomp::expand(&allow, arch).unwrap_or_default();
+    let missing: Vec<&str> = REQUIRED_SYSCALLS
+        .iter()
+        .copied()
+        .filter(|r| !names.contains(*r))
+        .collect();
+    if !missing.is_empty() && c.problems.is_empty() {
+        c.missing(
+            "syscalls.allow",
+            format!("does not allow {}, without which no program starts or ends; valid: add them (they are in @process and @default)", missing.join(", ")),
+        );
+    }
+    Syscalls {
+        allow,
+        names: names.into_iter().collect(),
+        on_denied,
     }
 }
 

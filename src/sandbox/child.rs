@@ -12,7 +12,8 @@
 //!                                        ── fork ──▶ MBU (pid 2)
 //!                                                      setsid, signals, fds, chdir,
 //!                                                      capabilities, no_new_privs,
-//!                                                      Landlock enforced, execve
+//!                                                      Landlock enforced, seccomp
+//!                                                      installed, execve
 //!                                        reaps; reports the MBU's status; exits,
 //!                                        and the kernel kills the whole namespace
 //! ```
@@ -75,6 +76,8 @@ pub struct ChildSpec {
     pub envp: Vec<*const c_char>,
     /// Wall 7: the ruleset init creates and the MBU enforces.
     pub landlock: Option<LandlockProgram>,
+    /// Wall 8: the BPF program the MBU installs last.
+    pub seccomp: Vec<crate::seccomp::Insn>,
 }
 
 /// The Landlock ruleset, ready for the child.
@@ -358,6 +361,8 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>) -> ! {
     if let Some(fd) = ruleset {
         must(fds, Step::LandlockRestrict, sys::landlock_restrict_self(fd));
     }
+    // Wall 8, last: from here on only the allowed syscalls work, execve among them.
+    must(fds, Step::Seccomp, sys::seccomp_install(&spec.seccomp));
     let errno = sys::execve(&spec.program, &spec.argv, &spec.envp);
     send(
         fds,

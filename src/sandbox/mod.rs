@@ -207,6 +207,12 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
         env_store,
         envp,
         landlock,
+        seccomp: plan
+            .seccomp
+            .program
+            .iter()
+            .map(|&(code, jt, jf, k)| crate::seccomp::Insn { code, jt, jf, k })
+            .collect(),
     };
     (spec, landlock_describe)
 }

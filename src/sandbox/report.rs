@@ -61,12 +61,14 @@ pub enum Step {
     NoNewPrivs,
     /// MBU: enforcing the Landlock ruleset.
     LandlockRestrict,
+    /// MBU: installing the seccomp filter.
+    Seccomp,
     /// MBU: `execve` of the program.
     Exec,
 }
 
 impl Step {
-    const ALL: [Step; 27] = [
+    const ALL: [Step; 28] = [
         Step::Unshare,
         Step::Lifeline,
         Step::WaitForIdMaps,
@@ -93,6 +95,7 @@ impl Step {
         Step::DropCapabilities,
         Step::NoNewPrivs,
         Step::LandlockRestrict,
+        Step::Seccomp,
         Step::Exec,
     ];
 
@@ -121,6 +124,7 @@ impl Step {
             Step::Loopback => "wall 6 (network)",
             Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
+            Step::Seccomp => "wall 8 (seccomp)",
             Step::Exec => "exec",
         }
     }
@@ -144,6 +148,7 @@ impl Step {
             Step::LandlockRuleset => "creating the ruleset",
             Step::LandlockRule => "adding a rule",
             Step::LandlockRestrict => "landlock_restrict_self",
+            Step::Seccomp => "installing the syscall filter",
             Step::InitSignals => "installing init's signal forwarding",
             Step::ForkMbu => "forking the MBU process",
             Step::Setsid => "setsid",

@@ -808,3 +808,33 @@ pub fn landlock_restrict_self(ruleset: RawFd) -> SysResult<()> {
     // SAFETY: integers only.
     check_long(unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) }).map(drop)
 }
+
+// --- seccomp ---------------------------------------------------------------------------
+
+#[repr(C)]
+struct SockFprog {
+    len: libc::c_ushort,
+    filter: *const crate::seccomp::Insn,
+}
+
+/// Installs a seccomp filter on this thread (child-safe; needs `no_new_privs`).
+pub fn seccomp_install(program: &[crate::seccomp::Insn]) -> SysResult<()> {
+    let Ok(len) = libc::c_ushort::try_from(program.len()) else {
+        return Err(libc::E2BIG);
+    };
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: `prog` points to `len` valid BPF instructions that outlive the
+    // call; the kernel copies them.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0u32,
+            &prog as *const SockFprog,
+        )
+    })
+    .map(drop)
+}

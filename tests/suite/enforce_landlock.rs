@@ -196,7 +196,7 @@ fn abstract_unix_sockets_outside_the_sandbox_are_unreachable() {
     for who in identities() {
         let r = python(
             who,
-            &profile("reason"),
+            &net_profile(),
             &format!(
                 r#"{PRELUDE}
 import socket

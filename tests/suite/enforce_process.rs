@@ -20,6 +20,8 @@ command = ["/usr/bin/python3.11", "-I", "-S", "-B"]
 mode = "loopback"
 bind = [47001]
 connect = [47001, {host_port}]
+[syscalls]
+allow = ["@default", "@network-io"]
 "#
     )
 }
@@ -78,7 +80,7 @@ fn no_network_means_no_interface_and_no_route_to_the_host() {
     for who in identities() {
         let r = python(
             who,
-            &profile("reason"),
+            &net_profile(),
             &format!(
                 r#"
 import json, socket, errno, fcntl, struct

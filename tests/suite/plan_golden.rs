@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use ninewall::kernel::Kernel;
 use ninewall::landlock::{access, Feature, PathRule};
 use ninewall::plan::{Caller, IdMap, Mount, Request, SetupPlan};
-use ninewall::policy::{EntryKind, FsEntry, NetMode, Policy, Workspace};
+use ninewall::policy::{EntryKind, FsEntry, NetMode, Policy, Syscalls, Workspace};
+use ninewall::seccomp::OnDenied;
 
 const KERNEL: Kernel = Kernel { landlock_abi: 7 };
 
@@ -48,6 +49,14 @@ fn policy() -> Policy {
         net_bind: vec![],
         interpreters: vec![p("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")],
         landlock_require: Feature::ALL.to_vec(),
+        syscalls: Syscalls {
+            allow: vec!["@default".into()],
+            names: ninewall::seccomp::expand(&["@default".into()], ninewall::seccomp::Arch::X86_64)
+                .unwrap()
+                .into_iter()
+                .collect(),
+            on_denied: OnDenied::Errno,
+        },
     }
 }
 

@@ -267,3 +267,12 @@ pub fn host_processes_with(marker: &str) -> Vec<i32> {
     }
     found
 }
+
+/// A Python profile like reason's that may also use sockets (`@network-io`),
+/// in a network namespace with no interface up.
+pub fn net_profile() -> PathBuf {
+    write_profile(
+        "net-none",
+        "extends = \"base/python\"\n[mbu]\nname = \"net-none\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\", \"-B\"]\n[syscalls]\nallow = [\"@default\", \"@network-io\"]\n",
+    )
+}

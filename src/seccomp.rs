@@ -1,0 +1,665 @@
+//! Wall 8, as data: the syscall groups a profile allows from, the syscalls no
+//! profile may allow, and the compiled BPF allowlist.
+//!
+//! The program, compiled in the supervisor before fork (the MBU only installs
+//! it, as its last step before `execve`):
+//!
+//! 1. a foreign architecture (i386 via `int 0x80`, anything not native) kills
+//!    the process; on x86_64, an x32 syscall number kills the process;
+//! 2. `clone3` returns `ENOSYS` (its flags sit in memory a filter cannot read),
+//!    so the C library falls back to `clone`;
+//! 3. the allowlist, compiled by seccompiler: a syscall the profile allows passes
+//!    (`clone` only without namespace flags, `ioctl` never with `TIOCSTI` or
+//!    `TIOCLINUX`, `personality` only to query or keep the default persona,
+//!    `memfd_create` only with `MFD_NOEXEC_SEAL`); anything else gets the
+//!    profile's `on_denied`: `EPERM`, or the whole process killed.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+/// What a refused syscall gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDenied {
+    /// Fails with `EPERM`.
+    Errno,
+    /// The whole process is killed (`SIGSYS`).
+    Kill,
+}
+
+/// A named group of syscalls. `x86_64_only` members do not exist on aarch64
+/// (their `*at` or generic successors are in `members`).
+pub struct Group {
+    /// `@name`.
+    pub name: &'static str,
+    /// One line: what it is for.
+    pub doc: &'static str,
+    /// Syscalls (and `@groups`) on every architecture.
+    pub members: &'static [&'static str],
+    /// Legacy syscalls that only x86_64 has.
+    pub x86_64_only: &'static [&'static str],
+}
+
+/// Every group, modelled on systemd's `SystemCallFilter=` sets.
+pub const GROUPS: &[Group] = &[
+    Group {
+        name: "@basic-io",
+        doc: "read, write, seek and close file descriptors",
+        members: &[
+            "close",
+            "close_range",
+            "dup",
+            "dup3",
+            "lseek",
+            "pread64",
+            "preadv",
+            "preadv2",
+            "pwrite64",
+            "pwritev",
+            "pwritev2",
+            "read",
+            "readv",
+            "write",
+            "writev",
+        ],
+        x86_64_only: &["dup2"],
+    },
+    Group {
+        name: "@file-system",
+        doc: "open, stat, list, create, rename and remove files (the walls 4 and 7 decide where)",
+        members: &[
+            "chdir",
+            "faccessat",
+            "faccessat2",
+            "fadvise64",
+            "fallocate",
+            "fchdir",
+            "fchmod",
+            "fchmodat",
+            "fcntl",
+            "fgetxattr",
+            "flistxattr",
+            "flock",
+            "fstat",
+            "fstatfs",
+            "ftruncate",
+            "getcwd",
+            "getdents64",
+            "getxattr",
+            "inotify_add_watch",
+            "inotify_init1",
+            "inotify_rm_watch",
+            "lgetxattr",
+            "linkat",
+            "listxattr",
+            "llistxattr",
+            "mkdirat",
+            "mknodat",
+            "newfstatat",
+            "openat",
+            "openat2",
+            "readlinkat",
+            "renameat",
+            "renameat2",
+            "statfs",
+            "statx",
+            "symlinkat",
+            "truncate",
+            "umask",
+            "unlinkat",
+            "utimensat",
+        ],
+        x86_64_only: &[
+            "access",
+            "chmod",
+            "creat",
+            "futimesat",
+            "getdents",
+            "inotify_init",
+            "link",
+            "lstat",
+            "mkdir",
+            "mknod",
+            "open",
+            "readlink",
+            "rename",
+            "rmdir",
+            "stat",
+            "symlink",
+            "unlink",
+            "utime",
+            "utimes",
+        ],
+    },
+    Group {
+        name: "@chown",
+        doc: "change file owners",
+        members: &["fchown", "fchownat"],
+        x86_64_only: &["chown", "lchown"],
+    },
+    Group {
+        name: "@io-event",
+        doc: "wait for events on file descriptors",
+        members: &[
+            "epoll_create1",
+            "epoll_ctl",
+            "epoll_pwait",
+            "epoll_pwait2",
+            "eventfd2",
+            "ppoll",
+            "pselect6",
+        ],
+        x86_64_only: &["epoll_create", "epoll_wait", "eventfd", "poll", "select"],
+    },
+    Group {
+        name: "@ipc",
+        doc: "pipes, System V and POSIX IPC, non-executable memfds",
+        members: &[
+            "pipe2",
+            "memfd_create",
+            "mq_getsetattr",
+            "mq_notify",
+            "mq_open",
+            "mq_timedreceive",
+            "mq_timedsend",
+            "mq_unlink",
+            "msgctl",
+            "msgget",
+            "msgrcv",
+            "msgsnd",
+            "semctl",
+            "semget",
+            "semop",
+            "semtimedop",
+            "shmat",
+            "shmctl",
+            "shmdt",
+            "shmget",
+        ],
+        x86_64_only: &["pipe"],
+    },
+    Group {
+        name: "@memory",
+        doc: "map, protect and advise memory",
+        members: &[
+            "brk",
+            "get_mempolicy",
+            "madvise",
+            "mbind",
+            "membarrier",
+            "mincore",
+            "mlock",
+            "mlock2",
+            "mmap",
+            "mprotect",
+            "mremap",
+            "msync",
+            "munlock",
+            "munmap",
+            "pkey_alloc",
+            "pkey_free",
+            "pkey_mprotect",
+            "set_mempolicy",
+        ],
+        x86_64_only: &[],
+    },
+    Group {
+        name: "@process",
+        doc: "create, run, wait for and signal processes (clone without namespace flags)",
+        members: &[
+            "capget",
+            "clone",
+            "execve",
+            "execveat",
+            "exit",
+            "exit_group",
+            "getpgid",
+            "getrusage",
+            "gettid",
+            "kill",
+            "personality",
+            "pidfd_open",
+            "pidfd_send_signal",
+            "prctl",
+            "rt_sigqueueinfo",
+            "rt_tgsigqueueinfo",
+            "setpgid",
+            "setsid",
+            "tgkill",
+            "tkill",
+            "wait4",
+            "waitid",
+        ],
+        x86_64_only: &["arch_prctl", "fork", "getpgrp", "vfork"],
+    },
+    Group {
+        name: "@signal",
+        doc: "handle, mask and wait for signals",
+        members: &[
+            "rt_sigaction",
+            "rt_sigpending",
+            "rt_sigprocmask",
+            "rt_sigreturn",
+            "rt_sigsuspend",
+            "rt_sigtimedwait",
+            "sigaltstack",
+            "signalfd4",
+        ],
+        x86_64_only: &["signalfd"],
+    },
+    Group {
+        name: "@timer",
+        doc: "timers and alarms",
+        members: &[
+            "getitimer",
+            "setitimer",
+            "timer_create",
+            "timer_delete",
+            "timer_getoverrun",
+            "timer_gettime",
+            "timer_settime",
+            "timerfd_create",
+            "timerfd_gettime",
+            "timerfd_settime",
+            "times",
+        ],
+        x86_64_only: &["alarm"],
+    },
+    Group {
+        name: "@sync",
+        doc: "flush files to storage",
+        members: &["fdatasync", "fsync", "sync_file_range", "syncfs"],
+        x86_64_only: &[],
+    },
+    Group {
+        name: "@network-io",
+        doc: "sockets: create, connect, listen, send, receive (the walls 6 and 7 decide where)",
+        members: &[
+            "accept",
+            "accept4",
+            "bind",
+            "connect",
+            "getpeername",
+            "getsockname",
+            "getsockopt",
+            "listen",
+            "recvfrom",
+            "recvmmsg",
+            "recvmsg",
+            "sendmmsg",
+            "sendmsg",
+            "sendto",
+            "setsockopt",
+            "shutdown",
+            "socket",
+            "socketpair",
+        ],
+        x86_64_only: &[],
+    },
+    Group {
+        name: "@system-info",
+        doc: "uname, sysinfo, resource limits and scheduling queries",
+        members: &[
+            "getcpu",
+            "getpriority",
+            "getrlimit",
+            "prlimit64",
+            "sched_get_priority_max",
+            "sched_get_priority_min",
+            "sched_getaffinity",
+            "sched_getattr",
+            "sched_getparam",
+            "sched_getscheduler",
+            "sched_rr_get_interval",
+            "sched_yield",
+            "setrlimit",
+            "sysinfo",
+            "uname",
+        ],
+        x86_64_only: &[],
+    },
+    Group {
+        name: "@default",
+        doc: "what a typical interpreter needs: the groups above but @chown, @ipc (pipes aside) and @network-io",
+        members: &[
+            "@basic-io",
+            "@file-system",
+            "@io-event",
+            "@memory",
+            "@process",
+            "@signal",
+            "@timer",
+            "@sync",
+            "@system-info",
+            "pipe2",
+            "clock_getres",
+            "clock_gettime",
+            "clock_nanosleep",
+            "futex",
+            "futex_waitv",
+            "get_robust_list",
+            "getegid",
+            "geteuid",
+            "getgid",
+            "getgroups",
+            "getpid",
+            "getppid",
+            "getrandom",
+            "getresgid",
+            "getresuid",
+            "getsid",
+            "gettimeofday",
+            "getuid",
+            "ioctl",
+            "nanosleep",
+            "restart_syscall",
+            "rseq",
+            "set_robust_list",
+            "set_tid_address",
+        ],
+        x86_64_only: &["pipe", "pause", "time", "get_thread_area", "set_thread_area"],
+    },
+];
+
+/// Syscalls no profile may allow, with why.
+pub const NEVER: &[(&str, &str)] = &[
+    ("io_uring_setup", "io_uring performs syscalls no filter sees"),
+    ("io_uring_enter", "io_uring performs syscalls no filter sees"),
+    ("io_uring_register", "io_uring performs syscalls no filter sees"),
+    ("ptrace", "it reads and writes other processes"),
+    ("process_vm_readv", "it reads other processes' memory"),
+    ("process_vm_writev", "it writes other processes' memory"),
+    ("bpf", "kernel attack surface"),
+    ("perf_event_open", "kernel attack surface and side channels"),
+    ("userfaultfd", "it makes kernel races reliable"),
+    ("kexec_load", "it replaces the kernel"),
+    ("kexec_file_load", "it replaces the kernel"),
+    ("init_module", "it loads kernel code"),
+    ("finit_module", "it loads kernel code"),
+    ("delete_module", "it unloads kernel code"),
+    ("mount", "the mount view is ninewall's"),
+    ("umount2", "the mount view is ninewall's"),
+    ("pivot_root", "the mount view is ninewall's"),
+    ("move_mount", "the mount view is ninewall's"),
+    ("open_tree", "the mount view is ninewall's"),
+    ("fsopen", "the mount view is ninewall's"),
+    ("fsconfig", "the mount view is ninewall's"),
+    ("fsmount", "the mount view is ninewall's"),
+    ("fspick", "the mount view is ninewall's"),
+    ("mount_setattr", "the mount view is ninewall's"),
+    ("chroot", "the mount view is ninewall's"),
+    ("unshare", "new namespaces are kernel attack surface"),
+    ("setns", "it joins other namespaces"),
+    ("keyctl", "the kernel keyring is shared and attack surface"),
+    ("add_key", "the kernel keyring is shared and attack surface"),
+    ("request_key", "the kernel keyring is shared and attack surface"),
+    ("open_by_handle_at", "it opens files by handle, around the mount view"),
+    ("name_to_handle_at", "file handles go around the mount view"),
+    (
+        "clone3",
+        "it always returns ENOSYS (its flags cannot be inspected); clone is filtered instead",
+    ),
+    ("swapon", "host administration"),
+    ("swapoff", "host administration"),
+    ("reboot", "host administration"),
+    ("acct", "host administration"),
+    ("quotactl", "host administration"),
+    ("syslog", "the kernel log"),
+    ("settimeofday", "host administration"),
+    ("clock_settime", "host administration"),
+    ("clock_adjtime", "host administration"),
+    ("adjtimex", "host administration"),
+    ("vhangup", "host administration"),
+];
+
+/// x86_64-only syscalls that are never allowable.
+pub const NEVER_X86_64: &[(&str, &str)] = &[
+    ("iopl", "raw port I/O"),
+    ("ioperm", "raw port I/O"),
+    ("modify_ldt", "kernel attack surface"),
+    ("uselib", "obsolete library loading"),
+];
+
+/// The architectures a filter can be compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// x86_64.
+    X86_64,
+    /// aarch64.
+    Aarch64,
+}
+
+impl Arch {
+    /// The architecture ninewall was built for.
+    pub fn native() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+
+    fn target(self) -> seccompiler::TargetArch {
+        match self {
+            Arch::X86_64 => seccompiler::TargetArch::x86_64,
+            Arch::Aarch64 => seccompiler::TargetArch::aarch64,
+        }
+    }
+
+    fn audit(self) -> u32 {
+        match self {
+            Arch::X86_64 => 0xC000_003E,  // AUDIT_ARCH_X86_64
+            Arch::Aarch64 => 0xC000_00B7, // AUDIT_ARCH_AARCH64
+        }
+    }
+}
+
+/// The group named `@name`.
+pub fn group(name: &str) -> Option<&'static Group> {
+    GROUPS.iter().find(|g| g.name == name)
+}
+
+/// Why a name is never allowable, if it is.
+pub fn never(name: &str) -> Option<&'static str> {
+    NEVER
+        .iter()
+        .chain(NEVER_X86_64.iter())
+        .find(|(n, _)| *n == name)
+        .map(|(_, why)| *why)
+}
+
+/// Expands groups into syscall names for `arch`. Unknown groups are errors;
+/// plain names are kept as they are (compiling checks them).
+pub fn expand(allow: &[String], arch: Arch) -> Result<BTreeSet<String>, String> {
+    let mut out = BTreeSet::new();
+    let mut stack: Vec<String> = allow.to_vec();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some(name) = stack.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        if name.starts_with('@') {
+            let g = group(&name).ok_or_else(|| format!("unknown group {name:?}"))?;
+            stack.extend(g.members.iter().map(|m| m.to_string()));
+            if arch == Arch::X86_64 {
+                stack.extend(g.x86_64_only.iter().map(|m| m.to_string()));
+            }
+        } else {
+            out.insert(name);
+        }
+    }
+    Ok(out)
+}
+
+const CLONE_NAMESPACES: u64 = 0x7E02_0000; // NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+const TIOCSTI: u64 = 0x5412;
+const TIOCLINUX: u64 = 0x541C;
+const PER_LINUX: u64 = 0;
+const PERSONALITY_QUERY: u64 = 0xFFFF_FFFF;
+const MFD_EXEC_BITS: u64 = 0x18; // MFD_NOEXEC_SEAL | MFD_EXEC
+const MFD_NOEXEC_SEAL: u64 = 0x08;
+
+/// The seccompiler rules (JSON form) for one allowed syscall.
+fn rules_for(name: &str) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let cond = |index: u8, ty: &str, op: serde_json::Value, val: u64| json!({"index": index, "type": ty, "op": op, "val": val});
+    match name {
+        "clone" => {
+            vec![json!({"syscall": "clone", "args": [cond(0, "qword", json!({"masked_eq": CLONE_NAMESPACES}), 0)]})]
+        }
+        "ioctl" => vec![
+            json!({"syscall": "ioctl", "args": [cond(1, "dword", json!("ne"), TIOCSTI), cond(1, "dword", json!("ne"), TIOCLINUX)]}),
+        ],
+        "personality" => vec![
+            json!({"syscall": "personality", "args": [cond(0, "dword", json!("eq"), PER_LINUX)]}),
+            json!({"syscall": "personality", "args": [cond(0, "dword", json!("eq"), PERSONALITY_QUERY)]}),
+        ],
+        "memfd_create" => {
+            vec![
+                json!({"syscall": "memfd_create", "args": [cond(1, "dword", json!({"masked_eq": MFD_EXEC_BITS}), MFD_NOEXEC_SEAL)]}),
+            ]
+        }
+        _ => vec![json!({"syscall": name})],
+    }
+}
+
+/// One BPF instruction.
+pub type Insn = seccompiler::sock_filter;
+
+fn stmt(code: u16, k: u32) -> Insn {
+    Insn { code, jt: 0, jf: 0, k }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> Insn {
+    Insn { code, jt, jf, k }
+}
+
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const NR_CLONE3: u32 = 435;
+
+/// Compiles the allowlist for `arch`. Every name must be a syscall of `arch`
+/// and none may be never-allowable; the message names the offender.
+pub fn compile(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, String> {
+    if let Some((n, why)) = names.iter().find_map(|n| never(n).map(|w| (n, w))) {
+        return Err(format!("{n:?} is never allowed ({why})"));
+    }
+    let mismatch = match on_denied {
+        OnDenied::Errno => serde_json::json!({"errno": libc::EPERM}),
+        OnDenied::Kill => serde_json::json!("kill_process"),
+    };
+    let rules: Vec<serde_json::Value> = names.iter().flat_map(|n| rules_for(n)).collect();
+    let doc = serde_json::json!({"main": {"mismatch_action": mismatch, "match_action": "allow", "filter": rules}});
+    let text = doc.to_string();
+    let mut map = seccompiler::compile_from_json(text.as_bytes(), arch.target()).map_err(|e| {
+        // seccompiler says "invalid syscall name"; find which one, for the message.
+        let unknown = names.iter().find(|n| {
+            let one = serde_json::json!({"main": {"mismatch_action": "allow", "match_action": "allow", "filter": [{"syscall": n}]}});
+            seccompiler::compile_from_json(one.to_string().as_bytes(), arch.target()).is_err()
+        });
+        match unknown {
+            Some(n) => format!("{n:?} is not a syscall on {arch:?}"),
+            None => e.to_string(),
+        }
+    })?;
+    let body = map.remove("main").ok_or("seccompiler returned no filter")?;
+
+    let mut prog = vec![
+        stmt(LD_W_ABS, 4), // seccomp_data.arch
+        jump(JEQ_K, arch.audit(), 1, 0),
+        stmt(RET_K, RET_KILL_PROCESS),
+        stmt(LD_W_ABS, 0), // seccomp_data.nr
+    ];
+    if arch == Arch::X86_64 {
+        prog.push(jump(JGE_K, X32_SYSCALL_BIT, 0, 1));
+        prog.push(stmt(RET_K, RET_KILL_PROCESS));
+    }
+    prog.push(jump(JEQ_K, NR_CLONE3, 0, 1));
+    prog.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
+    prog.extend(body);
+    if prog.len() > 4096 {
+        return Err(format!(
+            "the filter has {} instructions; the kernel takes at most 4096",
+            prog.len()
+        ));
+    }
+    Ok(prog)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(name: &str, arch: Arch) -> Result<Vec<Insn>, String> {
+        compile(&BTreeSet::from([name.to_string()]), OnDenied::Errno, arch)
+    }
+
+    #[test]
+    fn every_group_member_resolves_on_x86_64_and_aarch64() {
+        for g in GROUPS {
+            for m in g.members.iter().filter(|m| !m.starts_with('@')) {
+                for arch in [Arch::X86_64, Arch::Aarch64] {
+                    assert!(
+                        one(m, arch).is_ok(),
+                        "{}: {m} does not resolve on {arch:?}: {:?}",
+                        g.name,
+                        one(m, arch)
+                    );
+                }
+            }
+            for m in g.x86_64_only {
+                assert!(one(m, Arch::X86_64).is_ok(), "{}: {m} on x86_64", g.name);
+                assert!(
+                    one(m, Arch::Aarch64).is_err(),
+                    "{}: {m} exists on aarch64 too: move it to members",
+                    g.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_group_contains_a_never_allowable_syscall() {
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let all: Vec<String> = GROUPS.iter().map(|g| g.name.to_string()).collect();
+            let names = expand(&all, arch).unwrap();
+            for n in &names {
+                assert!(never(n).is_none(), "{n} is in a group and never allowable");
+            }
+            assert!(compile(&names, OnDenied::Kill, arch).is_ok(), "{arch:?}");
+        }
+    }
+
+    #[test]
+    fn never_allowable_syscalls_are_refused_by_name() {
+        for (n, _) in NEVER {
+            let e = one(n, Arch::X86_64).unwrap_err();
+            assert!(e.contains("is never allowed"), "{n}: {e}");
+        }
+        assert!(one("no_such_syscall", Arch::X86_64)
+            .unwrap_err()
+            .contains("is not a syscall on X86_64"));
+        assert!(expand(&["@nonsense".into()], Arch::X86_64).is_err());
+    }
+
+    #[test]
+    fn the_prefix_kills_foreign_abis_and_answers_clone3_with_enosys() {
+        let prog = one("getpid", Arch::X86_64).unwrap();
+        assert_eq!((prog[0].code, prog[0].k), (LD_W_ABS, 4));
+        assert_eq!((prog[1].code, prog[1].k), (JEQ_K, 0xC000_003E));
+        assert_eq!((prog[2].code, prog[2].k), (RET_K, RET_KILL_PROCESS));
+        assert_eq!((prog[4].code, prog[4].k), (JGE_K, X32_SYSCALL_BIT));
+        assert_eq!((prog[5].code, prog[5].k), (RET_K, RET_KILL_PROCESS));
+        assert_eq!((prog[6].code, prog[6].k), (JEQ_K, NR_CLONE3));
+        assert_eq!((prog[7].code, prog[7].k), (RET_K, RET_ERRNO | 38));
+        let arm = one("getpid", Arch::Aarch64).unwrap();
+        assert_eq!(arm[1].k, 0xC000_00B7);
+        assert_eq!((arm[4].code, arm[4].k), (JEQ_K, NR_CLONE3), "no x32 check on aarch64");
+    }
+}
