@@ -230,6 +230,21 @@ pub fn describe(p: &Policy) -> String {
             format!("{}  [execute: ELF interpreter]", e.display()),
         );
     }
+    line(
+        "syscalls",
+        format!(
+            "{} -> {} syscalls; on_denied {}",
+            p.syscalls.allow.join(" "),
+            p.syscalls.names.len(),
+            match p.syscalls.on_denied {
+                crate::seccomp::OnDenied::Errno => "errno",
+                crate::seccomp::OnDenied::Kill => "kill",
+            }
+        ),
+    );
+    for chunk in p.syscalls.names.chunks(8) {
+        line("", chunk.join(" "));
+    }
     let req: Vec<String> = p.landlock_require.iter().map(|f| f.to_string()).collect();
     line(
         "landlock",

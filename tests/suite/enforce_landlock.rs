@@ -130,6 +130,7 @@ print(json.dumps({{
   "execveat_written": run_child(lambda: os.execve(wfd, ["py", "-c", "print('escaped')"], {{}})),
   "ld_so_written": run_child(lambda: os.execv("/lib64/ld-linux-x86-64.so.2", ["ld.so", "/work/py", "-c", "print('escaped')"])),
   "python": run_child(lambda: os.execv("/usr/bin/python3.11", ["python3.11", "-c", "pass"])),
+  "memfd": attempt(lambda: os.memfd_create("payload")),
 }}))
 "#
             ),
@@ -153,6 +154,9 @@ print(json.dumps({{
         assert_eq!(v["ld_so_written"], "exit 127", "{who:?}: {v}");
         assert!(r.stderr.contains("failed to map segment from shared object"), "{r:#?}");
         assert_eq!(v["python"], "exit 0", "{who:?}: {v}");
+        // A memfd would be executable (Landlock does not see it); wall 8 only
+        // lets memfd_create through with MFD_NOEXEC_SEAL.
+        assert_eq!(v["memfd"], "EPERM", "{who:?}: {v}");
     }
 }
 

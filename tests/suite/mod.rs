@@ -2,6 +2,7 @@ mod cli;
 mod enforce_fs;
 mod enforce_landlock;
 mod enforce_process;
+mod enforce_seccomp;
 mod invalid_profiles;
 mod plan_golden;
 mod profile_merge;

@@ -1,0 +1,228 @@
+//! Wall 8 through the real kernel: a small static C program makes each call
+//! from inside a sandbox. Every call it makes succeeds (or fails harmlessly
+//! for other reasons) outside a sandbox; inside, the filter decides.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use ninewall::seccomp::{GROUPS, NEVER, NEVER_X86_64};
+
+use crate::support::*;
+
+const SIGSYS_EXIT: i32 = 128 + 31;
+
+/// The helper, built once per test process into a world-readable directory
+/// outside /tmp (which is ninewall's own inside a sandbox).
+fn helper() -> Option<PathBuf> {
+    static HELPER: OnceLock<Option<PathBuf>> = OnceLock::new();
+    HELPER
+        .get_or_init(|| {
+            let dir = PathBuf::from(format!("/var/tmp/ninewall-tests-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let src = dir.join("try_syscall.c");
+            std::fs::write(&src, include_str!("../support/try_syscall.c")).unwrap();
+            let bin = dir.join("try-syscall");
+            let built = Command::new("cc")
+                .args(["-static", "-O1", "-o"])
+                .arg(&bin)
+                .arg(&src)
+                .status();
+            match built {
+                Ok(s) if s.success() => {
+                    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+                    Some(bin)
+                }
+                other => {
+                    skip(&format!(
+                        "cannot build the static test helper with cc ({other:?}); install gcc and libc6-dev"
+                    ));
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+fn helper_profile(name: &str, allow: &[&str], on_denied: &str) -> Option<PathBuf> {
+    let bin = helper()?;
+    let allow: Vec<String> = allow.iter().map(|a| format!("{a:?}")).collect();
+    Some(write_profile(
+        name,
+        &format!(
+            "[mbu]\nname = {name:?}\n[exec]\nexecutables = [{b:?}]\ncommand = [{b:?}]\n[syscalls]\nallow = [{}]\non_denied = {on_denied:?}\n",
+            allow.join(", "),
+            b = bin.to_str().unwrap()
+        ),
+    ))
+}
+
+fn every_group() -> Vec<&'static str> {
+    GROUPS.iter().map(|g| g.name).collect()
+}
+
+#[test]
+fn an_allowed_call_works_and_anything_else_gets_eperm() {
+    let Some(p) = helper_profile("sc-errno", &["@default"], "errno") else {
+        return;
+    };
+    for who in identities() {
+        for (call, expect) in [
+            ("getpid", "getpid ok"),
+            ("socket", "socket EPERM"),
+            ("tcgets", "tcgets ENOTTY"),
+        ] {
+            let r = run(who, &p, &[], &[call], None);
+            r.assert_code(0);
+            assert_eq!(r.stdout.trim(), expect, "{who:?}: {r:#?}");
+        }
+    }
+}
+
+#[test]
+fn under_kill_a_refused_call_kills_the_process() {
+    let Some(p) = helper_profile("sc-kill", &["@default"], "kill") else {
+        return;
+    };
+    for who in identities() {
+        let r = run(who, &p, &[], &["socket"], None);
+        r.assert_code(SIGSYS_EXIT);
+        assert_eq!(r.stdout, "", "{who:?}: the call returned: {r:#?}");
+        let ok = run(who, &p, &[], &["getpid"], None);
+        ok.assert_code(0);
+    }
+}
+
+#[test]
+fn never_allowable_syscalls_fail_even_when_every_group_is_allowed() {
+    let Some(p) = helper_profile("sc-everything", &every_group(), "kill") else {
+        return;
+    };
+    let mut names: Vec<&str> = NEVER.iter().map(|(n, _)| *n).filter(|n| *n != "clone3").collect();
+    if cfg!(target_arch = "x86_64") {
+        names.extend(NEVER_X86_64.iter().map(|(n, _)| *n));
+    }
+    for who in identities() {
+        for name in &names {
+            let r = run(who, &p, &[], &["raw", name], None);
+            assert_eq!(
+                r.code, SIGSYS_EXIT,
+                "{who:?}: {name} was not killed by the filter: {r:#?}"
+            );
+            assert_eq!(r.stdout, "", "{who:?}: {name} returned to the caller: {r:#?}");
+        }
+    }
+}
+
+#[test]
+fn foreign_syscall_abis_kill_the_process() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let Some(p) = helper_profile("sc-abi", &["@default"], "errno") else {
+        return;
+    };
+    for who in identities() {
+        for call in ["int80", "x32"] {
+            let r = run(who, &p, &[], &[call], None);
+            assert_eq!(r.code, SIGSYS_EXIT, "{who:?}: {call}: {r:#?}");
+            assert_eq!(r.stdout, "", "{who:?}: {call} returned: {r:#?}");
+        }
+    }
+}
+
+#[test]
+fn clone3_is_enosys_and_clone_into_new_namespaces_is_refused() {
+    let Some(p) = helper_profile("sc-clone", &["@default"], "errno") else {
+        return;
+    };
+    for who in identities() {
+        for (call, expect) in [
+            ("clone3", "clone3 ENOSYS"),
+            ("clone", "clone ok"),
+            ("clone_newuser", "clone_newuser EPERM"),
+            ("clone_newnet", "clone_newnet EPERM"),
+        ] {
+            let r = run(who, &p, &[], &[call], None);
+            r.assert_code(0);
+            assert_eq!(r.stdout.trim(), expect, "{who:?}: {r:#?}");
+        }
+    }
+}
+
+#[test]
+fn terminal_injection_personality_and_executable_memfds_are_refused() {
+    let Some(p) = helper_profile("sc-misc", &every_group(), "errno") else {
+        return;
+    };
+    for who in identities() {
+        for (call, expect) in [
+            ("tiocsti", "tiocsti EPERM"),
+            ("tioclinux", "tioclinux EPERM"),
+            ("tcgets", "tcgets ENOTTY"),
+            ("personality_query", "personality_query ok"),
+            ("personality_linux", "personality_linux ok"),
+            ("personality_exec", "personality_exec EPERM"),
+            ("memfd", "memfd EPERM"),
+            ("memfd_exec", "memfd_exec EPERM"),
+            ("memfd_noexec", "memfd_noexec ok"),
+        ] {
+            let r = run(who, &p, &[], &[call], None);
+            r.assert_code(0);
+            assert_eq!(r.stdout.trim(), expect, "{who:?}: {r:#?}");
+        }
+    }
+}
+
+#[test]
+fn check_prints_the_final_syscall_list() {
+    let r = Run::from_output(
+        ninewall(Who::Root)
+            .arg("check")
+            .arg(profile("reason"))
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("syscalls"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("@default") && line.contains("on_denied errno"),
+        "{}",
+        r.stdout
+    );
+    let j = Run::from_output(
+        ninewall(Who::Root)
+            .args(["check", "--json"])
+            .arg(profile("reason"))
+            .output()
+            .unwrap(),
+    );
+    let v = j.json();
+    let names: Vec<&str> = v["syscalls"]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    for must in ["execve", "openat", "read", "mmap", "exit_group", "clone", "ioctl"] {
+        assert!(names.contains(&must), "{must} missing from {names:?}");
+    }
+    for never in [
+        "socket",
+        "mount",
+        "ptrace",
+        "io_uring_setup",
+        "clone3",
+        "memfd_create",
+        "setuid",
+    ] {
+        assert!(!names.contains(&never), "{never} in {names:?}");
+    }
+}
