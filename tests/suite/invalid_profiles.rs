@@ -59,6 +59,42 @@ fn cases() -> Vec<Case> {
             "landlock.require[1] = \"magic\": unknown Landlock feature; valid: \"fs\", \"refer\"",
         ),
         case(
+            "never-allowed-syscall",
+            with_head("[syscalls]\nallow = [\"@default\", \"mount\"]\n"),
+            6,
+            "syscalls.allow[1] = \"mount\": is never allowed (the mount view is ninewall's)",
+        ),
+        case(
+            "io-uring",
+            with_head("[syscalls]\nallow = [\"@default\", \"io_uring_setup\"]\n"),
+            6,
+            "is never allowed (io_uring performs syscalls no filter sees)",
+        ),
+        case(
+            "unknown-group",
+            with_head("[syscalls]\nallow = [\"@everything\"]\n"),
+            6,
+            "unknown group; valid: @basic-io, @file-system",
+        ),
+        case(
+            "unknown-syscall",
+            with_head("[syscalls]\nallow = [\"@default\", \"frobnicate\"]\n"),
+            6,
+            "\"frobnicate\" is not a syscall on ",
+        ),
+        case(
+            "bad-on-denied",
+            with_head("[syscalls]\non_denied = \"shrug\"\n"),
+            6,
+            "unknown action; valid: \"errno\" (EPERM) or \"kill\"",
+        ),
+        case(
+            "no-execve",
+            with_head("[syscalls]\nallow = [\"@basic-io\"]\n"),
+            1,
+            "syscalls.allow: does not allow execve, exit, exit_group",
+        ),
+        case(
             "unknown-landlock-key",
             with_head("[landlock]\nabi = 3\n"),
             6,
