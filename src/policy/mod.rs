@@ -363,6 +363,7 @@ fn check_syscalls(c: &mut Checker, profile: &Profile) -> Syscalls {
         };
     };
     let groups: Vec<&str> = seccomp::GROUPS.iter().map(|g| g.name).collect();
+    let before = c.problems.len();
     for at in &profile.syscalls_allow {
         let v = at.value.as_str();
         if v.starts_with('@') {
@@ -384,7 +385,7 @@ fn check_syscalls(c: &mut Checker, profile: &Profile) -> Syscalls {
         .copied()
         .filter(|r| !names.contains(*r))
         .collect();
-    if !missing.is_empty() && c.problems.is_empty() {
+    if !missing.is_empty() && c.problems.len() == before {
         c.missing(
             "syscalls.allow",
             format!("does not allow {}, without which no program starts or ends; valid: add them (they are in @process and @default)", missing.join(", ")),
