@@ -115,16 +115,18 @@ pub fn stage() -> &'static Stage {
 
 /// Removes the stages of earlier test processes that are gone (best effort).
 fn remove_stale_stages() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.strip_prefix("ninewall-tests-").and_then(|p| p.parse::<u32>().ok()) else {
+    for base in [std::env::temp_dir(), PathBuf::from("/var/tmp")] {
+        let Ok(entries) = std::fs::read_dir(&base) else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name.strip_prefix("ninewall-tests-").and_then(|p| p.parse::<u32>().ok()) else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
         }
     }
 }
