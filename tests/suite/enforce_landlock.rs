@@ -231,6 +231,7 @@ fn a_script_runs_only_when_its_interpreter_is_listed() {
         unique()
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(dir.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = dir.join("hello.py");
     std::fs::write(&script, "#!/usr/bin/python3.11 -I\nprint('script ran')\n").unwrap();
