@@ -148,6 +148,8 @@ pub struct SetupPlan {
     pub landlock: Option<LandlockPlan>,
     /// Wall 8: the syscall filter.
     pub seccomp: SeccompPlan,
+    /// Wall 9: resource limits.
+    pub limits: crate::policy::Limits,
 }
 
 /// The syscall filter of one sandbox.
@@ -331,6 +333,7 @@ impl SetupPlan {
             env: policy.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             landlock,
             seccomp,
+            limits: policy.limits,
         })
     }
 }

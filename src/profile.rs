@@ -113,6 +113,7 @@ struct RawProfile {
     net: Option<RawNet>,
     landlock: Option<RawLandlock>,
     syscalls: Option<RawSyscalls>,
+    limits: Option<RawLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +161,71 @@ struct RawNet {
     mode: Option<Spanned<String>>,
     connect: Option<Vec<Spanned<i64>>>,
     bind: Option<Vec<Spanned<i64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<Spanned<Scalar>>,
+    pids: Option<Spanned<Scalar>>,
+    cpu_seconds: Option<Spanned<Scalar>>,
+    wall_seconds: Option<Spanned<Scalar>>,
+    file_size: Option<Spanned<Scalar>>,
+    open_files: Option<Spanned<Scalar>>,
+    output: Option<Spanned<Scalar>>,
+    cgroups: Option<Spanned<Scalar>>,
+}
+
+/// A value written as a number or as text (`pids = 32`, `memory = "256M"`,
+/// `wall_seconds = "2m"`); the policy decides what each key accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scalar {
+    /// An integer.
+    Int(i64),
+    /// A string.
+    Text(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::Text(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+impl AsRef<str> for Scalar {
+    fn as_ref(&self) -> &str {
+        match self {
+            Scalar::Int(_) => "",
+            Scalar::Text(t) => t,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Scalar, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number or a string such as \"64M\" or \"30s\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("number too large"))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -222,6 +288,8 @@ pub struct Profile {
     pub syscalls_allow: Vec<At<String>>,
     /// `syscalls.on_denied`.
     pub syscalls_on_denied: Option<At<String>>,
+    /// `[limits]`, key by key (`memory`, `pids`, …), each replacing the base's.
+    pub limits: BTreeMap<&'static str, At<Scalar>>,
 }
 
 impl Profile {
@@ -298,6 +366,29 @@ impl Profile {
                         value: v.into_inner(),
                         origin,
                     });
+                }
+            }
+        }
+        if let Some(l) = raw.limits {
+            for (key, value) in [
+                ("memory", l.memory),
+                ("pids", l.pids),
+                ("cpu_seconds", l.cpu_seconds),
+                ("wall_seconds", l.wall_seconds),
+                ("file_size", l.file_size),
+                ("open_files", l.open_files),
+                ("output", l.output),
+                ("cgroups", l.cgroups),
+            ] {
+                if let Some(v) = value {
+                    let origin = file.origin(v.span(), &format!("limits.{key}"));
+                    self.limits.insert(
+                        key,
+                        At {
+                            value: v.into_inner(),
+                            origin,
+                        },
+                    );
                 }
             }
         }

@@ -10,7 +10,7 @@ use crate::plan::{self, Caller, Request, SetupPlan};
 use crate::policy::units::format_size;
 use crate::policy::{EntryKind, FsEntry, NetMode, Policy};
 use crate::profile::Profile;
-use crate::sandbox::{self, Outcome, SignalForwarder};
+use crate::sandbox::{self, End, Limit, SignalForwarder};
 
 /// Exit code for bad command-line or profile input.
 pub const EXIT_USAGE: i32 = 2;
@@ -93,16 +93,74 @@ fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String
             return EXIT_SANDBOX;
         }
     };
-    match sandbox::run(&setup, Some(&signals)) {
-        Ok(Outcome::SetupFailed(f)) => {
-            say(format!("sandbox not built, nothing ran: {f}"));
-            Outcome::SetupFailed(f).exit_code()
+    let running = match sandbox::spawn(&setup) {
+        Ok(r) => r,
+        Err(e) => {
+            say(format!("sandbox not built, nothing ran: {e}"));
+            return EXIT_SANDBOX;
         }
-        Ok(outcome) => outcome.exit_code(),
+    };
+    if verbose {
+        say(format!("wall 9 resources: {}", running.resources()));
+        say(format!("  {}", describe_limits(&setup.limits)));
+    }
+    let outcome = match running.wait(Some(&signals)) {
+        Ok(o) => o,
         Err(e) => {
             say(format!("sandbox failed: {e}"));
-            EXIT_SANDBOX
+            return EXIT_SANDBOX;
         }
+    };
+    if let End::SetupFailed(f) = &outcome.end {
+        say(format!("sandbox not built, nothing ran: {f}"));
+    }
+    if let Some(limit) = outcome.limit {
+        say(format!(
+            "ended by limit: {} ({})",
+            limit.name(),
+            limit_setting(limit, &setup.limits)
+        ));
+    }
+    if outcome.usage.output_truncated {
+        say(format!(
+            "output cut after {} bytes (limits.output)",
+            outcome.usage.output_bytes
+        ));
+    }
+    if verbose {
+        let u = &outcome.usage;
+        say(format!(
+            "usage: wall {} ms, cpu {}, peak memory {}, output {} bytes",
+            u.wall_ms,
+            u.cpu_ms.map_or("unknown".into(), |ms| format!("{ms} ms")),
+            u.peak_memory.map_or("unknown".into(), format_size),
+            u.output_bytes
+        ));
+    }
+    outcome.exit_code()
+}
+
+fn describe_limits(l: &crate::policy::Limits) -> String {
+    format!(
+        "memory {}, pids {}, cpu {} s, wall {} s, file size {}, open files {}, output {}",
+        format_size(l.memory),
+        l.pids,
+        l.cpu_seconds,
+        l.wall_seconds,
+        format_size(l.file_size),
+        l.open_files,
+        format_size(l.output)
+    )
+}
+
+fn limit_setting(limit: Limit, l: &crate::policy::Limits) -> String {
+    match limit {
+        Limit::Timeout => format!("limits.wall_seconds = {}", l.wall_seconds),
+        Limit::Oom => format!("limits.memory = {}", format_size(l.memory)),
+        Limit::Cpu => format!("limits.cpu_seconds = {}", l.cpu_seconds),
+        Limit::Pids => format!("limits.pids = {}", l.pids),
+        Limit::FileSize => format!("limits.file_size = {}", format_size(l.file_size)),
+        Limit::Output => format!("limits.output = {}", format_size(l.output)),
     }
 }
 
@@ -204,6 +262,17 @@ pub fn describe(p: &Policy) -> String {
         ),
     );
     line("tmp", format!("/tmp (tmpfs of {}, noexec)", format_size(p.tmp_size)));
+    line(
+        "limits",
+        format!(
+            "{}; cgroups {}",
+            describe_limits(&p.limits),
+            match p.limits.cgroups {
+                crate::policy::CgroupMode::Strict => "strict",
+                crate::policy::CgroupMode::BestEffort => "best-effort",
+            }
+        ),
+    );
     line(
         "proc, dev",
         "a new /proc of the sandbox's pids; /dev with null zero full random urandom".into(),

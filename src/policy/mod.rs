@@ -94,6 +94,56 @@ pub struct Policy {
     pub landlock_require: Vec<Feature>,
     /// Wall 8: the syscall allowlist.
     pub syscalls: Syscalls,
+    /// Wall 9: resource limits.
+    pub limits: Limits,
+}
+
+/// Whether a run may fall back to rlimits when no cgroup can be made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CgroupMode {
+    /// Use cgroups when the host allows, rlimits alone otherwise (and say so).
+    BestEffort,
+    /// Refuse to run without cgroups (exit 125).
+    Strict,
+}
+
+/// Resource limits. A profile that says nothing still gets these defaults:
+/// no sandbox is unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Memory in bytes (cgroup memory limit without swap; `RLIMIT_DATA`).
+    pub memory: u64,
+    /// Processes and threads (cgroup pids limit; `RLIMIT_NPROC`).
+    pub pids: u64,
+    /// CPU time in seconds, for the whole sandbox (cgroup accounting) and per
+    /// process (`RLIMIT_CPU`).
+    pub cpu_seconds: u64,
+    /// Wall-clock seconds, enforced by the supervisor.
+    pub wall_seconds: u64,
+    /// Largest file the sandbox may write (`RLIMIT_FSIZE`).
+    pub file_size: u64,
+    /// Open file descriptors per process (`RLIMIT_NOFILE`).
+    pub open_files: u64,
+    /// Bytes of stdout and stderr passed on, together.
+    pub output: u64,
+    /// Whether cgroups are required.
+    pub cgroups: CgroupMode,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            memory: 256 << 20,
+            pids: 64,
+            cpu_seconds: 30,
+            wall_seconds: 60,
+            file_size: 64 << 20,
+            open_files: 256,
+            output: 8 << 20,
+            cgroups: CgroupMode::BestEffort,
+        }
+    }
 }
 
 /// The syscall allowlist of a policy.
@@ -303,6 +353,7 @@ impl Policy {
         };
 
         let syscalls = check_syscalls(&mut c, profile);
+        let limits = check_limits(&mut c, profile);
 
         if !c.problems.is_empty() {
             return Err(PolicyError { problems: c.problems });
@@ -326,8 +377,80 @@ impl Policy {
             interpreters,
             landlock_require,
             syscalls,
+            limits,
         })
     }
+}
+
+fn check_limits(c: &mut Checker, profile: &Profile) -> Limits {
+    use crate::profile::Scalar;
+    let mut limits = Limits::default();
+    for (key, at) in &profile.limits {
+        let bad = |c: &mut Checker, message: String| {
+            c.problems.push(Problem {
+                origin: at.origin.clone(),
+                value: Some(at.value.to_string()),
+                message,
+            })
+        };
+        let size = |min: u64, max: u64| -> Result<u64, String> {
+            let n = match &at.value {
+                Scalar::Int(n) => u64::try_from(*n).map_err(|_| "is negative".to_string())?,
+                Scalar::Text(t) => units::parse_size(t)?,
+            };
+            if (min..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!(
+                    "out of range; valid: from {} to {}",
+                    units::format_size(min),
+                    units::format_size(max)
+                ))
+            }
+        };
+        let seconds = |max: u64| -> Result<u64, String> {
+            let n = match &at.value {
+                Scalar::Int(n) => u64::try_from(*n).map_err(|_| "is negative".to_string())?,
+                Scalar::Text(t) => units::parse_seconds(t)?,
+            };
+            if (1..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(format!("out of range; valid: from 1 second to {max} seconds"))
+            }
+        };
+        let count = |min: u64, max: u64| -> Result<u64, String> {
+            match &at.value {
+                Scalar::Int(n) if (min as i64..=max as i64).contains(n) => Ok(*n as u64),
+                Scalar::Int(_) => Err(format!("out of range; valid: from {min} to {max}")),
+                Scalar::Text(_) => Err(format!("is not a number; valid: a whole number from {min} to {max}")),
+            }
+        };
+        let result = match *key {
+            "memory" => size(8 << 20, 1 << 40).map(|n| limits.memory = n),
+            "pids" => count(1, 32768).map(|n| limits.pids = n),
+            "cpu_seconds" => seconds(7 * 86400).map(|n| limits.cpu_seconds = n),
+            "wall_seconds" => seconds(7 * 86400).map(|n| limits.wall_seconds = n),
+            "file_size" => size(0, 1 << 40).map(|n| limits.file_size = n),
+            "open_files" => count(16, 1 << 20).map(|n| limits.open_files = n),
+            "output" => size(0, 1 << 40).map(|n| limits.output = n),
+            "cgroups" => match &at.value {
+                Scalar::Text(t) if t == "strict" => {
+                    limits.cgroups = CgroupMode::Strict;
+                    Ok(())
+                }
+                Scalar::Text(t) if t == "best-effort" => Ok(()),
+                _ => Err(
+                    "unknown mode; valid: \"strict\" (refuse to run without cgroups) or \"best-effort\"".to_string(),
+                ),
+            },
+            _ => Ok(()),
+        };
+        if let Err(m) = result {
+            bad(c, m);
+        }
+    }
+    limits
 }
 
 fn check_syscalls(c: &mut Checker, profile: &Profile) -> Syscalls {

@@ -27,6 +27,25 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large; valid: {valid}"))
 }
 
+/// Parses a duration in whole seconds: `"30s"`, `"2m"`, `"1h"`, or `"45"`.
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let valid = "a duration such as \"30s\", \"2m\" or \"1h\", or a number of seconds";
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits_end);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration; valid: {valid}"))?;
+    let factor = match unit.trim() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{text:?} has an unknown unit {unit:?}; valid: {valid}")),
+    };
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large; valid: {valid}"))
+}
+
 /// Formats bytes the way a profile would write them, exactly (`67108864` → `64M`).
 pub fn format_size(bytes: u64) -> String {
     for (shift, unit) in [(40, "T"), (30, "G"), (20, "M"), (10, "K")] {
@@ -56,6 +75,17 @@ mod tests {
         for bad in ["", "M", "-1", "1.5G", "12 parsecs", "99999999999999999999", "20000000T"] {
             let err = parse_size(bad).unwrap_err();
             assert!(err.contains("valid:"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_parse_to_seconds() {
+        assert_eq!(parse_seconds("45"), Ok(45));
+        assert_eq!(parse_seconds("30s"), Ok(30));
+        assert_eq!(parse_seconds("2m"), Ok(120));
+        assert_eq!(parse_seconds("1h"), Ok(3600));
+        for bad in ["", "s", "1.5s", "3 fortnights", "-1s"] {
+            assert!(parse_seconds(bad).unwrap_err().contains("valid:"), "{bad}");
         }
     }
 

@@ -78,6 +78,9 @@ pub struct ChildSpec {
     pub landlock: Option<LandlockProgram>,
     /// Wall 8: the BPF program the MBU installs last.
     pub seccomp: Vec<crate::seccomp::Insn>,
+    /// Wall 9: rlimits of the MBU, (resource, soft, hard), lowered to the
+    /// current hard limit where that is lower.
+    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
 }
 
 /// The Landlock ruleset, ready for the child.
@@ -121,6 +124,10 @@ pub struct ChildFds {
     pub report: RawFd,
     /// Read end of the sync pipe.
     pub sync: RawFd,
+    /// Write end of the stdout pipe (the MBU's fd 1).
+    pub stdout: RawFd,
+    /// Write end of the stderr pipe (the MBU's fd 2).
+    pub stderr: RawFd,
 }
 
 fn send(fds: ChildFds, r: Report) {
@@ -153,7 +160,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(
         fds,
         Step::Lifeline,
-        sys::close_all_except(&[0, 1, 2, fds.report, fds.sync]),
+        sys::close_all_except(&[0, 1, 2, fds.report, fds.sync, fds.stdout, fds.stderr]),
     );
 
     let flags = libc::CLONE_NEWUSER
@@ -327,8 +334,9 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
     must(fds, Step::InitSignals, sys::close_all_except(&[fds.report]));
     must(fds, Step::InitSignals, sys::set_signal_mask(&sys::sigset(&[])));
     loop {
-        match sys::waitpid(-1, 0) {
-            Ok((p, status)) if p == pid => {
+        match sys::wait_any() {
+            Ok((p, status, cpu_ms, maxrss_kb)) if p == pid => {
+                send(fds, Report::Usage { cpu_ms, maxrss_kb });
                 let r = if libc::WIFSIGNALED(status) {
                     Report::Signaled {
                         signal: libc::WTERMSIG(status),
@@ -350,6 +358,9 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
 /// The MBU process: drops everything, then `execve`. Never returns.
 fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>) -> ! {
     must(fds, Step::Setsid, sys::setsid());
+    // stdout and stderr go to the supervisor, which enforces the output limit.
+    must(fds, Step::CloseFds, sys::dup2(fds.stdout, 1));
+    must(fds, Step::CloseFds, sys::dup2(fds.stderr, 2));
     sys::reset_signal_dispositions();
     must(fds, Step::ResetSignals, sys::set_signal_mask(&sys::sigset(&[])));
     must(fds, Step::CloseFds, sys::cloexec_from(3));
@@ -358,6 +369,9 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>) -> ! {
     must(fds, Step::DropAmbient, sys::clear_ambient());
     must(fds, Step::DropCapabilities, sys::clear_capabilities());
     must(fds, Step::NoNewPrivs, sys::set_no_new_privs());
+    for &(resource, soft, hard) in &spec.rlimits {
+        must(fds, Step::Rlimits, sys::lower_rlimit(resource, soft, hard));
+    }
     if let Some(fd) = ruleset {
         must(fds, Step::LandlockRestrict, sys::landlock_restrict_self(fd));
     }

@@ -4,6 +4,7 @@
 //! child, and writes the user namespace's id maps when it asks; [`Running::wait`]
 //! reads the children's typed reports and turns them into an [`Outcome`].
 
+pub mod cgroup;
 pub mod child;
 pub mod mounts;
 pub mod report;
@@ -14,14 +15,17 @@ use std::fmt;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::plan::{IdMap, SetupPlan};
+use crate::policy::{CgroupMode, Limits};
+use cgroup::Cgroup;
 use child::{ChildFds, ChildSpec, LandlockProgram};
 use report::{Report, Step, RECORD};
 
-/// How an execution ended.
+/// How the MBU ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum End {
     /// The MBU exited with this code.
     Exited(i32),
     /// The MBU was killed by this signal.
@@ -31,20 +35,83 @@ pub enum Outcome {
     SetupFailed(SetupFailure),
 }
 
+/// The resource limit that ended a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// `wall_seconds` passed; the supervisor killed the sandbox.
+    Timeout,
+    /// The kernel killed a process at the cgroup's memory limit.
+    Oom,
+    /// `cpu_seconds` was used up.
+    Cpu,
+    /// A fork failed at the `pids` limit and the run did not succeed.
+    Pids,
+    /// A write went past `file_size` (`SIGXFSZ`).
+    FileSize,
+    /// More than `output` bytes were written; the rest was cut.
+    Output,
+}
+
+impl Limit {
+    /// Its name, as in a profile's `[limits]` and in the outcome.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Timeout => "timeout",
+            Limit::Oom => "oom",
+            Limit::Cpu => "cpu",
+            Limit::Pids => "pids",
+            Limit::FileSize => "file_size",
+            Limit::Output => "output",
+        }
+    }
+}
+
+/// What an execution used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Wall-clock milliseconds from spawn to the end.
+    pub wall_ms: u64,
+    /// CPU milliseconds: the cgroup's, or the MBU process tree's as init reaped it.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory in bytes: the cgroup's, or the MBU process's largest RSS.
+    pub peak_memory: Option<u64>,
+    /// Bytes of stdout and stderr passed on.
+    pub output_bytes: u64,
+    /// Whether output beyond the limit was cut.
+    pub output_truncated: bool,
+}
+
+/// How an execution ended, why, and what it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// How the MBU ended.
+    pub end: End,
+    /// The limit that ended it, if one did.
+    pub limit: Option<Limit>,
+    /// What it used.
+    pub usage: Usage,
+    /// How wall 9 was built: the cgroup, or why there was none.
+    pub resources: String,
+}
+
 impl Outcome {
     /// The exit code `ninewall run` returns for this outcome (shared/DESIGN.md).
     pub fn exit_code(&self) -> i32 {
-        match self {
-            Outcome::Exited(code) => *code,
-            Outcome::Signaled(sig) => 128 + sig,
-            Outcome::SetupFailed(f) if f.step == Step::Exec => {
+        if self.limit == Some(Limit::Timeout) {
+            return 124;
+        }
+        match &self.end {
+            End::Exited(code) => *code,
+            End::Signaled(sig) => 128 + sig,
+            End::SetupFailed(f) if f.step == Step::Exec => {
                 if f.errno == libc::ENOENT {
                     127
                 } else {
                     126
                 }
             }
-            Outcome::SetupFailed(_) => child::SETUP_FAILED,
+            End::SetupFailed(_) => child::SETUP_FAILED,
         }
     }
 }
@@ -114,6 +181,10 @@ pub enum SandboxError {
     /// Reading the children's reports failed.
     #[error("reading the sandbox's reports: {0}")]
     Report(#[source] std::io::Error),
+    /// The profile requires cgroups and none could be made, or the sandbox could
+    /// not be put in its cgroup.
+    #[error("wall 9 (resources): {0}")]
+    Cgroup(String),
 }
 
 /// A sandbox that is being set up or running.
@@ -121,13 +192,23 @@ pub struct Running {
     outer: i32,
     report: OwnedFd,
     sync: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
     ids: IdMap,
     init: Option<i32>,
     fs_describe: Vec<String>,
     landlock_describe: Vec<String>,
     failure: Option<SetupFailure>,
-    end: Option<Outcome>,
+    end: Option<End>,
     interrupted: Option<i32>,
+    limits: Limits,
+    started: Instant,
+    cgroup: Option<Cgroup>,
+    resources: String,
+    limit: Option<Limit>,
+    output_bytes: u64,
+    truncated: bool,
+    rusage: Option<(u32, u32)>,
 }
 
 fn cstring(bytes: &[u8]) -> CString {
@@ -176,6 +257,19 @@ fn prepare_landlock(plan: &SetupPlan) -> (Option<LandlockProgram>, Vec<String>) 
     (Some(program), describe)
 }
 
+/// Wall 9's second layer, always applied: (resource, soft, hard).
+fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
+    vec![
+        (libc::RLIMIT_DATA, l.memory, l.memory),
+        (libc::RLIMIT_NPROC, l.pids + cgroup::HELPERS, l.pids + cgroup::HELPERS),
+        // SIGXCPU at the limit, SIGKILL a second later.
+        (libc::RLIMIT_CPU, l.cpu_seconds, l.cpu_seconds + 1),
+        (libc::RLIMIT_FSIZE, l.file_size, l.file_size),
+        (libc::RLIMIT_NOFILE, l.open_files, l.open_files),
+        (libc::RLIMIT_CORE, 0, 0),
+    ]
+}
+
 fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
     let (landlock, landlock_describe) = prepare_landlock(plan);
     let argv_store: Vec<CString> = plan.argv.iter().map(|a| cstring(a.as_bytes())).collect();
@@ -207,6 +301,7 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
         env_store,
         envp,
         landlock,
+        rlimits: rlimits(&plan.limits),
         seccomp: plan
             .seccomp
             .program
@@ -217,17 +312,33 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
     (spec, landlock_describe)
 }
 
-/// Forks the sandbox for `plan`. The caller's stdin, stdout and stderr become
-/// the MBU's. Signals in [`child::FORWARDED_SIGNALS`] should be blocked by the
-/// caller first (see [`SignalForwarder`]) so that none is lost during setup.
+/// Forks the sandbox for `plan`. The caller's stdin becomes the MBU's; its
+/// stdout and stderr go through the supervisor, which passes them on up to the
+/// output limit. Signals in [`child::FORWARDED_SIGNALS`] should be blocked by
+/// the caller first (see [`SignalForwarder`]) so that none is lost during setup.
 ///
 /// The sandbox dies with the calling *thread* (`PR_SET_PDEATHSIG`): call this
 /// from a thread that outlives the execution.
 pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
+    let started = Instant::now();
+    let (cgroup, resources) = match Cgroup::create(&plan.limits) {
+        Ok(cg) => {
+            let note = format!("{} (memory, pids, cpu time) and rlimits", cg.describe());
+            (Some(cg), note)
+        }
+        Err(why) if plan.limits.cgroups == CgroupMode::Strict => {
+            return Err(SandboxError::Cgroup(format!(
+                "the profile requires cgroups (limits.cgroups = \"strict\") and none could be made: {why}"
+            )))
+        }
+        Err(why) => (None, format!("rlimits only: no cgroup could be made ({why})")),
+    };
     let (spec, landlock_describe) = prepare(plan);
     let spawn_err = |what| move |source| SandboxError::Spawn { what, source };
     let (report_r, report_w) = sys::pipe_cloexec().map_err(spawn_err("creating the report pipe"))?;
     let (sync_r, sync_w) = sys::pipe_cloexec().map_err(spawn_err("creating the sync pipe"))?;
+    let (out_r, out_w) = sys::pipe_cloexec().map_err(spawn_err("creating the stdout pipe"))?;
+    let (err_r, err_w) = sys::pipe_cloexec().map_err(spawn_err("creating the stderr pipe"))?;
     let pid = sys::fork().map_err(|e| SandboxError::Spawn {
         what: "fork",
         source: std::io::Error::from_raw_os_error(e),
@@ -236,15 +347,18 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
         let fds = ChildFds {
             report: report_w.as_raw_fd(),
             sync: sync_r.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_raw_fd(),
         };
         child::outer(&spec, fds);
     }
-    drop(report_w);
-    drop(sync_r);
+    drop((report_w, sync_r, out_w, err_w));
     Ok(Running {
         outer: pid,
         report: report_r,
         sync: Some(sync_w),
+        stdout: Some(out_r),
+        stderr: Some(err_r),
         ids: plan.ids,
         init: None,
         fs_describe: spec.fs.describe,
@@ -252,6 +366,14 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
         failure: None,
         end: None,
         interrupted: None,
+        limits: plan.limits,
+        started,
+        cgroup,
+        resources,
+        limit: None,
+        output_bytes: 0,
+        truncated: false,
+        rusage: None,
     })
 }
 
@@ -292,6 +414,11 @@ impl Running {
                 }
                 write_proc(pid, "uid_map", &format!("{} {} 1\n", ids.inside_uid, ids.host_uid))?;
                 write_proc(pid, "gid_map", &format!("{} {} 1\n", ids.inside_gid, ids.host_gid))?;
+                // Into the cgroup before anything of the MBU exists: init and
+                // the MBU are born in it.
+                if let Some(cg) = &self.cgroup {
+                    cg.add(pid).map_err(SandboxError::Cgroup)?;
+                }
                 if let Some(sync) = self.sync.take() {
                     sys::write_all(sync.as_raw_fd(), &[1]).map_err(|e| SandboxError::IdMap {
                         file: "the sync pipe".into(),
@@ -317,8 +444,9 @@ impl Running {
                     self.failure = Some(SetupFailure { step, what, errno });
                 }
             }
-            Report::Exited { code } => self.end = Some(Outcome::Exited(code)),
-            Report::Signaled { signal } => self.end = Some(Outcome::Signaled(signal)),
+            Report::Exited { code } => self.end = Some(End::Exited(code)),
+            Report::Signaled { signal } => self.end = Some(End::Signaled(signal)),
+            Report::Usage { cpu_ms, maxrss_kb } => self.rusage = Some((cpu_ms, maxrss_kb)),
         }
         Ok(())
     }
@@ -336,7 +464,24 @@ impl Running {
         }
     }
 
-    /// Waits for the end of the execution, forwarding signals from `signals`.
+    /// Kills every process of the sandbox: init's death takes its pid
+    /// namespace with it; before init exists, the outer child's death takes
+    /// init (parent-death signal).
+    fn kill_all(&mut self, limit: Limit) {
+        if self.limit.is_none() {
+            self.limit = Some(limit);
+        }
+        let _ = sys::kill(self.init.unwrap_or(self.outer), libc::SIGKILL);
+    }
+
+    /// How wall 9 is built for this run: the cgroup, or why only rlimits.
+    pub fn resources(&self) -> &str {
+        &self.resources
+    }
+
+    /// Waits for the end of the execution, passing output on and forwarding
+    /// signals from `signals`, and enforcing the wall-clock, CPU and output
+    /// limits.
     pub fn wait(mut self, signals: Option<&SignalForwarder>) -> Result<Outcome, SandboxError> {
         let result = self.pump(signals);
         if result.is_err() {
@@ -350,57 +495,153 @@ impl Running {
             Err(e) => return Err(SandboxError::Report(std::io::Error::from_raw_os_error(e))),
         };
         result?;
-        if let Some(f) = self.failure {
-            return Ok(Outcome::SetupFailed(f));
+        let stats = self.cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
+        // Removes the cgroup: every process of it is gone.
+        self.cgroup.take();
+        let end = if let Some(f) = self.failure.take() {
+            End::SetupFailed(f)
+        } else if let Some(end) = self.end.take() {
+            end
+        } else if let Some(sig) = self.interrupted.or(self.limit.map(|_| libc::SIGKILL)) {
+            End::Signaled(sig)
+        } else {
+            return Err(SandboxError::Lost { status });
+        };
+        let usage = Usage {
+            wall_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            cpu_ms: stats
+                .cpu_ns
+                .map(|ns| ns / 1_000_000)
+                .or(self.rusage.map(|(cpu, _)| u64::from(cpu))),
+            peak_memory: stats.peak_memory.or(self.rusage.map(|(_, kb)| u64::from(kb) * 1024)),
+            output_bytes: self.output_bytes,
+            output_truncated: self.truncated,
+        };
+        let limit = self.limit.or_else(|| match &end {
+            End::Signaled(libc::SIGXCPU) => Some(Limit::Cpu),
+            End::Signaled(libc::SIGXFSZ) => Some(Limit::FileSize),
+            End::Signaled(libc::SIGKILL) if stats.oom_kills > 0 => Some(Limit::Oom),
+            End::Signaled(libc::SIGKILL) if usage.cpu_ms.is_some_and(|ms| ms >= self.limits.cpu_seconds * 1000) => {
+                Some(Limit::Cpu)
+            }
+            End::Exited(0) => None,
+            _ if stats.oom_kills > 0 => Some(Limit::Oom),
+            _ if stats.pids_max_hits > 0 => Some(Limit::Pids),
+            _ => None,
+        });
+        Ok(Outcome {
+            end,
+            limit,
+            usage,
+            resources: self.resources,
+        })
+    }
+
+    /// Passes a chunk of the MBU's output on, up to the output limit.
+    fn pass_output(&mut self, to: i32, data: &[u8]) {
+        let allowance = self.limits.output.saturating_sub(self.output_bytes);
+        let n = data.len().min(usize::try_from(allowance).unwrap_or(usize::MAX));
+        // A closed stdout of our own caller is not the sandbox's problem: the
+        // bytes still count.
+        let _ = sys::write_all(to, data.get(..n).unwrap_or_default());
+        self.output_bytes += n as u64;
+        if n < data.len() {
+            self.truncated = true;
+            self.kill_all(Limit::Output);
         }
-        if let Some(end) = self.end {
-            return Ok(end);
-        }
-        if let Some(sig) = self.interrupted {
-            return Ok(Outcome::Signaled(sig));
-        }
-        Err(SandboxError::Lost { status })
     }
 
     fn pump(&mut self, signals: Option<&SignalForwarder>) -> Result<(), SandboxError> {
+        let deadline = self.started + Duration::from_secs(self.limits.wall_seconds);
+        let cpu_budget_ns = self.limits.cpu_seconds.saturating_mul(1_000_000_000);
         let report_fd = self.report.as_raw_fd();
+        let mut report_open = true;
         let mut buf = [0u8; RECORD];
         let mut filled = 0usize;
+        let mut chunk = vec![0u8; 64 * 1024];
         loop {
-            let mut fds = vec![libc::pollfd {
-                fd: report_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            if let Some(s) = signals {
-                fds.push(libc::pollfd {
-                    fd: s.fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
+            let out_fd = self.stdout.as_ref().map(|f| f.as_raw_fd());
+            let err_fd = self.stderr.as_ref().map(|f| f.as_raw_fd());
+            if !report_open && out_fd.is_none() && err_fd.is_none() {
+                return Ok(());
             }
-            sys::poll_readable(&mut fds, -1).map_err(SandboxError::Report)?;
-            if let (Some(s), Some(p)) = (signals, fds.get(1)) {
-                if p.revents & libc::POLLIN != 0 {
-                    while let Some(sig) = sys::read_signal(s.fd.as_raw_fd()) {
-                        self.forward(sig);
+            let now = Instant::now();
+            if now >= deadline && self.limit.is_none() {
+                self.kill_all(Limit::Timeout);
+            }
+            if self.limit.is_none() {
+                if let Some(ns) = self.cgroup.as_ref().and_then(Cgroup::cpu_ns) {
+                    if ns > cpu_budget_ns {
+                        self.kill_all(Limit::Cpu);
                     }
                 }
             }
-            let ready = fds.first().map_or(0, |p| p.revents);
-            if ready & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) == 0 {
-                continue;
+            let mut timeout = deadline.saturating_duration_since(now);
+            if self.cgroup.is_some() {
+                timeout = timeout.min(Duration::from_millis(100));
             }
-            let n = sys::read_once(report_fd, buf.get_mut(filled..).unwrap_or_default())
-                .map_err(|e| SandboxError::Report(std::io::Error::from_raw_os_error(e)))?;
-            if n == 0 {
-                return Ok(());
+            if self.limit.is_some() {
+                // Killed: just drain until everything has closed.
+                timeout = Duration::from_millis(100);
             }
-            filled += n;
-            if filled == RECORD {
-                filled = 0;
-                if let Some(r) = Report::decode(&buf) {
-                    self.handle(r)?;
+            let watch = [
+                Some(report_fd).filter(|_| report_open),
+                signals.map(|s| s.fd.as_raw_fd()),
+                out_fd,
+                err_fd,
+            ];
+            let mut fds: Vec<libc::pollfd> = watch
+                .iter()
+                .flatten()
+                .map(|&fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).max(1);
+            sys::poll_readable(&mut fds, ms).map_err(SandboxError::Report)?;
+            let ready = |fd: Option<i32>| {
+                fd.and_then(|fd| fds.iter().find(|p| p.fd == fd))
+                    .is_some_and(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+            };
+            if let Some(s) = signals.filter(|s| ready(Some(s.fd.as_raw_fd()))) {
+                while let Some(sig) = sys::read_signal(s.fd.as_raw_fd()) {
+                    self.forward(sig);
+                }
+            }
+            for (fd, to) in [(out_fd, 1), (err_fd, 2)] {
+                if !ready(fd) {
+                    continue;
+                }
+                let Some(fd) = fd else { continue };
+                match sys::read_once(fd, &mut chunk) {
+                    Ok(0) | Err(_) => {
+                        if to == 1 {
+                            self.stdout.take();
+                        } else {
+                            self.stderr.take();
+                        }
+                    }
+                    Ok(n) => {
+                        let data = chunk.get(..n).unwrap_or_default().to_vec();
+                        self.pass_output(to, &data);
+                    }
+                }
+            }
+            if report_open && ready(Some(report_fd)) {
+                let n = sys::read_once(report_fd, buf.get_mut(filled..).unwrap_or_default())
+                    .map_err(|e| SandboxError::Report(std::io::Error::from_raw_os_error(e)))?;
+                if n == 0 {
+                    report_open = false;
+                    continue;
+                }
+                filled += n;
+                if filled == RECORD {
+                    filled = 0;
+                    if let Some(r) = Report::decode(&buf) {
+                        self.handle(r)?;
+                    }
                 }
             }
         }

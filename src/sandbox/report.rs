@@ -59,6 +59,8 @@ pub enum Step {
     DropCapabilities,
     /// MBU: `no_new_privs`.
     NoNewPrivs,
+    /// MBU: resource limits.
+    Rlimits,
     /// MBU: enforcing the Landlock ruleset.
     LandlockRestrict,
     /// MBU: installing the seccomp filter.
@@ -68,7 +70,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 28] = [
+    const ALL: [Step; 29] = [
         Step::Unshare,
         Step::Lifeline,
         Step::WaitForIdMaps,
@@ -94,6 +96,7 @@ impl Step {
         Step::DropAmbient,
         Step::DropCapabilities,
         Step::NoNewPrivs,
+        Step::Rlimits,
         Step::LandlockRestrict,
         Step::Seccomp,
         Step::Exec,
@@ -125,6 +128,7 @@ impl Step {
             Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
             Step::Seccomp => "wall 8 (seccomp)",
+            Step::Rlimits => "wall 9 (resources)",
             Step::Exec => "exec",
         }
     }
@@ -149,6 +153,7 @@ impl Step {
             Step::LandlockRule => "adding a rule",
             Step::LandlockRestrict => "landlock_restrict_self",
             Step::Seccomp => "installing the syscall filter",
+            Step::Rlimits => "setting rlimits",
             Step::InitSignals => "installing init's signal forwarding",
             Step::ForkMbu => "forking the MBU process",
             Step::Setsid => "setsid",
@@ -193,6 +198,13 @@ pub enum Report {
         /// Signal number.
         signal: i32,
     },
+    /// What the MBU process (and the children it reaped) used, as `wait4` saw it.
+    Usage {
+        /// User plus system CPU milliseconds.
+        cpu_ms: u32,
+        /// Largest resident set, in KiB.
+        maxrss_kb: u32,
+    },
 }
 
 /// Size of one record on the pipe.
@@ -207,6 +219,7 @@ impl Report {
             Report::Failed { step, index, errno } => (3, step as u32, index, errno),
             Report::Exited { code } => (4, 0, 0, code),
             Report::Signaled { signal } => (5, 0, 0, signal),
+            Report::Usage { cpu_ms, maxrss_kb } => (6, cpu_ms, maxrss_kb, 0),
         };
         let mut out = [0u8; RECORD];
         out[0..4].copy_from_slice(&kind.to_ne_bytes());
@@ -234,6 +247,10 @@ impl Report {
             },
             4 => Report::Exited { code: c },
             5 => Report::Signaled { signal: c },
+            6 => Report::Usage {
+                cpu_ms: word(4),
+                maxrss_kb: word(8),
+            },
             _ => return None,
         })
     }
@@ -250,6 +267,10 @@ mod tests {
             Report::InitStarted { pid: 4242 },
             Report::Exited { code: 3 },
             Report::Signaled { signal: 9 },
+            Report::Usage {
+                cpu_ms: 1234,
+                maxrss_kb: 56789,
+            },
         ];
         for step in Step::ALL {
             all.push(Report::Failed {

@@ -838,3 +838,49 @@ pub fn seccomp_install(program: &[crate::seccomp::Insn]) -> SysResult<()> {
     })
     .map(drop)
 }
+
+// --- resources -------------------------------------------------------------------------
+
+/// `dup2(from, to)` (child-safe).
+pub fn dup2(from: RawFd, to: RawFd) -> SysResult<()> {
+    // SAFETY: integers only.
+    check(unsafe { libc::dup2(from, to) }).map(drop)
+}
+
+/// Sets a resource limit to (soft, hard), each lowered to the current hard
+/// limit if that is lower: a limit is only ever tightened (child-safe).
+pub fn lower_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> SysResult<()> {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `cur` is a valid, writable rlimit.
+    check(unsafe { libc::getrlimit(resource, &mut cur) })?;
+    let hard = hard.min(cur.rlim_max);
+    let new = libc::rlimit {
+        rlim_cur: soft.min(hard),
+        rlim_max: hard,
+    };
+    // SAFETY: `new` is a valid rlimit.
+    check(unsafe { libc::setrlimit(resource, &new) }).map(drop)
+}
+
+/// Waits for any child, `EINTR` retried; returns (pid, status, CPU ms, max
+/// RSS KiB) (child-safe).
+pub fn wait_any() -> SysResult<(i32, c_int, u32, u32)> {
+    retry(|| {
+        let mut status: c_int = 0;
+        // SAFETY: rusage is plain data, filled by wait4.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `status` and `ru` are valid and writable.
+        let pid = check(unsafe { libc::wait4(-1, &mut status, 0, &mut ru) })?;
+        let ms = |t: libc::timeval| (t.tv_sec as u64) * 1000 + (t.tv_usec as u64) / 1000;
+        let cpu = ms(ru.ru_utime) + ms(ru.ru_stime);
+        Ok((
+            pid,
+            status,
+            u32::try_from(cpu).unwrap_or(u32::MAX),
+            u32::try_from(ru.ru_maxrss).unwrap_or(u32::MAX),
+        ))
+    })
+}

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ninewall::kernel::Kernel;
 use ninewall::plan::{self, Caller, Mount, Request, SetupPlan};
-use ninewall::{Outcome, Policy, Profile};
+use ninewall::sandbox::End;
+use ninewall::{Policy, Profile};
 
 use crate::support::*;
 
@@ -91,7 +92,7 @@ open("/work/result.json", "w").write(json.dumps(r))
         },
     );
     let outcome = ninewall::sandbox::run(&setup, None).unwrap();
-    assert_eq!(outcome, Outcome::Exited(0));
+    assert_eq!(outcome.end, End::Exited(0));
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ws.join("result.json")).unwrap()).unwrap();
     assert_eq!(v["stat"], "ok", "the path is in the view: {v}");
     for k in [

@@ -58,6 +58,15 @@ fn cases() -> Vec<Case> {
             6,
             "landlock.require[1] = \"magic\": unknown Landlock feature; valid: \"fs\", \"refer\"",
         ),
+        case("memory-too-small", with_head("[limits]\nmemory = \"1M\"\n"), 6, "limits.memory = \"1M\": out of range; valid: from 8M to 1T"),
+        case("memory-bad-unit", with_head("[limits]\nmemory = \"lots\"\n"), 6, "is not a size; valid:"),
+        case("pids-zero", with_head("[limits]\npids = 0\n"), 6, "limits.pids = \"0\": out of range; valid: from 1 to 32768"),
+        case("pids-text", with_head("[limits]\npids = \"many\"\n"), 6, "is not a number; valid: a whole number"),
+        case("wall-negative", with_head("[limits]\nwall_seconds = -5\n"), 6, "is negative"),
+        case("cpu-bad-unit", with_head("[limits]\ncpu_seconds = \"3 fortnights\"\n"), 6, "has an unknown unit"),
+        case("cgroups-mode", with_head("[limits]\ncgroups = \"always\"\n"), 6, "unknown mode; valid: \"strict\""),
+        case("limits-unknown-key", with_head("[limits]\nswap = \"1G\"\n"), 6, "unknown field `swap`, expected one of `memory`"),
+        case("limits-bool", with_head("[limits]\npids = true\n"), 6, "expected a number or a string"),
         case(
             "never-allowed-syscall",
             with_head("[syscalls]\nallow = [\"@default\", \"mount\"]\n"),
@@ -102,9 +111,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "unknown-section",
-            with_head("[limits]\nmemory = \"1G\"\n"),
+            with_head("[provenance]\nfiles = \"all\"\n"),
             5,
-            "unknown field `limits`, expected one of `extends`, `mbu`, `exec`, `fs`, `net`",
+            "unknown field `provenance`, expected one of `extends`, `mbu`, `exec`, `fs`, `net`, `landlock`, `syscalls`, `limits`",
         ),
         case(
             "unknown-key",

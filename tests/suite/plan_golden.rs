@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use ninewall::kernel::Kernel;
 use ninewall::landlock::{access, Feature, PathRule};
 use ninewall::plan::{Caller, IdMap, Mount, Request, SetupPlan};
-use ninewall::policy::{EntryKind, FsEntry, NetMode, Policy, Syscalls, Workspace};
+use ninewall::policy::{EntryKind, FsEntry, Limits, NetMode, Policy, Syscalls, Workspace};
 use ninewall::seccomp::OnDenied;
 
 const KERNEL: Kernel = Kernel { landlock_abi: 7 };
@@ -57,6 +57,7 @@ fn policy() -> Policy {
                 .collect(),
             on_denied: OnDenied::Errno,
         },
+        limits: Limits::default(),
     }
 }
 
