@@ -257,11 +257,18 @@ fn prepare_landlock(plan: &SetupPlan) -> (Option<LandlockProgram>, Vec<String>) 
     (Some(program), describe)
 }
 
-/// Wall 9's second layer, always applied: (resource, soft, hard).
-fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
+/// Wall 9's second layer, always applied: (resource, soft, hard). With a
+/// cgroup, the data and process rlimits are twice the memory and pids limits,
+/// so that the cgroup (which counts what is really used, and says so) is the
+/// one that normally fires and the rlimits only catch what it cannot see;
+/// without one, they are the limits themselves.
+fn rlimits(l: &Limits, with_cgroup: bool) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
+    let factor = if with_cgroup { 2 } else { 1 };
+    let data = l.memory.saturating_mul(factor);
+    let nproc = l.pids.saturating_mul(factor) + cgroup::HELPERS;
     vec![
-        (libc::RLIMIT_DATA, l.memory, l.memory),
-        (libc::RLIMIT_NPROC, l.pids + cgroup::HELPERS, l.pids + cgroup::HELPERS),
+        (libc::RLIMIT_DATA, data, data),
+        (libc::RLIMIT_NPROC, nproc, nproc),
         // SIGXCPU at the limit, SIGKILL a second later.
         (libc::RLIMIT_CPU, l.cpu_seconds, l.cpu_seconds + 1),
         (libc::RLIMIT_FSIZE, l.file_size, l.file_size),
@@ -270,7 +277,7 @@ fn rlimits(l: &Limits) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
     ]
 }
 
-fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
+fn prepare(plan: &SetupPlan, with_cgroup: bool) -> (ChildSpec, Vec<String>) {
     let (landlock, landlock_describe) = prepare_landlock(plan);
     let argv_store: Vec<CString> = plan.argv.iter().map(|a| cstring(a.as_bytes())).collect();
     let env_store: Vec<CString> = plan
@@ -301,7 +308,7 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
         env_store,
         envp,
         landlock,
-        rlimits: rlimits(&plan.limits),
+        rlimits: rlimits(&plan.limits, with_cgroup),
         seccomp: plan
             .seccomp
             .program
@@ -333,7 +340,7 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
         }
         Err(why) => (None, format!("rlimits only: no cgroup could be made ({why})")),
     };
-    let (spec, landlock_describe) = prepare(plan);
+    let (spec, landlock_describe) = prepare(plan, cgroup.is_some());
     let spawn_err = |what| move |source| SandboxError::Spawn { what, source };
     let (report_r, report_w) = sys::pipe_cloexec().map_err(spawn_err("creating the report pipe"))?;
     let (sync_r, sync_w) = sys::pipe_cloexec().map_err(spawn_err("creating the sync pipe"))?;

@@ -1,6 +1,7 @@
 mod cli;
 mod enforce_fs;
 mod enforce_landlock;
+mod enforce_limits;
 mod enforce_process;
 mod enforce_seccomp;
 mod invalid_profiles;

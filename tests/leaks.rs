@@ -1,0 +1,90 @@
+//! No leak: hundreds of runs through the library leave no cgroup, mount,
+//! zombie or file descriptor behind. A test binary of its own, so that no other
+//! test's processes or descriptors come and go while it counts.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod support;
+
+use ninewall::kernel::Kernel;
+use ninewall::plan::{Caller, Request, SetupPlan};
+use ninewall::sandbox::End;
+use ninewall::{Policy, Profile};
+
+use support::profile;
+
+fn own_cgroup_children() -> Vec<String> {
+    let mut out = Vec::new();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for line in own.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        for base in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            let dir = if ctl.is_empty() {
+                format!("{base}{path}")
+            } else {
+                format!("{base}/{}{path}", ctl.split(',').next().unwrap_or(""))
+            };
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&format!("ninewall-{}-", std::process::id())) {
+                        out.push(format!("{dir}/{name}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn zombie_children() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+            let f: Vec<&str> = after.split_whitespace().collect();
+            f.first() == Some(&"Z") && f.get(1) == Some(&me.as_str())
+        })
+        .count()
+}
+
+#[test]
+fn two_hundred_runs_leave_no_cgroup_mount_process_or_descriptor_behind() {
+    let policy = Policy::from_profile(&Profile::load(&profile("reason")).unwrap()).unwrap();
+    let caller = Caller::current();
+    let plan = |code: &str| {
+        let request = Request {
+            args: vec!["-c".into(), code.into()],
+            workspace_dir: None,
+        };
+        SetupPlan::build(&policy, &request, caller, Kernel::probe()).unwrap()
+    };
+    let normal = plan("pass");
+    let failing = plan("raise SystemExit(7)");
+    let fds_before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for i in 0..200 {
+        let p = if i % 2 == 0 { &normal } else { &failing };
+        let outcome = ninewall::sandbox::run(p, None).unwrap();
+        let expected = if i % 2 == 0 { End::Exited(0) } else { End::Exited(7) };
+        assert_eq!(outcome.end, expected, "run {i}");
+    }
+    let left = own_cgroup_children();
+    assert!(
+        left.is_empty(),
+        "{} cgroups left behind, e.g. {:?}",
+        left.len(),
+        left.first()
+    );
+    assert_eq!(zombie_children(), 0);
+    assert_eq!(
+        std::fs::read_dir("/proc/self/fd").unwrap().count(),
+        fds_before,
+        "descriptors leaked"
+    );
+    assert_eq!(std::fs::read_to_string("/proc/self/mountinfo").unwrap(), mounts_before);
+}

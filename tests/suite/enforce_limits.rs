@@ -1,0 +1,219 @@
+//! Wall 9 with real hogs: each limit ends the run, the outcome names it, and
+//! nothing of the sandbox is left behind.
+
+use crate::support::*;
+
+const LIMITS: &str = r#"
+extends = "base/python"
+[mbu]
+name = "hog"
+[exec]
+command = ["/usr/bin/python3.11", "-I", "-S", "-B"]
+[limits]
+memory = "64M"
+pids = 8
+cpu_seconds = 1
+wall_seconds = 3
+file_size = "1M"
+output = "1K"
+"#;
+
+fn hog_profile() -> std::path::PathBuf {
+    write_profile("hog", LIMITS)
+}
+
+/// Whether this identity's runs get a cgroup (from -v). As root in CI they
+/// must: a missing cgroup there is a missing wall.
+fn has_cgroup(who: Who) -> bool {
+    let r = run(who, &hog_profile(), &["-v"], &["-c", "pass"], None);
+    r.assert_code(0);
+    let cg = r.stderr.contains("wall 9 resources: cgroup v");
+    assert!(cg || r.stderr.contains("wall 9 resources: rlimits only"), "{r:#?}");
+    if who == Who::Root && !cg && in_ci() {
+        panic!(
+            "CI runs as root on a host with cgroups, and no cgroup was made: {}",
+            r.stderr
+        );
+    }
+    cg
+}
+
+#[test]
+fn a_memory_bomb_ends_at_the_memory_limit() {
+    for who in identities() {
+        let cg = has_cgroup(who);
+        let r = run(
+            who,
+            &hog_profile(),
+            &["-v"],
+            &["-c", "x = []\nwhile True: x.append(bytearray(4 << 20))"],
+            None,
+        );
+        if cg {
+            r.assert_code(128 + 9);
+            assert!(
+                r.stderr.contains("ended by limit: oom (limits.memory = 64M)"),
+                "{who:?}: {r:#?}"
+            );
+            let peak = r.stderr.lines().find(|l| l.contains("usage:")).unwrap_or_default();
+            assert!(
+                peak.contains("peak memory 64M") || peak.contains("peak memory 63"),
+                "{who:?}: {peak}"
+            );
+        } else {
+            // Without a cgroup, RLIMIT_DATA refuses the allocation instead.
+            r.assert_code(1);
+            assert!(r.stderr.contains("MemoryError"), "{who:?}: {r:#?}");
+        }
+    }
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit_and_the_run_still_ends() {
+    for who in identities() {
+        let cg = has_cgroup(who);
+        let r = python(
+            who,
+            &hog_profile(),
+            "import os, time\nn = 0\ntry:\n    while True:\n        if os.fork() == 0:\n            time.sleep(30); os._exit(0)\n        n += 1\nexcept OSError as e:\n    print(n, e.errno); raise SystemExit(3)",
+        );
+        r.assert_code(3);
+        // 8 processes of the MBU: itself and 7 children; the 8th fork fails.
+        assert_eq!(r.stdout.trim(), "7 11", "{who:?}: {r:#?}");
+        if cg {
+            assert!(
+                r.stderr.contains("ended by limit: pids (limits.pids = 8)"),
+                "{who:?}: {r:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_cpu_spinner_ends_at_cpu_seconds() {
+    for who in identities() {
+        let r = python(who, &hog_profile(), "while True: pass");
+        // RLIMIT_CPU's SIGXCPU, or the supervisor's kill from the cgroup's count.
+        assert!(r.code == 128 + 24 || r.code == 128 + 9, "{who:?}: {r:#?}");
+        assert!(
+            r.stderr.contains("ended by limit: cpu (limits.cpu_seconds = 1)"),
+            "{who:?}: {r:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_sleeper_and_its_daemon_end_at_wall_seconds_with_124() {
+    for who in identities() {
+        let marker = format!("ninewall-sleeper-{}-{}", std::process::id(), unique());
+        let r = run(
+            who,
+            &hog_profile(),
+            &[],
+            &[
+                "-c",
+                "import os, sys, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        os.execv('/usr/bin/python3.11', ['python3.11', '-c', 'import time; time.sleep(60)', sys.argv[1]])\n    os._exit(0)\ntime.sleep(60)",
+                &marker,
+            ],
+            None,
+        );
+        r.assert_code(124);
+        assert!(
+            r.stderr.contains("ended by limit: timeout (limits.wall_seconds = 3)"),
+            "{who:?}: {r:#?}"
+        );
+        assert_eq!(
+            host_processes_with(&marker),
+            Vec::<i32>::new(),
+            "{who:?}: the daemon outlived the timeout"
+        );
+    }
+}
+
+#[test]
+fn a_huge_write_ends_at_file_size_and_a_huge_print_at_output() {
+    for who in identities() {
+        let r = python(
+            who,
+            &hog_profile(),
+            "import signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_DFL)\nopen('/work/big', 'wb').write(b'x' * (2 << 20))",
+        );
+        r.assert_code(128 + 25);
+        assert!(
+            r.stderr.contains("ended by limit: file_size (limits.file_size = 1M)"),
+            "{who:?}: {r:#?}"
+        );
+        // Python ignores SIGXFSZ by default: then the write fails with EFBIG.
+        let r = python(who, &hog_profile(), "open('/work/big', 'wb').write(b'x' * (2 << 20))");
+        r.assert_code(1);
+        assert!(r.stderr.contains("File too large"), "{who:?}: {r:#?}");
+
+        let r = python(
+            who,
+            &hog_profile(),
+            "import sys\nsys.stdout.write('x' * 100000)\nsys.stdout.flush()\nprint('never')",
+        );
+        r.assert_code(128 + 9);
+        assert_eq!(r.stdout, "x".repeat(1024), "{who:?}: exactly the limit passes");
+        assert!(
+            r.stderr.contains("ended by limit: output (limits.output = 1K)"),
+            "{who:?}: {r:#?}"
+        );
+        assert!(r.stderr.contains("output cut after 1024 bytes"), "{who:?}: {r:#?}");
+    }
+}
+
+#[test]
+fn a_profile_without_limits_is_not_unlimited() {
+    let r = Run::from_output(
+        ninewall(Who::Root)
+            .arg("check")
+            .arg(profile("reason"))
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0);
+    assert!(
+        r.stdout.contains(
+            "memory 256M, pids 64, cpu 30 s, wall 60 s, file size 64M, open files 256, output 8M; cgroups best-effort"
+        ),
+        "{}",
+        r.stdout
+    );
+    for who in identities() {
+        let r = python(
+            who,
+            &profile("reason"),
+            "import resource as r\nprint(*[r.getrlimit(x)[1] for x in (r.RLIMIT_CPU, r.RLIMIT_FSIZE, r.RLIMIT_NOFILE, r.RLIMIT_CORE)])",
+        );
+        r.assert_code(0);
+        assert_eq!(r.stdout.trim(), format!("31 {} 256 0", 64 << 20), "{who:?}");
+    }
+}
+
+#[test]
+fn strict_cgroups_refuse_to_run_on_rlimits_alone() {
+    let p = write_profile("strict", &format!("{LIMITS}cgroups = \"strict\"\n"));
+    for who in identities() {
+        let dir = scratch_dir("strict");
+        std::os::unix::fs::chown(&dir, Some(who.sandbox_host_id().0), Some(who.sandbox_host_id().1)).unwrap();
+        let r = run(
+            who,
+            &p,
+            &["--workspace", dir.to_str().unwrap()],
+            &["-c", "open('/work/ran', 'w')"],
+            None,
+        );
+        if has_cgroup(who) {
+            r.assert_code(0);
+        } else {
+            r.assert_code(125);
+            assert!(
+                r.stderr
+                    .contains("wall 9 (resources): the profile requires cgroups (limits.cgroups = \"strict\")"),
+                "{who:?}: {r:#?}"
+            );
+            assert!(!dir.join("ran").exists());
+        }
+    }
+}
