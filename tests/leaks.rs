@@ -1,5 +1,6 @@
-//! No leak: hundreds of runs through the library leave no cgroup, mount,
-//! zombie or file descriptor behind. A test binary of its own, so that no other
+//! No leak: hundreds of runs through the library, ending normally, with an
+//! error, or killed at a limit, leave no cgroup, mount, zombie or file
+//! descriptor behind. A test binary of its own, so that no other
 //! test's processes or descriptors come and go while it counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -8,7 +9,7 @@ mod support;
 
 use ninewall::kernel::Kernel;
 use ninewall::plan::{Caller, Request, SetupPlan};
-use ninewall::sandbox::End;
+use ninewall::sandbox::{End, Limit};
 use ninewall::{Policy, Profile};
 
 use support::profile;
@@ -72,6 +73,21 @@ fn two_hundred_runs_leave_no_cgroup_mount_process_or_descriptor_behind() {
         let outcome = ninewall::sandbox::run(p, None).unwrap();
         let expected = if i % 2 == 0 { End::Exited(0) } else { End::Exited(7) };
         assert_eq!(outcome.end, expected, "run {i}");
+    }
+    // Runs that end by a limit: the supervisor kills them, or the kernel does.
+    let mut timeout = plan("import time; time.sleep(60)");
+    timeout.limits.wall_seconds = 1;
+    let mut oom = plan("x = []\nwhile True: x.append(bytearray(4 << 20))");
+    oom.limits.memory = 32 << 20;
+    let mut loud = plan("import os\nwhile True: os.write(2, b'x' * 4096)");
+    loud.limits.output = 256;
+    for (p, limit) in [(&timeout, Limit::Timeout), (&oom, Limit::Oom), (&loud, Limit::Output)] {
+        for _ in 0..2 {
+            let outcome = ninewall::sandbox::run(p, None).unwrap();
+            if limit != Limit::Oom || outcome.resources.starts_with("cgroup") {
+                assert_eq!(outcome.limit, Some(limit), "{outcome:?}");
+            }
+        }
     }
     let left = own_cgroup_children();
     assert!(
