@@ -37,6 +37,11 @@ chmod -R a+rX /srv/knowledge
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/ninewall-test-target}
 mkdir -p "$CARGO_TARGET_DIR"
 chmod 755 "$CARGO_TARGET_DIR"
+# Executables the tests make must live outside /tmp (a sandbox's own) in a
+# directory both users can write: this host's /var/tmp may not be.
+export NINEWALL_TEST_EXEC_DIR=$CARGO_TARGET_DIR/exec
+mkdir -p "$NINEWALL_TEST_EXEC_DIR"
+chmod 1777 "$NINEWALL_TEST_EXEC_DIR"
 
 echo "== pass 1: as root (each sandbox also as $user)"
 cargo test
@@ -56,5 +61,5 @@ for line in sys.stdin:
 [ "${#bins[@]}" -gt 0 ] || { echo "test.sh: no test binaries found" >&2; exit 1; }
 for bin in "${bins[@]}"; do
     (cd / && runuser -u "$user" -- env NINEWALL_TEST_UNPRIVILEGED_PASS=1 NINEWALL_TEST_PROFILES="$profiles" \
-        ${CI:+CI="$CI"} "$bin")
+        NINEWALL_TEST_EXEC_DIR="$NINEWALL_TEST_EXEC_DIR" ${CI:+CI="$CI"} "$bin")
 done

@@ -226,13 +226,9 @@ print(json.dumps({{"host": attempt(lambda: connect({name:?})), "own": attempt(la
 
 #[test]
 fn a_script_runs_only_when_its_interpreter_is_listed() {
-    let dir = PathBuf::from(format!(
-        "/var/tmp/ninewall-test-scripts-{}-{}",
-        std::process::id(),
-        unique()
-    ));
+    // Outside /tmp (ninewall's own inside a sandbox); removed with the stage.
+    let dir = exec_dir().join(format!("scripts-{}", unique()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(dir.parent().unwrap(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let script = dir.join("hello.py");
     std::fs::write(&script, "#!/usr/bin/python3.11 -I\nprint('script ran')\n").unwrap();

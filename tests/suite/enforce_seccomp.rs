@@ -19,9 +19,7 @@ fn helper() -> Option<PathBuf> {
     static HELPER: OnceLock<Option<PathBuf>> = OnceLock::new();
     HELPER
         .get_or_init(|| {
-            let dir = PathBuf::from(format!("/var/tmp/ninewall-tests-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let dir = exec_dir();
             let src = dir.join("try_syscall.c");
             std::fs::write(&src, include_str!("../support/try_syscall.c")).unwrap();
             let bin = dir.join("try-syscall");

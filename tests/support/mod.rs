@@ -115,7 +115,7 @@ pub fn stage() -> &'static Stage {
 
 /// Removes the stages of earlier test processes that are gone (best effort).
 fn remove_stale_stages() {
-    for base in [std::env::temp_dir(), PathBuf::from("/var/tmp")] {
+    for base in [std::env::temp_dir(), exec_base()] {
         let Ok(entries) = std::fs::read_dir(&base) else {
             continue;
         };
@@ -144,6 +144,20 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644)).unwrap();
         }
     }
+}
+
+/// Where tests put files a sandbox must be able to *execute*: not under /tmp
+/// (ninewall's own inside a sandbox). `NINEWALL_TEST_EXEC_DIR`, or /var/tmp.
+pub fn exec_base() -> PathBuf {
+    std::env::var_os("NINEWALL_TEST_EXEC_DIR").map_or_else(|| PathBuf::from("/var/tmp"), PathBuf::from)
+}
+
+/// This test process's directory under [`exec_base`], world-readable.
+pub fn exec_dir() -> PathBuf {
+    let dir = exec_base().join(format!("ninewall-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
 }
 
 /// The shipped profiles: the checkout's, or a readable copy named by
