@@ -113,6 +113,18 @@ pub enum Mount {
         /// Path inside.
         target: PathBuf,
     },
+    /// A read-only file that ninewall writes (the interpreter guard).
+    File {
+        /// Path inside.
+        target: PathBuf,
+        /// Its contents.
+        contents: String,
+    },
+    /// An empty directory in the root tmpfs.
+    Dir {
+        /// Path inside.
+        target: PathBuf,
+    },
     /// A writable, `noexec` tmpfs.
     Tmpfs {
         /// Path inside.
@@ -226,7 +238,13 @@ impl SetupPlan {
     /// [`check_workspace_dir`] (which looks at the host; this function does not).
     pub fn build(policy: &Policy, request: &Request, caller: Caller, kernel: Kernel) -> Result<SetupPlan, PlanError> {
         let ids = id_map(caller);
-        let (program, argv) = resolve_program(policy, &request.args)?;
+        let (program, mut argv) = resolve_program(policy, &request.args)?;
+        if policy.python.is_some() {
+            // The guard runs first and then the user's code: python [flags]
+            // /.ninewall/guard.py ARGS.
+            let flags = policy.command.as_ref().map_or(1, Vec::len);
+            argv.insert(flags.min(argv.len()), crate::interpreter::GUARD_PATH.to_string());
+        }
         if let Some(index) = request.args.iter().position(|a| a.contains('\0')) {
             return Err(PlanError::NulInArgument { index });
         }
@@ -278,6 +296,27 @@ impl SetupPlan {
         });
 
         let mut mounts = binds;
+        if let Some(py) = &policy.python {
+            let mut writable: Vec<PathBuf> = vec![policy.workspace.path.clone(), PathBuf::from("/tmp")];
+            writable.extend(policy.write.iter().map(|e| e.path.clone()));
+            mounts.push(Mount::File {
+                target: PathBuf::from(crate::interpreter::GUARD_PATH),
+                contents: crate::interpreter::guard_source(&policy.name, py, &writable, &policy.workspace.path),
+            });
+            mounts.push(Mount::Dir {
+                target: PathBuf::from(crate::interpreter::SITE_DIR),
+            });
+            for pkg in &py.packages {
+                let name = pkg.source.file_name().map(PathBuf::from).unwrap_or_default();
+                mounts.push(Mount::Bind {
+                    source: pkg.source.clone(),
+                    target: Path::new(crate::interpreter::SITE_DIR).join(name),
+                    dir: pkg.dir,
+                    writable: false,
+                    exec: true,
+                });
+            }
+        }
         mounts.push(Mount::Proc {
             target: PathBuf::from("/proc"),
         });
@@ -368,6 +407,9 @@ fn places(policy: &Policy) -> Vec<Place> {
     add(Path::new("/tmp"), true, Grant::Write);
     add(Path::new("/proc"), true, Grant::Read);
     add(Path::new("/dev"), true, Grant::List);
+    if policy.python.is_some() {
+        add(Path::new(crate::interpreter::GUARD_DIR), true, Grant::Read);
+    }
     for dev in DEVICES {
         add(&Path::new("/dev").join(dev), false, Grant::Device);
     }
@@ -376,9 +418,12 @@ fn places(policy: &Policy) -> Vec<Place> {
 
 fn mount_target(m: &Mount) -> &Path {
     match m {
-        Mount::Bind { target, .. } | Mount::Proc { target } | Mount::Dev { target } | Mount::Tmpfs { target, .. } => {
-            target
-        }
+        Mount::Bind { target, .. }
+        | Mount::Proc { target }
+        | Mount::Dev { target }
+        | Mount::Tmpfs { target, .. }
+        | Mount::File { target, .. }
+        | Mount::Dir { target } => target,
         Mount::Symlink { link, .. } => link,
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! Merge rule for `extends` (base first, then the profile that extends it):
 //! - `fs.read`, `fs.libraries`, `fs.write`, `exec.executables`, `net.connect`,
-//!   `net.bind` and `syscalls.allow` are unions (base entries first);
+//!   `net.bind`, `syscalls.allow` and the `python` lists are unions (base entries first);
 //! - `exec.env` merges key by key, the extending profile winning;
 //! - every other value set in the extending profile replaces the base's.
 
@@ -114,6 +114,7 @@ struct RawProfile {
     landlock: Option<RawLandlock>,
     syscalls: Option<RawSyscalls>,
     limits: Option<RawLimits>,
+    python: Option<RawPython>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,6 +162,14 @@ struct RawNet {
     mode: Option<Spanned<String>>,
     connect: Option<Vec<Spanned<i64>>>,
     bind: Option<Vec<Spanned<i64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPython {
+    modules: Option<Vec<Spanned<String>>>,
+    packages: Option<Vec<Spanned<String>>>,
+    site_packages: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -290,6 +299,14 @@ pub struct Profile {
     pub syscalls_on_denied: Option<At<String>>,
     /// `[limits]`, key by key (`memory`, `pids`, …), each replacing the base's.
     pub limits: BTreeMap<&'static str, At<Scalar>>,
+    /// Whether any file of the chain has a `[python]` section.
+    pub python: bool,
+    /// `python.modules`, union over the chain.
+    pub python_modules: Vec<At<String>>,
+    /// `python.packages`, union over the chain.
+    pub python_packages: Vec<At<String>>,
+    /// `python.site_packages`, union over the chain.
+    pub python_site_packages: Vec<At<String>>,
 }
 
 impl Profile {
@@ -368,6 +385,17 @@ impl Profile {
                     });
                 }
             }
+        }
+        if let Some(py) = raw.python {
+            self.python = true;
+            append(&mut self.python_modules, py.modules, file, "python.modules");
+            append(&mut self.python_packages, py.packages, file, "python.packages");
+            append(
+                &mut self.python_site_packages,
+                py.site_packages,
+                file,
+                "python.site_packages",
+            );
         }
         if let Some(l) = raw.limits {
             for (key, value) in [

@@ -96,6 +96,8 @@ pub struct Policy {
     pub syscalls: Syscalls,
     /// Wall 9: resource limits.
     pub limits: Limits,
+    /// Wall 2: the interpreter guard, when the profile has `[python]`.
+    pub python: Option<crate::interpreter::PythonPolicy>,
 }
 
 /// Whether a run may fall back to rlimits when no cgroup can be made.
@@ -354,6 +356,7 @@ impl Policy {
 
         let syscalls = check_syscalls(&mut c, profile);
         let limits = check_limits(&mut c, profile);
+        let python = check_python(&mut c, profile, command.as_deref(), &[&read, &libraries]);
 
         if !c.problems.is_empty() {
             return Err(PolicyError { problems: c.problems });
@@ -378,8 +381,92 @@ impl Policy {
             landlock_require,
             syscalls,
             limits,
+            python,
         })
     }
+}
+
+fn check_python(
+    c: &mut Checker,
+    profile: &Profile,
+    command: Option<&[String]>,
+    views: &[&Vec<Located<'_>>],
+) -> Option<crate::interpreter::PythonPolicy> {
+    use crate::interpreter::{self as interp, PythonPolicy};
+    if !profile.python {
+        return None;
+    }
+    let Some(interpreter) = command.and_then(|c| c.first()) else {
+        c.missing("exec.command", "is required with [python]: the interpreter the guard runs on, e.g. [\"/usr/bin/python3.11\", \"-I\", \"-S\", \"-B\"]");
+        return None;
+    };
+    let stdlib = match interp::stdlib_of(Path::new(interpreter)) {
+        Some(s) => s,
+        None => {
+            c.missing("exec.command", format!("{interpreter:?} is not named like a Python 3 interpreter (python3.N), so its standard library is unknown"));
+            return None;
+        }
+    };
+    let visible = views
+        .iter()
+        .flat_map(|l| l.iter())
+        .any(|(_, e)| e.kind == EntryKind::Dir && fs::is_within(&stdlib, &e.path));
+    if !visible {
+        c.missing(
+            "fs.read",
+            format!("must include the interpreter's standard library {stdlib:?} for [python]"),
+        );
+    }
+    let mut modules = Vec::new();
+    for at in &profile.python_modules {
+        if !interp::is_module_name(&at.value) {
+            c.bad(
+                at,
+                "is not a module name; valid: a dotted Python name such as \"json\" or \"xml.dom\"",
+            );
+        } else if !modules.contains(&at.value) {
+            modules.push(at.value.clone());
+        }
+    }
+    let mut site: Vec<PathBuf> = Vec::new();
+    if profile.python_site_packages.is_empty() {
+        site.extend(
+            interp::DEFAULT_SITE_PACKAGES
+                .iter()
+                .map(PathBuf::from)
+                .filter(|p| p.is_dir()),
+        );
+    }
+    for at in &profile.python_site_packages {
+        let Some(path) = c.path(at) else { continue };
+        match fs::resolve_on_host(&path, false) {
+            Ok(EntryKind::Dir) => site.push(path),
+            Ok(_) => c.bad(at, "is not a directory"),
+            Err(m) => c.bad(at, m),
+        }
+    }
+    let mut packages: Vec<interp::Package> = Vec::new();
+    for at in &profile.python_packages {
+        if !interp::is_module_name(&at.value) || at.value.contains('.') {
+            c.bad(
+                at,
+                "is not a package name; valid: a top-level import name such as \"requests\"",
+            );
+            continue;
+        }
+        if packages.iter().any(|p| p.name == at.value) {
+            continue;
+        }
+        match interp::find_package(&at.value, &site) {
+            Some(p) => packages.push(p),
+            None => c.bad(at, format!("is not in any of the site-packages directories {site:?}; valid: a package installed there (python.site_packages names others)")),
+        }
+    }
+    Some(PythonPolicy {
+        modules,
+        packages,
+        stdlib,
+    })
 }
 
 fn check_limits(c: &mut Checker, profile: &Profile) -> Limits {

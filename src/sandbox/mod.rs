@@ -673,6 +673,15 @@ pub fn describe_walls(plan: &SetupPlan) -> Vec<String> {
         ),
         "wall 4 filesystem view: mount namespace, new tmpfs root, pivot_root, old root detached".to_string(),
     ];
+    if plan.argv.iter().any(|a| a == crate::interpreter::GUARD_PATH) {
+        out.insert(
+            0,
+            format!(
+                "wall 2 interpreter guard: {} runs the user's code with an import whitelist and an audit hook",
+                crate::interpreter::GUARD_PATH
+            ),
+        );
+    }
     for line in mounts::compile(&plan.mounts).describe {
         if line.starts_with("bind") || line.starts_with("symlink") || line.starts_with("mount a") {
             out.push(format!("  {line}"));

@@ -49,6 +49,13 @@ pub enum FsOp {
         /// `MOUNT_ATTR_*` to set.
         attrs: u64,
     },
+    /// A new read-only file with these contents.
+    WriteFile {
+        /// Path under `/new`.
+        path: CString,
+        /// Contents.
+        data: Vec<u8>,
+    },
     /// A procfs of the sandbox's pid namespace.
     Proc(CString),
     /// Make the one mount at the path read-only.
@@ -76,6 +83,7 @@ impl FsOp {
             }
             FsOp::Mkdir(p) => sys::mkdir(p, 0o755),
             FsOp::CreateFile(p) => sys::create_file(p),
+            FsOp::WriteFile { path, data } => sys::write_new_file(path, data),
             FsOp::Symlink { target, link } => sys::symlink(target, link),
             FsOp::Bind { source, target, attrs } => {
                 let tree = sys::clone_tree(source)?;
@@ -230,6 +238,23 @@ pub fn compile(mounts: &[Mount]) -> FsProgram {
                         link: c(under("/new", link)),
                     },
                     format!("symlink {} -> {}", link.display(), target.display()),
+                );
+            }
+            Mount::File { target, contents } => {
+                p.parents(target);
+                p.push(
+                    FsOp::WriteFile {
+                        path: c(under("/new", target)),
+                        data: contents.as_bytes().to_vec(),
+                    },
+                    format!("write {} ({} bytes)", target.display(), contents.len()),
+                );
+            }
+            Mount::Dir { target } => {
+                p.parents(target);
+                p.push(
+                    FsOp::Mkdir(c(under("/new", target))),
+                    format!("mkdir {}", target.display()),
                 );
             }
             Mount::Proc { target } => {

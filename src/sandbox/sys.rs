@@ -884,3 +884,18 @@ pub fn wait_any() -> SysResult<(i32, c_int, u32, u32)> {
         ))
     })
 }
+
+/// Creates a new file (mode 0444) holding `data` (child-safe).
+pub fn write_new_file(path: &CStr, data: &[u8]) -> SysResult<()> {
+    // SAFETY: `path` is NUL-terminated.
+    let fd = check(unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            0o444 as libc::c_uint,
+        )
+    })?;
+    let r = write_all(fd, data);
+    close(fd);
+    r
+}

@@ -4,6 +4,7 @@ mod enforce_landlock;
 mod enforce_limits;
 mod enforce_process;
 mod enforce_seccomp;
+mod interpreter_guard;
 mod invalid_profiles;
 mod plan_golden;
 mod profile_merge;

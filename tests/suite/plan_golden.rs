@@ -58,6 +58,7 @@ fn policy() -> Policy {
             on_denied: OnDenied::Errno,
         },
         limits: Limits::default(),
+        python: None,
     }
 }
 

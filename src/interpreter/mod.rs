@@ -1,0 +1,181 @@
+//! Wall 2: the interpreter guard for model-written Python.
+//!
+//! A `[python]` section makes ninewall start the profile's interpreter on a
+//! small guard script (`guard.py`, compiled into this binary and written
+//! read-only into the sandbox at [`GUARD_PATH`]) that runs the user's code with
+//! an import whitelist and an audit hook. Third-party packages exist for the
+//! sandbox only if the profile lists them: each is bound, alone, into
+//! [`SITE_DIR`], so a package that is not listed is not even in the view, and
+//! Landlock grants read only beneath `/.ninewall`.
+//!
+//! The guard is a convenience that fails early with a clear message; the
+//! kernel walls below it hold whatever user code does to the guard.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Where the guard is written inside the sandbox.
+pub const GUARD_PATH: &str = "/.ninewall/guard.py";
+/// Where the listed packages are bound inside the sandbox.
+pub const SITE_DIR: &str = "/.ninewall/site";
+/// Everything of the guard's inside the sandbox.
+pub const GUARD_DIR: &str = "/.ninewall";
+
+const GUARD_SOURCE: &str = include_str!("guard.py");
+
+/// Site-packages directories searched when a profile names none.
+pub const DEFAULT_SITE_PACKAGES: [&str; 2] = [
+    "/usr/lib/python3/dist-packages",
+    "/usr/local/lib/python3.11/dist-packages",
+];
+
+/// Modules refused at import even when an allowed module asks for them, unless
+/// the profile allows them itself: they reach processes, sockets and memory.
+pub const DENIED_MODULES: [&str; 10] = [
+    "ctypes",
+    "_ctypes",
+    "subprocess",
+    "_posixsubprocess",
+    "socket",
+    "_socket",
+    "pty",
+    "multiprocessing",
+    "_multiprocessing",
+    "mmap",
+];
+
+/// A third-party package the sandbox may import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Package {
+    /// Import name.
+    pub name: String,
+    /// Its directory (or single module file) on the host.
+    pub source: PathBuf,
+    /// A directory (true) or a `.py` file.
+    pub dir: bool,
+}
+
+/// The `[python]` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PythonPolicy {
+    /// Modules user code may import.
+    pub modules: Vec<String>,
+    /// Packages that exist in the sandbox.
+    pub packages: Vec<Package>,
+    /// The interpreter's standard library directory (first on `sys.path`).
+    pub stdlib: PathBuf,
+}
+
+/// True for a dotted Python identifier.
+pub fn is_module_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            part.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+}
+
+/// Finds a package in the site-packages directories: `NAME/` or `NAME.py`.
+pub fn find_package(name: &str, site: &[PathBuf]) -> Option<Package> {
+    site.iter().find_map(|sp| {
+        let dir = sp.join(name);
+        let file = sp.join(format!("{name}.py"));
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            Some(Package {
+                name: name.to_string(),
+                source: dir,
+                dir: true,
+            })
+        } else if std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) {
+            Some(Package {
+                name: name.to_string(),
+                source: file,
+                dir: false,
+            })
+        } else {
+            None
+        }
+    })
+}
+
+/// The standard library of an interpreter named like `/usr/bin/python3.11`:
+/// `/usr/lib/python3.11`.
+pub fn stdlib_of(interpreter: &Path) -> Option<PathBuf> {
+    let name = interpreter.file_name()?.to_str()?;
+    if !name.starts_with("python3.") {
+        return None;
+    }
+    let prefix = interpreter.parent()?.parent()?;
+    Some(prefix.join("lib").join(name))
+}
+
+#[derive(Serialize)]
+struct GuardConfig<'a> {
+    profile: &'a str,
+    modules: &'a [String],
+    trusted: Vec<String>,
+    writable: Vec<String>,
+    path: Vec<String>,
+    workspace: String,
+    denied_modules: Vec<&'static str>,
+}
+
+/// The guard script with the profile's settings filled in.
+pub fn guard_source(profile: &str, py: &PythonPolicy, writable: &[PathBuf], workspace: &Path) -> String {
+    let stdlib = py.stdlib.display().to_string();
+    let config = GuardConfig {
+        profile,
+        modules: &py.modules,
+        trusted: vec![stdlib.clone(), GUARD_DIR.to_string()],
+        writable: writable.iter().map(|p| p.display().to_string()).collect(),
+        path: vec![stdlib.clone(), format!("{stdlib}/lib-dynload"), SITE_DIR.to_string()],
+        workspace: workspace.display().to_string(),
+        denied_modules: DENIED_MODULES.to_vec(),
+    };
+    // JSON of strings and lists is a Python literal as it is.
+    let literal = serde_json::to_string(&config).unwrap_or_else(|_| "None".into());
+    GUARD_SOURCE.replacen("_CONFIG = None", &format!("_CONFIG = {literal}"), 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_are_dotted_identifiers() {
+        for ok in ["json", "os.path", "_csv", "xml.dom.minidom"] {
+            assert!(is_module_name(ok), "{ok}");
+        }
+        for bad in ["", "1x", "a..b", "a-b", "../x", "a.", "os path"] {
+            assert!(!is_module_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_stdlib_follows_the_interpreter_name() {
+        assert_eq!(
+            stdlib_of(Path::new("/usr/bin/python3.11")),
+            Some(PathBuf::from("/usr/lib/python3.11"))
+        );
+        assert_eq!(
+            stdlib_of(Path::new("/opt/py/bin/python3.12")),
+            Some(PathBuf::from("/opt/py/lib/python3.12"))
+        );
+        assert_eq!(stdlib_of(Path::new("/usr/bin/perl")), None);
+    }
+
+    #[test]
+    fn the_config_is_a_python_literal_in_the_guard() {
+        let py = PythonPolicy {
+            modules: vec!["json".into(), "re".into()],
+            packages: vec![],
+            stdlib: "/usr/lib/python3.11".into(),
+        };
+        let src = guard_source("t\"x", &py, &[PathBuf::from("/work")], Path::new("/work"));
+        let line = src.lines().find(|l| l.starts_with("_CONFIG = ")).unwrap();
+        assert!(line.contains(r#""profile":"t\"x""#), "{line}");
+        assert!(line.contains(r#""path":["/usr/lib/python3.11","/usr/lib/python3.11/lib-dynload","/.ninewall/site"]"#));
+        assert!(!src.contains("_CONFIG = None"));
+    }
+}
