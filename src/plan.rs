@@ -171,6 +171,9 @@ pub struct SeccompPlan {
     pub allow: Vec<String>,
     /// What anything else gets.
     pub on_denied: crate::seccomp::OnDenied,
+    /// Whether refusals go to the supervisor (which records and refuses them)
+    /// instead of failing in the kernel: under `errno`.
+    pub notify: bool,
     /// The BPF program as (code, jt, jf, k), compiled for this architecture.
     #[serde(skip)]
     pub program: Vec<(u16, u8, u8, u32)>,
@@ -354,10 +357,15 @@ impl SetupPlan {
         let arch = crate::seccomp::Arch::native()
             .ok_or_else(|| PlanError::Seccomp(format!("no syscall table for {}", std::env::consts::ARCH)))?;
         let names = policy.syscalls.names.iter().cloned().collect();
-        let bpf = crate::seccomp::compile(&names, policy.syscalls.on_denied, arch).map_err(PlanError::Seccomp)?;
+        let mut bpf = crate::seccomp::compile(&names, policy.syscalls.on_denied, arch).map_err(PlanError::Seccomp)?;
+        let notify = policy.syscalls.on_denied == crate::seccomp::OnDenied::Errno;
+        if notify {
+            crate::seccomp::notify_instead_of_errno(&mut bpf);
+        }
         let seccomp = SeccompPlan {
             allow: policy.syscalls.names.clone(),
             on_denied: policy.syscalls.on_denied,
+            notify,
             program: bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect(),
         };
 

@@ -121,6 +121,10 @@ fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String
             limit_setting(limit, &setup.limits)
         ));
     }
+    if !outcome.refused.is_empty() {
+        let list: Vec<String> = outcome.refused.iter().map(|(name, n)| format!("{name} x{n}")).collect();
+        say(format!("refused syscalls (wall 8): {}", list.join(", ")));
+    }
     if outcome.usage.output_truncated {
         say(format!(
             "output cut after {} bytes (limits.output)",

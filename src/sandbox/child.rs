@@ -78,6 +78,8 @@ pub struct ChildSpec {
     pub landlock: Option<LandlockProgram>,
     /// Wall 8: the BPF program the MBU installs last.
     pub seccomp: Vec<crate::seccomp::Insn>,
+    /// Whether its refusals are notifications for the supervisor.
+    pub seccomp_notify: bool,
     /// Wall 9: rlimits of the MBU, (resource, soft, hard), lowered to the
     /// current hard limit where that is lower.
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
@@ -128,6 +130,8 @@ pub struct ChildFds {
     pub stdout: RawFd,
     /// Write end of the stderr pipe (the MBU's fd 2).
     pub stderr: RawFd,
+    /// Socket to pass the seccomp listener to the supervisor on.
+    pub notify: RawFd,
 }
 
 fn send(fds: ChildFds, r: Report) {
@@ -160,7 +164,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(
         fds,
         Step::Lifeline,
-        sys::close_all_except(&[0, 1, 2, fds.report, fds.sync, fds.stdout, fds.stderr]),
+        sys::close_all_except(&[0, 1, 2, fds.report, fds.sync, fds.stdout, fds.stderr, fds.notify]),
     );
 
     let flags = libc::CLONE_NEWUSER
@@ -326,11 +330,32 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
         Step::InitSignals,
         sys::set_handler(&FORWARDED_SIGNALS, forward_signal),
     );
+    let handoff = match spec.seccomp_notify {
+        true => Some(must(fds, Step::SeccompHandoff, sys::Handoff::new())),
+        false => None,
+    };
     let pid = must(fds, Step::ForkMbu, sys::fork());
     if pid == 0 {
-        mbu(spec, fds, ruleset);
+        mbu(spec, fds, ruleset, handoff.as_ref());
     }
     MBU_PID.store(pid, Ordering::Relaxed);
+    if let Some(h) = &handoff {
+        // The MBU publishes its listener fd and spins; we copy it out of the
+        // MBU, pass it to the supervisor, and let the MBU exec.
+        loop {
+            if let Some(fd) = h.published() {
+                let mine = must(fds, Step::SeccompHandoff, sys::take_fd(pid, fd));
+                must(fds, Step::SeccompHandoff, sys::send_fd(fds.notify, mine));
+                sys::close(mine);
+                h.taken();
+                break;
+            }
+            if h.is_empty() && sys::has_exited(pid) {
+                break;
+            }
+            sys::yield_now();
+        }
+    }
     must(fds, Step::InitSignals, sys::close_all_except(&[fds.report]));
     must(fds, Step::InitSignals, sys::set_signal_mask(&sys::sigset(&[])));
     loop {
@@ -356,7 +381,7 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
 }
 
 /// The MBU process: drops everything, then `execve`. Never returns.
-fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>) -> ! {
+fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<&sys::Handoff>) -> ! {
     must(fds, Step::Setsid, sys::setsid());
     // stdout and stderr go to the supervisor, which enforces the output limit.
     must(fds, Step::CloseFds, sys::dup2(fds.stdout, 1));
@@ -375,8 +400,21 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>) -> ! {
     if let Some(fd) = ruleset {
         must(fds, Step::LandlockRestrict, sys::landlock_restrict_self(fd));
     }
-    // Wall 8, last: from here on only the allowed syscalls work, execve among them.
-    must(fds, Step::Seccomp, sys::seccomp_install(&spec.seccomp));
+    // Wall 8, last: from here on only the allowed syscalls work, execve among
+    // them. With a listener, nothing but memory is touched until execve: init
+    // takes the listener out of this process while it spins.
+    match handoff {
+        Some(h) => {
+            // Init copies the listener out with pidfd_getfd, a ptrace-class
+            // access: this process must be dumpable for that (as it will be
+            // after execve anyway); init stays not dumpable.
+            must(fds, Step::Seccomp, sys::set_dumpable());
+            let fd = must(fds, Step::Seccomp, sys::seccomp_install_listener(&spec.seccomp));
+            h.publish(fd);
+            h.wait_taken();
+        }
+        None => must(fds, Step::Seccomp, sys::seccomp_install(&spec.seccomp)),
+    }
     let errno = sys::execve(&spec.program, &spec.argv, &spec.envp);
     send(
         fds,

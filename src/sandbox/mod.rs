@@ -93,6 +93,9 @@ pub struct Outcome {
     pub usage: Usage,
     /// How wall 9 was built: the cgroup, or why there was none.
     pub resources: String,
+    /// Syscalls the filter refused, by name, with how often (under `errno`;
+    /// under `kill` the first refusal ends the run with `SIGSYS`).
+    pub refused: Vec<(String, u64)>,
 }
 
 impl Outcome {
@@ -194,6 +197,9 @@ pub struct Running {
     sync: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
+    notify: Option<OwnedFd>,
+    listener: Option<OwnedFd>,
+    refused: std::collections::BTreeMap<i32, u64>,
     ids: IdMap,
     init: Option<i32>,
     fs_describe: Vec<String>,
@@ -309,6 +315,7 @@ fn prepare(plan: &SetupPlan, with_cgroup: bool) -> (ChildSpec, Vec<String>) {
         envp,
         landlock,
         rlimits: rlimits(&plan.limits, with_cgroup),
+        seccomp_notify: plan.seccomp.notify,
         seccomp: plan
             .seccomp
             .program
@@ -346,6 +353,7 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
     let (sync_r, sync_w) = sys::pipe_cloexec().map_err(spawn_err("creating the sync pipe"))?;
     let (out_r, out_w) = sys::pipe_cloexec().map_err(spawn_err("creating the stdout pipe"))?;
     let (err_r, err_w) = sys::pipe_cloexec().map_err(spawn_err("creating the stderr pipe"))?;
+    let (notify_r, notify_w) = sys::socketpair().map_err(spawn_err("creating the seccomp listener socket"))?;
     let pid = sys::fork().map_err(|e| SandboxError::Spawn {
         what: "fork",
         source: std::io::Error::from_raw_os_error(e),
@@ -356,16 +364,20 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
             sync: sync_r.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
+            notify: notify_w.as_raw_fd(),
         };
         child::outer(&spec, fds);
     }
-    drop((report_w, sync_r, out_w, err_w));
+    drop((report_w, sync_r, out_w, err_w, notify_w));
     Ok(Running {
         outer: pid,
         report: report_r,
         sync: Some(sync_w),
         stdout: Some(out_r),
         stderr: Some(err_r),
+        notify: plan.seccomp.notify.then_some(notify_r),
+        listener: None,
+        refused: std::collections::BTreeMap::new(),
         ids: plan.ids,
         init: None,
         fs_describe: spec.fs.describe,
@@ -536,12 +548,38 @@ impl Running {
             _ if stats.pids_max_hits > 0 => Some(Limit::Pids),
             _ => None,
         });
+        let mut refused: Vec<(String, u64)> = self
+            .refused
+            .iter()
+            .map(|(nr, n)| (crate::seccomp::syscall_name(*nr), *n))
+            .collect();
+        refused.sort();
         Ok(Outcome {
             end,
             limit,
             usage,
             resources: self.resources,
+            refused,
         })
+    }
+
+    /// Records one refused syscall and answers it with `EPERM`. When the
+    /// filter has no users left, the listener is dropped.
+    fn answer_refusal(&mut self) {
+        let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        match sys::notif_recv(listener) {
+            Ok((id, nr)) => {
+                *self.refused.entry(nr).or_insert(0) += 1;
+                // The caller may be gone already (ENOENT): nothing to answer.
+                let _ = sys::notif_refuse(listener, id, libc::EPERM);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(_) => {
+                self.listener.take();
+            }
+        }
     }
 
     /// Passes a chunk of the MBU's output on, up to the output limit.
@@ -563,8 +601,8 @@ impl Running {
         let cpu_budget_ns = self.limits.cpu_seconds.saturating_mul(1_000_000_000);
         let report_fd = self.report.as_raw_fd();
         let mut report_open = true;
-        let mut buf = [0u8; RECORD];
-        let mut filled = 0usize;
+        let mut buf = [0u8; RECORD * 16];
+        let mut pending: Vec<u8> = Vec::with_capacity(RECORD * 16);
         let mut chunk = vec![0u8; 64 * 1024];
         loop {
             let out_fd = self.stdout.as_ref().map(|f| f.as_raw_fd());
@@ -591,11 +629,15 @@ impl Running {
                 // Killed: just drain until everything has closed.
                 timeout = Duration::from_millis(100);
             }
+            let notify_fd = self.notify.as_ref().map(|f| f.as_raw_fd());
+            let listener_fd = self.listener.as_ref().map(|f| f.as_raw_fd());
             let watch = [
                 Some(report_fd).filter(|_| report_open),
                 signals.map(|s| s.fd.as_raw_fd()),
                 out_fd,
                 err_fd,
+                notify_fd,
+                listener_fd,
             ];
             let mut fds: Vec<libc::pollfd> = watch
                 .iter()
@@ -612,10 +654,45 @@ impl Running {
                 fd.and_then(|fd| fds.iter().find(|p| p.fd == fd))
                     .is_some_and(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
             };
+            // Reports first: a signal or a line of output that arrived with
+            // them must see their effect (init's pid, above all).
+            if report_open && ready(Some(report_fd)) {
+                let n = sys::read_once(report_fd, &mut buf)
+                    .map_err(|e| SandboxError::Report(std::io::Error::from_raw_os_error(e)))?;
+                if n == 0 {
+                    report_open = false;
+                }
+                pending.extend_from_slice(buf.get(..n).unwrap_or_default());
+                while pending.len() >= RECORD {
+                    let mut record = [0u8; RECORD];
+                    record.copy_from_slice(pending.get(..RECORD).unwrap_or(&[0; RECORD]));
+                    pending.drain(..RECORD);
+                    if let Some(r) = Report::decode(&record) {
+                        self.handle(r)?;
+                    }
+                }
+            }
             if let Some(s) = signals.filter(|s| ready(Some(s.fd.as_raw_fd()))) {
                 while let Some(sig) = sys::read_signal(s.fd.as_raw_fd()) {
                     self.forward(sig);
                 }
+            }
+            if ready(notify_fd) {
+                match notify_fd.map(sys::recv_fd) {
+                    Some(Ok(Some(listener))) => self.listener = Some(listener),
+                    _ => {
+                        self.notify.take();
+                    }
+                }
+            }
+            let listener_events = listener_fd
+                .and_then(|fd| fds.iter().find(|p| p.fd == fd))
+                .map_or(0, |p| p.revents);
+            if listener_events & libc::POLLIN != 0 {
+                self.answer_refusal();
+            } else if listener_events & (libc::POLLHUP | libc::POLLERR) != 0 {
+                // No process uses the filter any more.
+                self.listener.take();
             }
             for (fd, to) in [(out_fd, 1), (err_fd, 2)] {
                 if !ready(fd) {
@@ -633,21 +710,6 @@ impl Running {
                     Ok(n) => {
                         let data = chunk.get(..n).unwrap_or_default().to_vec();
                         self.pass_output(to, &data);
-                    }
-                }
-            }
-            if report_open && ready(Some(report_fd)) {
-                let n = sys::read_once(report_fd, buf.get_mut(filled..).unwrap_or_default())
-                    .map_err(|e| SandboxError::Report(std::io::Error::from_raw_os_error(e)))?;
-                if n == 0 {
-                    report_open = false;
-                    continue;
-                }
-                filled += n;
-                if filled == RECORD {
-                    filled = 0;
-                    if let Some(r) = Report::decode(&buf) {
-                        self.handle(r)?;
                     }
                 }
             }

@@ -43,6 +43,8 @@ pub enum Step {
     InitSignals,
     /// Init: forking the MBU.
     ForkMbu,
+    /// Init: taking the MBU's seccomp listener and passing it on.
+    SeccompHandoff,
     /// MBU: a new session.
     Setsid,
     /// MBU: signal mask and dispositions.
@@ -70,7 +72,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 29] = [
+    const ALL: [Step; 30] = [
         Step::Unshare,
         Step::Lifeline,
         Step::WaitForIdMaps,
@@ -88,6 +90,7 @@ impl Step {
         Step::LandlockRule,
         Step::InitSignals,
         Step::ForkMbu,
+        Step::SeccompHandoff,
         Step::Setsid,
         Step::ResetSignals,
         Step::CloseFds,
@@ -127,7 +130,7 @@ impl Step {
             Step::Loopback => "wall 6 (network)",
             Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
-            Step::Seccomp => "wall 8 (seccomp)",
+            Step::Seccomp | Step::SeccompHandoff => "wall 8 (seccomp)",
             Step::Rlimits => "wall 9 (resources)",
             Step::Exec => "exec",
         }
@@ -153,6 +156,7 @@ impl Step {
             Step::LandlockRule => "adding a rule",
             Step::LandlockRestrict => "landlock_restrict_self",
             Step::Seccomp => "installing the syscall filter",
+            Step::SeccompHandoff => "passing the filter's notification listener to the supervisor",
             Step::Rlimits => "setting rlimits",
             Step::InitSignals => "installing init's signal forwarding",
             Step::ForkMbu => "forking the MBU process",

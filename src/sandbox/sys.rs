@@ -97,6 +97,12 @@ pub fn set_not_dumpable() -> SysResult<()> {
     check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) }).map(drop)
 }
 
+/// `PR_SET_DUMPABLE 1` (child-safe).
+pub fn set_dumpable() -> SysResult<()> {
+    // SAFETY: PR_SET_DUMPABLE takes an integer.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) }).map(drop)
+}
+
 /// Drops every supplementary group (child-safe).
 pub fn clear_groups() -> SysResult<()> {
     // SAFETY: a zero-length list; the pointer is not read.
@@ -898,4 +904,279 @@ pub fn write_new_file(path: &CStr, data: &[u8]) -> SysResult<()> {
     let r = write_all(fd, data);
     close(fd);
     r
+}
+
+// --- seccomp notification ----------------------------------------------------------------
+
+/// Installs a seccomp filter and returns its notification listener fd
+/// (child-safe; needs `no_new_privs`).
+pub fn seccomp_install_listener(program: &[crate::seccomp::Insn]) -> SysResult<RawFd> {
+    let Ok(len) = libc::c_ushort::try_from(program.len()) else {
+        return Err(libc::E2BIG);
+    };
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: `prog` points to `len` valid BPF instructions that outlive the
+    // call; the kernel copies them.
+    let fd = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const SockFprog,
+        )
+    })?;
+    Ok(fd as RawFd)
+}
+
+/// A page shared between init and the MBU across fork, for handing over the
+/// seccomp listener without a syscall on the MBU's side (its filter is already
+/// installed then, and might refuse any syscall but `execve`).
+pub struct Handoff {
+    words: *const std::sync::atomic::AtomicI32,
+}
+
+const HANDOFF_EMPTY: i32 = 0;
+const HANDOFF_READY: i32 = 1;
+const HANDOFF_TAKEN: i32 = 2;
+
+impl Handoff {
+    /// Maps the shared page (child-safe).
+    pub fn new() -> SysResult<Handoff> {
+        // SAFETY: an anonymous shared mapping; no file, no fixed address.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(errno());
+        }
+        Ok(Handoff { words: p.cast() })
+    }
+
+    fn word(&self, i: usize) -> &std::sync::atomic::AtomicI32 {
+        // SAFETY: the mapping is 4096 bytes, zero-filled, page-aligned and never
+        // unmapped (it dies with the process); i is 0 or 1.
+        unsafe { &*self.words.add(i.min(1)) }
+    }
+
+    /// MBU: publishes the listener fd (no syscall).
+    pub fn publish(&self, fd: RawFd) {
+        use std::sync::atomic::Ordering;
+        self.word(1).store(fd, Ordering::Relaxed);
+        self.word(0).store(HANDOFF_READY, Ordering::Release);
+    }
+
+    /// MBU: spins until init has taken the fd (no syscall).
+    pub fn wait_taken(&self) {
+        use std::sync::atomic::Ordering;
+        while self.word(0).load(Ordering::Acquire) != HANDOFF_TAKEN {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Init: the published fd, if any yet.
+    pub fn published(&self) -> Option<RawFd> {
+        use std::sync::atomic::Ordering;
+        (self.word(0).load(Ordering::Acquire) == HANDOFF_READY).then(|| self.word(1).load(Ordering::Relaxed))
+    }
+
+    /// Init: lets the MBU go on.
+    pub fn taken(&self) {
+        self.word(0).store(HANDOFF_TAKEN, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether nothing was published yet.
+    pub fn is_empty(&self) -> bool {
+        self.word(0).load(std::sync::atomic::Ordering::Acquire) == HANDOFF_EMPTY
+    }
+}
+
+/// `sched_yield` (child-safe).
+pub fn yield_now() {
+    // SAFETY: no arguments.
+    unsafe { libc::sched_yield() };
+}
+
+/// Copies descriptor `fd` of process `pid` into this process (child-safe).
+pub fn take_fd(pid: i32, fd: RawFd) -> SysResult<RawFd> {
+    // SAFETY: integers only.
+    let pidfd = check_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) })? as RawFd;
+    // SAFETY: integers only; pidfd is the descriptor just opened.
+    let r = check_long(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0u32) });
+    close(pidfd);
+    Ok(r? as RawFd)
+}
+
+/// Whether child `pid` has already ended (child-safe; does not reap).
+pub fn has_exited(pid: i32) -> bool {
+    // SAFETY: siginfo_t is plain data, filled by waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is valid and writable; WNOWAIT leaves the child waitable.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is valid to read after a successful waitid.
+    r == 0 && unsafe { info.si_pid() } == pid
+}
+
+/// A connected pair of close-on-exec unix sockets, for passing descriptors.
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[repr(C)]
+union CmsgSpace {
+    buf: [u8; 64],
+    _align: libc::cmsghdr,
+}
+
+/// Sends descriptor `fd` over unix socket `sock` (child-safe).
+pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut space = CmsgSpace { buf: [0; 64] };
+    // SAFETY: msghdr is plain data; every field used is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space_len = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
+    // SAFETY: reading the union's bytes as a pointer target; 64 bytes is more
+    // than CMSG_SPACE(4).
+    msg.msg_control = unsafe { space.buf.as_mut_ptr() }.cast();
+    msg.msg_controllen = space_len;
+    // SAFETY: msg_control points to space_len valid bytes, so the first header fits.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    if cmsg.is_null() {
+        return Err(libc::EINVAL);
+    }
+    // SAFETY: `cmsg` points into `space`, with room for a header and one int.
+    unsafe {
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+    }
+    // SAFETY: `msg` and everything it points to are valid for the call.
+    retry(|| check_long(unsafe { libc::sendmsg(sock, &msg, 0) } as libc::c_long)).map(drop)
+}
+
+/// Receives one descriptor sent with [`send_fd`]; `None` at end of stream.
+pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut space = CmsgSpace { buf: [0; 64] };
+    // SAFETY: msghdr is plain data; every field used is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: as in send_fd.
+    msg.msg_control = unsafe { space.buf.as_mut_ptr() }.cast();
+    msg.msg_controllen = 64;
+    // SAFETY: `msg` points to valid buffers.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR checks the length.
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    // SAFETY: a non-null header from the kernel, of SCM_RIGHTS with one int.
+    unsafe {
+        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+            return Ok(None);
+        }
+        let fd = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>());
+        Ok(Some(OwnedFd::from_raw_fd(fd)))
+    }
+}
+
+/// Receives one pending seccomp notification: (id, syscall number).
+pub fn notif_recv(listener: RawFd) -> io::Result<(u64, i32)> {
+    // The kernel's structure may be larger than libc's: ask, and use the larger.
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: `sizes` is a valid, writable seccomp_notif_sizes.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0u32,
+            &mut sizes as *mut libc::seccomp_notif_sizes,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let len = usize::from(sizes.seccomp_notif).max(std::mem::size_of::<libc::seccomp_notif>());
+    let mut buf = vec![0u64; len.div_ceil(8)];
+    // SAFETY: `buf` is zeroed (as the kernel requires) and at least as large
+    // as the kernel's seccomp_notif.
+    if unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_RECV, buf.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the buffer now holds a seccomp_notif, aligned for u64.
+    let notif = unsafe { &*(buf.as_ptr().cast::<libc::seccomp_notif>()) };
+    Ok((notif.id, notif.data.nr))
+}
+
+/// Answers notification `id`: the syscall fails with `errno`.
+pub fn notif_refuse(listener: RawFd, id: u64, errno: i32) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: `resp` is a valid seccomp_notif_resp.
+    if unsafe {
+        libc::ioctl(
+            listener,
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &mut resp as *mut libc::seccomp_notif_resp,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -80,6 +80,26 @@ fn an_allowed_call_works_and_anything_else_gets_eperm() {
 }
 
 #[test]
+fn refused_syscalls_are_named_and_counted() {
+    for who in identities() {
+        let r = python(
+            who,
+            &profile("reason"),
+            "import socket, os\nfor _ in range(3):\n    try: socket.socket()\n    except OSError as e: print(e.errno)\ntry: os.setuid(0)\nexcept OSError as e: print(e.errno)",
+        );
+        r.assert_code(0);
+        assert_eq!(r.stdout, "1\n1\n1\n1\n", "{who:?}: every refusal is EPERM");
+        assert!(
+            r.stderr.contains("refused syscalls (wall 8): setuid x1, socket x3"),
+            "{who:?}: {r:#?}"
+        );
+        let quiet = python(who, &profile("reason"), "print('nothing refused')");
+        quiet.assert_code(0);
+        assert!(!quiet.stderr.contains("refused syscalls"), "{who:?}: {quiet:#?}");
+    }
+}
+
+#[test]
 fn under_kill_a_refused_call_kills_the_process() {
     let Some(p) = helper_profile("sc-kill", &["@default"], "kill") else {
         return;

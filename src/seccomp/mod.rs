@@ -18,6 +18,33 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+pub mod names_x86_64;
+
+/// The name of syscall `nr` of the native architecture, or `syscall N`.
+pub fn syscall_name(nr: i32) -> String {
+    if Arch::native() == Some(Arch::X86_64) {
+        if let Ok(n) = names_x86_64::NAMES.binary_search_by_key(&u32::try_from(nr).unwrap_or(u32::MAX), |(n, _)| *n) {
+            if let Some((_, name)) = names_x86_64::NAMES.get(n) {
+                return (*name).to_string();
+            }
+        }
+    }
+    format!("syscall {nr}")
+}
+
+const RET_USER_NOTIF: u32 = 0x7fc0_0000;
+
+/// Makes every refusal with `EPERM` a user notification instead, so that the
+/// supervisor sees each refused syscall (and answers `EPERM` itself). The
+/// program's only `EPERM` returns are its refusals; `clone3`'s `ENOSYS` and the
+/// kills stay as they are.
+pub fn notify_instead_of_errno(prog: &mut [Insn]) {
+    let eperm = RET_ERRNO | libc::EPERM as u32;
+    for insn in prog.iter_mut().filter(|i| i.code == RET_K && i.k == eperm) {
+        insn.k = RET_USER_NOTIF;
+    }
+}
+
 /// What a refused syscall gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -670,6 +697,34 @@ mod tests {
             .unwrap_err()
             .contains("is not a syscall on X86_64"));
         assert!(expand(&["@nonsense".into()], Arch::X86_64).is_err());
+    }
+
+    #[test]
+    fn refusals_become_notifications_and_nothing_else_does() {
+        let mut prog = compile(
+            &BTreeSet::from(["getpid".to_string(), "execve".to_string()]),
+            OnDenied::Errno,
+            Arch::X86_64,
+        )
+        .unwrap();
+        let before = prog.clone();
+        notify_instead_of_errno(&mut prog);
+        let changed: Vec<usize> = (0..prog.len()).filter(|&i| prog[i] != before[i]).collect();
+        assert!(!changed.is_empty());
+        for i in changed {
+            assert_eq!((before[i].code, before[i].k), (RET_K, RET_ERRNO | 1));
+            assert_eq!(prog[i].k, RET_USER_NOTIF);
+        }
+        assert_eq!(prog[7].k, RET_ERRNO | 38, "clone3 still ENOSYS");
+        assert_eq!(
+            syscall_name(41),
+            if cfg!(target_arch = "x86_64") {
+                "socket"
+            } else {
+                "syscall 41"
+            }
+        );
+        assert_eq!(syscall_name(100_000), "syscall 100000");
     }
 
     #[test]
