@@ -394,9 +394,9 @@ pub const ATTR_NODEV: u64 = 0x4;
 /// `MOUNT_ATTR_NOEXEC`.
 pub const ATTR_NOEXEC: u64 = 0x8;
 
-/// Opens `path` without following any symlink on the way, and clones the mount
-/// tree there into a detached tree; returns the tree's fd (child-safe).
-pub fn clone_tree(path: &CStr) -> SysResult<RawFd> {
+/// Opens `path` as an `O_PATH` descriptor without following any symlink or
+/// magic link on the way (child-safe).
+pub fn open_path_no_symlinks(path: &CStr) -> SysResult<RawFd> {
     let how = OpenHow {
         flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
         mode: 0,
@@ -412,6 +412,13 @@ pub fn clone_tree(path: &CStr) -> SysResult<RawFd> {
             std::mem::size_of::<OpenHow>(),
         )
     })? as RawFd;
+    Ok(fd)
+}
+
+/// Opens `path` without following any symlink on the way, and clones the mount
+/// tree there into a detached tree; returns the tree's fd (child-safe).
+pub fn clone_tree(path: &CStr) -> SysResult<RawFd> {
+    let fd = open_path_no_symlinks(path)?;
     let empty = c"";
     // SAFETY: `fd` is the O_PATH descriptor just opened; the path is "".
     let tree = check_long(unsafe {
@@ -756,21 +763,7 @@ pub fn landlock_create_ruleset(fs: u64, net: u64, scoped: u64) -> SysResult<RawF
 /// Grants `access` beneath `path` (opened without following symlinks)
 /// (child-safe).
 pub fn landlock_add_path(ruleset: RawFd, path: &CStr, access: u64) -> SysResult<()> {
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: `path` is NUL-terminated; `how` is a valid open_how of the size passed.
-    let fd = check_long(unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    })? as RawFd;
+    let fd = open_path_no_symlinks(path)?;
     let attr = PathBeneathAttr {
         allowed_access: access,
         parent_fd: fd,
@@ -825,6 +818,10 @@ struct SockFprog {
 
 /// Installs a seccomp filter on this thread (child-safe; needs `no_new_privs`).
 pub fn seccomp_install(program: &[crate::seccomp::Insn]) -> SysResult<()> {
+    seccomp_filter(program, 0).map(drop)
+}
+
+fn seccomp_filter(program: &[crate::seccomp::Insn], flags: libc::c_ulong) -> SysResult<libc::c_long> {
     let Ok(len) = libc::c_ushort::try_from(program.len()) else {
         return Err(libc::E2BIG);
     };
@@ -838,11 +835,10 @@ pub fn seccomp_install(program: &[crate::seccomp::Insn]) -> SysResult<()> {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            0u32,
+            flags,
             &prog as *const SockFprog,
         )
     })
-    .map(drop)
 }
 
 // --- resources -------------------------------------------------------------------------
@@ -911,24 +907,7 @@ pub fn write_new_file(path: &CStr, data: &[u8]) -> SysResult<()> {
 /// Installs a seccomp filter and returns its notification listener fd
 /// (child-safe; needs `no_new_privs`).
 pub fn seccomp_install_listener(program: &[crate::seccomp::Insn]) -> SysResult<RawFd> {
-    let Ok(len) = libc::c_ushort::try_from(program.len()) else {
-        return Err(libc::E2BIG);
-    };
-    let prog = SockFprog {
-        len,
-        filter: program.as_ptr(),
-    };
-    // SAFETY: `prog` points to `len` valid BPF instructions that outlive the
-    // call; the kernel copies them.
-    let fd = check_long(unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &prog as *const SockFprog,
-        )
-    })?;
-    Ok(fd as RawFd)
+    seccomp_filter(program, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER).map(|fd| fd as RawFd)
 }
 
 /// A page shared between init and the MBU across fork, for handing over the

@@ -139,23 +139,11 @@ fn verbose_lists_the_walls_it_builds() {
 
 #[test]
 fn check_prints_the_resolved_policy_as_text_and_json() {
-    let r = Run::from_output(
-        ninewall(Who::Root)
-            .arg("check")
-            .arg(profile("reason"))
-            .output()
-            .unwrap(),
-    );
+    let r = check_profile(&profile("reason"), false);
     r.assert_code(0);
     assert!(r.stdout.contains("mbu          reason"), "{}", r.stdout);
     assert!(r.stdout.contains("/lib64 -> usr/lib64"), "{}", r.stdout);
-    let j = Run::from_output(
-        ninewall(Who::Root)
-            .args(["check", "--json"])
-            .arg(profile("reason"))
-            .output()
-            .unwrap(),
-    );
+    let j = check_profile(&profile("reason"), true);
     j.assert_code(0);
     let v = j.json();
     assert_eq!(v["name"], "reason");

@@ -269,7 +269,7 @@ fn a_profile_can_ask_for_the_landlock_features_it_needs() {
         &format!("ll-require-{}", unique()),
         "extends = \"base/python\"\n[mbu]\nname = \"req\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-S\"]\n[landlock]\nrequire = [\"fs\", \"tcp\"]\n",
     );
-    let r = Run::from_output(ninewall(Who::Root).arg("check").arg(&p).output().unwrap());
+    let r = check_profile(&p, false);
     r.assert_code(0);
     assert!(
         r.stdout.contains("requires fs (Landlock ABI 1), tcp (Landlock ABI 4)"),

@@ -165,13 +165,7 @@ fn a_huge_write_ends_at_file_size_and_a_huge_print_at_output() {
 
 #[test]
 fn a_profile_without_limits_is_not_unlimited() {
-    let r = Run::from_output(
-        ninewall(Who::Root)
-            .arg("check")
-            .arg(profile("reason"))
-            .output()
-            .unwrap(),
-    );
+    let r = check_profile(&profile("reason"), false);
     r.assert_code(0);
     assert!(
         r.stdout.contains(

@@ -196,13 +196,7 @@ fn terminal_injection_personality_and_executable_memfds_are_refused() {
 
 #[test]
 fn check_prints_the_final_syscall_list() {
-    let r = Run::from_output(
-        ninewall(Who::Root)
-            .arg("check")
-            .arg(profile("reason"))
-            .output()
-            .unwrap(),
-    );
+    let r = check_profile(&profile("reason"), false);
     r.assert_code(0);
     let line = r
         .stdout
@@ -215,13 +209,7 @@ fn check_prints_the_final_syscall_list() {
         "{}",
         r.stdout
     );
-    let j = Run::from_output(
-        ninewall(Who::Root)
-            .args(["check", "--json"])
-            .arg(profile("reason"))
-            .output()
-            .unwrap(),
-    );
+    let j = check_profile(&profile("reason"), true);
     let v = j.json();
     let names: Vec<&str> = v["syscalls"]["names"]
         .as_array()

@@ -394,13 +394,7 @@ fn a_profile_that_extends_a_missing_base_from_a_chain_names_the_chain_link() {
     let dir = scratch_dir("chain");
     std::fs::write(dir.join("a.toml"), format!("extends = \"b\"\n{OK_HEAD}")).unwrap();
     std::fs::write(dir.join("b.toml"), "extends = \"a\"\n").unwrap();
-    let r = Run::from_output(
-        ninewall(Who::Root)
-            .arg("check")
-            .arg(dir.join("a.toml"))
-            .output()
-            .unwrap(),
-    );
+    let r = check_profile(&dir.join("a.toml"), false);
     r.assert_code(2);
     assert!(r.stderr.contains("b.toml:1: extends"), "{r:#?}");
     assert!(r.stderr.contains("a cycle"), "{r:#?}");
@@ -411,24 +405,18 @@ fn oversized_and_binary_profiles_are_refused() {
     let dir = scratch_dir("odd");
     let big = dir.join("big.toml");
     std::fs::write(&big, format!("{OK_HEAD}# {}\n", "x".repeat(300 * 1024))).unwrap();
-    let r = Run::from_output(ninewall(Who::Root).arg("check").arg(&big).output().unwrap());
+    let r = check_profile(&big, false);
     r.assert_code(2);
     assert!(r.stderr.contains("at most 262144 bytes are accepted"), "{r:#?}");
     let bin = dir.join("binary.toml");
     std::fs::write(&bin, b"[mbu]\nname = \"\xff\xfe\"\n").unwrap();
-    let r = Run::from_output(ninewall(Who::Root).arg("check").arg(&bin).output().unwrap());
+    let r = check_profile(&bin, false);
     r.assert_code(2);
     assert!(
         r.stderr.contains(":2:") && r.stderr.contains("not valid UTF-8"),
         "{r:#?}"
     );
-    let missing = Run::from_output(
-        ninewall(Who::Root)
-            .arg("check")
-            .arg(dir.join("none.toml"))
-            .output()
-            .unwrap(),
-    );
+    let missing = check_profile(&dir.join("none.toml"), false);
     missing.assert_code(2);
     assert!(missing.stderr.contains("cannot read profile"), "{missing:#?}");
 }

@@ -292,3 +292,13 @@ pub fn net_profile() -> PathBuf {
         "extends = \"base/python\"\n[mbu]\nname = \"net-none\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\", \"-B\"]\n[syscalls]\nallow = [\"@default\", \"@network-io\"]\n",
     )
 }
+
+/// `ninewall check [--json] PROFILE`, as the caller of the tests.
+pub fn check_profile(profile: &Path, json: bool) -> Run {
+    let mut cmd = ninewall(Who::Root);
+    cmd.arg("check");
+    if json {
+        cmd.arg("--json");
+    }
+    Run::from_output(cmd.arg(profile).output().unwrap())
+}
