@@ -32,10 +32,21 @@ pub enum Command {
         /// Print the walls being built to stderr.
         #[arg(long, short = 'v')]
         verbose: bool,
+        /// The provenance log to append to. Default: $NINEWALL_AUDIT_LOG, else
+        /// /var/log/ninewall/audit.jsonl for root and
+        /// ~/.local/state/ninewall/audit.jsonl for anyone else.
+        #[arg(long, value_name = "LOG")]
+        audit_log: Option<PathBuf>,
         /// Arguments appended to the profile's command; or the program and its
         /// arguments when the profile has no command.
         #[arg(last = true, value_name = "ARGS")]
         args: Vec<String>,
+    },
+    /// Read a provenance log.
+    Audit {
+        /// What to do with it.
+        #[command(subcommand)]
+        action: AuditAction,
     },
     /// Show what this kernel offers the walls (Landlock ABI and rights).
     Probe {
@@ -49,6 +60,29 @@ pub enum Command {
         #[arg(value_name = "PROFILE")]
         profile: PathBuf,
         /// Print the policy as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ninewall audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the whole hash chain; name the first bad line. Exit 0 if it holds, 1 if not.
+    Verify {
+        /// The log.
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+    },
+    /// Print each execution's story: who ran what, what was refused, how it ended.
+    Show {
+        /// The log.
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+        /// Only this execution.
+        #[arg(long, value_name = "ID")]
+        exec: Option<String>,
+        /// Print the records as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -29,6 +29,7 @@ pub mod landlock;
 pub mod plan;
 pub mod policy;
 pub mod profile;
+pub mod provenance;
 pub mod run;
 pub mod sandbox;
 pub mod seccomp;

@@ -4,12 +4,13 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{AuditAction, Cli, Command};
 use crate::kernel::Kernel;
 use crate::plan::{self, Caller, Request, SetupPlan};
 use crate::policy::units::format_size;
 use crate::policy::{EntryKind, FsEntry, NetMode, Policy};
 use crate::profile::Profile;
+use crate::provenance;
 use crate::sandbox::{self, End, Limit, SignalForwarder};
 
 /// Exit code for bad command-line or profile input.
@@ -47,13 +48,21 @@ pub fn main(cli: Cli) -> i32 {
             profile,
             workspace,
             verbose,
+            audit_log,
             args,
-        } => run(&profile, workspace.as_deref(), verbose, args),
+        } => run(&profile, workspace.as_deref(), verbose, audit_log, args),
+        Command::Audit { action } => audit(action),
         Command::Probe { json } => probe(json),
     }
 }
 
-fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String>) -> i32 {
+fn run(
+    profile: &Path,
+    workspace: Option<&Path>,
+    verbose: bool,
+    audit_log: Option<std::path::PathBuf>,
+    args: Vec<String>,
+) -> i32 {
     let policy = match load_policy(profile) {
         Ok(p) => p,
         Err(code) => return code,
@@ -67,7 +76,10 @@ fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String
             return EXIT_USAGE;
         }
     };
-    let request = Request { args, workspace_dir };
+    let request = Request {
+        args,
+        workspace_dir: workspace_dir.clone(),
+    };
     let setup = match SetupPlan::build(&policy, &request, caller, Kernel::probe()) {
         Ok(p) => p,
         Err(e) => {
@@ -93,10 +105,32 @@ fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String
             return EXIT_SANDBOX;
         }
     };
+    // Provenance first: if the start cannot be recorded, nothing runs.
+    let Some(log_path) = audit_log.or_else(|| provenance::default_log_path(caller.uid)) else {
+        say("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set); nothing ran");
+        return EXIT_SANDBOX;
+    };
+    let mut log = match provenance::AuditLog::open(&log_path) {
+        Ok(l) => l,
+        Err(e) => {
+            say(format!("{e}; nothing ran"));
+            return EXIT_SANDBOX;
+        }
+    };
+    let exec_id = provenance::new_exec_id();
+    let start = provenance::start_record(&exec_id, &policy, &setup, caller.uid, workspace_dir.as_deref());
+    if let Err(e) = log.append(start) {
+        say(format!("{e}; nothing ran"));
+        return EXIT_SANDBOX;
+    }
+    if verbose {
+        say(format!("provenance: execution {exec_id} in {}", log.path().display()));
+    }
     let running = match sandbox::spawn(&setup) {
         Ok(r) => r,
         Err(e) => {
             say(format!("sandbox not built, nothing ran: {e}"));
+            record_end(&mut log, &exec_id, &Err(e.to_string()));
             return EXIT_SANDBOX;
         }
     };
@@ -108,9 +142,16 @@ fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String
         Ok(o) => o,
         Err(e) => {
             say(format!("sandbox failed: {e}"));
+            record_end(&mut log, &exec_id, &Err(e.to_string()));
             return EXIT_SANDBOX;
         }
     };
+    let result = Ok(outcome);
+    // The end is on disk before the caller learns anything.
+    if !record_end(&mut log, &exec_id, &result) {
+        return EXIT_SANDBOX;
+    }
+    let Ok(outcome) = result else { return EXIT_SANDBOX };
     if let End::SetupFailed(f) = &outcome.end {
         say(format!("sandbox not built, nothing ran: {f}"));
     }
@@ -142,6 +183,62 @@ fn run(profile: &Path, workspace: Option<&Path>, verbose: bool, args: Vec<String
         ));
     }
     outcome.exit_code()
+}
+
+/// Appends the end records; says so and returns false if it cannot.
+fn record_end(log: &mut provenance::AuditLog, id: &str, result: &Result<sandbox::Outcome, String>) -> bool {
+    for record in provenance::end_records(id, result) {
+        if let Err(e) = log.append(record) {
+            say(format!("{e}: the end of execution {id} is not recorded"));
+            return false;
+        }
+    }
+    true
+}
+
+fn audit(action: AuditAction) -> i32 {
+    let (AuditAction::Verify { log } | AuditAction::Show { log, .. }) = &action;
+    let text = match std::fs::read(log) {
+        Ok(t) => t,
+        Err(e) => {
+            say(format!("{}: cannot read: {e}", log.display()));
+            return EXIT_USAGE;
+        }
+    };
+    match action {
+        AuditAction::Verify { log } => match provenance::verify(&text) {
+            Ok(n) => {
+                println!("{}: {n} records, chain intact", log.display());
+                0
+            }
+            Err(b) => {
+                say(format!("{}:{b}", log.display()));
+                1
+            }
+        },
+        AuditAction::Show { exec, json, .. } => {
+            let execs = provenance::executions(&text, exec.as_deref());
+            if execs.is_empty() {
+                say(match exec {
+                    Some(id) => format!("no execution {id} in the log"),
+                    None => "the log holds no execution".to_string(),
+                });
+                return 1;
+            }
+            let mut out = std::io::stdout().lock();
+            for (id, records) in &execs {
+                let text = if json {
+                    serde_json::to_string_pretty(records).unwrap_or_default()
+                } else {
+                    provenance::describe(id, records)
+                };
+                if writeln!(out, "{text}").is_err() {
+                    return EXIT_SANDBOX;
+                }
+            }
+            0
+        }
+    }
 }
 
 fn describe_limits(l: &crate::policy::Limits) -> String {

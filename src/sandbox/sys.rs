@@ -1159,3 +1159,17 @@ pub fn notif_refuse(listener: RawFd, id: u64, errno: i32) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// `flock(fd, op)`, `EINTR` retried.
+pub fn flock(fd: RawFd, op: c_int) -> io::Result<()> {
+    loop {
+        // SAFETY: integers only.
+        if unsafe { libc::flock(fd, op) } == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

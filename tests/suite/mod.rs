@@ -8,4 +8,5 @@ mod interpreter_guard;
 mod invalid_profiles;
 mod plan_golden;
 mod profile_merge;
+mod provenance;
 mod shipped_profiles;

@@ -204,10 +204,26 @@ pub fn ninewall(who: Who) -> Command {
     cmd.env("PATH", "/usr/bin:/bin");
     cmd.env("NINEWALL_HOST_CANARY", "host-secret-environment");
     cmd.current_dir(&stage().dir);
+    cmd.env("NINEWALL_AUDIT_LOG", audit_log(who));
     if let Who::User { uid, gid } = who {
         cmd.uid(uid).gid(gid);
     }
     cmd
+}
+
+/// The provenance log the tests' runs append to, one per identity (a log is
+/// private to the user who writes it).
+pub fn audit_log(who: Who) -> PathBuf {
+    let dir = stage().dir.join("audit");
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let name = match who {
+        Who::Root => "root".to_string(),
+        Who::User { uid, .. } => uid.to_string(),
+    };
+    dir.join(format!("{name}.jsonl"))
 }
 
 /// The result of one run.

@@ -1,0 +1,449 @@
+//! Provenance: an append-only, hash-chained JSON Lines log of every execution.
+//!
+//! Each line is one JSON object whose `prev` is the SHA-256 (hex) of the line
+//! before it (64 zeros for the first line), so an edit, insertion, deletion or
+//! reordering anywhere but at the very end breaks the chain at that line, and
+//! `ninewall audit verify` names it. Appends take an exclusive `flock` on the
+//! file, read the last line, write one line and `fdatasync` before unlocking:
+//! several supervisors appending to one log keep one chain, and a record is on
+//! disk before the caller is told anything.
+//!
+//! Records: `exec.start` (written before the sandbox is built: if it cannot be
+//! written, nothing runs), `syscall.denied` (one per refused syscall name, with
+//! a count), `exec.end` (how it ended, what it used). A start without an end is
+//! an execution whose supervisor died: `audit show` calls it incomplete.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The `prev` of the first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Why the log could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("provenance: {what} {path}: {source}")]
+pub struct ProvenanceError {
+    /// What was attempted.
+    pub what: &'static str,
+    /// The log.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The log file, open for appending.
+pub struct AuditLog {
+    file: File,
+    path: PathBuf,
+}
+
+/// The log used when neither `--audit-log` nor `NINEWALL_AUDIT_LOG` names one:
+/// `/var/log/ninewall/audit.jsonl` for root, `$XDG_STATE_HOME/ninewall/` or
+/// `~/.local/state/ninewall/audit.jsonl` for anyone else.
+pub fn default_log_path(uid: u32) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NINEWALL_AUDIT_LOG") {
+        return Some(PathBuf::from(p));
+    }
+    if uid == 0 {
+        return Some(PathBuf::from("/var/log/ninewall/audit.jsonl"));
+    }
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(state.join("ninewall/audit.jsonl"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`, as hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The time as RFC 3339 UTC with nanoseconds (fixed width, so ids sort).
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// A new execution id: sortable by start time, unique per host.
+pub fn new_exec_id() -> String {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}-{}",
+        now_rfc3339(),
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The last line of `file` (without its newline), or `None` if it is empty.
+fn last_line(file: &mut File) -> std::io::Result<Option<Vec<u8>>> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut chunk: u64 = 4096;
+    loop {
+        let start = len.saturating_sub(chunk);
+        file.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::with_capacity((len - start) as usize);
+        file.take(len - start).read_to_end(&mut buf)?;
+        let body = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if let Some(pos) = body.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(body.get(pos + 1..).unwrap_or_default().to_vec()));
+        }
+        if start == 0 {
+            return Ok(Some(body.to_vec()));
+        }
+        chunk = chunk.saturating_mul(4);
+    }
+}
+
+impl AuditLog {
+    /// Opens (creating it and its directory, private to the caller) the log.
+    pub fn open(path: &Path) -> Result<AuditLog, ProvenanceError> {
+        let err = |what| {
+            let path = path.to_path_buf();
+            move |source| ProvenanceError { what, path, source }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.is_dir() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(err("creating the directory of"))?;
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(path)
+            .map_err(err("cannot open"))?;
+        Ok(AuditLog {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the log is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one record (a JSON object; `prev` is set here), durably.
+    pub fn append(&mut self, mut record: Value) -> Result<(), ProvenanceError> {
+        let err = |what| {
+            let path = self.path.clone();
+            move |source| ProvenanceError { what, path, source }
+        };
+        let fd = self.file.as_raw_fd();
+        crate::sandbox::sys::flock(fd, libc::LOCK_EX).map_err(err("cannot lock"))?;
+        let result = (|| {
+            let prev = match last_line(&mut self.file)? {
+                Some(line) => sha256_hex(&line),
+                None => GENESIS.to_string(),
+            };
+            if let Value::Object(map) = &mut record {
+                map.insert("prev".into(), Value::String(prev));
+            }
+            let mut line = serde_json::to_vec(&record)?;
+            line.push(b'\n');
+            self.file.write_all(&line)?;
+            self.file.sync_data()
+        })();
+        let _ = crate::sandbox::sys::flock(fd, libc::LOCK_UN);
+        result.map_err(err("cannot write"))
+    }
+}
+
+/// Where the chain breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}: {message}")]
+pub struct ChainBreak {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// Checks every line of a log; returns the number of records.
+pub fn verify(text: &[u8]) -> Result<usize, ChainBreak> {
+    let mut prev = GENESIS.to_string();
+    let mut count = 0;
+    let body = text.strip_suffix(b"\n").unwrap_or(text);
+    if body.is_empty() {
+        return Ok(0);
+    }
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        let n = i + 1;
+        let value: Value = serde_json::from_slice(line).map_err(|e| ChainBreak {
+            line: n,
+            message: format!("not a JSON record ({e})"),
+        })?;
+        let claimed = value.get("prev").and_then(Value::as_str).unwrap_or_default();
+        if claimed != prev {
+            return Err(ChainBreak {
+                line: n,
+                message: if n == 1 {
+                    "the first record does not start the chain (a line before it was removed)".into()
+                } else {
+                    format!(
+                        "prev does not match line {}: a line was edited, inserted, removed or moved here",
+                        n - 1
+                    )
+                },
+            });
+        }
+        prev = sha256_hex(line);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The story of each execution in a log, optionally one only.
+pub fn executions(text: &[u8], only: Option<&str>) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        let Some(id) = v.get("exec").and_then(Value::as_str) else {
+            continue;
+        };
+        if only.is_some_and(|o| o != id) {
+            continue;
+        }
+        out.entry(id.to_string()).or_default().push(v);
+    }
+    out
+}
+
+/// A human-readable story of one execution's records.
+pub fn describe(id: &str, records: &[Value]) -> String {
+    let f = |r: &Value, p: &str| r.pointer(p).cloned().unwrap_or(Value::Null);
+    let text = |r: &Value, p: &str| f(r, p).as_str().unwrap_or("?").to_string();
+    let mut s = format!("execution {id}\n");
+    for r in records {
+        let time = text(r, "/time");
+        match text(r, "/kind").as_str() {
+            "exec.start" => s.push_str(&format!(
+                "  {time} started  mbu {} by uid {} (profile sha256 {}), argv {}\n",
+                text(r, "/mbu"),
+                f(r, "/worker/uid"),
+                text(r, "/profile/sha256"),
+                f(r, "/argv")
+            )),
+            "syscall.denied" => s.push_str(&format!(
+                "  {time} refused  syscall {} x{}\n",
+                text(r, "/name"),
+                f(r, "/count")
+            )),
+            "exec.end" => {
+                let code = f(r, "/code");
+                let signal = f(r, "/signal");
+                s.push_str(&format!(
+                    "  {time} ended    {}{}{}; wall {} ms, cpu {} ms, peak memory {} bytes, output {} bytes\n",
+                    text(r, "/reason"),
+                    if code.is_null() {
+                        String::new()
+                    } else {
+                        format!(" code {code}")
+                    },
+                    if signal.is_null() {
+                        String::new()
+                    } else {
+                        format!(" signal {signal}")
+                    },
+                    f(r, "/wall_ms"),
+                    f(r, "/cpu_ms"),
+                    f(r, "/peak_memory"),
+                    f(r, "/output_bytes")
+                ))
+            }
+            other => s.push_str(&format!("  {time} {other}\n")),
+        }
+    }
+    if !records.iter().any(|r| text(r, "/kind") == "exec.end") {
+        s.push_str("  incomplete: no end record (the supervisor stopped before the execution ended)\n");
+    }
+    s
+}
+
+/// The `exec.start` record.
+pub fn start_record(
+    id: &str,
+    policy: &crate::Policy,
+    plan: &crate::SetupPlan,
+    uid: u32,
+    workspace: Option<&Path>,
+) -> Value {
+    let mut profile_bytes = Vec::new();
+    let mut files = Vec::new();
+    for src in &policy.sources {
+        files.push(src.display().to_string());
+        let bytes = std::fs::read(src).unwrap_or_default();
+        profile_bytes.extend_from_slice(src.display().to_string().as_bytes());
+        profile_bytes.push(0);
+        profile_bytes.extend_from_slice(&sha256_hex(&bytes).into_bytes());
+        profile_bytes.push(b'\n');
+    }
+    let landlock = plan.landlock.as_ref().map(|ll| {
+        json!({
+            "abi": ll.abi,
+            "fs": crate::landlock::fs_names(ll.handled_fs),
+            "net": crate::landlock::net_names(ll.handled_net),
+            "scoped": crate::landlock::scope_names(ll.scoped),
+            "rules": ll.paths.iter().map(|r| json!({"path": r.path, "access": crate::landlock::fs_names(r.access)})).collect::<Vec<_>>(),
+            "ports": ll.ports.iter().map(|r| json!({"port": r.port, "access": crate::landlock::net_names(r.access)})).collect::<Vec<_>>(),
+        })
+    });
+    json!({
+        "kind": "exec.start",
+        "exec": id,
+        "time": now_rfc3339(),
+        "parent": null,
+        "worker": {"uid": uid},
+        "role": null,
+        "mbu": policy.name,
+        "profile": {"files": files, "sha256": sha256_hex(&profile_bytes)},
+        "argv": plan.argv,
+        "program": plan.program,
+        "workspace": workspace,
+        "walls": {
+            "interpreter_guard": policy.python.is_some(),
+            "credentials": {"inside": [plan.ids.inside_uid, plan.ids.inside_gid], "host": [plan.ids.host_uid, plan.ids.host_gid], "capabilities": "none", "no_new_privs": true},
+            "filesystem": {"mounts": plan.mounts.len()},
+            "namespaces": ["user", "mount", "pid", "ipc", "uts", "net", "cgroup", "time"],
+            "network": plan.net,
+            "landlock": landlock,
+            "seccomp": {"on_denied": plan.seccomp.on_denied, "allowed": plan.seccomp.allow.len(), "notify": plan.seccomp.notify},
+            "limits": plan.limits,
+        },
+    })
+}
+
+/// The records of an execution's end: one `syscall.denied` per refused
+/// syscall, then `exec.end`.
+pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Value> {
+    let time = now_rfc3339();
+    let Ok(o) = result else {
+        let message = result.as_ref().err().cloned().unwrap_or_default();
+        return vec![
+            json!({"kind": "exec.end", "exec": id, "time": time, "reason": "setup-failed", "failure": message}),
+        ];
+    };
+    let mut out: Vec<Value> = o
+        .refused
+        .iter()
+        .map(|(name, n)| json!({"kind": "syscall.denied", "exec": id, "time": time, "name": name, "count": n}))
+        .collect();
+    let (reason, code, signal, failure) = match &o.end {
+        crate::sandbox::End::Exited(c) => ("exited", Some(*c), None, None),
+        crate::sandbox::End::Signaled(s) => ("signaled", None, Some(*s), None),
+        crate::sandbox::End::SetupFailed(f) => ("setup-failed", None, None, Some(f.to_string())),
+    };
+    let reason = o.limit.map_or(reason, |l| l.name());
+    out.push(json!({
+        "kind": "exec.end",
+        "exec": id,
+        "time": time,
+        "reason": reason,
+        "code": code,
+        "signal": signal,
+        "exit_code": o.exit_code(),
+        "failure": failure,
+        "wall_ms": o.usage.wall_ms,
+        "cpu_ms": o.usage.cpu_ms,
+        "peak_memory": o.usage.peak_memory,
+        "output_bytes": o.usage.output_bytes,
+        "output_truncated": o.usage.output_truncated,
+        "resources": o.resources,
+        "refused_syscalls": o.refused.iter().map(|(_, n)| n).sum::<u64>(),
+    }));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(lines: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut prev = GENESIS.to_string();
+        for l in lines {
+            let line = format!(r#"{{"prev":"{prev}","kind":"{l}"}}"#);
+            prev = sha256_hex(line.as_bytes());
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        out
+    }
+
+    #[test]
+    fn a_good_chain_verifies_and_every_tampering_is_found_at_its_line() {
+        let good = chain(&["a", "b", "c", "d"]);
+        assert_eq!(verify(&good), Ok(4));
+        let lines: Vec<&[u8]> = good.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let join = |ls: Vec<&[u8]>| {
+            ls.join(&b'\n')
+                .into_iter()
+                .chain(std::iter::once(b'\n'))
+                .collect::<Vec<u8>>()
+        };
+        let needle = b"\"kind\":\"b\"";
+        let mut flipped = good.clone();
+        let at = flipped.windows(needle.len()).position(|w| w == needle).unwrap() + needle.len() - 2;
+        flipped[at] = b'x';
+        assert_eq!(verify(&flipped).unwrap_err().line, 3, "an edit of line 2 breaks line 3");
+        let deleted = join(vec![lines[0], lines[2], lines[3]]);
+        assert_eq!(verify(&deleted).unwrap_err().line, 2);
+        let swapped = join(vec![lines[0], lines[2], lines[1], lines[3]]);
+        assert_eq!(verify(&swapped).unwrap_err().line, 2);
+        let first_gone = join(vec![lines[1], lines[2], lines[3]]);
+        assert_eq!(verify(&first_gone).unwrap_err().line, 1);
+        assert_eq!(verify(b"{\"prev\":\"0\"\n").unwrap_err().line, 1);
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), "2026-11-26T05:49:00.123456789Z".len(), "{t}");
+        assert!(t.starts_with("20") && t.ends_with('Z'));
+    }
+}

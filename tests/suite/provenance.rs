@@ -1,0 +1,193 @@
+//! Provenance through the real binary: what a run records, that the chain
+//! catches tampering, holds under concurrent supervisors and a killed one, and
+//! that a log that cannot be written means nothing runs.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use crate::support::*;
+
+fn fresh_log(name: &str) -> std::path::PathBuf {
+    let dir = scratch_dir(name);
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    dir.join("audit.jsonl")
+}
+
+fn records(log: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(log: &std::path::Path) -> Run {
+    Run::from_output(ninewall(Who::Root).args(["audit", "verify"]).arg(log).output().unwrap())
+}
+
+#[test]
+fn a_run_records_its_start_its_refusals_and_its_end() {
+    for who in identities() {
+        let log = fresh_log("prov");
+        let r = run(
+            who,
+            &profile("reason"),
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", "import socket\nfor _ in range(2):\n    try: socket.socket()\n    except OSError: pass\nraise SystemExit(4)"],
+            None,
+        );
+        r.assert_code(4);
+        let recs = records(&log);
+        let kinds: Vec<&str> = recs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, vec!["exec.start", "syscall.denied", "exec.end"], "{who:?}");
+        let id = recs[0]["exec"].as_str().unwrap();
+        assert!(recs.iter().all(|r| r["exec"] == id));
+        assert_eq!(recs[0]["mbu"], "reason");
+        assert_eq!(recs[0]["prev"], "0".repeat(64));
+        assert!(recs[0]["walls"]["landlock"]["abi"].as_u64().is_some());
+        assert_eq!(recs[0]["profile"]["sha256"].as_str().unwrap().len(), 64);
+        assert_eq!(
+            (recs[1]["name"].as_str(), recs[1]["count"].as_u64()),
+            (Some("socket"), Some(2))
+        );
+        assert_eq!(recs[2]["reason"], "exited");
+        assert_eq!(recs[2]["code"], 4);
+        verify(&log).assert_code(0);
+        let show = Run::from_output(ninewall(Who::Root).args(["audit", "show"]).arg(&log).output().unwrap());
+        show.assert_code(0);
+        assert!(
+            show.stdout.contains("refused  syscall socket x2") && show.stdout.contains("ended    exited code 4"),
+            "{show:#?}"
+        );
+    }
+}
+
+#[test]
+fn tampering_is_found_at_the_line_it_breaks() {
+    let log = fresh_log("tamper");
+    for code in ["1", "2", "3"] {
+        run(
+            Who::Root,
+            &profile("reason"),
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", &format!("raise SystemExit({code})")],
+            None,
+        );
+    }
+    verify(&log).assert_code(0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6);
+    let write = |ls: Vec<String>| {
+        let bad = log.with_extension(format!("bad{}", unique()));
+        std::fs::write(&bad, ls.join("\n") + "\n").unwrap();
+        bad
+    };
+    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // One byte changed in line 4 (the second run's end: exit code 2 becomes 7):
+    // line 5 no longer matches.
+    let mut flipped = own(&lines);
+    flipped[3] = flipped[3].replacen("\"code\":2", "\"code\":7", 1);
+    assert!(flipped[3] != lines[3], "the edit did not apply");
+    let r = verify(&write(flipped));
+    r.assert_code(1);
+    assert!(r.stderr.contains(":5: prev does not match line 4"), "{r:#?}");
+    // Line 2 deleted.
+    let mut deleted = own(&lines);
+    deleted.remove(1);
+    let r = verify(&write(deleted));
+    r.assert_code(1);
+    assert!(r.stderr.contains(":2: prev does not match line 1"), "{r:#?}");
+    // Lines 4 and 5 swapped.
+    let mut swapped = own(&lines);
+    swapped.swap(3, 4);
+    let r = verify(&write(swapped));
+    r.assert_code(1);
+    assert!(r.stderr.contains(":4: prev does not match line 3"), "{r:#?}");
+}
+
+#[test]
+fn eight_concurrent_supervisors_keep_one_chain() {
+    let log = fresh_log("concurrent");
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            let mut cmd = ninewall(Who::Root);
+            cmd.args(["run", "--audit-log", log.to_str().unwrap(), "--profile"])
+                .arg(profile("reason"))
+                .args([
+                    "--",
+                    "-c",
+                    &format!("import time; time.sleep(0.05); raise SystemExit({i})"),
+                ]);
+            cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+        })
+        .collect();
+    for mut c in children {
+        c.wait().unwrap();
+    }
+    let r = verify(&log);
+    r.assert_code(0);
+    assert!(r.stdout.contains("16 records, chain intact"), "{r:#?}");
+    let recs = records(&log);
+    let mut codes: Vec<i64> = recs
+        .iter()
+        .filter(|r| r["kind"] == "exec.end")
+        .map(|r| r["code"].as_i64().unwrap())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, (0..8).collect::<Vec<i64>>());
+}
+
+#[test]
+fn a_supervisor_killed_mid_run_leaves_a_log_that_verifies_showing_the_run_incomplete() {
+    let log = fresh_log("killed");
+    let mut cmd = ninewall(Who::Root);
+    cmd.args(["run", "--audit-log", log.to_str().unwrap(), "--profile"])
+        .arg(profile("reason"))
+        .args(["--", "-c", "import time\nprint('ready', flush=True)\ntime.sleep(60)"]);
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    verify(&log).assert_code(0);
+    let show = Run::from_output(ninewall(Who::Root).args(["audit", "show"]).arg(&log).output().unwrap());
+    assert!(show.stdout.contains("incomplete: no end record"), "{show:#?}");
+    // The next run chains on.
+    run(
+        Who::Root,
+        &profile("reason"),
+        &["--audit-log", log.to_str().unwrap()],
+        &["-c", "pass"],
+        None,
+    )
+    .assert_code(0);
+    verify(&log).assert_code(0);
+}
+
+#[test]
+fn a_log_that_cannot_be_written_means_nothing_runs() {
+    for who in identities() {
+        let dir = scratch_dir("unwritable");
+        let marker = dir.join("ran");
+        std::os::unix::fs::chown(&dir, Some(who.sandbox_host_id().0), Some(who.sandbox_host_id().1)).unwrap();
+        for bad in ["/proc/ninewall/audit.jsonl", "/sys/kernel/audit.jsonl"] {
+            let r = run(
+                who,
+                &profile("document_generation"),
+                &["--audit-log", bad, "--workspace", dir.to_str().unwrap()],
+                &["-c", "open('/work/ran', 'w')"],
+                None,
+            );
+            r.assert_code(125);
+            assert!(
+                r.stderr.contains("provenance:") && r.stderr.contains("nothing ran"),
+                "{who:?}: {r:#?}"
+            );
+            assert!(!marker.exists());
+        }
+    }
+}
