@@ -174,6 +174,9 @@ pub struct SeccompPlan {
     /// Whether refusals go to the supervisor (which records and refuses them)
     /// instead of failing in the kernel: under `errno`.
     pub notify: bool,
+    /// The path-taking syscalls the supervisor records (provenance), by name
+    /// and number; they go to the supervisor and then continue.
+    pub recorded: Vec<(String, u32)>,
     /// The BPF program as (code, jt, jf, k), compiled for this architecture.
     #[serde(skip)]
     pub program: Vec<(u16, u8, u8, u32)>,
@@ -356,8 +359,22 @@ impl SetupPlan {
 
         let arch = crate::seccomp::Arch::native()
             .ok_or_else(|| PlanError::Seccomp(format!("no syscall table for {}", std::env::consts::ARCH)))?;
-        let names = policy.syscalls.names.iter().cloned().collect();
-        let mut bpf = crate::seccomp::compile(&names, policy.syscalls.on_denied, arch).map_err(PlanError::Seccomp)?;
+        let names: std::collections::BTreeSet<String> = policy.syscalls.names.iter().cloned().collect();
+        let recorded: Vec<(String, u32)> = crate::seccomp::files::FILE_SYSCALLS
+            .iter()
+            .filter(|(name, layout)| {
+                names.contains(*name as &str)
+                    && match policy.record_files {
+                        crate::policy::RecordFiles::All => true,
+                        crate::policy::RecordFiles::Writes => !crate::seccomp::files::only_looks(*layout),
+                        crate::policy::RecordFiles::None => false,
+                    }
+            })
+            .filter_map(|(name, _)| crate::seccomp::syscall_number(name).map(|nr| (name.to_string(), nr)))
+            .collect();
+        let nrs: Vec<u32> = recorded.iter().map(|(_, nr)| *nr).collect();
+        let mut bpf = crate::seccomp::compile_recording(&names, policy.syscalls.on_denied, arch, &nrs)
+            .map_err(PlanError::Seccomp)?;
         let notify = policy.syscalls.on_denied == crate::seccomp::OnDenied::Errno;
         if notify {
             crate::seccomp::notify_instead_of_errno(&mut bpf);
@@ -366,6 +383,7 @@ impl SetupPlan {
             allow: policy.syscalls.names.clone(),
             on_denied: policy.syscalls.on_denied,
             notify,
+            recorded,
             program: bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect(),
         };
 

@@ -115,6 +115,7 @@ struct RawProfile {
     syscalls: Option<RawSyscalls>,
     limits: Option<RawLimits>,
     python: Option<RawPython>,
+    provenance: Option<RawProvenance>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +163,12 @@ struct RawNet {
     mode: Option<Spanned<String>>,
     connect: Option<Vec<Spanned<i64>>>,
     bind: Option<Vec<Spanned<i64>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvenance {
+    files: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +306,8 @@ pub struct Profile {
     pub syscalls_on_denied: Option<At<String>>,
     /// `[limits]`, key by key (`memory`, `pids`, …), each replacing the base's.
     pub limits: BTreeMap<&'static str, At<Scalar>>,
+    /// `provenance.files`.
+    pub provenance_files: Option<At<String>>,
     /// Whether any file of the chain has a `[python]` section.
     pub python: bool,
     /// `python.modules`, union over the chain.
@@ -385,6 +394,9 @@ impl Profile {
                     });
                 }
             }
+        }
+        if let Some(pv) = raw.provenance {
+            set(&mut self.provenance_files, pv.files, file, "provenance.files");
         }
         if let Some(py) = raw.python {
             self.python = true;

@@ -167,7 +167,17 @@ impl AuditLog {
     }
 
     /// Appends one record (a JSON object; `prev` is set here), durably.
-    pub fn append(&mut self, mut record: Value) -> Result<(), ProvenanceError> {
+    pub fn append(&mut self, record: Value) -> Result<(), ProvenanceError> {
+        self.append_with(record, true)
+    }
+
+    /// Appends one record without waiting for the disk: for the many file
+    /// events of a run, made durable by the `exec.end` that follows them.
+    pub fn append_unsynced(&mut self, record: Value) -> Result<(), ProvenanceError> {
+        self.append_with(record, false)
+    }
+
+    fn append_with(&mut self, mut record: Value, sync: bool) -> Result<(), ProvenanceError> {
         let err = |what| {
             let path = self.path.clone();
             move |source| ProvenanceError { what, path, source }
@@ -185,7 +195,10 @@ impl AuditLog {
             let mut line = serde_json::to_vec(&record)?;
             line.push(b'\n');
             self.file.write_all(&line)?;
-            self.file.sync_data()
+            if sync {
+                self.file.sync_data()?;
+            }
+            Ok::<(), std::io::Error>(())
         })();
         let _ = crate::sandbox::sys::flock(fd, libc::LOCK_UN);
         result.map_err(err("cannot write"))
@@ -268,6 +281,18 @@ pub fn describe(id: &str, records: &[Value]) -> String {
                 f(r, "/worker/uid"),
                 text(r, "/profile/sha256"),
                 f(r, "/argv")
+            )),
+            "file" => s.push_str(&format!(
+                "  {time} file     {} {} {} ({}{})\n",
+                text(r, "/access"),
+                text(r, "/path"),
+                text(r, "/verdict"),
+                text(r, "/syscall"),
+                if f(r, "/exists") == Value::Bool(false) {
+                    ", missing"
+                } else {
+                    ""
+                }
             )),
             "syscall.denied" => s.push_str(&format!(
                 "  {time} refused  syscall {} x{}\n",
@@ -355,6 +380,22 @@ pub fn start_record(
             "seccomp": {"on_denied": plan.seccomp.on_denied, "allowed": plan.seccomp.allow.len(), "notify": plan.seccomp.notify},
             "limits": plan.limits,
         },
+    })
+}
+
+/// A `file` record.
+pub fn file_record(id: &str, seq: u64, e: &crate::sandbox::FileEvent) -> Value {
+    json!({
+        "kind": "file",
+        "exec": id,
+        "seq": seq,
+        "time": now_rfc3339(),
+        "pid": e.pid,
+        "syscall": e.syscall,
+        "path": e.path,
+        "access": e.access,
+        "verdict": e.verdict,
+        "exists": e.exists,
     })
 }
 

@@ -138,7 +138,22 @@ fn run(
         say(format!("wall 9 resources: {}", running.resources()));
         say(format!("  {}", describe_limits(&setup.limits)));
     }
-    let outcome = match running.wait(Some(&signals)) {
+    let mut seq: u64 = 0;
+    let mut lost: u64 = 0;
+    let mut on_file = |e: sandbox::FileEvent| {
+        seq += 1;
+        if log.append_unsynced(provenance::file_record(&exec_id, seq, &e)).is_err() {
+            lost += 1;
+        }
+    };
+    let waited = running.wait(Some(&signals), &mut on_file);
+    if lost > 0 {
+        say(format!(
+            "provenance: {lost} file events could not be written to {}",
+            log.path().display()
+        ));
+    }
+    let outcome = match waited {
         Ok(o) => o,
         Err(e) => {
             say(format!("sandbox failed: {e}"));

@@ -98,6 +98,21 @@ pub struct Policy {
     pub limits: Limits,
     /// Wall 2: the interpreter guard, when the profile has `[python]`.
     pub python: Option<crate::interpreter::PythonPolicy>,
+    /// Which file accesses provenance records.
+    pub record_files: RecordFiles,
+}
+
+/// Which file accesses the provenance log records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFiles {
+    /// Every path-taking syscall.
+    All,
+    /// Only those that may change something (open, create, delete, rename,
+    /// link, chmod, truncate…): not stat, access, readlink, chdir.
+    Writes,
+    /// None.
+    None,
 }
 
 /// Whether a run may fall back to rlimits when no cgroup can be made.
@@ -356,6 +371,18 @@ impl Policy {
 
         let syscalls = check_syscalls(&mut c, profile);
         let limits = check_limits(&mut c, profile);
+        let record_files = match &profile.provenance_files {
+            None => RecordFiles::All,
+            Some(at) => match at.value.as_str() {
+                "all" => RecordFiles::All,
+                "writes" => RecordFiles::Writes,
+                "none" => RecordFiles::None,
+                _ => {
+                    c.bad(at, "unknown mode; valid: \"all\", \"writes\" or \"none\"");
+                    RecordFiles::All
+                }
+            },
+        };
         let python = check_python(&mut c, profile, command.as_deref(), &[&read, &libraries]);
 
         if !c.problems.is_empty() {
@@ -382,6 +409,7 @@ impl Policy {
             syscalls,
             limits,
             python,
+            record_files,
         })
     }
 }

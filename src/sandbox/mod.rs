@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::plan::{IdMap, SetupPlan};
 use crate::policy::{CgroupMode, Limits};
+use crate::seccomp::files;
 use cgroup::Cgroup;
 use child::{ChildFds, ChildSpec, LandlockProgram};
 use report::{Report, Step, RECORD};
@@ -200,6 +201,9 @@ pub struct Running {
     notify: Option<OwnedFd>,
     listener: Option<OwnedFd>,
     refused: std::collections::BTreeMap<i32, u64>,
+    recorded: std::collections::HashMap<i32, (String, files::Layout)>,
+    landlock_rules: Option<(u64, Vec<(std::path::PathBuf, u64)>)>,
+    nspids: std::collections::HashMap<i32, i32>,
     ids: IdMap,
     init: Option<i32>,
     fs_describe: Vec<String>,
@@ -315,7 +319,7 @@ fn prepare(plan: &SetupPlan, with_cgroup: bool) -> (ChildSpec, Vec<String>) {
         envp,
         landlock,
         rlimits: rlimits(&plan.limits, with_cgroup),
-        seccomp_notify: plan.seccomp.notify,
+        seccomp_notify: plan.seccomp.notify || !plan.seccomp.recorded.is_empty(),
         seccomp: plan
             .seccomp
             .program
@@ -375,7 +379,23 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
         sync: Some(sync_w),
         stdout: Some(out_r),
         stderr: Some(err_r),
-        notify: plan.seccomp.notify.then_some(notify_r),
+        notify: (plan.seccomp.notify || !plan.seccomp.recorded.is_empty()).then_some(notify_r),
+        recorded: plan
+            .seccomp
+            .recorded
+            .iter()
+            .filter_map(|(name, nr)| {
+                let layout = files::FILE_SYSCALLS.iter().find(|(n, _)| n == name)?.1;
+                Some((*nr as i32, (name.clone(), layout)))
+            })
+            .collect(),
+        landlock_rules: plan.landlock.as_ref().map(|ll| {
+            (
+                ll.handled_fs,
+                ll.paths.iter().map(|r| (r.path.clone(), r.access)).collect(),
+            )
+        }),
+        nspids: std::collections::HashMap::new(),
         listener: None,
         refused: std::collections::BTreeMap::new(),
         ids: plan.ids,
@@ -501,8 +521,12 @@ impl Running {
     /// Waits for the end of the execution, passing output on and forwarding
     /// signals from `signals`, and enforcing the wall-clock, CPU and output
     /// limits.
-    pub fn wait(mut self, signals: Option<&SignalForwarder>) -> Result<Outcome, SandboxError> {
-        let result = self.pump(signals);
+    pub fn wait(
+        mut self,
+        signals: Option<&SignalForwarder>,
+        on_file: &mut dyn FnMut(FileEvent),
+    ) -> Result<Outcome, SandboxError> {
+        let result = self.pump(signals, on_file);
         if result.is_err() {
             let _ = sys::kill(self.outer, libc::SIGKILL);
         }
@@ -563,22 +587,150 @@ impl Running {
         })
     }
 
-    /// Records one refused syscall and answers it with `EPERM`. When the
+    /// Answers one notification: a recorded file access (recorded, then let
+    /// continue) or a refused syscall (counted, answered `EPERM`). When the
     /// filter has no users left, the listener is dropped.
-    fn answer_refusal(&mut self) {
+    fn answer_notification(&mut self, on_file: &mut dyn FnMut(FileEvent)) {
         let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
             return;
         };
-        match sys::notif_recv(listener) {
-            Ok((id, nr)) => {
-                *self.refused.entry(nr).or_insert(0) += 1;
-                // The caller may be gone already (ENOENT): nothing to answer.
-                let _ = sys::notif_refuse(listener, id, libc::EPERM);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::ENOENT) => {}
+        let n = match sys::notif_recv(listener) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::ENOENT) => return,
             Err(_) => {
                 self.listener.take();
+                return;
             }
+        };
+        match self.recorded.get(&n.nr).cloned() {
+            Some((name, layout)) => {
+                for event in self.file_events(&n, &name, layout) {
+                    // Only what was read while the caller was still waiting is real.
+                    if sys::notif_valid(listener, n.id) {
+                        on_file(event);
+                    }
+                }
+                // The caller may be gone already (ENOENT): nothing to answer.
+                let _ = sys::notif_continue(listener, n.id);
+            }
+            None => {
+                *self.refused.entry(n.nr).or_insert(0) += 1;
+                let _ = sys::notif_refuse(listener, n.id, libc::EPERM);
+            }
+        }
+    }
+
+    /// The sandbox pid of host pid `pid` (the last `NSpid` field), cached.
+    fn inside_pid(&mut self, pid: i32) -> i32 {
+        if let Some(p) = self.nspids.get(&pid) {
+            return *p;
+        }
+        let inside = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("NSpid:"))
+                    .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            })
+            .unwrap_or(0);
+        if self.nspids.len() < 4096 {
+            self.nspids.insert(pid, inside);
+        }
+        inside
+    }
+
+    /// Decodes the paths of a recorded call and judges each as Landlock would.
+    fn file_events(&mut self, n: &sys::Notification, name: &str, layout: files::Layout) -> Vec<FileEvent> {
+        use files::{Access, Layout};
+        let arg = |i: usize| n.args.get(i).copied().unwrap_or(0);
+        let mut paths: Vec<(Option<usize>, usize, Access, bool)> = Vec::new();
+        match layout {
+            Layout::Open(dirfd, path, flags) => {
+                let f = arg(flags);
+                paths.push((dirfd, path, files::open_access(f), f & libc::O_TRUNC as u64 != 0));
+            }
+            Layout::Openat2 => {
+                let flags = sys::read_remote::<8>(n.pid, arg(2))
+                    .map(u64::from_ne_bytes)
+                    .unwrap_or(0);
+                paths.push((Some(0), 1, files::open_access(flags), flags & libc::O_TRUNC as u64 != 0));
+            }
+            Layout::One(dirfd, path, access) => paths.push((dirfd, path, access, access == Access::Write)),
+            Layout::Unlinkat => paths.push((Some(0), 1, Access::Delete, false)),
+            Layout::Two(d1, p1, a1, d2, p2) => {
+                paths.push((d1, p1, a1, false));
+                paths.push((d2, p2, Access::Create, false));
+            }
+        }
+        let pid = self.inside_pid(n.pid);
+        let mut out = Vec::new();
+        for (dirfd, path_arg, access, truncate) in paths {
+            let Ok(raw) = sys::read_remote_cstr(n.pid, arg(path_arg)) else {
+                continue;
+            };
+            let dirfd = dirfd.map_or(libc::AT_FDCWD, |i| arg(i) as i32);
+            let path = absolute(n.pid, dirfd, &raw);
+            // Judged on the path the kernel reaches (symlinks such as /lib
+            // resolved inside the sandbox); a missing path by its parent's.
+            let resolved = sys::resolve_in_root(n.pid, path.as_bytes());
+            let exists = resolved.as_ref().map(|(_, dir)| *dir);
+            let real = match &resolved {
+                Some((real, _)) => real.clone(),
+                None => {
+                    let p = Path::new(&path);
+                    match (
+                        p.parent()
+                            .and_then(|d| sys::resolve_in_root(n.pid, d.as_os_str().as_encoded_bytes())),
+                        p.file_name(),
+                    ) {
+                        (Some((dir, _)), Some(name)) => Path::new(&dir).join(name).display().to_string(),
+                        _ => path.clone(),
+                    }
+                }
+            };
+            let dir = exists.unwrap_or(false)
+                || (name == "unlinkat" && arg(2) & libc::AT_REMOVEDIR as u64 != 0)
+                || matches!(name, "mkdir" | "mkdirat" | "rmdir");
+            let access = if access == Access::Write && exists.is_none() && name.starts_with("open") {
+                Access::Create
+            } else {
+                access
+            };
+            out.push(FileEvent {
+                pid,
+                syscall: name.to_string(),
+                verdict: self.judge(&real, access, dir, truncate && exists.is_some()),
+                path,
+                access,
+                exists: exists.is_some(),
+            });
+        }
+        out
+    }
+
+    /// "allowed" or "refused", as Landlock would decide (and the mount view:
+    /// a path no rule covers is refused).
+    fn judge(&self, path: &str, access: files::Access, dir: bool, truncate: bool) -> &'static str {
+        let Some((handled, rules)) = &self.landlock_rules else {
+            return "allowed";
+        };
+        let needed = files::landlock_rights(access, dir, truncate) & handled;
+        if needed == 0 {
+            return "allowed";
+        }
+        let target = Path::new(path);
+        let at = match access {
+            files::Access::Create | files::Access::Delete => target.parent().unwrap_or(target),
+            _ => target,
+        };
+        let granted = rules
+            .iter()
+            .filter(|(p, _)| at.starts_with(p))
+            .fold(0, |acc, (_, a)| acc | a);
+        if granted & needed == needed {
+            "allowed"
+        } else {
+            "refused"
         }
     }
 
@@ -596,7 +748,11 @@ impl Running {
         }
     }
 
-    fn pump(&mut self, signals: Option<&SignalForwarder>) -> Result<(), SandboxError> {
+    fn pump(
+        &mut self,
+        signals: Option<&SignalForwarder>,
+        on_file: &mut dyn FnMut(FileEvent),
+    ) -> Result<(), SandboxError> {
         let deadline = self.started + Duration::from_secs(self.limits.wall_seconds);
         let cpu_budget_ns = self.limits.cpu_seconds.saturating_mul(1_000_000_000);
         let report_fd = self.report.as_raw_fd();
@@ -689,7 +845,7 @@ impl Running {
                 .and_then(|fd| fds.iter().find(|p| p.fd == fd))
                 .map_or(0, |p| p.revents);
             if listener_events & libc::POLLIN != 0 {
-                self.answer_refusal();
+                self.answer_notification(on_file);
             } else if listener_events & (libc::POLLHUP | libc::POLLERR) != 0 {
                 // No process uses the filter any more.
                 self.listener.take();
@@ -717,9 +873,60 @@ impl Running {
     }
 }
 
-/// Runs `plan` to completion with the caller's stdio, forwarding signals.
+/// Runs `plan` to completion with the caller's stdio, forwarding signals;
+/// file events are dropped.
 pub fn run(plan: &SetupPlan, signals: Option<&SignalForwarder>) -> Result<Outcome, SandboxError> {
-    spawn(plan)?.wait(signals)
+    spawn(plan)?.wait(signals, &mut |_| {})
+}
+
+/// One file access the supervisor saw before the kernel ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEvent {
+    /// The process, by its pid inside the sandbox.
+    pub pid: i32,
+    /// The syscall.
+    pub syscall: String,
+    /// The path as the process sees it, made absolute against its cwd or dirfd.
+    pub path: String,
+    /// What it does with it.
+    pub access: files::Access,
+    /// "allowed" or "refused", as Landlock and the mount view decide.
+    pub verdict: &'static str,
+    /// Whether the path existed at that moment.
+    pub exists: bool,
+}
+
+/// `raw` made absolute against process `pid`'s cwd or its descriptor `dirfd`,
+/// with `.` and `..` folded (lexically).
+fn absolute(pid: i32, dirfd: i32, raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let joined = if text.starts_with('/') {
+        text
+    } else {
+        let base = if dirfd == libc::AT_FDCWD {
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+        } else {
+            std::fs::read_link(format!("/proc/{pid}/fd/{dirfd}"))
+        }
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".to_string());
+        if text.is_empty() {
+            base
+        } else {
+            format!("{}/{text}", base.trim_end_matches('/'))
+        }
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// A short description of the walls a plan builds, for `-v`.

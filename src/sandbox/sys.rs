@@ -1106,8 +1106,21 @@ pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
     }
 }
 
-/// Receives one pending seccomp notification: (id, syscall number).
-pub fn notif_recv(listener: RawFd) -> io::Result<(u64, i32)> {
+/// One seccomp notification: a syscall waiting for the supervisor.
+#[derive(Debug, Clone, Copy)]
+pub struct Notification {
+    /// Its id, for the answer.
+    pub id: u64,
+    /// The calling thread, in the supervisor's pid namespace.
+    pub pid: i32,
+    /// The syscall number.
+    pub nr: i32,
+    /// Its arguments.
+    pub args: [u64; 6],
+}
+
+/// Receives one pending seccomp notification.
+pub fn notif_recv(listener: RawFd) -> io::Result<Notification> {
     // The kernel's structure may be larger than libc's: ask, and use the larger.
     let mut sizes = libc::seccomp_notif_sizes {
         seccomp_notif: 0,
@@ -1135,7 +1148,143 @@ pub fn notif_recv(listener: RawFd) -> io::Result<(u64, i32)> {
     }
     // SAFETY: the buffer now holds a seccomp_notif, aligned for u64.
     let notif = unsafe { &*(buf.as_ptr().cast::<libc::seccomp_notif>()) };
-    Ok((notif.id, notif.data.nr))
+    Ok(Notification {
+        id: notif.id,
+        pid: notif.pid as i32,
+        nr: notif.data.nr,
+        args: notif.data.args,
+    })
+}
+
+/// Whether notification `id` is still pending (its caller still waiting): a
+/// read of the caller's memory before this check might have read a reused pid.
+pub fn notif_valid(listener: RawFd, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: `id` is a valid u64 for the ioctl to read.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id as *mut u64) == 0 }
+}
+
+/// Lets notification `id`'s syscall run as if no filter had stopped it (the
+/// other walls still apply).
+pub fn notif_continue(listener: RawFd, id: u64) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: `resp` is a valid seccomp_notif_resp.
+    if unsafe {
+        libc::ioctl(
+            listener,
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &mut resp as *mut libc::seccomp_notif_resp,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reads a NUL-terminated string (at most 4096 bytes) from process `pid`'s
+/// memory at `addr`.
+pub fn read_remote_cstr(pid: i32, addr: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut addr = addr;
+    while out.len() < 4096 {
+        // Never read across a page boundary in one go: the next page may be unmapped.
+        let to_page_end = 4096 - (addr % 4096) as usize;
+        let mut chunk = vec![0u8; to_page_end.min(256)];
+        let local = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: chunk.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut c_void,
+            iov_len: chunk.len(),
+        };
+        // SAFETY: `local` describes `chunk`; the kernel checks `remote`.
+        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+        if n <= 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let got = chunk.get(..n as usize).unwrap_or_default();
+        if let Some(end) = got.iter().position(|&b| b == 0) {
+            out.extend_from_slice(got.get(..end).unwrap_or_default());
+            return Ok(out);
+        }
+        out.extend_from_slice(got);
+        addr += n as u64;
+    }
+    Ok(out)
+}
+
+/// Reads `N` bytes from process `pid`'s memory at `addr`.
+pub fn read_remote<const N: usize>(pid: i32, addr: u64) -> io::Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: N,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut c_void,
+        iov_len: N,
+    };
+    // SAFETY: `local` describes `buf`; the kernel checks `remote`.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n != N as isize {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf)
+}
+
+/// Looks `path` up inside the root of process `pid`, symlinks resolved inside
+/// that root and never out of it: the path the kernel would reach, and
+/// whether it is a directory; `None` if it does not exist.
+pub fn resolve_in_root(pid: i32, path: &[u8]) -> Option<(String, bool)> {
+    let root = std::ffi::CString::new(format!("/proc/{pid}/root")).ok()?;
+    let rel: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
+    let rel = std::ffi::CString::new(if rel.is_empty() { b".".to_vec() } else { rel }).ok()?;
+    // SAFETY: `root` is NUL-terminated.
+    let rootfd = unsafe { libc::open(root.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | libc::O_DIRECTORY) };
+    if rootfd < 0 {
+        return None;
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `rel` is NUL-terminated; `how` is a valid open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            rootfd,
+            rel.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    close(rootfd);
+    if fd < 0 {
+        return None;
+    }
+    let fd = fd as RawFd;
+    // SAFETY: stat is plain data, filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open; `st` is valid and writable.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    // The object's path in the sandbox's own mount tree (which this process's
+    // root does not reach, so the kernel names it from that tree's root).
+    let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .ok()
+        .map(|p| p.display().to_string());
+    close(fd);
+    if !ok {
+        return None;
+    }
+    Some((real?, st.st_mode & libc::S_IFMT == libc::S_IFDIR))
 }
 
 /// Answers notification `id`: the syscall fails with `errno`.

@@ -18,7 +18,17 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
+pub mod files;
 pub mod names_x86_64;
+
+/// The number of syscall `name` on this architecture, where ninewall has a
+/// table for it (x86_64).
+pub fn syscall_number(name: &str) -> Option<u32> {
+    if Arch::native() != Some(Arch::X86_64) {
+        return None;
+    }
+    names_x86_64::NAMES.iter().find(|(_, n)| *n == name).map(|(nr, _)| *nr)
+}
 
 /// The name of syscall `nr` of the native architecture, or `syscall N`.
 pub fn syscall_name(nr: i32) -> String {
@@ -598,6 +608,18 @@ const NR_CLONE3: u32 = 435;
 /// Compiles the allowlist for `arch`. Every name must be a syscall of `arch`
 /// and none may be never-allowable; the message names the offender.
 pub fn compile(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, String> {
+    compile_recording(names, on_denied, arch, &[])
+}
+
+/// [`compile`], and the syscalls numbered in `recorded` (allowed ones only)
+/// become user notifications, for the supervisor to record before letting
+/// them continue.
+pub fn compile_recording(
+    names: &BTreeSet<String>,
+    on_denied: OnDenied,
+    arch: Arch,
+    recorded: &[u32],
+) -> Result<Vec<Insn>, String> {
     if let Some((n, why)) = names.iter().find_map(|n| never(n).map(|w| (n, w))) {
         return Err(format!("{n:?} is never allowed ({why})"));
     }
@@ -633,6 +655,10 @@ pub fn compile(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Res
     }
     prog.push(jump(JEQ_K, NR_CLONE3, 0, 1));
     prog.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
+    for &nr in recorded {
+        prog.push(jump(JEQ_K, nr, 0, 1));
+        prog.push(stmt(RET_K, RET_USER_NOTIF));
+    }
     prog.extend(body);
     if prog.len() > 4096 {
         return Err(format!(

@@ -71,6 +71,7 @@ fn cases() -> Vec<Case> {
         case("cgroups-mode", with_head("[limits]\ncgroups = \"always\"\n"), 6, "unknown mode; valid: \"strict\""),
         case("limits-unknown-key", with_head("[limits]\nswap = \"1G\"\n"), 6, "unknown field `swap`, expected one of `memory`"),
         case("limits-bool", with_head("[limits]\npids = true\n"), 6, "expected a number or a string"),
+        case("provenance-files-mode", with_head("[provenance]\nfiles = \"some\"\n"), 6, "provenance.files = \"some\": unknown mode; valid: \"all\", \"writes\" or \"none\""),
         case(
             "never-allowed-syscall",
             with_head("[syscalls]\nallow = [\"@default\", \"mount\"]\n"),
@@ -115,9 +116,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "unknown-section",
-            with_head("[provenance]\nfiles = \"all\"\n"),
+            with_head("[daemon]\nsocket = \"/run/x\"\n"),
             5,
-            "unknown field `provenance`, expected one of `extends`, `mbu`, `exec`, `fs`, `net`, `landlock`, `syscalls`, `limits`",
+            "unknown field `daemon`, expected one of `extends`, `mbu`, `exec`, `fs`, `net`, `landlock`, `syscalls`, `limits`, `python`, `provenance`",
         ),
         case(
             "unknown-key",

@@ -59,6 +59,7 @@ fn policy() -> Policy {
         },
         limits: Limits::default(),
         python: None,
+        record_files: ninewall::policy::RecordFiles::All,
     }
 }
 

@@ -7,6 +7,11 @@ use std::process::Stdio;
 
 use crate::support::*;
 
+/// reason, with file events off: a run writes exactly its start and end.
+fn quiet_profile() -> std::path::PathBuf {
+    write_profile("reason-quiet", "extends = \"reason\"\n[provenance]\nfiles = \"none\"\n")
+}
+
 fn fresh_log(name: &str) -> std::path::PathBuf {
     let dir = scratch_dir(name);
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
@@ -38,7 +43,11 @@ fn a_run_records_its_start_its_refusals_and_its_end() {
         );
         r.assert_code(4);
         let recs = records(&log);
-        let kinds: Vec<&str> = recs.iter().map(|r| r["kind"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = recs
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap())
+            .filter(|k| *k != "file")
+            .collect();
         assert_eq!(kinds, vec!["exec.start", "syscall.denied", "exec.end"], "{who:?}");
         let id = recs[0]["exec"].as_str().unwrap();
         assert!(recs.iter().all(|r| r["exec"] == id));
@@ -46,12 +55,15 @@ fn a_run_records_its_start_its_refusals_and_its_end() {
         assert_eq!(recs[0]["prev"], "0".repeat(64));
         assert!(recs[0]["walls"]["landlock"]["abi"].as_u64().is_some());
         assert_eq!(recs[0]["profile"]["sha256"].as_str().unwrap().len(), 64);
+        let denied = recs.iter().find(|r| r["kind"] == "syscall.denied").unwrap();
         assert_eq!(
-            (recs[1]["name"].as_str(), recs[1]["count"].as_u64()),
+            (denied["name"].as_str(), denied["count"].as_u64()),
             (Some("socket"), Some(2))
         );
-        assert_eq!(recs[2]["reason"], "exited");
-        assert_eq!(recs[2]["code"], 4);
+        let end = recs.last().unwrap();
+        assert_eq!(end["kind"], "exec.end");
+        assert_eq!(end["reason"], "exited");
+        assert_eq!(end["code"], 4);
         verify(&log).assert_code(0);
         let show = Run::from_output(ninewall(Who::Root).args(["audit", "show"]).arg(&log).output().unwrap());
         show.assert_code(0);
@@ -68,7 +80,7 @@ fn tampering_is_found_at_the_line_it_breaks() {
     for code in ["1", "2", "3"] {
         run(
             Who::Root,
-            &profile("reason"),
+            &quiet_profile(),
             &["--audit-log", log.to_str().unwrap()],
             &["-c", &format!("raise SystemExit({code})")],
             None,
@@ -109,11 +121,12 @@ fn tampering_is_found_at_the_line_it_breaks() {
 #[test]
 fn eight_concurrent_supervisors_keep_one_chain() {
     let log = fresh_log("concurrent");
+    let quiet = quiet_profile();
     let children: Vec<_> = (0..8)
         .map(|i| {
             let mut cmd = ninewall(Who::Root);
             cmd.args(["run", "--audit-log", log.to_str().unwrap(), "--profile"])
-                .arg(profile("reason"))
+                .arg(&quiet)
                 .args([
                     "--",
                     "-c",
@@ -189,5 +202,83 @@ fn a_log_that_cannot_be_written_means_nothing_runs() {
             );
             assert!(!marker.exists());
         }
+    }
+}
+
+#[test]
+fn file_accesses_are_recorded_with_their_kind_and_verdict() {
+    for who in identities() {
+        let log = fresh_log("files");
+        let ws = scratch_dir("files-ws");
+        std::fs::write(ws.join("in1.txt"), "one").unwrap();
+        std::fs::write(ws.join("in2.txt"), "two").unwrap();
+        let (uid, gid) = who.sandbox_host_id();
+        for p in [ws.clone(), ws.join("in1.txt"), ws.join("in2.txt")] {
+            std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+        }
+        let r = run(
+            who,
+            &profile("document_generation"),
+            &["--audit-log", log.to_str().unwrap(), "--workspace", ws.to_str().unwrap()],
+            &[
+                "-c",
+                "import os\nos.mkdir('sub')\nos.chdir('sub')\nopen('../in1.txt').read()\nopen('/work/in2.txt').read()\nopen('out.txt', 'w').write('x')\ntry: open('/srv/knowledge/README.txt').read()\nexcept OSError: pass\ntry: os.stat('missing.txt')\nexcept OSError: pass",
+            ],
+            None,
+        );
+        r.assert_code(0);
+        verify(&log).assert_code(0);
+        let events: Vec<(String, String, String, bool)> = records(&log)
+            .iter()
+            .filter(|r| {
+                r["kind"] == "file"
+                    && r["path"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("/work") || p.starts_with("/srv"))
+            })
+            .map(|r| {
+                (
+                    r["path"].as_str().unwrap().to_string(),
+                    r["access"].as_str().unwrap().to_string(),
+                    r["verdict"].as_str().unwrap().to_string(),
+                    r["exists"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let has = |path: &str, access: &str, verdict: &str, exists: bool| {
+            events
+                .iter()
+                .any(|e| e == &(path.to_string(), access.to_string(), verdict.to_string(), exists))
+        };
+        assert!(has("/work/sub", "create", "allowed", false), "{who:?}: {events:#?}");
+        assert!(
+            has("/work/in1.txt", "read", "allowed", true),
+            "relative to the cwd: {events:#?}"
+        );
+        assert!(has("/work/in2.txt", "read", "allowed", true), "{events:#?}");
+        assert!(has("/work/sub/out.txt", "create", "allowed", false), "{events:#?}");
+        assert!(
+            has("/srv/knowledge/README.txt", "read", "refused", false),
+            "{events:#?}"
+        );
+        assert!(has("/work/sub/missing.txt", "meta", "allowed", false), "{events:#?}");
+        // Every record of the run belongs to it, numbered in order.
+        let seqs: Vec<u64> = records(&log)
+            .iter()
+            .filter(|r| r["kind"] == "file")
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        // files = "none" records none.
+        let quiet = fresh_log("files-none");
+        run(
+            who,
+            &quiet_profile(),
+            &["--audit-log", quiet.to_str().unwrap()],
+            &["-c", "open('/work/x', 'w')"],
+            None,
+        )
+        .assert_code(0);
+        assert!(records(&quiet).iter().all(|r| r["kind"] != "file"));
     }
 }

@@ -176,9 +176,13 @@ pub fn profile(name: &str) -> PathBuf {
 /// Writes a test profile into the staged profiles directory (so that
 /// `extends = "base/python"` works) and returns its path.
 pub fn write_profile(name: &str, text: &str) -> PathBuf {
+    // Written aside and renamed into place: tests run in parallel, and one may
+    // be reading this profile while another writes it again.
     let path = stage().profiles.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tmp = stage().profiles.join(format!(".{name}.{}.tmp", unique()));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
     path
 }
 
