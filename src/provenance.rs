@@ -171,13 +171,18 @@ impl AuditLog {
         self.append_with(record, true)
     }
 
-    /// Appends one record without waiting for the disk: for the many file
-    /// events of a run, made durable by the `exec.end` that follows them.
-    pub fn append_unsynced(&mut self, record: Value) -> Result<(), ProvenanceError> {
-        self.append_with(record, false)
+    /// Appends records in one locked write without waiting for the disk: for
+    /// the many file events of a run, made durable by the `exec.end` that
+    /// follows them.
+    pub fn append_batch(&mut self, records: Vec<Value>) -> Result<(), ProvenanceError> {
+        self.append_all(records, false)
     }
 
-    fn append_with(&mut self, mut record: Value, sync: bool) -> Result<(), ProvenanceError> {
+    fn append_with(&mut self, record: Value, sync: bool) -> Result<(), ProvenanceError> {
+        self.append_all(vec![record], sync)
+    }
+
+    fn append_all(&mut self, records: Vec<Value>, sync: bool) -> Result<(), ProvenanceError> {
         let err = |what| {
             let path = self.path.clone();
             move |source| ProvenanceError { what, path, source }
@@ -185,16 +190,21 @@ impl AuditLog {
         let fd = self.file.as_raw_fd();
         crate::sandbox::sys::flock(fd, libc::LOCK_EX).map_err(err("cannot lock"))?;
         let result = (|| {
-            let prev = match last_line(&mut self.file)? {
+            let mut prev = match last_line(&mut self.file)? {
                 Some(line) => sha256_hex(&line),
                 None => GENESIS.to_string(),
             };
-            if let Value::Object(map) = &mut record {
-                map.insert("prev".into(), Value::String(prev));
+            let mut out = Vec::new();
+            for mut record in records {
+                if let Value::Object(map) = &mut record {
+                    map.insert("prev".into(), Value::String(prev));
+                }
+                let line = serde_json::to_vec(&record)?;
+                prev = sha256_hex(&line);
+                out.extend_from_slice(&line);
+                out.push(b'\n');
             }
-            let mut line = serde_json::to_vec(&record)?;
-            line.push(b'\n');
-            self.file.write_all(&line)?;
+            self.file.write_all(&out)?;
             if sync {
                 self.file.sync_data()?;
             }

@@ -138,15 +138,26 @@ fn run(
         say(format!("wall 9 resources: {}", running.resources()));
         say(format!("  {}", describe_limits(&setup.limits)));
     }
+    // File events go to the log in batches (one lock and write per batch);
+    // the batch is bounded, and flushed before the end record.
+    const BATCH: usize = 256;
     let mut seq: u64 = 0;
     let mut lost: u64 = 0;
-    let mut on_file = |e: sandbox::FileEvent| {
-        seq += 1;
-        if log.append_unsynced(provenance::file_record(&exec_id, seq, &e)).is_err() {
-            lost += 1;
+    let mut batch: Vec<serde_json::Value> = Vec::with_capacity(BATCH);
+    let flush = |log: &mut provenance::AuditLog, batch: &mut Vec<serde_json::Value>, lost: &mut u64| {
+        let n = batch.len() as u64;
+        if n > 0 && log.append_batch(std::mem::take(batch)).is_err() {
+            *lost += n;
         }
     };
-    let waited = running.wait(Some(&signals), &mut on_file);
+    let waited = running.wait(Some(&signals), &mut |e: sandbox::FileEvent| {
+        seq += 1;
+        batch.push(provenance::file_record(&exec_id, seq, &e));
+        if batch.len() >= BATCH {
+            flush(&mut log, &mut batch, &mut lost);
+        }
+    });
+    flush(&mut log, &mut batch, &mut lost);
     if lost > 0 {
         say(format!(
             "provenance: {lost} file events could not be written to {}",

@@ -294,11 +294,15 @@ impl Drop for Cgroup {
             // Every process of the sandbox is gone by now (init's exit tears the
             // pid namespace down, and the outer child was reaped); the kernel
             // may still be finishing the last exit, so retry briefly.
-            for _ in 0..50 {
+            let mut pause = std::time::Duration::from_micros(50);
+            for _ in 0..20 {
                 match std::fs::remove_dir(&d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                    Err(_) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+                    }
                 }
             }
         }

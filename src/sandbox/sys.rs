@@ -1121,25 +1121,26 @@ pub struct Notification {
 
 /// Receives one pending seccomp notification.
 pub fn notif_recv(listener: RawFd) -> io::Result<Notification> {
-    // The kernel's structure may be larger than libc's: ask, and use the larger.
-    let mut sizes = libc::seccomp_notif_sizes {
-        seccomp_notif: 0,
-        seccomp_notif_resp: 0,
-        seccomp_data: 0,
-    };
-    // SAFETY: `sizes` is a valid, writable seccomp_notif_sizes.
-    if unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_GET_NOTIF_SIZES,
-            0u32,
-            &mut sizes as *mut libc::seccomp_notif_sizes,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    let len = usize::from(sizes.seccomp_notif).max(std::mem::size_of::<libc::seccomp_notif>());
+    // The kernel's structure may be larger than libc's: ask once, use the larger.
+    static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let len = *SIZE.get_or_init(|| {
+        let mut sizes = libc::seccomp_notif_sizes {
+            seccomp_notif: 0,
+            seccomp_notif_resp: 0,
+            seccomp_data: 0,
+        };
+        // SAFETY: `sizes` is a valid, writable seccomp_notif_sizes.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_GET_NOTIF_SIZES,
+                0u32,
+                &mut sizes as *mut libc::seccomp_notif_sizes,
+            )
+        };
+        let kernel = if r < 0 { 0 } else { usize::from(sizes.seccomp_notif) };
+        kernel.max(std::mem::size_of::<libc::seccomp_notif>())
+    });
     let mut buf = vec![0u64; len.div_ceil(8)];
     // SAFETY: `buf` is zeroed (as the kernel requires) and at least as large
     // as the kernel's seccomp_notif.

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# Benchmarks ninewall against bubblewrap and strace, side by side in one run,
+# and writes bench/RESULTS.md (also printed). Timings are medians with min-max
+# from hyperfine; every ratio is against a baseline measured in the same run,
+# because these machines are shared and noisy. Run as root (it installs
+# bubblewrap, hyperfine, strace and GNU time from Debian's packages if missing).
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+missing=()
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v hyperfine >/dev/null || missing+=(hyperfine)
+command -v strace >/dev/null || missing+=(strace)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+cargo build --release --quiet
+bin=$repo/target/release/ninewall
+work=$(mktemp -d /var/tmp/ninewall-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cp -r profiles "$work/profiles"
+export NINEWALL_AUDIT_LOG=$work/audit.jsonl
+
+# Every wall: namespaces, Landlock, seccomp, cgroup (as root) and rlimits,
+# provenance with file events.
+cat >"$work/profiles/true.toml" <<'TOML'
+[mbu]
+name = "bench-true"
+[exec]
+command = ["/usr/bin/true"]
+executables = ["/usr/bin/true"]
+[fs]
+read = ["/lib", "/lib64"]
+libraries = ["/usr/lib/x86_64-linux-gnu", "/usr/lib64"]
+TOML
+for mode in all writes none; do
+    cat >"$work/profiles/py-$mode.toml" <<TOML
+extends = "base/python"
+[mbu]
+name = "bench-python"
+[exec]
+command = ["/usr/bin/python3.11", "-I", "-S"]
+[syscalls]
+allow = ["@default"]
+[provenance]
+files = "$mode"
+TOML
+done
+
+bwrap_args=(--unshare-all --die-with-parent --new-session --ro-bind /usr /usr --ro-bind /lib /lib --ro-bind /lib64 /lib64 --ro-bind /bin /bin)
+json=$work/json
+mkdir -p "$json"
+hf() { # name runs command...
+    local name=$1 runs=$2
+    shift 2
+    hyperfine --style none --warmup 3 --runs "$runs" -N --export-json "$json/$name.json" "$@" >/dev/null 2>&1
+}
+hf_shell() { # name runs "shell command"
+    local name=$1 runs=$2
+    shift 2
+    hyperfine --style none --warmup 1 --runs "$runs" --export-json "$json/$name.json" "$@" >/dev/null 2>&1
+}
+
+echo "measuring launch of /bin/true ..." >&2
+hf true-bare 50 "/usr/bin/true"
+hf true-bwrap 50 "bwrap ${bwrap_args[*]} /usr/bin/true"
+hf true-ninewall 50 "$bin run --profile $work/profiles/true.toml"
+for n in 2 8; do
+    hf_shell "true-bare-x$n" 5 "seq 200 | xargs -P $n -I{} /usr/bin/true"
+    hf_shell "true-bwrap-x$n" 5 "seq 200 | xargs -P $n -I{} bwrap ${bwrap_args[*]} /usr/bin/true"
+    hf_shell "true-ninewall-x$n" 5 "seq 200 | xargs -P $n -I{} $bin run --profile $work/profiles/true.toml"
+done
+
+echo "measuring Python start ..." >&2
+hf py-bare 30 "/usr/bin/python3.11 -I -S -c pass"
+hf py-bwrap 30 "bwrap ${bwrap_args[*]} /usr/bin/python3.11 -I -S -c pass"
+hf py-ninewall 30 "$bin run --profile $work/profiles/py-all.toml -- -c pass"
+
+echo "measuring file-access recording ..." >&2
+imports="import json, email, http.client, xml.dom.minidom, asyncio, unittest"
+loop="import os
+for i in range(20000): os.close(os.open('/usr/lib/python3.11/os.py', os.O_RDONLY))"
+hf imp-bare 10 "/usr/bin/python3.11 -I -S -c '$imports'"
+hf imp-strace 10 "strace -f -qq -e trace=%file -o $work/strace.out /usr/bin/python3.11 -I -S -c '$imports'"
+for mode in none writes all; do
+    hf "imp-ninewall-$mode" 10 "$bin run --profile $work/profiles/py-$mode.toml -- -c '$imports'"
+done
+hf loop-bare 5 "/usr/bin/python3.11 -I -S -c \"$loop\""
+hf loop-strace 5 "strace -f -qq -e trace=%file -o $work/strace.out /usr/bin/python3.11 -I -S -c \"$loop\""
+for mode in none all; do
+    hf "loop-ninewall-$mode" 5 "$bin run --profile $work/profiles/py-$mode.toml -- -c \"$loop\""
+done
+# How many accesses a run records, from the log itself.
+: >"$work/count.jsonl"
+NINEWALL_AUDIT_LOG=$work/count.jsonl "$bin" run --profile "$work/profiles/py-all.toml" -- -c "$imports"
+imp_events=$(grep -c '"kind":"file"' "$work/count.jsonl")
+: >"$work/count.jsonl"
+NINEWALL_AUDIT_LOG=$work/count.jsonl "$bin" run --profile "$work/profiles/py-all.toml" -- -c "$loop"
+loop_events=$(grep -c '"kind":"file"' "$work/count.jsonl")
+
+echo "measuring the supervisor's peak RSS ..." >&2
+rss_kb=$( { /usr/bin/time -f '%M' "$bin" run --profile "$work/profiles/py-all.toml" -- -c "$imports" >/dev/null; } 2>&1 | tail -1)
+
+python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" >bench/RESULTS.md <<'PY'
+import json, os, platform, subprocess, sys, datetime
+d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def t(name):
+    r = json.load(open(os.path.join(d, name + ".json")))["results"][0]
+    return r["median"] * 1000, r["min"] * 1000, r["max"] * 1000
+def row(label, name, base):
+    m, lo, hi = t(name)
+    return f"| {label} | {m:.2f} | {lo:.2f}-{hi:.2f} | {m / t(base)[0]:.2f}x |"
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+out = [
+    "# ninewall benchmark",
+    "",
+    f"Run `scripts/bench.sh` on {datetime.date.today()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, as uid {os.getuid()}.",
+    "Times in milliseconds (median, min-max over the runs); ratios against the row named as baseline, measured in the same run.",
+    "",
+    "## Launch of /bin/true (baseline: bwrap)",
+    "",
+    "| what | median ms | min-max | vs bwrap |",
+    "|---|---|---|---|",
+    row("bare exec", "true-bare", "true-bwrap"),
+    row("bwrap --unshare-all, ro binds of /usr /lib /lib64 /bin", "true-bwrap", "true-bwrap"),
+    row("ninewall, every wall (+ provenance, file events)", "true-ninewall", "true-bwrap"),
+]
+for n in (2, 8):
+    out += [row(f"200 launches, {n} in flight: bare", f"true-bare-x{n}", f"true-bwrap-x{n}"),
+            row(f"200 launches, {n} in flight: bwrap", f"true-bwrap-x{n}", f"true-bwrap-x{n}"),
+            row(f"200 launches, {n} in flight: ninewall", f"true-ninewall-x{n}", f"true-bwrap-x{n}")]
+out += ["", "## Python start, `python3 -I -S -c pass` (baseline: bwrap)", "",
+        "| what | median ms | min-max | vs bwrap |", "|---|---|---|---|",
+        row("bare", "py-bare", "py-bwrap"), row("bwrap", "py-bwrap", "py-bwrap"),
+        row("ninewall, every wall", "py-ninewall", "py-bwrap")]
+out += ["", f"## Recording file accesses (baseline: bare; ninewall records {imp_events} accesses for the imports, {loop_events} for the loop)", "",
+        "| what | median ms | min-max | vs bare |", "|---|---|---|---|",
+        row("imports: bare", "imp-bare", "imp-bare"),
+        row("imports: strace -f -e trace=%file", "imp-strace", "imp-bare"),
+        row("imports: ninewall files = none", "imp-ninewall-none", "imp-bare"),
+        row("imports: ninewall files = writes", "imp-ninewall-writes", "imp-bare"),
+        row("imports: ninewall files = all", "imp-ninewall-all", "imp-bare"),
+        row("20,000 open/close: bare", "loop-bare", "loop-bare"),
+        row("20,000 open/close: strace", "loop-strace", "loop-bare"),
+        row("20,000 open/close: ninewall files = none", "loop-ninewall-none", "loop-bare"),
+        row("20,000 open/close: ninewall files = all", "loop-ninewall-all", "loop-bare")]
+per_ninewall = (t("loop-ninewall-all")[0] - t("loop-ninewall-none")[0]) * 1000 / max(loop_events, 1)
+per_strace = (t("loop-strace")[0] - t("loop-bare")[0]) * 1000 / 20000
+out += ["", f"Per recorded access: ninewall {per_ninewall:.1f} µs (files = all minus none, over {loop_events} recorded accesses); strace {per_strace:.1f} µs.",
+        "", "## Supervisor", "", f"Peak RSS of `ninewall run` (GNU time, the import run, files = all): {rss_kb} KiB.",
+        "", "Not measured: the daemon (`ninewall serve` does not exist yet)."]
+print("\n".join(out))
+PY
+cat bench/RESULTS.md
