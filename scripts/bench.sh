@@ -3,7 +3,7 @@
 # and writes bench/RESULTS.md (also printed). Timings are medians with min-max
 # from hyperfine; every ratio is against a baseline measured in the same run,
 # because these machines are shared and noisy. Run as root (it installs
-# bubblewrap, hyperfine, strace and GNU time from Debian's packages if missing).
+# bubblewrap, hyperfine and strace from Debian's packages if missing).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,7 +13,6 @@ missing=()
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v hyperfine >/dev/null || missing+=(hyperfine)
 command -v strace >/dev/null || missing+=(strace)
-[ -x /usr/bin/time ] || missing+=(time)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -104,7 +103,9 @@ NINEWALL_AUDIT_LOG=$work/count.jsonl "$bin" run --profile "$work/profiles/py-all
 loop_events=$(grep -c '"kind":"file"' "$work/count.jsonl")
 
 echo "measuring the supervisor's peak RSS ..." >&2
-rss_kb=$( { /usr/bin/time -f '%M' "$bin" run --profile "$work/profiles/py-all.toml" -- -c "$imports" >/dev/null; } 2>&1 | tail -1)
+# The supervisor's own (RUSAGE_SELF), as -v reports it: GNU time's %M would
+# be the largest process of the tree, which is Python.
+rss_kb=$("$bin" run -v --profile "$work/profiles/py-all.toml" -- -c "$imports" 2>&1 >/dev/null | sed -n 's/.*supervisor peak RSS \([0-9]*\) KiB.*/\1/p')
 
 python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" >bench/RESULTS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
@@ -152,7 +153,7 @@ out += ["", f"## Recording file accesses (baseline: bare; ninewall records {imp_
 per_ninewall = (t("loop-ninewall-all")[0] - t("loop-ninewall-none")[0]) * 1000 / max(loop_events, 1)
 per_strace = (t("loop-strace")[0] - t("loop-bare")[0]) * 1000 / 20000
 out += ["", f"Per recorded access: ninewall {per_ninewall:.1f} µs (files = all minus none, over {loop_events} recorded accesses); strace {per_strace:.1f} µs.",
-        "", "## Supervisor", "", f"Peak RSS of `ninewall run` (GNU time, the import run, files = all): {rss_kb} KiB.",
+        "", "## Supervisor", "", f"Peak RSS of the supervisor itself (`ninewall run -v`, the import run, files = all): {rss_kb} KiB.",
         "", "Not measured: the daemon (`ninewall serve` does not exist yet)."]
 print("\n".join(out))
 PY

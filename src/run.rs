@@ -201,11 +201,12 @@ fn run(
     if verbose {
         let u = &outcome.usage;
         say(format!(
-            "usage: wall {} ms, cpu {}, peak memory {}, output {} bytes",
+            "usage: wall {} ms, cpu {}, peak memory {}, output {} bytes; supervisor peak RSS {} KiB",
             u.wall_ms,
             u.cpu_ms.map_or("unknown".into(), |ms| format!("{ms} ms")),
             u.peak_memory.map_or("unknown".into(), format_size),
-            u.output_bytes
+            u.output_bytes,
+            sandbox::sys::own_peak_rss_kib()
         ));
     }
     outcome.exit_code()

@@ -204,6 +204,7 @@ pub struct Running {
     recorded: std::collections::HashMap<i32, (String, files::Layout)>,
     landlock_rules: Option<(u64, Vec<(std::path::PathBuf, u64)>)>,
     nspids: std::collections::HashMap<i32, i32>,
+    root: Option<OwnedFd>,
     ids: IdMap,
     init: Option<i32>,
     fs_describe: Vec<String>,
@@ -396,6 +397,7 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
             )
         }),
         nspids: std::collections::HashMap::new(),
+        root: None,
         listener: None,
         refused: std::collections::BTreeMap::new(),
         ids: plan.ids,
@@ -672,7 +674,13 @@ impl Running {
             let path = absolute(n.pid, dirfd, &raw);
             // Judged on the path the kernel reaches (symlinks such as /lib
             // resolved inside the sandbox); a missing path by its parent's.
-            let resolved = sys::resolve_in_root(n.pid, path.as_bytes());
+            if self.root.is_none() {
+                // Every process of the sandbox has the same root (chroot and
+                // pivot_root are never allowed): open it once.
+                self.root = sys::open_root_of(n.pid);
+            }
+            let rootfd = self.root.as_ref().map_or(-1, |r| r.as_raw_fd());
+            let resolved = sys::resolve_in_root(rootfd, path.as_bytes());
             let exists = resolved.as_ref().map(|(_, dir)| *dir);
             let real = match &resolved {
                 Some((real, _)) => real.clone(),
@@ -680,7 +688,7 @@ impl Running {
                     let p = Path::new(&path);
                     match (
                         p.parent()
-                            .and_then(|d| sys::resolve_in_root(n.pid, d.as_os_str().as_encoded_bytes())),
+                            .and_then(|d| sys::resolve_in_root(rootfd, d.as_os_str().as_encoded_bytes())),
                         p.file_name(),
                     ) {
                         (Some((dir, _)), Some(name)) => Path::new(&dir).join(name).display().to_string(),
@@ -835,7 +843,10 @@ impl Running {
             }
             if ready(notify_fd) {
                 match notify_fd.map(sys::recv_fd) {
-                    Some(Ok(Some(listener))) => self.listener = Some(listener),
+                    Some(Ok(Some(listener))) => {
+                        sys::notif_sync_wakeup(listener.as_raw_fd());
+                        self.listener = Some(listener);
+                    }
                     _ => {
                         self.notify.take();
                     }
