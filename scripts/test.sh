@@ -2,10 +2,11 @@
 # Runs the whole test suite: unit tests, and the integration tests that run the
 # real ninewall binary against the real kernel.
 #
-# As root it runs the suite twice:
+# As root it runs the suite twice, and then the escape attempts twice:
 #   1. as root, where every sandbox test runs once as root and once as an
 #      unprivileged user (NINEWALL_TEST_USER, created here: ninewall-test);
-#   2. entirely as that unprivileged user (the test binaries themselves).
+#   2. entirely as that unprivileged user (the test binaries themselves);
+#   3. and 4. scripts/escape-check.sh's attempts, as root and as that user.
 # As an ordinary user it runs the unprivileged half only, and says so.
 #
 # With CI=true no test may skip: a missing prerequisite is a failure.
@@ -63,3 +64,12 @@ for bin in "${bins[@]}"; do
     (cd / && runuser -u "$user" -- env NINEWALL_TEST_UNPRIVILEGED_PASS=1 NINEWALL_TEST_PROFILES="$profiles" \
         NINEWALL_TEST_EXEC_DIR="$NINEWALL_TEST_EXEC_DIR" ${CI:+CI="$CI"} "$bin")
 done
+
+echo "== pass 3: the escape attempts as root"
+scripts/escape-check.sh
+
+echo "== pass 4: the escape attempts as $user"
+cp -r scripts/escape "$profiles/.escape"
+chmod -R a+rX "$profiles/.escape"
+(cd / && runuser -u "$user" -- env NINEWALL_TEST_EXEC_DIR="$NINEWALL_TEST_EXEC_DIR" \
+    /usr/bin/python3.11 "$profiles/.escape/harness.py" "$CARGO_TARGET_DIR/release/ninewall" "$profiles")

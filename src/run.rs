@@ -295,13 +295,7 @@ fn limit_setting(limit: Limit, l: &crate::policy::Limits) -> String {
 fn probe(json: bool) -> i32 {
     let kernel = Kernel::probe();
     let text = if json {
-        serde_json::json!({
-            "landlock_abi": kernel.landlock_abi,
-            "landlock_fs": crate::landlock::fs_names(crate::landlock::fs_rights(kernel.landlock_abi)),
-            "landlock_net": crate::landlock::net_names(crate::landlock::net_rights(kernel.landlock_abi)),
-            "landlock_scopes": crate::landlock::scope_names(crate::landlock::scopes(kernel.landlock_abi)),
-        })
-        .to_string()
+        kernel.report().to_string()
     } else {
         kernel.describe()
     };

@@ -1350,3 +1350,21 @@ pub fn own_peak_rss_kib() -> i64 {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     ru.ru_maxrss
 }
+
+/// Whether the kernel supports seccomp user notification.
+pub fn seccomp_notify_supported() -> bool {
+    let mut sizes = libc::seccomp_notif_sizes {
+        seccomp_notif: 0,
+        seccomp_notif_resp: 0,
+        seccomp_data: 0,
+    };
+    // SAFETY: `sizes` is a valid, writable seccomp_notif_sizes.
+    unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_NOTIF_SIZES,
+            0u32,
+            &mut sizes as *mut libc::seccomp_notif_sizes,
+        ) == 0
+    }
+}

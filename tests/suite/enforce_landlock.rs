@@ -279,7 +279,7 @@ fn a_profile_can_ask_for_the_landlock_features_it_needs() {
     let probe = Run::from_output(ninewall(Who::Root).args(["probe", "--json"]).output().unwrap());
     probe.assert_code(0);
     let k = probe.json();
-    let abi = k["landlock_abi"].as_u64().unwrap();
+    let abi = k["landlock"]["abi"].as_u64().unwrap();
     if abi < 6
         && skip(&format!(
             "this kernel's Landlock ABI is {abi}; the default profile needs 6"
@@ -288,11 +288,18 @@ fn a_profile_can_ask_for_the_landlock_features_it_needs() {
         return;
     }
     assert_eq!(
-        k["landlock_scopes"],
+        k["landlock"]["scopes"],
         serde_json::json!(["abstract_unix_socket", "signal"])
     );
-    assert!(k["landlock_fs"]
+    assert!(k["landlock"]["fs"]
         .as_array()
         .unwrap()
         .contains(&serde_json::json!("truncate")));
+    for wall in ["landlock", "seccomp", "namespaces", "user_namespaces", "cgroups"] {
+        let v = k[wall]["verdict"].as_str().unwrap();
+        assert!(["ok", "degraded", "missing"].contains(&v), "{wall}: {v}");
+        if in_ci() {
+            assert_eq!(v, "ok", "CI's host offers every wall: {wall}");
+        }
+    }
 }

@@ -1,0 +1,168 @@
+"""Runs every escape attempt (attempts.py) once outside any sandbox, to prove
+it works on this host, and then inside each shipped profile, and prints a
+table and a summary. Exit status 0 only when every testable attempt was
+blocked everywhere and nothing errored.
+
+    python3 harness.py NINEWALL PROFILES_DIR
+"""
+import os, signal, socket, subprocess, sys, tempfile, time, uuid
+
+NINEWALL, PROFILES = sys.argv[1], sys.argv[2]
+HERE = os.path.dirname(os.path.abspath(__file__))
+ATTEMPTS = open(os.path.join(HERE, "attempts.py")).read()
+PYTHON = "/usr/bin/python3.11"
+SHIPPED = ["reason", "knowledge", "document_generation", "code_generate_new"]
+
+names = [l.split("(")[0][4:] for l in ATTEMPTS.splitlines() if l.startswith("def ") and l[4:6] in ("fs", "ex", "pr", "pv", "sc", "nw", "rs", "in") and l[6] == "_"]
+
+base = os.environ.get("NINEWALL_TEST_EXEC_DIR", "/var/tmp")
+scratch = tempfile.mkdtemp(prefix="ninewall-escape-", dir=base if os.access(base, os.W_OK) else None)
+os.chmod(scratch, 0o755)
+canary = os.path.join(scratch, "canary-secret.txt")
+SECRET = "nw-canary-" + uuid.uuid4().hex
+with open(canary, "w") as f:
+    f.write(SECRET)
+os.chmod(canary, 0o644)
+os.makedirs(os.path.join(scratch, "ro"), exist_ok=True)
+log = os.path.join(scratch, "audit.jsonl")
+
+tcp = socket.socket()
+tcp.bind(("127.0.0.1", 0))
+tcp.listen(16)
+tcp.setblocking(False)
+tcp6 = None
+try:
+    tcp6 = socket.socket(socket.AF_INET6)
+    tcp6.bind(("::1", tcp.getsockname()[1]))
+    tcp6.listen(16)
+    tcp6.setblocking(False)
+except OSError:
+    tcp6 = None
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+udp.bind(("127.0.0.1", 0))
+udp.setblocking(False)
+abstract_name = "nw-escape-" + uuid.uuid4().hex[:12]
+abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+abstract.bind("\0" + abstract_name)
+abstract.listen(16)
+abstract.setblocking(False)
+unix_path = os.path.join(scratch, "host.sock")
+unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+unix.bind(unix_path)
+unix.listen(16)
+unix.setblocking(False)
+
+def config(run):
+    return ",".join(f"{k}={v}" for k, v in {
+        "scratch": scratch, "canary": canary, "host_pid": os.getpid(), "tcp": tcp.getsockname()[1],
+        "udp": udp.getsockname()[1], "abstract": abstract_name, "unix": unix_path,
+        "hostname": socket.gethostname(), "run": run,
+    }.items())
+
+def orphans(run):
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if ("nw-escape-orphan-" + run).encode() in open(f"/proc/{p}/cmdline", "rb").read():
+                    found.append(int(p))
+            except OSError:
+                pass
+    return found
+
+def udp_received():
+    got = False
+    while True:
+        try:
+            data = udp.recv(64)
+            got = got or data == b"nw-escape"
+        except BlockingIOError:
+            return got
+
+def accepted():
+    hit = False
+    for s in (tcp, tcp6, abstract, unix):
+        if s is None:
+            continue
+        try:
+            conn, _ = s.accept()
+            conn.close()
+            hit = True
+        except BlockingIOError:
+            pass
+    return hit
+
+def verdict(cmd, name, run, env=None):
+    """Runs one attempt; returns (result, detail)."""
+    try:
+        p = subprocess.run(cmd + ["-c", ATTEMPTS, name, config(run)], capture_output=True, text=True,
+                           timeout=90, cwd=scratch, env=env)
+    except subprocess.TimeoutExpired:
+        return "ERROR", "timed out"
+    out = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
+    result, detail = "ERROR", ""
+    if out:
+        parts = out[0].split(" ", 2)
+        result, detail = parts[1], (parts[2] if len(parts) > 2 else "")
+    elif p.returncode < 0 or p.returncode > 128:
+        sig = -p.returncode if p.returncode < 0 else p.returncode - 128
+        result, detail = "BLOCKED", f"killed by signal {sig} ({signal.Signals(sig).name})"
+    elif "is not allowed by profile" in p.stderr:
+        line = [l for l in p.stderr.splitlines() if "is not allowed by profile" in l][-1]
+        result, detail = "BLOCKED", "guard: " + line.strip()[:90]
+    elif "ninewall:" in p.stderr:
+        line = [l for l in p.stderr.splitlines() if l.startswith("ninewall:")][-1]
+        result, detail = ("BLOCKED" if "ended by limit" in line else "ERROR"), line[:100]
+    else:
+        detail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:100]
+    # What the attempt cannot see of itself.
+    if name == "pr_double_fork":
+        time.sleep(0.5)  # let the daemon reach its exec
+    if udp_received() and name == "nw_udp_host":
+        result, detail = "ESCAPED", "the host received the datagram"
+    if accepted() and result != "ESCAPED":
+        result, detail = "ESCAPED", "a host listener accepted a connection"
+    left = orphans(run)
+    if left:
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        result, detail = "ESCAPED", f"processes outlived the run: {left}"
+    return result, detail
+
+rows, untestable = [], []
+env = dict(os.environ, NW_HOST_SECRET="yes")
+for name in names:
+    run = uuid.uuid4().hex[:8]
+    res, detail = verdict([PYTHON, "-I", "-S"], name, run, env)
+    if res != "ESCAPED":
+        untestable.append((name, detail))
+        continue
+    for profile in SHIPPED:
+        path = os.path.join(PROFILES, profile + ".toml")
+        check = subprocess.run([NINEWALL, "check", path], capture_output=True, text=True)
+        if check.returncode != 0:
+            rows.append((name, profile, "ERROR", "profile does not check: " + check.stderr.strip()[:80]))
+            continue
+        run = uuid.uuid4().hex[:8]
+        res, detail = verdict([NINEWALL, "run", "--audit-log", log, "--profile", path, "--"], name, run)
+        rows.append((name, profile, res, detail))
+    if open(canary).read() != SECRET or os.stat(canary).st_mode & 0o7777 != 0o644:
+        rows.append((name, "-", "ESCAPED", "the host canary changed"))
+
+width = max(len(r[0]) for r in rows) if rows else 10
+print(f"{'attempt':<{width}}  {'profile':<20}  {'result':<8}  detail")
+for n, p, r, d in rows:
+    print(f"{n:<{width}}  {p:<20}  {r:<8}  {d}")
+if untestable:
+    print()
+    print("not testable on this host (the attempt did not work even without a sandbox):")
+    for n, d in untestable:
+        print(f"  {n}: {d}")
+b = sum(r[2] == "BLOCKED" for r in rows)
+e = sum(r[2] == "ESCAPED" for r in rows)
+x = sum(r[2] == "ERROR" for r in rows)
+print(f"escape: {b} blocked, {e} escaped, {x} errors of {len(rows)}")
+sys.exit(1 if e or x else 0)
