@@ -492,6 +492,18 @@ def rs_disk_fill():
         escaped("wrote 80 MiB")
     except OSError as e:
         blocked(err(e))
+def rs_cpu_spin():
+    # 35 s of CPU: past the shipped profiles' cpu_seconds (30 and less).
+    import time
+    end = time.process_time() + 35
+    while time.process_time() < end:
+        pass
+    escaped("35 s of CPU")
+def rs_sleep_forever():
+    # 65 s asleep: past the shipped profiles' wall_seconds (60 and less).
+    import time
+    time.sleep(65)
+    escaped("slept 65 s")
 def rs_fd_exhaustion():
     fds = []
     try:

@@ -14,6 +14,11 @@ PYTHON = "/usr/bin/python3.11"
 SHIPPED = ["reason", "knowledge", "document_generation", "code_generate_new"]
 
 names = [l.split("(")[0][4:] for l in ATTEMPTS.splitlines() if l.startswith("def ") and l[4:6] in ("fs", "ex", "pr", "pv", "sc", "nw", "rs", "in") and l[6] == "_"]
+# The two slow ones run past the profiles' CPU and wall-clock limits (about
+# 100 s outside a sandbox and 90 s in each profile): NW_ESCAPE_QUICK=1 skips them.
+SLOW = {"rs_cpu_spin", "rs_sleep_forever"}
+if os.environ.get("NW_ESCAPE_QUICK") == "1":
+    names = [n for n in names if n not in SLOW]
 
 base = os.environ.get("NINEWALL_TEST_EXEC_DIR", "/var/tmp")
 scratch = tempfile.mkdtemp(prefix="ninewall-escape-", dir=base if os.access(base, os.W_OK) else None)
@@ -96,7 +101,7 @@ def verdict(cmd, name, run, env=None):
     """Runs one attempt; returns (result, detail)."""
     try:
         p = subprocess.run(cmd + ["-c", ATTEMPTS, name, config(run)], capture_output=True, text=True,
-                           timeout=90, cwd=scratch, env=env)
+                           timeout=150, cwd=scratch, env=env)
     except subprocess.TimeoutExpired:
         return "ERROR", "timed out"
     out = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]

@@ -293,9 +293,11 @@ fn sigterm_to_the_supervisor_reaches_the_mbu() {
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
         let mut rest = String::new();
         out.read_line(&mut rest).unwrap();
-        assert_eq!(rest.trim(), "got SIGTERM");
         let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(3), "{who:?}");
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(rest.trim(), "got SIGTERM", "{who:?}: {status:?}: {err}");
+        assert_eq!(status.code(), Some(3), "{who:?}: {err}");
     }
 }
 

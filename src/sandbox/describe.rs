@@ -1,0 +1,78 @@
+//! What `ninewall run -v` says about the walls a plan builds.
+
+use std::path::Path;
+
+use super::mounts;
+use crate::plan::SetupPlan;
+
+/// A short description of the walls a plan builds, for `-v`.
+pub fn describe_walls(plan: &SetupPlan) -> Vec<String> {
+    let mut out = vec![
+        format!(
+            "wall 3 credentials: user namespace, uid {} gid {} inside = {} {} on the host{}; every capability dropped; no_new_privs",
+            plan.ids.inside_uid,
+            plan.ids.inside_gid,
+            plan.ids.host_uid,
+            plan.ids.host_gid,
+            if plan.ids.clear_groups { "; supplementary groups cleared" } else { "; setgroups denied" }
+        ),
+        "wall 4 filesystem view: mount namespace, new tmpfs root, pivot_root, old root detached".to_string(),
+    ];
+    if plan.argv.iter().any(|a| a == crate::interpreter::GUARD_PATH) {
+        out.insert(
+            0,
+            format!(
+                "wall 2 interpreter guard: {} runs the user's code with an import whitelist and an audit hook",
+                crate::interpreter::GUARD_PATH
+            ),
+        );
+    }
+    for line in mounts::compile(&plan.mounts).describe {
+        if line.starts_with("bind") || line.starts_with("symlink") || line.starts_with("mount a") {
+            out.push(format!("  {line}"));
+        }
+    }
+    out.push(format!(
+        "wall 5 process isolation: pid, ipc, uts (hostname {:?}), cgroup, time namespaces; new session; dies with the supervisor",
+        plan.hostname
+    ));
+    out.push(format!(
+        "wall 6 network: network namespace, {}",
+        match plan.net {
+            crate::policy::NetMode::None => "no interface up",
+            crate::policy::NetMode::Loopback => "loopback only",
+        }
+    ));
+    match &plan.landlock {
+        None => out.push("wall 7 Landlock: not available on this kernel, and not required by the profile".into()),
+        Some(ll) => {
+            out.push(format!(
+                "wall 7 Landlock: ABI {}; handles fs {}; net {}; scoped {}",
+                ll.abi,
+                crate::landlock::fs_names(ll.handled_fs).join(","),
+                crate::landlock::net_names(ll.handled_net).join(","),
+                crate::landlock::scope_names(ll.scoped).join(",")
+            ));
+            for r in &ll.paths {
+                out.push(format!(
+                    "  {} beneath {}",
+                    crate::landlock::fs_names(r.access).join(","),
+                    r.path.display()
+                ));
+            }
+            for r in &ll.ports {
+                out.push(format!(
+                    "  {} on TCP port {}",
+                    crate::landlock::net_names(r.access).join(","),
+                    r.port
+                ));
+            }
+        }
+    }
+    out.push(format!(
+        "exec: {} in {}",
+        Path::new(&plan.program).display(),
+        plan.workdir.display()
+    ));
+    out
+}

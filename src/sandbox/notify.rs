@@ -1,0 +1,214 @@
+//! The supervisor's side of the seccomp listener: each notification is a
+//! refused syscall (counted, answered `EPERM`) or a recorded file access
+//! (decoded, judged as Landlock would, handed to the caller, then continued).
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use super::{sys, Running};
+use crate::seccomp::files;
+
+impl Running {
+    /// Answers one notification: a recorded file access (recorded, then let
+    /// continue) or a refused syscall (counted, answered `EPERM`). When the
+    /// filter has no users left, the listener is dropped.
+    pub(super) fn answer_notification(&mut self, on_file: &mut dyn FnMut(FileEvent)) {
+        let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
+            return;
+        };
+        let n = match sys::notif_recv(listener) {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::ENOENT) => return,
+            Err(_) => {
+                self.listener.take();
+                return;
+            }
+        };
+        match self.recorded.get(&n.nr).cloned() {
+            Some((name, layout)) => {
+                for event in self.file_events(&n, &name, layout) {
+                    // Only what was read while the caller was still waiting is real.
+                    if sys::notif_valid(listener, n.id) {
+                        on_file(event);
+                    }
+                }
+                // The caller may be gone already (ENOENT): nothing to answer.
+                let _ = sys::notif_continue(listener, n.id);
+            }
+            None => {
+                *self.refused.entry(n.nr).or_insert(0) += 1;
+                let _ = sys::notif_refuse(listener, n.id, libc::EPERM);
+            }
+        }
+    }
+
+    /// The sandbox pid of host pid `pid` (the last `NSpid` field), cached.
+    fn inside_pid(&mut self, pid: i32) -> i32 {
+        if let Some(p) = self.nspids.get(&pid) {
+            return *p;
+        }
+        let inside = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("NSpid:"))
+                    .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            })
+            .unwrap_or(0);
+        if self.nspids.len() < 4096 {
+            self.nspids.insert(pid, inside);
+        }
+        inside
+    }
+
+    /// Decodes the paths of a recorded call and judges each as Landlock would.
+    fn file_events(&mut self, n: &sys::Notification, name: &str, layout: files::Layout) -> Vec<FileEvent> {
+        use files::{Access, Layout};
+        let arg = |i: usize| n.args.get(i).copied().unwrap_or(0);
+        let mut paths: Vec<(Option<usize>, usize, Access, bool)> = Vec::new();
+        match layout {
+            Layout::Open(dirfd, path, flags) => {
+                let f = arg(flags);
+                paths.push((dirfd, path, files::open_access(f), f & libc::O_TRUNC as u64 != 0));
+            }
+            Layout::Openat2 => {
+                let flags = sys::read_remote::<8>(n.pid, arg(2))
+                    .map(u64::from_ne_bytes)
+                    .unwrap_or(0);
+                paths.push((Some(0), 1, files::open_access(flags), flags & libc::O_TRUNC as u64 != 0));
+            }
+            Layout::One(dirfd, path, access) => paths.push((dirfd, path, access, access == Access::Write)),
+            Layout::Unlinkat => paths.push((Some(0), 1, Access::Delete, false)),
+            Layout::Two(d1, p1, a1, d2, p2) => {
+                paths.push((d1, p1, a1, false));
+                paths.push((d2, p2, Access::Create, false));
+            }
+        }
+        let pid = self.inside_pid(n.pid);
+        let mut out = Vec::new();
+        for (dirfd, path_arg, access, truncate) in paths {
+            let Ok(raw) = sys::read_remote_cstr(n.pid, arg(path_arg)) else {
+                continue;
+            };
+            let dirfd = dirfd.map_or(libc::AT_FDCWD, |i| arg(i) as i32);
+            let path = absolute(n.pid, dirfd, &raw);
+            // Judged on the path the kernel reaches (symlinks such as /lib
+            // resolved inside the sandbox); a missing path by its parent's.
+            if self.root.is_none() {
+                // Every process of the sandbox has the same root (chroot and
+                // pivot_root are never allowed): open it once.
+                self.root = sys::open_root_of(n.pid);
+            }
+            let rootfd = self.root.as_ref().map_or(-1, |r| r.as_raw_fd());
+            let resolved = sys::resolve_in_root(rootfd, path.as_bytes());
+            let exists = resolved.as_ref().map(|(_, dir)| *dir);
+            let real = match &resolved {
+                Some((real, _)) => real.clone(),
+                None => {
+                    let p = Path::new(&path);
+                    match (
+                        p.parent()
+                            .and_then(|d| sys::resolve_in_root(rootfd, d.as_os_str().as_encoded_bytes())),
+                        p.file_name(),
+                    ) {
+                        (Some((dir, _)), Some(name)) => Path::new(&dir).join(name).display().to_string(),
+                        _ => path.clone(),
+                    }
+                }
+            };
+            let dir = exists.unwrap_or(false)
+                || (name == "unlinkat" && arg(2) & libc::AT_REMOVEDIR as u64 != 0)
+                || matches!(name, "mkdir" | "mkdirat" | "rmdir");
+            let access = if access == Access::Write && exists.is_none() && name.starts_with("open") {
+                Access::Create
+            } else {
+                access
+            };
+            out.push(FileEvent {
+                pid,
+                syscall: name.to_string(),
+                verdict: self.judge(&real, access, dir, truncate && exists.is_some()),
+                path,
+                access,
+                exists: exists.is_some(),
+            });
+        }
+        out
+    }
+
+    /// "allowed" or "refused", as Landlock would decide (and the mount view:
+    /// a path no rule covers is refused).
+    fn judge(&self, path: &str, access: files::Access, dir: bool, truncate: bool) -> &'static str {
+        let Some((handled, rules)) = &self.landlock_rules else {
+            return "allowed";
+        };
+        let needed = files::landlock_rights(access, dir, truncate) & handled;
+        if needed == 0 {
+            return "allowed";
+        }
+        let target = Path::new(path);
+        let at = match access {
+            files::Access::Create | files::Access::Delete => target.parent().unwrap_or(target),
+            _ => target,
+        };
+        let granted = rules
+            .iter()
+            .filter(|(p, _)| at.starts_with(p))
+            .fold(0, |acc, (_, a)| acc | a);
+        if granted & needed == needed {
+            "allowed"
+        } else {
+            "refused"
+        }
+    }
+}
+
+/// One file access the supervisor saw before the kernel ran it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEvent {
+    /// The process, by its pid inside the sandbox.
+    pub pid: i32,
+    /// The syscall.
+    pub syscall: String,
+    /// The path as the process sees it, made absolute against its cwd or dirfd.
+    pub path: String,
+    /// What it does with it.
+    pub access: files::Access,
+    /// "allowed" or "refused", as Landlock and the mount view decide.
+    pub verdict: &'static str,
+    /// Whether the path existed at that moment.
+    pub exists: bool,
+}
+
+/// `raw` made absolute against process `pid`'s cwd or its descriptor `dirfd`,
+/// with `.` and `..` folded (lexically).
+fn absolute(pid: i32, dirfd: i32, raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let joined = if text.starts_with('/') {
+        text
+    } else {
+        let base = if dirfd == libc::AT_FDCWD {
+            std::fs::read_link(format!("/proc/{pid}/cwd"))
+        } else {
+            std::fs::read_link(format!("/proc/{pid}/fd/{dirfd}"))
+        }
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".to_string());
+        if text.is_empty() {
+            base
+        } else {
+            format!("{}/{text}", base.trim_end_matches('/'))
+        }
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in joined.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}

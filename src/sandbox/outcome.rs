@@ -1,0 +1,136 @@
+//! How an execution ended, why, and what it used.
+
+use std::fmt;
+
+use super::child;
+use super::report::Step;
+
+/// How the MBU ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The MBU exited with this code.
+    Exited(i32),
+    /// The MBU was killed by this signal.
+    Signaled(i32),
+    /// A wall could not be built, or the program could not be executed; the MBU
+    /// never ran.
+    SetupFailed(SetupFailure),
+}
+
+/// The resource limit that ended a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// `wall_seconds` passed; the supervisor killed the sandbox.
+    Timeout,
+    /// The kernel killed a process at the cgroup's memory limit.
+    Oom,
+    /// `cpu_seconds` was used up.
+    Cpu,
+    /// A fork failed at the `pids` limit and the run did not succeed.
+    Pids,
+    /// A write went past `file_size` (`SIGXFSZ`).
+    FileSize,
+    /// More than `output` bytes were written; the rest was cut.
+    Output,
+}
+
+impl Limit {
+    /// Its name, as in a profile's `[limits]` and in the outcome.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Timeout => "timeout",
+            Limit::Oom => "oom",
+            Limit::Cpu => "cpu",
+            Limit::Pids => "pids",
+            Limit::FileSize => "file_size",
+            Limit::Output => "output",
+        }
+    }
+}
+
+/// What an execution used.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Wall-clock milliseconds from spawn to the end.
+    pub wall_ms: u64,
+    /// CPU milliseconds: the cgroup's, or the MBU process tree's as init reaped it.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory in bytes: the cgroup's, or the MBU process's largest RSS.
+    pub peak_memory: Option<u64>,
+    /// Bytes of stdout and stderr passed on.
+    pub output_bytes: u64,
+    /// Whether output beyond the limit was cut.
+    pub output_truncated: bool,
+}
+
+/// How an execution ended, why, and what it used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// How the MBU ended.
+    pub end: End,
+    /// The limit that ended it, if one did.
+    pub limit: Option<Limit>,
+    /// What it used.
+    pub usage: Usage,
+    /// How wall 9 was built: the cgroup, or why there was none.
+    pub resources: String,
+    /// Syscalls the filter refused, by name, with how often (under `errno`;
+    /// under `kill` the first refusal ends the run with `SIGSYS`).
+    pub refused: Vec<(String, u64)>,
+}
+
+impl Outcome {
+    /// The exit code `ninewall run` returns for this outcome (shared/DESIGN.md).
+    pub fn exit_code(&self) -> i32 {
+        if self.limit == Some(Limit::Timeout) {
+            return 124;
+        }
+        match &self.end {
+            End::Exited(code) => *code,
+            End::Signaled(sig) => 128 + sig,
+            End::SetupFailed(f) if f.step == Step::Exec => {
+                if f.errno == libc::ENOENT {
+                    127
+                } else {
+                    126
+                }
+            }
+            End::SetupFailed(_) => child::SETUP_FAILED,
+        }
+    }
+}
+
+/// A failed setup step, with enough to say which wall and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupFailure {
+    /// The step.
+    pub step: Step,
+    /// What exactly failed (for filesystem steps, the operation).
+    pub what: String,
+    /// The errno.
+    pub errno: i32,
+}
+
+impl fmt::Display for SetupFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let err = std::io::Error::from_raw_os_error(self.errno);
+        write!(f, "{}: {}: {err}", self.step.wall(), self.what)?;
+        if let Some(hint) = hint(self.step, self.errno) {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+fn hint(step: Step, errno: i32) -> Option<&'static str> {
+    match (step, errno) {
+        (Step::Unshare, libc::EPERM) | (Step::Unshare, libc::ENOSPC) | (Step::Unshare, libc::EINVAL) => Some(
+            "user namespaces are unavailable to this user: see /proc/sys/user/max_user_namespaces, \
+             kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns",
+        ),
+        (Step::Exec, libc::ENOENT) => Some("the program or its ELF interpreter is not in the sandbox's view"),
+        (Step::Exec, libc::EACCES) => Some("the program is not executable in the sandbox's view"),
+        _ => None,
+    }
+}
