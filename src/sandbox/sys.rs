@@ -247,20 +247,11 @@ pub fn write_all(fd: RawFd, buf: &[u8]) -> SysResult<()> {
 pub fn read_full(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
     let mut done = 0;
     while done < buf.len() {
-        let rest = buf.get_mut(done..).unwrap_or_default();
-        // SAFETY: the pointer and length describe the unfilled part of `buf`.
-        let n = unsafe { libc::read(fd, rest.as_mut_ptr().cast(), rest.len()) };
-        if n < 0 {
-            let e = errno();
-            if e == libc::EINTR {
-                continue;
-            }
-            return Err(e);
-        }
+        let n = read_once(fd, buf.get_mut(done..).unwrap_or_default())?;
         if n == 0 {
             break;
         }
-        done += n as usize;
+        done += n;
     }
     Ok(done)
 }
