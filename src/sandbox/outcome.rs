@@ -83,8 +83,13 @@ pub struct Outcome {
 impl Outcome {
     /// The exit code `ninewall run` returns for this outcome (shared/DESIGN.md).
     pub fn exit_code(&self) -> i32 {
-        if self.limit == Some(Limit::Timeout) {
-            return 124;
+        match (self.limit, &self.end) {
+            (Some(Limit::Timeout), _) => return 124,
+            // The supervisor cut the output, or the CPU time ran out, and killed
+            // the sandbox; the MBU may have exited on its own a moment before the
+            // kill landed. Either way its result is not whole: killed, not success.
+            (Some(Limit::Output | Limit::Cpu), End::Exited(_)) => return 128 + libc::SIGKILL,
+            _ => {}
         }
         match &self.end {
             End::Exited(code) => *code,
@@ -132,5 +137,32 @@ fn hint(step: Step, errno: i32) -> Option<&'static str> {
         (Step::Exec, libc::ENOENT) => Some("the program or its ELF interpreter is not in the sandbox's view"),
         (Step::Exec, libc::EACCES) => Some("the program is not executable in the sandbox's view"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(end: End, limit: Option<Limit>) -> Outcome {
+        Outcome {
+            end,
+            limit,
+            usage: Usage::default(),
+            resources: String::new(),
+            refused: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_run_cut_by_the_supervisor_never_reports_success() {
+        // The MBU may finish its last write and exit 0 just before the kill lands.
+        assert_eq!(outcome(End::Exited(0), Some(Limit::Output)).exit_code(), 137);
+        assert_eq!(outcome(End::Exited(0), Some(Limit::Cpu)).exit_code(), 137);
+        assert_eq!(outcome(End::Signaled(9), Some(Limit::Output)).exit_code(), 137);
+        assert_eq!(outcome(End::Signaled(24), Some(Limit::Cpu)).exit_code(), 152);
+        assert_eq!(outcome(End::Exited(0), Some(Limit::Timeout)).exit_code(), 124);
+        assert_eq!(outcome(End::Exited(3), Some(Limit::Pids)).exit_code(), 3);
+        assert_eq!(outcome(End::Exited(0), None).exit_code(), 0);
     }
 }
