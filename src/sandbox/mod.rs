@@ -75,7 +75,7 @@ pub struct Running {
     notify: Option<OwnedFd>,
     listener: Option<OwnedFd>,
     refused: std::collections::BTreeMap<i32, u64>,
-    recorded: std::collections::HashMap<i32, (String, files::Layout)>,
+    recorded: std::collections::HashMap<i32, (&'static str, files::Layout)>,
     landlock_rules: Option<(u64, Vec<(std::path::PathBuf, u64)>)>,
     nspids: std::collections::HashMap<i32, i32>,
     root: Option<OwnedFd>,
@@ -260,8 +260,8 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
             .recorded
             .iter()
             .filter_map(|(name, nr)| {
-                let layout = files::FILE_SYSCALLS.iter().find(|(n, _)| n == name)?.1;
-                Some((*nr as i32, (name.clone(), layout)))
+                let &(name, layout) = files::FILE_SYSCALLS.iter().find(|(n, _)| n == name)?;
+                Some((*nr as i32, (name, layout)))
             })
             .collect(),
         landlock_rules: plan.landlock.as_ref().map(|ll| {

@@ -24,9 +24,9 @@ impl Running {
                 return;
             }
         };
-        match self.recorded.get(&n.nr).cloned() {
+        match self.recorded.get(&n.nr).copied() {
             Some((name, layout)) => {
-                for event in self.file_events(&n, &name, layout) {
+                for event in self.file_events(&n, name, layout) {
                     // Only what was read while the caller was still waiting is real.
                     if sys::notif_valid(listener, n.id) {
                         on_file(event);

@@ -1115,21 +1115,7 @@ pub fn notif_recv(listener: RawFd) -> io::Result<Notification> {
     // The kernel's structure may be larger than libc's: ask once, use the larger.
     static SIZE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     let len = *SIZE.get_or_init(|| {
-        let mut sizes = libc::seccomp_notif_sizes {
-            seccomp_notif: 0,
-            seccomp_notif_resp: 0,
-            seccomp_data: 0,
-        };
-        // SAFETY: `sizes` is a valid, writable seccomp_notif_sizes.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_GET_NOTIF_SIZES,
-                0u32,
-                &mut sizes as *mut libc::seccomp_notif_sizes,
-            )
-        };
-        let kernel = if r < 0 { 0 } else { usize::from(sizes.seccomp_notif) };
+        let kernel = notif_sizes().map_or(0, |s| usize::from(s.seccomp_notif));
         kernel.max(std::mem::size_of::<libc::seccomp_notif>())
     });
     let mut buf = vec![0u64; len.div_ceil(8)];
@@ -1159,11 +1145,15 @@ pub fn notif_valid(listener: RawFd, id: u64) -> bool {
 /// Lets notification `id`'s syscall run as if no filter had stopped it (the
 /// other walls still apply).
 pub fn notif_continue(listener: RawFd, id: u64) -> io::Result<()> {
+    notif_send(listener, id, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32)
+}
+
+fn notif_send(listener: RawFd, id: u64, error: i32, flags: u32) -> io::Result<()> {
     let mut resp = libc::seccomp_notif_resp {
         id,
         val: 0,
-        error: 0,
-        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        error,
+        flags,
     };
     // SAFETY: `resp` is a valid seccomp_notif_resp.
     if unsafe {
@@ -1283,24 +1273,7 @@ pub fn resolve_in_root(rootfd: RawFd, path: &[u8]) -> Option<(String, bool)> {
 
 /// Answers notification `id`: the syscall fails with `errno`.
 pub fn notif_refuse(listener: RawFd, id: u64, errno: i32) -> io::Result<()> {
-    let mut resp = libc::seccomp_notif_resp {
-        id,
-        val: 0,
-        error: -errno,
-        flags: 0,
-    };
-    // SAFETY: `resp` is a valid seccomp_notif_resp.
-    if unsafe {
-        libc::ioctl(
-            listener,
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            &mut resp as *mut libc::seccomp_notif_resp,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    notif_send(listener, id, -errno, 0)
 }
 
 /// `flock(fd, op)`, `EINTR` retried.
@@ -1342,20 +1315,27 @@ pub fn own_peak_rss_kib() -> i64 {
     ru.ru_maxrss
 }
 
-/// Whether the kernel supports seccomp user notification.
-pub fn seccomp_notify_supported() -> bool {
+/// The kernel's seccomp notification structure sizes; `None` when it has no
+/// user notification.
+fn notif_sizes() -> Option<libc::seccomp_notif_sizes> {
     let mut sizes = libc::seccomp_notif_sizes {
         seccomp_notif: 0,
         seccomp_notif_resp: 0,
         seccomp_data: 0,
     };
     // SAFETY: `sizes` is a valid, writable seccomp_notif_sizes.
-    unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_GET_NOTIF_SIZES,
             0u32,
             &mut sizes as *mut libc::seccomp_notif_sizes,
-        ) == 0
-    }
+        )
+    };
+    (r == 0).then_some(sizes)
+}
+
+/// Whether the kernel supports seccomp user notification.
+pub fn seccomp_notify_supported() -> bool {
+    notif_sizes().is_some()
 }

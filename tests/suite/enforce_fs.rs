@@ -5,19 +5,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 use crate::support::*;
 
-/// Probe: errno of an operation, or "ok".
-const PRELUDE: &str = r#"
-import json, os, errno as E
-def attempt(f):
-    try:
-        f()
-        return "ok"
-    except OSError as e:
-        return E.errorcode.get(e.errno, str(e.errno))
-"#;
-
 fn probe(who: Who, profile: &std::path::Path, body: &str) -> serde_json::Value {
-    let r = python(who, profile, &format!("{PRELUDE}\n{body}"));
+    let r = python(who, profile, &format!("{ATTEMPT_PY}\n{body}"));
     r.assert_code(0);
     r.json()
 }

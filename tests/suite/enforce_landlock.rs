@@ -11,14 +11,8 @@ use ninewall::{Policy, Profile};
 
 use crate::support::*;
 
-const PRELUDE: &str = r#"
-import json, os, errno as E
-def attempt(f):
-    try:
-        f()
-        return "ok"
-    except OSError as e:
-        return E.errorcode.get(e.errno, str(e.errno))
+/// Besides [`ATTEMPT_PY`]: exec attempts run in a child.
+const RUN_CHILD_PY: &str = r#"
 def run_child(f):
     """Runs f in a child (for exec attempts): its errno, or its exit status."""
     pid = os.fork()
@@ -56,7 +50,7 @@ fn a_path_in_the_mount_view_without_landlock_rights_refuses_every_access() {
     std::fs::set_permissions(extra.join("secret.txt"), std::fs::Permissions::from_mode(0o666)).unwrap();
     let ws = owned_scratch("ll-ws");
     let code = format!(
-        r#"{PRELUDE}
+        r#"{ATTEMPT_PY}{RUN_CHILD_PY}
 x = "/srv/extra"
 r = {{
   "stat": attempt(lambda: os.stat(x + "/secret.txt")),
@@ -119,7 +113,7 @@ fn only_the_listed_executables_and_their_interpreter_can_be_executed() {
             who,
             &profile("reason"),
             &format!(
-                r#"{PRELUDE}
+                r#"{ATTEMPT_PY}{RUN_CHILD_PY}
 import shutil
 shutil.copyfile("/usr/bin/python3.11", "/work/py"); os.chmod("/work/py", 0o755)
 wfd = os.open("/work/py", os.O_RDONLY)
@@ -168,7 +162,7 @@ fn signals_to_processes_outside_the_sandbox_domain_are_refused() {
             who,
             &profile("reason"),
             &format!(
-                r#"{PRELUDE}
+                r#"{ATTEMPT_PY}{RUN_CHILD_PY}
 import signal, time
 child = os.fork()
 if child == 0:
@@ -203,7 +197,7 @@ fn abstract_unix_sockets_outside_the_sandbox_are_unreachable() {
             who,
             &net_profile(),
             &format!(
-                r#"{PRELUDE}
+                r#"{ATTEMPT_PY}{RUN_CHILD_PY}
 import socket
 def connect(name):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -280,6 +280,18 @@ pub fn run(who: Who, profile: &Path, extra: &[&str], args: &[&str], stdin: Optio
     Run::from_output(child.wait_with_output().unwrap())
 }
 
+/// Python prelude for probes: `attempt(f)` is "ok" or the errno name of the
+/// refusal, so a test asserts the concrete refusal and not just "it failed".
+pub const ATTEMPT_PY: &str = r#"
+import json, os, errno as E
+def attempt(f):
+    try:
+        f()
+        return "ok"
+    except OSError as e:
+        return E.errorcode.get(e.errno, str(e.errno))
+"#;
+
 /// Runs Python `code` under `profile` (whose command is the interpreter).
 pub fn python(who: Who, profile: &Path, code: &str) -> Run {
     run(who, profile, &[], &["-c", code], None)
