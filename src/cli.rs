@@ -23,8 +23,32 @@ pub enum Command {
     /// 2 bad command line or profile.
     Run {
         /// The MBU profile (TOML).
-        #[arg(long, short = 'p', value_name = "PROFILE")]
-        profile: PathBuf,
+        #[arg(
+            long,
+            short = 'p',
+            value_name = "PROFILE",
+            required_unless_present = "mbu",
+            conflicts_with = "mbu"
+        )]
+        profile: Option<PathBuf>,
+        /// With --policy: the MBU to run, by name; the policy's roles must grant
+        /// it to the worker this process is.
+        #[arg(long, value_name = "NAME", requires = "policy")]
+        mbu: Option<String>,
+        /// The role policy (TOML) that decides which MBUs this worker may run.
+        #[arg(long, value_name = "POLICY", requires = "mbu")]
+        policy: Option<PathBuf>,
+        /// With --policy: act as this worker (it must be this process's user or
+        /// group; root may name any). Default: the worker this process's ids are.
+        #[arg(long, value_name = "NAME", requires = "policy")]
+        worker: Option<String>,
+        /// Report the outcome as one JSON line on this descriptor, and ninewall's
+        /// own messages there instead of on stderr (used by `serve` and delegation).
+        #[arg(long, value_name = "FD", hide = true)]
+        outcome_fd: Option<i32>,
+        /// Who asked, as JSON (used by `serve` and delegation).
+        #[arg(long, value_name = "JSON", hide = true)]
+        lineage: Option<String>,
         /// A host directory to use as the workspace (read-write, noexec) instead
         /// of a fresh tmpfs.
         #[arg(long, value_name = "DIR")]
@@ -53,6 +77,49 @@ pub enum Command {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Serve the policy gate on a unix socket: workers send JSON requests, the
+    /// kernel says who they are, their roles say what they may run.
+    Serve {
+        /// The role policy (TOML).
+        #[arg(long, value_name = "POLICY")]
+        policy: PathBuf,
+        /// The socket. Default: /run/ninewall/ninewall.sock for root,
+        /// $XDG_RUNTIME_DIR/ninewall.sock (else /tmp/ninewall-UID.sock) for anyone else.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// The socket's mode, octal. Anyone who can connect reaches the gate,
+        /// which refuses (and records) clients that are no worker.
+        #[arg(long, value_name = "MODE", default_value = "666")]
+        socket_mode: String,
+        /// The provenance log (default as for `run`).
+        #[arg(long, value_name = "LOG")]
+        audit_log: Option<PathBuf>,
+        /// Seconds running executions may take to finish after SIGTERM.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        grace: u64,
+        /// Seconds a request may take to arrive whole (and a client may idle).
+        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+        request_timeout: u64,
+        /// Clients served at once.
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        max_clients: usize,
+    },
+    /// Validate a role policy and print who may run what.
+    Policy {
+        /// The role policy (TOML).
+        #[arg(value_name = "POLICY")]
+        policy: PathBuf,
+    },
+    /// Whether profile A is a subset of profile B; if not, every permission A
+    /// has that B lacks. Exit 0 if A ⊆ B, 1 if not.
+    Diff {
+        /// The profile that would be delegated to.
+        #[arg(value_name = "A")]
+        a: PathBuf,
+        /// The profile it must stay within.
+        #[arg(value_name = "B")]
+        b: PathBuf,
     },
     /// Validate a profile and print the resolved policy.
     Check {

@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod gate;
 pub mod interpreter;
 pub mod kernel;
 pub mod landlock;

@@ -123,6 +123,7 @@ struct RawProfile {
 struct RawMbu {
     name: Option<Spanned<String>>,
     description: Option<Spanned<String>>,
+    delegate: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,6 +272,8 @@ pub struct Profile {
     pub name: Option<At<String>>,
     /// `mbu.description`.
     pub description: Option<At<String>>,
+    /// `mbu.delegate`: the MBUs an execution may ask for, union over the chain.
+    pub delegate: Vec<At<String>>,
     /// `exec.command`, each element located.
     pub command: Option<At<Vec<At<String>>>>,
     /// `exec.executables`, union over the chain.
@@ -349,6 +352,7 @@ impl Profile {
         if let Some(mbu) = raw.mbu {
             set(&mut self.name, mbu.name, file, "mbu.name");
             set(&mut self.description, mbu.description, file, "mbu.description");
+            append(&mut self.delegate, mbu.delegate, file, "mbu.delegate");
         }
         if let Some(exec) = raw.exec {
             if let Some(cmd) = exec.command {
@@ -471,13 +475,13 @@ fn located_list(items: Vec<Spanned<String>>, file: &Source, key: &str) -> Vec<At
 }
 
 /// One file's text, for turning byte spans into line numbers.
-struct Source<'a> {
+pub(crate) struct Source<'a> {
     path: Arc<Path>,
     text: &'a str,
 }
 
 impl<'a> Source<'a> {
-    fn new(path: &Path, text: &'a str) -> Self {
+    pub(crate) fn new(path: &Path, text: &'a str) -> Self {
         Source {
             path: Arc::from(path),
             text,
@@ -489,7 +493,7 @@ impl<'a> Source<'a> {
         self.text.as_bytes().iter().take(end).filter(|&&b| b == b'\n').count() + 1
     }
 
-    fn origin(&self, span: std::ops::Range<usize>, key: &str) -> Origin {
+    pub(crate) fn origin(&self, span: std::ops::Range<usize>, key: &str) -> Origin {
         Origin {
             file: Arc::clone(&self.path),
             line: self.line_of(span.start),
@@ -497,7 +501,7 @@ impl<'a> Source<'a> {
         }
     }
 
-    fn at(&self, value: Spanned<String>, key: &str) -> At<String> {
+    pub(crate) fn at(&self, value: Spanned<String>, key: &str) -> At<String> {
         let origin = self.origin(value.span(), key);
         At {
             value: value.into_inner(),
@@ -507,7 +511,12 @@ impl<'a> Source<'a> {
 }
 
 fn parse(path: &Path, text: &str) -> Result<RawProfile, LoadError> {
-    toml::from_str::<RawProfile>(text).map_err(|e| {
+    parse_toml(path, text)
+}
+
+/// Parses TOML text into `T`, turning the parser's error into a located one.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, LoadError> {
+    toml::from_str::<T>(text).map_err(|e| {
         let (line, column) = match e.span() {
             Some(span) => line_col(text, span.start),
             None => (1, 1),
@@ -536,7 +545,8 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-fn read_limited(path: &Path) -> Result<String, LoadError> {
+/// Reads a TOML file of at most [`MAX_PROFILE_BYTES`] that must be UTF-8.
+pub(crate) fn read_limited(path: &Path) -> Result<String, LoadError> {
     let read_err = |source| LoadError::Read {
         file: path.to_path_buf(),
         source,

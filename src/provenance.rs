@@ -285,12 +285,32 @@ pub fn describe(id: &str, records: &[Value]) -> String {
     for r in records {
         let time = text(r, "/time");
         match text(r, "/kind").as_str() {
-            "exec.start" => s.push_str(&format!(
-                "  {time} started  mbu {} by uid {} (profile sha256 {}), argv {}\n",
+            "exec.start" => {
+                s.push_str(&format!(
+                    "  {time} started  mbu {} by uid {} (profile sha256 {}), argv {}\n",
+                    text(r, "/mbu"),
+                    f(r, "/worker/uid"),
+                    text(r, "/profile/sha256"),
+                    f(r, "/argv")
+                ));
+                if let Some(w) = r.pointer("/worker/name").and_then(Value::as_str) {
+                    s.push_str(&format!(
+                        "  {time} gate     worker {w} (client uid {}), role {}\n",
+                        f(r, "/worker/client_uid"),
+                        text(r, "/role")
+                    ));
+                }
+                if let Some(p) = r.pointer("/parent").and_then(Value::as_str) {
+                    s.push_str(&format!(
+                        "  {time} gate     delegated by {p} (depth {})\n",
+                        f(r, "/depth")
+                    ));
+                }
+            }
+            "delegate.refused" => s.push_str(&format!(
+                "  {time} refused  delegation to {}: {}\n",
                 text(r, "/mbu"),
-                f(r, "/worker/uid"),
-                text(r, "/profile/sha256"),
-                f(r, "/argv")
+                text(r, "/reason")
             )),
             "file" => s.push_str(&format!(
                 "  {time} file     {} {} {} ({}{})\n",
@@ -340,24 +360,36 @@ pub fn describe(id: &str, records: &[Value]) -> String {
     s
 }
 
-/// The `exec.start` record.
-pub fn start_record(
-    id: &str,
-    policy: &crate::Policy,
-    plan: &crate::SetupPlan,
-    uid: u32,
-    workspace: Option<&Path>,
-) -> Value {
-    let mut profile_bytes = Vec::new();
-    let mut files = Vec::new();
-    for src in &policy.sources {
-        files.push(src.display().to_string());
-        let bytes = std::fs::read(src).unwrap_or_default();
-        profile_bytes.extend_from_slice(src.display().to_string().as_bytes());
-        profile_bytes.push(0);
-        profile_bytes.extend_from_slice(&sha256_hex(&bytes).into_bytes());
-        profile_bytes.push(b'\n');
+/// One digest over a profile's files (path and SHA-256 of each, base first):
+/// what `exec.start` records, and what the gate compares.
+pub fn profile_digest(files: &[(std::path::PathBuf, Vec<u8>)]) -> String {
+    let mut all = Vec::new();
+    for (path, bytes) in files {
+        all.extend_from_slice(path.display().to_string().as_bytes());
+        all.push(0);
+        all.extend_from_slice(&sha256_hex(bytes).into_bytes());
+        all.push(b'\n');
     }
+    sha256_hex(&all)
+}
+
+/// What `exec.start` says about the run besides its plan.
+#[derive(Debug, Clone, Copy)]
+pub struct StartContext<'a> {
+    /// The uid ninewall runs as.
+    pub uid: u32,
+    /// The host workspace directory, if one was given.
+    pub workspace: Option<&'a Path>,
+    /// [`profile_digest`] of the profile that was loaded.
+    pub profile_sha256: &'a str,
+    /// Who asked (worker, role, client uid) and the delegating parent.
+    pub lineage: &'a crate::gate::exec::Lineage,
+}
+
+/// The `exec.start` record.
+pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, cx: StartContext) -> Value {
+    let files: Vec<String> = policy.sources.iter().map(|s| s.display().to_string()).collect();
+    let l = cx.lineage;
     let landlock = plan.landlock.as_ref().map(|ll| {
         json!({
             "abi": ll.abi,
@@ -372,14 +404,15 @@ pub fn start_record(
         "kind": "exec.start",
         "exec": id,
         "time": now_rfc3339(),
-        "parent": null,
-        "worker": {"uid": uid},
-        "role": null,
+        "parent": l.parent,
+        "depth": l.depth,
+        "worker": {"uid": cx.uid, "name": l.worker, "client_uid": l.client_uid},
+        "role": l.role,
         "mbu": policy.name,
-        "profile": {"files": files, "sha256": sha256_hex(&profile_bytes)},
+        "profile": {"files": files, "sha256": cx.profile_sha256},
         "argv": plan.argv,
         "program": plan.program,
-        "workspace": workspace,
+        "workspace": cx.workspace,
         "walls": {
             "interpreter_guard": policy.python.is_some(),
             "credentials": {"inside": [plan.ids.inside_uid, plan.ids.inside_gid], "host": [plan.ids.host_uid, plan.ids.host_gid], "capabilities": "none", "no_new_privs": true},

@@ -2,9 +2,13 @@
 //! message goes to stderr prefixed `ninewall:`; nothing here panics on input.
 
 use std::io::Write;
-use std::path::Path;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 
 use crate::cli::{AuditAction, Cli, Command};
+use crate::gate::delegate::Delegation;
+use crate::gate::exec::{Lineage, OutcomeLine};
+use crate::gate::{Gate, Peer};
 use crate::kernel::Kernel;
 use crate::plan::{self, Caller, Request, SetupPlan};
 use crate::policy::units::format_size;
@@ -20,8 +24,18 @@ pub const EXIT_SANDBOX: i32 = 125;
 /// Exit code when the program may not be executed.
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 
+/// Where `say` puts lines when the outcome goes to a descriptor (`--outcome-fd`):
+/// then stderr is the MBU's alone.
+static CAPTURED: std::sync::Mutex<Option<Vec<String>>> = std::sync::Mutex::new(None);
+
 fn say(message: impl std::fmt::Display) {
     let text = message.to_string();
+    if let Ok(mut captured) = CAPTURED.lock() {
+        if let Some(lines) = captured.as_mut() {
+            lines.extend(text.lines().map(str::to_string));
+            return;
+        }
+    }
     let mut err = std::io::stderr().lock();
     for line in text.lines() {
         let _ = writeln!(err, "ninewall: {line}");
@@ -30,14 +44,19 @@ fn say(message: impl std::fmt::Display) {
 
 /// Loads and validates a profile, printing every problem.
 pub fn load_policy(path: &Path) -> Result<Policy, i32> {
+    load_profile(path).map(|(_, policy)| policy)
+}
+
+fn load_profile(path: &Path) -> Result<(Profile, Policy), i32> {
     let profile = Profile::load(path).map_err(|e| {
         say(e);
         EXIT_USAGE
     })?;
-    Policy::from_profile(&profile).map_err(|e| {
+    let policy = Policy::from_profile(&profile).map_err(|e| {
         say(e);
         EXIT_USAGE
-    })
+    })?;
+    Ok((profile, policy))
 }
 
 /// Runs the parsed command line; returns the process exit code.
@@ -46,34 +65,185 @@ pub fn main(cli: Cli) -> i32 {
         Command::Check { profile, json } => check(&profile, json),
         Command::Run {
             profile,
+            mbu,
+            policy,
+            worker,
             workspace,
             verbose,
             audit_log,
             args,
-        } => run(&profile, workspace.as_deref(), verbose, audit_log, args),
+            outcome_fd,
+            lineage,
+        } => run_command(RunArgs {
+            profile,
+            mbu,
+            policy,
+            worker,
+            workspace,
+            verbose,
+            audit_log,
+            args,
+            outcome_fd,
+            lineage,
+        }),
+        Command::Serve {
+            policy,
+            socket,
+            socket_mode,
+            audit_log,
+            grace,
+            request_timeout,
+            max_clients,
+        } => serve(ServeArgs {
+            policy,
+            socket,
+            socket_mode,
+            audit_log,
+            grace,
+            request_timeout,
+            max_clients,
+        }),
+        Command::Policy { policy } => show_gate(&policy),
+        Command::Diff { a, b } => diff(&a, &b),
         Command::Audit { action } => audit(action),
         Command::Probe { json } => probe(json),
     }
 }
 
-fn run(
-    profile: &Path,
-    workspace: Option<&Path>,
+/// `ninewall run`'s arguments.
+struct RunArgs {
+    profile: Option<PathBuf>,
+    mbu: Option<String>,
+    policy: Option<PathBuf>,
+    worker: Option<String>,
+    workspace: Option<PathBuf>,
     verbose: bool,
-    audit_log: Option<std::path::PathBuf>,
+    audit_log: Option<PathBuf>,
     args: Vec<String>,
-) -> i32 {
-    let policy = match load_policy(profile) {
-        Ok(p) => p,
-        Err(code) => return code,
+    outcome_fd: Option<i32>,
+    lineage: Option<String>,
+}
+
+/// How a run ended, for `--outcome-fd`.
+struct Ran {
+    code: i32,
+    exec: Option<String>,
+    limit: Option<Limit>,
+}
+
+impl From<i32> for Ran {
+    fn from(code: i32) -> Ran {
+        Ran {
+            code,
+            exec: None,
+            limit: None,
+        }
+    }
+}
+
+fn run_command(a: RunArgs) -> i32 {
+    let Some(fd) = a.outcome_fd else { return run(a).code };
+    let out = match sandbox::sys::take_inherited_fd(fd) {
+        Ok(f) => std::fs::File::from(f),
+        Err(e) => {
+            say(format!("--outcome-fd {fd}: {e}"));
+            return EXIT_USAGE;
+        }
     };
+    if let Ok(mut c) = CAPTURED.lock() {
+        *c = Some(Vec::new());
+    }
+    let ran = run(a);
+    let messages = CAPTURED.lock().ok().and_then(|mut c| c.take()).unwrap_or_default();
+    let line = OutcomeLine {
+        exec: ran.exec,
+        exit_code: ran.code,
+        limit: ran.limit.map(|l| l.name().to_string()),
+        messages,
+    };
+    let mut out = out;
+    if serde_json::to_writer(&mut out, &line).is_err() || out.write_all(b"\n").is_err() {
+        return EXIT_SANDBOX;
+    }
+    ran.code
+}
+
+/// Decides which profile runs and on whose behalf: the profile given, or the
+/// MBU the policy's roles grant to the worker this process is.
+fn gate(a: &RunArgs) -> Result<(PathBuf, Lineage), i32> {
+    let lineage: Lineage = match &a.lineage {
+        Some(text) => serde_json::from_str(text).map_err(|e| {
+            say(format!("--lineage: {e}"));
+            EXIT_USAGE
+        })?,
+        None => Lineage::default(),
+    };
+    let (Some(policy), Some(mbu)) = (&a.policy, &a.mbu) else {
+        return a.profile.clone().map(|p| (p, lineage)).ok_or(EXIT_USAGE);
+    };
+    let gate = Gate::load(policy).map_err(|e| {
+        say(e);
+        EXIT_USAGE
+    })?;
+    let (uid, gid) = sandbox::sys::effective_ids();
+    let peer = Peer {
+        uid,
+        gid,
+        groups: sandbox::sys::own_groups(),
+    };
+    let refused = |r: crate::gate::Refusal| {
+        say(format!("wall 1 (policy gate): {r}; nothing ran"));
+        EXIT_SANDBOX
+    };
+    let worker = match &a.worker {
+        Some(name) => gate.named_worker(name, &peer),
+        None => gate.worker_for(&peer),
+    }
+    .map_err(refused)?;
+    let grant = gate.grant(worker, mbu).map_err(refused)?;
+    Ok((
+        grant.profile,
+        Lineage {
+            worker: Some(grant.worker),
+            role: Some(grant.role),
+            client_uid: Some(uid),
+            ..lineage
+        },
+    ))
+}
+
+fn run(a: RunArgs) -> Ran {
+    let (profile_path, lineage) = match gate(&a) {
+        Ok(g) => g,
+        Err(code) => return code.into(),
+    };
+    let RunArgs {
+        workspace,
+        verbose,
+        audit_log,
+        args,
+        ..
+    } = a;
+    let workspace = workspace.as_deref();
+    let (profile, policy) = match load_profile(&profile_path) {
+        Ok(p) => p,
+        Err(code) => return code.into(),
+    };
+    let profile_sha256 = provenance::profile_digest(&profile.files);
+    if lineage.expect_profile.as_ref().is_some_and(|d| *d != profile_sha256) {
+        say(format!(
+            "wall 1 (policy gate): {} changed after the gate checked it; nothing ran",
+            profile_path.display()
+        ));
+        return EXIT_SANDBOX.into();
+    }
     let caller = Caller::current();
     let ids = plan::id_map(caller);
     let workspace_dir = match workspace.map(|d| plan::check_workspace_dir(d, &ids)).transpose() {
         Ok(d) => d,
         Err(e) => {
             say(e);
-            return EXIT_USAGE;
+            return EXIT_USAGE.into();
         }
     };
     let request = Request {
@@ -88,7 +258,8 @@ fn run(
                 EXIT_NOT_EXECUTABLE
             } else {
                 EXIT_USAGE
-            };
+            }
+            .into();
         }
     };
     if verbose {
@@ -102,36 +273,74 @@ fn run(
             say(format!(
                 "wall 5 (process isolation): cannot set up signal forwarding: {e}"
             ));
-            return EXIT_SANDBOX;
+            return EXIT_SANDBOX.into();
         }
     };
     // Provenance first: if the start cannot be recorded, nothing runs.
     let Some(log_path) = audit_log.or_else(|| provenance::default_log_path(caller.uid)) else {
         say("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set); nothing ran");
-        return EXIT_SANDBOX;
+        return EXIT_SANDBOX.into();
     };
     let mut log = match provenance::AuditLog::open(&log_path) {
         Ok(l) => l,
         Err(e) => {
             say(format!("{e}; nothing ran"));
-            return EXIT_SANDBOX;
+            return EXIT_SANDBOX.into();
         }
     };
     let exec_id = provenance::new_exec_id();
-    let start = provenance::start_record(&exec_id, &policy, &setup, caller.uid, workspace_dir.as_deref());
+    let start = provenance::start_record(
+        &exec_id,
+        &policy,
+        &setup,
+        provenance::StartContext {
+            uid: caller.uid,
+            workspace: workspace_dir.as_deref(),
+            profile_sha256: &profile_sha256,
+            lineage: &lineage,
+        },
+    );
     if let Err(e) = log.append(start) {
         say(format!("{e}; nothing ran"));
-        return EXIT_SANDBOX;
+        return EXIT_SANDBOX.into();
     }
     if verbose {
         say(format!("provenance: execution {exec_id} in {}", log.path().display()));
     }
-    let running = match sandbox::spawn(&setup) {
+    // Wall 1 for children: a socket to the delegation service, and nothing more.
+    let delegation = match policy.delegate.is_empty() {
+        true => None,
+        false => match std::os::unix::net::UnixStream::pair() {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                let e = format!("wall 1 (policy gate): cannot make the delegation socket: {e}");
+                say(format!("sandbox not built, nothing ran: {e}"));
+                record_end(&mut log, &exec_id, &Err(e));
+                return ran(EXIT_SANDBOX, &exec_id, None);
+            }
+        },
+    };
+    let spawned = sandbox::spawn_with(&setup, delegation.as_ref().map(|(_, inside)| inside.as_raw_fd()));
+    let delegate_service = delegation.map(|(ours, inside)| {
+        drop(inside);
+        let service = Delegation {
+            profiles: profile_path.parent().unwrap_or_else(|| Path::new(".")).to_path_buf(),
+            parent: policy.clone(),
+            parent_exec: exec_id.clone(),
+            lineage: lineage.clone(),
+            audit_log: log.path().to_path_buf(),
+        };
+        let current = crate::gate::delegate::Current::default();
+        let watched = std::sync::Arc::clone(&current);
+        let thread = std::thread::spawn(move || service.serve(ours, &watched));
+        (thread, current)
+    });
+    let running = match spawned {
         Ok(r) => r,
         Err(e) => {
             say(format!("sandbox not built, nothing ran: {e}"));
             record_end(&mut log, &exec_id, &Err(e.to_string()));
-            return EXIT_SANDBOX;
+            return ran(EXIT_SANDBOX, &exec_id, None);
         }
     };
     if verbose {
@@ -158,6 +367,13 @@ fn run(
         }
     });
     flush(&mut log, &mut batch, &mut lost);
+    if let Some((thread, current)) = delegate_service {
+        // A child does not outlive its parent: end the one still running.
+        if let Some(pid) = current.lock().ok().and_then(|c| *c) {
+            let _ = sandbox::sys::kill(pid as i32, libc::SIGTERM);
+        }
+        let _ = thread.join();
+    }
     if lost > 0 {
         say(format!(
             "provenance: {lost} file events could not be written to {}",
@@ -169,15 +385,17 @@ fn run(
         Err(e) => {
             say(format!("sandbox failed: {e}"));
             record_end(&mut log, &exec_id, &Err(e.to_string()));
-            return EXIT_SANDBOX;
+            return ran(EXIT_SANDBOX, &exec_id, None);
         }
     };
     let result = Ok(outcome);
     // The end is on disk before the caller learns anything.
     if !record_end(&mut log, &exec_id, &result) {
-        return EXIT_SANDBOX;
+        return ran(EXIT_SANDBOX, &exec_id, None);
     }
-    let Ok(outcome) = result else { return EXIT_SANDBOX };
+    let Ok(outcome) = result else {
+        return ran(EXIT_SANDBOX, &exec_id, None);
+    };
     if let End::SetupFailed(f) = &outcome.end {
         say(format!("sandbox not built, nothing ran: {f}"));
     }
@@ -209,7 +427,15 @@ fn run(
             sandbox::sys::own_peak_rss_kib()
         ));
     }
-    outcome.exit_code()
+    ran(outcome.exit_code(), &exec_id, outcome.limit)
+}
+
+fn ran(code: i32, exec: &str, limit: Option<Limit>) -> Ran {
+    Ran {
+        code,
+        exec: Some(exec.to_string()),
+        limit,
+    }
 }
 
 /// Appends the end records; says so and returns false if it cannot.
@@ -347,6 +573,18 @@ pub fn describe(p: &Policy) -> String {
     let sources: Vec<String> = p.sources.iter().map(|s| s.display().to_string()).collect();
     line("profile", sources.join(" <- "));
     line(
+        "delegate",
+        if p.delegate.is_empty() {
+            "(none)".into()
+        } else {
+            format!(
+                "{} (each must be a subset of this policy; socket in ${})",
+                p.delegate.join(" "),
+                sandbox::DELEGATE_ENV
+            )
+        },
+    );
+    line(
         "command",
         match &p.command {
             Some(c) => format!("{c:?} + arguments"),
@@ -449,4 +687,135 @@ pub fn describe(p: &Policy) -> String {
         ),
     );
     s.trim_end().to_string()
+}
+
+/// `ninewall serve`'s arguments.
+struct ServeArgs {
+    policy: PathBuf,
+    socket: Option<PathBuf>,
+    socket_mode: String,
+    audit_log: Option<PathBuf>,
+    grace: u64,
+    request_timeout: u64,
+    max_clients: usize,
+}
+
+fn serve(a: ServeArgs) -> i32 {
+    let gate = match Gate::load(&a.policy) {
+        Ok(g) => g,
+        Err(e) => {
+            say(e);
+            return EXIT_USAGE;
+        }
+    };
+    let Ok(socket_mode) =
+        u32::from_str_radix(&a.socket_mode, 8)
+            .map_err(drop)
+            .and_then(|m| if m <= 0o777 { Ok(m) } else { Err(()) })
+    else {
+        say(format!(
+            "--socket-mode {:?}: not a mode; valid: octal such as 660",
+            a.socket_mode
+        ));
+        return EXIT_USAGE;
+    };
+    let caller = Caller::current();
+    let Some(socket) = a.socket.or_else(|| default_socket(caller.uid)) else {
+        say("no socket: give --socket PATH");
+        return EXIT_USAGE;
+    };
+    let Some(audit_log) = a.audit_log.or_else(|| provenance::default_log_path(caller.uid)) else {
+        say("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set)");
+        return EXIT_SANDBOX;
+    };
+    if a.max_clients == 0 || a.request_timeout == 0 {
+        say("--max-clients and --request-timeout must be at least 1");
+        return EXIT_USAGE;
+    }
+    crate::gate::serve::serve(
+        gate,
+        crate::gate::serve::ServeConfig {
+            socket,
+            socket_mode,
+            audit_log,
+            grace: std::time::Duration::from_secs(a.grace),
+            request_timeout: std::time::Duration::from_secs(a.request_timeout),
+            max_clients: a.max_clients,
+        },
+    )
+}
+
+/// /run/ninewall/ninewall.sock for root; $XDG_RUNTIME_DIR/ninewall.sock, else
+/// /tmp/ninewall-UID.sock, for anyone else.
+fn default_socket(uid: u32) -> Option<PathBuf> {
+    if uid == 0 {
+        let dir = Path::new("/run/ninewall");
+        std::fs::create_dir_all(dir).ok()?;
+        return Some(dir.join("ninewall.sock"));
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => Some(PathBuf::from(d).join("ninewall.sock")),
+        None => Some(PathBuf::from(format!("/tmp/ninewall-{uid}.sock"))),
+    }
+}
+
+fn show_gate(path: &Path) -> i32 {
+    let gate = match Gate::load(path) {
+        Ok(g) => g,
+        Err(e) => {
+            say(e);
+            return EXIT_USAGE;
+        }
+    };
+    let mut s = format!(
+        "policy       {}\nprofiles     {}\n",
+        path.display(),
+        gate.profiles.display()
+    );
+    for (role, mbus) in &gate.roles {
+        s.push_str(&format!("role         {role}: {}\n", mbus.join(" ")));
+    }
+    for w in &gate.workers {
+        s.push_str(&format!(
+            "worker       {} ({}): roles {}; may run {}\n",
+            w.name,
+            w.identity,
+            w.roles.join(" "),
+            gate.capabilities(w).join(" ")
+        ));
+    }
+    if writeln!(std::io::stdout().lock(), "{}", s.trim_end()).is_err() {
+        return EXIT_SANDBOX;
+    }
+    0
+}
+
+fn diff(a: &Path, b: &Path) -> i32 {
+    let (Ok(pa), Ok(pb)) = (load_policy(a), load_policy(b)) else {
+        return EXIT_USAGE;
+    };
+    let gained = crate::policy::subset::excess(&pa, &pb);
+    let mut out = std::io::stdout().lock();
+    let mut text = if gained.is_empty() {
+        format!(
+            "{} ⊆ {}: {} has no permission {} lacks\n",
+            pa.name, pb.name, pa.name, pb.name
+        )
+    } else {
+        format!(
+            "{} ⊄ {}: {} permissions of {} are not in {}\n",
+            pa.name,
+            pb.name,
+            gained.len(),
+            pa.name,
+            pb.name
+        )
+    };
+    for e in &gained {
+        text.push_str(&format!("  {e}\n"));
+    }
+    if out.write_all(text.as_bytes()).is_err() {
+        return EXIT_SANDBOX;
+    }
+    i32::from(!gained.is_empty())
 }

@@ -8,6 +8,7 @@
 
 pub mod elf;
 pub mod fs;
+pub mod subset;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -100,6 +101,9 @@ pub struct Policy {
     pub python: Option<crate::interpreter::PythonPolicy>,
     /// Which file accesses provenance records.
     pub record_files: RecordFiles,
+    /// The MBUs an execution may ask its supervisor to run as children
+    /// (wall 1: each child must be a subset of this policy).
+    pub delegate: Vec<String>,
 }
 
 /// Which file accesses the provenance log records.
@@ -287,6 +291,17 @@ impl Policy {
         };
 
         let name = check_name(&mut c, profile.name.as_ref());
+        let mut delegate: Vec<String> = Vec::new();
+        for at in &profile.delegate {
+            if !is_mbu_name(&at.value) {
+                c.bad(
+                    at,
+                    "not an MBU name; valid: the name of a profile beside this one, such as \"reason\"",
+                );
+            } else if !delegate.contains(&at.value) {
+                delegate.push(at.value.clone());
+            }
+        }
         let description = match &profile.description {
             Some(d) if d.value.len() > 1024 || d.value.chars().any(char::is_control) => {
                 c.bad(d, "must be at most 1024 characters, without control characters");
@@ -410,6 +425,7 @@ impl Policy {
             limits,
             python,
             record_files,
+            delegate,
         })
     }
 }
@@ -711,6 +727,15 @@ fn check_interpreters(
     out
 }
 
+/// An MBU name: 1 to 63 of letters, digits, '_', '-', '.', starting with a
+/// letter or digit. It is also a file name (`NAME.toml`) and a hostname.
+pub fn is_mbu_name(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 63
+        && v.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+        && v.chars().next().is_some_and(|ch| ch.is_ascii_alphanumeric())
+}
+
 fn check_name(c: &mut Checker, name: Option<&At<String>>) -> String {
     let Some(at) = name else {
         c.missing(
@@ -720,11 +745,7 @@ fn check_name(c: &mut Checker, name: Option<&At<String>>) -> String {
         return String::new();
     };
     let v = &at.value;
-    let ok = !v.is_empty()
-        && v.len() <= 63
-        && v.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
-        && v.chars().next().is_some_and(|ch| ch.is_ascii_alphanumeric());
-    if !ok {
+    if !is_mbu_name(v) {
         c.bad(at, "not a valid MBU name; valid: 1 to 63 of letters, digits, '_', '-', '.', starting with a letter or digit (it becomes the sandbox's hostname)");
     }
     v.clone()

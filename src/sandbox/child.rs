@@ -132,6 +132,8 @@ pub struct ChildFds {
     pub stderr: RawFd,
     /// Socket to pass the seccomp listener to the supervisor on.
     pub notify: RawFd,
+    /// The delegation socket the MBU inherits, or -1.
+    pub delegate: RawFd,
 }
 
 fn send(fds: ChildFds, r: Report) {
@@ -164,7 +166,17 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(
         fds,
         Step::Lifeline,
-        sys::close_all_except(&[0, 1, 2, fds.report, fds.sync, fds.stdout, fds.stderr, fds.notify]),
+        sys::close_all_except(&[
+            0,
+            1,
+            2,
+            fds.report,
+            fds.sync,
+            fds.stdout,
+            fds.stderr,
+            fds.notify,
+            fds.delegate,
+        ]),
     );
 
     let flags = libc::CLONE_NEWUSER
@@ -389,6 +401,9 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<
     sys::reset_signal_dispositions();
     must(fds, Step::ResetSignals, sys::set_signal_mask(&sys::sigset(&[])));
     must(fds, Step::CloseFds, sys::cloexec_from(3));
+    if fds.delegate >= 0 {
+        must(fds, Step::CloseFds, sys::clear_cloexec(fds.delegate));
+    }
     must(fds, Step::Chdir, sys::chdir(&spec.workdir));
     must(fds, Step::DropBounding, sys::drop_bounding_set());
     must(fds, Step::DropAmbient, sys::clear_ambient());

@@ -14,7 +14,7 @@ pub mod report;
 pub mod sys;
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
@@ -205,6 +205,9 @@ fn prepare(plan: &SetupPlan, with_cgroup: bool) -> (ChildSpec, Vec<String>) {
     (spec, landlock_describe)
 }
 
+/// The environment variable that tells a delegating MBU its descriptor.
+pub const DELEGATE_ENV: &str = "NINEWALL_DELEGATE_FD";
+
 /// Forks the sandbox for `plan`. The caller's stdin becomes the MBU's; its
 /// stdout and stderr go through the supervisor, which passes them on up to the
 /// output limit. Signals in [`child::FORWARDED_SIGNALS`] should be blocked by
@@ -213,6 +216,12 @@ fn prepare(plan: &SetupPlan, with_cgroup: bool) -> (ChildSpec, Vec<String>) {
 /// The sandbox dies with the calling *thread* (`PR_SET_PDEATHSIG`): call this
 /// from a thread that outlives the execution.
 pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
+    spawn_with(plan, None)
+}
+
+/// [`spawn`], and the MBU inherits `delegate` (a socket to its supervisor's
+/// delegation service), its number in `NINEWALL_DELEGATE_FD`.
+pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, SandboxError> {
     let started = Instant::now();
     let (cgroup, resources) = match Cgroup::create(&plan.limits) {
         Ok(cg) => {
@@ -226,7 +235,16 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
         }
         Err(why) => (None, format!("rlimits only: no cgroup could be made ({why})")),
     };
-    let (spec, landlock_describe) = prepare(plan, cgroup.is_some());
+    let (mut spec, landlock_describe) = prepare(plan, cgroup.is_some());
+    if let Some(fd) = delegate {
+        spec.env_store.push(cstring(format!("{DELEGATE_ENV}={fd}").as_bytes()));
+        spec.envp = spec
+            .env_store
+            .iter()
+            .map(|s| s.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+    }
     let spawn_err = |what| move |source| SandboxError::Spawn { what, source };
     let (report_r, report_w) = sys::pipe_cloexec().map_err(spawn_err("creating the report pipe"))?;
     let (sync_r, sync_w) = sys::pipe_cloexec().map_err(spawn_err("creating the sync pipe"))?;
@@ -244,6 +262,7 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
             notify: notify_w.as_raw_fd(),
+            delegate: delegate.unwrap_or(-1),
         };
         child::outer(&spec, fds);
     }

@@ -206,7 +206,7 @@ pub fn cloexec_from(first: u32) -> SysResult<()> {
 /// processes that never exec).
 pub fn close_all_except(keep: &[RawFd]) -> SysResult<()> {
     let mut next: u32 = 0;
-    let mut sorted = [i32::MAX; 8];
+    let mut sorted = [i32::MAX; 16];
     for (slot, fd) in sorted.iter_mut().zip(keep.iter()) {
         *slot = *fd;
     }
@@ -1338,4 +1338,142 @@ fn notif_sizes() -> Option<libc::seccomp_notif_sizes> {
 /// Whether the kernel supports seccomp user notification.
 pub fn seccomp_notify_supported() -> bool {
     notif_sizes().is_some()
+}
+
+// --- the policy gate -------------------------------------------------------------
+
+/// Clears close-on-exec on `fd`, so the MBU inherits it (child-safe).
+pub fn clear_cloexec(fd: RawFd) -> SysResult<()> {
+    // SAFETY: F_SETFD with 0 only changes the descriptor's flags.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }).map(drop)
+}
+
+/// The uid, gid and pid the kernel recorded for the peer of a connected unix
+/// socket when it connected (`SO_PEERCRED`): not what the peer says it is.
+pub fn peer_credentials(sock: RawFd) -> io::Result<(u32, u32, i32)> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` describe a buffer of exactly a ucred.
+    let r = unsafe {
+        libc::getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((cred.uid, cred.gid, cred.pid))
+}
+
+/// The peer's supplementary groups at connect time (`SO_PEERGROUPS`).
+pub fn peer_groups(sock: RawFd) -> io::Result<Vec<u32>> {
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` has room for `len` bytes.
+        let r = unsafe {
+            libc::getsockopt(
+                sock,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            groups.truncate(len as usize / std::mem::size_of::<libc::gid_t>());
+            return Ok(groups);
+        }
+        let e = io::Error::last_os_error();
+        // ERANGE: `len` now says how much is needed.
+        if e.raw_os_error() == Some(libc::ERANGE) && groups.len() < 65536 {
+            groups.resize(
+                (len as usize / std::mem::size_of::<libc::gid_t>()).max(groups.len() * 2),
+                0,
+            );
+            continue;
+        }
+        return Err(e);
+    }
+}
+
+/// The uid of user `name` in the host's user database.
+pub fn user_id(name: &CStr) -> Option<u32> {
+    let mut buf = vec![0 as c_char; 16384];
+    // SAFETY: an all-zero passwd is a valid out-parameter.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = ptr::null_mut();
+    // SAFETY: every pointer refers to a live buffer of the stated size.
+    let r = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(pw.pw_uid)
+}
+
+/// The gid of group `name` in the host's group database.
+pub fn group_id(name: &CStr) -> Option<u32> {
+    let mut buf = vec![0 as c_char; 65536];
+    // SAFETY: an all-zero group is a valid out-parameter.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::group = ptr::null_mut();
+    // SAFETY: every pointer refers to a live buffer of the stated size.
+    let r = unsafe { libc::getgrnam_r(name.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
+}
+
+/// This process's supplementary groups.
+pub fn own_groups() -> Vec<u32> {
+    // SAFETY: a zero size asks for the count only.
+    let n = unsafe { libc::getgroups(0, ptr::null_mut()) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    let mut groups = vec![0 as libc::gid_t; n as usize];
+    // SAFETY: `groups` has room for `n` entries.
+    let m = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
+    groups.truncate(m.max(0) as usize);
+    groups
+}
+
+/// Makes `fd` the child's descriptor `target` when `cmd` spawns, and has the
+/// child sent SIGTERM if the spawning thread ends first (so a supervisor
+/// started for a client ends, and records its end, when its requester dies).
+pub fn pass_fd(cmd: &mut std::process::Command, fd: RawFd, target: RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // prctl and dup2, which are async-signal-safe; it allocates nothing. dup2
+    // leaves `target` without close-on-exec, so exactly this descriptor is
+    // inherited.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as c_ulong, 0, 0, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::dup2(fd, target) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Takes ownership of a descriptor this process was started with (the caller
+/// vouches that nothing else owns it), marking it close-on-exec so that no
+/// child inherits it.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a descriptor above stderr",
+        ));
+    }
+    // SAFETY: F_SETFD only changes the descriptor's flags; it fails with EBADF
+    // when `fd` is not open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is open (checked above) and, by the caller's word, ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -124,7 +124,13 @@ fn cases() -> Vec<Case> {
             "unknown-key",
             "[mbu]\nnmae = \"t\"\n",
             2,
-            "unknown field `nmae`, expected `name` or `description`",
+            "unknown field `nmae`, expected one of `name`, `description`, `delegate`",
+        ),
+        case(
+            "delegate-path",
+            "[mbu]\nname = \"t\"\ndelegate = [\"reason\", \"../etc/passwd\"]\n[exec]\nexecutables = [\"/usr/bin/python3.11\"]\n",
+            3,
+            "mbu.delegate[1] = \"../etc/passwd\": not an MBU name",
         ),
         case(
             "duplicate-key",

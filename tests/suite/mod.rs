@@ -4,6 +4,7 @@ mod enforce_landlock;
 mod enforce_limits;
 mod enforce_process;
 mod enforce_seccomp;
+mod gate;
 mod interpreter_guard;
 mod invalid_profiles;
 mod plan_golden;

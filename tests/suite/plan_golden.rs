@@ -60,6 +60,7 @@ fn policy() -> Policy {
         limits: Limits::default(),
         python: None,
         record_files: ninewall::policy::RecordFiles::All,
+        delegate: Vec::new(),
     }
 }
 

@@ -1,0 +1,260 @@
+//! One execution on someone else's behalf (a daemon client, a delegating
+//! sandbox): the request and answer on the wire, and running it as its own
+//! `ninewall run` process.
+//!
+//! Each execution is a separate supervisor process, started from this binary
+//! (`/proc/self/exe`): executions share nothing (a crash or a leak in one is
+//! not in the next), the requester's memory stays flat however many it runs,
+//! and the supervisor is exactly the one `ninewall run` is, with its
+//! provenance. The supervisor reports its outcome as one JSON line on
+//! descriptor 3; its stdout and stderr are the MBU's alone.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+/// The descriptor on which a `ninewall run --outcome-fd 3` reports.
+pub const OUTCOME_FD: i32 = 3;
+/// Longest request line accepted.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// A request, one JSON line. Who asks is not part of it: the kernel says that.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WireRequest {
+    /// The MBU to run.
+    pub mbu: String,
+    /// Arguments appended to the profile's command.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The MBU's standard input (UTF-8 text).
+    #[serde(default)]
+    pub stdin: String,
+    /// A host directory to use as the workspace (daemon only).
+    #[serde(default)]
+    pub workspace: Option<PathBuf>,
+}
+
+/// The answer, one JSON line.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct WireResponse {
+    /// Whether the execution ran (whatever its exit code).
+    pub ok: bool,
+    /// Why not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The execution id in the provenance log.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<String>,
+    /// The exit code `ninewall run` would have exited with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The limit that ended it, if one did (`limits.wall_seconds`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// The MBU's stdout (invalid UTF-8 replaced), bounded by `limits.output`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// The MBU's stderr, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// What ninewall itself said about the execution.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<String>,
+}
+
+impl WireResponse {
+    /// A refusal: nothing ran.
+    pub fn refused(error: impl std::fmt::Display) -> WireResponse {
+        WireResponse {
+            ok: false,
+            error: Some(error.to_string()),
+            ..WireResponse::default()
+        }
+    }
+
+    /// The response as one line, newline included.
+    pub fn line(&self) -> String {
+        let mut s = serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode the answer"}"#.to_string());
+        s.push('\n');
+        s
+    }
+}
+
+/// What `ninewall run --outcome-fd` writes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct OutcomeLine {
+    /// The execution id, once one was recorded.
+    pub exec: Option<String>,
+    /// The exit code.
+    pub exit_code: i32,
+    /// The limit that ended the run.
+    pub limit: Option<String>,
+    /// Everything ninewall said (the lines it prints as `ninewall: …`).
+    pub messages: Vec<String>,
+}
+
+/// Who asked for an execution and on whose behalf: recorded in `exec.start`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Lineage {
+    /// The delegating execution.
+    pub parent: Option<String>,
+    /// The worker, as the policy names it.
+    pub worker: Option<String>,
+    /// The role that granted the MBU.
+    pub role: Option<String>,
+    /// The uid the kernel reported for the client.
+    pub client_uid: Option<u32>,
+    /// How many delegations deep this execution is (0: asked for directly).
+    #[serde(default)]
+    pub depth: u32,
+    /// The digest of the profile the gate checked
+    /// ([`crate::provenance::profile_digest`]): the supervisor refuses to run
+    /// if the files changed since.
+    #[serde(default)]
+    pub expect_profile: Option<String>,
+}
+
+/// One execution to run as a separate supervisor.
+#[derive(Debug, Clone)]
+pub struct Execution<'a> {
+    /// The profile.
+    pub profile: &'a Path,
+    /// Arguments after `--`.
+    pub args: &'a [String],
+    /// Standard input.
+    pub stdin: &'a [u8],
+    /// Host workspace directory.
+    pub workspace: Option<&'a Path>,
+    /// The provenance log.
+    pub audit_log: &'a Path,
+    /// Who asked.
+    pub lineage: &'a Lineage,
+    /// Most bytes of stdout and of stderr kept (the supervisor already
+    /// enforces the profile's output limit; this bounds what we hold).
+    pub output_cap: u64,
+}
+
+/// The running supervisor of an [`Execution`]; [`Started::finish`] collects it.
+pub struct Started {
+    child: std::process::Child,
+    outcome: std::fs::File,
+    readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Execution<'_> {
+    /// Starts the supervisor process.
+    pub fn start(&self) -> std::io::Result<Started> {
+        let lineage = serde_json::to_string(self.lineage).map_err(std::io::Error::other)?;
+        let (outcome_r, outcome_w) = crate::sandbox::sys::pipe_cloexec()?;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg("run")
+            .arg("--profile")
+            .arg(self.profile)
+            .arg("--audit-log")
+            .arg(self.audit_log)
+            .arg("--outcome-fd")
+            .arg(OUTCOME_FD.to_string())
+            .arg("--lineage")
+            .arg(lineage);
+        if let Some(ws) = self.workspace {
+            cmd.arg("--workspace").arg(ws);
+        }
+        cmd.arg("--").args(self.args);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env_clear();
+        crate::sandbox::sys::pass_fd(&mut cmd, outcome_w.as_raw_fd(), OUTCOME_FD);
+        let mut child = cmd.spawn()?;
+        drop(outcome_w);
+        let cap = self.output_cap;
+        let mut readers = Vec::new();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            readers.push(std::thread::spawn(move || read_capped(stream, cap)));
+        }
+        let writer = child.stdin.take().map(|mut w| {
+            let input = self.stdin.to_vec();
+            std::thread::spawn(move || {
+                // The MBU may not read its input at all: a broken pipe is fine.
+                let _ = w.write_all(&input);
+            })
+        });
+        Ok(Started {
+            child,
+            outcome: std::fs::File::from(outcome_r),
+            readers,
+            writer,
+        })
+    }
+
+    /// Runs it to the end.
+    pub fn run(&self) -> WireResponse {
+        match self.start() {
+            Ok(s) => s.finish(),
+            Err(e) => WireResponse::refused(format!("cannot start the supervisor: {e}")),
+        }
+    }
+}
+
+impl Started {
+    /// The supervisor's pid (for signalling it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the supervisor and builds the answer.
+    pub fn finish(mut self) -> WireResponse {
+        let mut text = Vec::new();
+        let read = (&mut self.outcome).take(1 << 20).read_to_end(&mut text);
+        let mut outputs = self.readers.into_iter().map(|h| h.join().unwrap_or_default());
+        let stdout = outputs.next().unwrap_or_default();
+        let stderr = outputs.next().unwrap_or_default();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        let status = self.child.wait();
+        let outcome: Option<OutcomeLine> = read.ok().and_then(|_| serde_json::from_slice(&text).ok());
+        let Some(o) = outcome else {
+            return WireResponse::refused(format!(
+                "the supervisor ended without an outcome ({})",
+                match status {
+                    Ok(s) => s.to_string(),
+                    Err(e) => e.to_string(),
+                }
+            ));
+        };
+        WireResponse {
+            ok: o.exec.is_some(),
+            error: match o.exec {
+                Some(_) => None,
+                None => Some(o.messages.join("; ")),
+            },
+            exec: o.exec,
+            exit_code: Some(o.exit_code),
+            limit: o.limit,
+            stdout: Some(String::from_utf8_lossy(&stdout).into_owned()),
+            stderr: Some(String::from_utf8_lossy(&stderr).into_owned()),
+            messages: o.messages,
+        }
+    }
+}
+
+fn read_capped(stream: impl Read, cap: u64) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut limited = stream.take(cap);
+    let _ = limited.read_to_end(&mut kept);
+    // Drain the rest so the writer is never blocked by us.
+    let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
+    kept
+}

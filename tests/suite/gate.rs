@@ -1,0 +1,782 @@
+//! Wall 1 through the real binary: the role policy on the command line and in
+//! the daemon (clients identified by the kernel), delegation that can only
+//! narrow, and `ninewall diff`.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// The unprivileged identity: the test user when running as root, else self.
+fn agent() -> Who {
+    identities()
+        .into_iter()
+        .find(|w| matches!(w, Who::User { .. }))
+        .unwrap_or_else(|| panic!("no unprivileged identity"))
+}
+
+fn uid_of(who: Who) -> u32 {
+    match who {
+        Who::Root => 0,
+        Who::User { uid, .. } => uid,
+    }
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = scratch_dir(name);
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    dir
+}
+
+/// A policy file whose profiles are the staged ones.
+fn write_policy(name: &str, body: &str) -> PathBuf {
+    let path = fresh_dir(name).join("policy.toml");
+    let text = format!("profiles = {:?}\n{body}", stage().profiles.display().to_string());
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    path
+}
+
+/// The default three roles for the agent.
+fn analyst_policy(name: &str, worker: Who) -> PathBuf {
+    write_policy(
+        name,
+        &format!(
+            "[roles.analyst]\nmbus = [\"knowledge\", \"reason\", \"document_generation\"]\n\
+             [roles.coder]\nmbus = [\"code_generate_new\"]\n\
+             [workers.agent]\nuser = \"{}\"\nroles = [\"analyst\"]\n",
+            uid_of(worker)
+        ),
+    )
+}
+
+fn records(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn verify(log: &Path) {
+    let out = Run::from_output(ninewall(Who::Root).args(["audit", "verify"]).arg(log).output().unwrap());
+    assert_eq!(out.code, 0, "the log does not verify: {out:#?}");
+}
+
+fn start_of<'a>(recs: &'a [Value], exec: &str) -> &'a Value {
+    recs.iter()
+        .find(|r| r["kind"] == "exec.start" && r["exec"] == exec)
+        .unwrap_or_else(|| panic!("no exec.start for {exec}"))
+}
+
+// --- the policy file ------------------------------------------------------------
+
+#[test]
+fn a_bad_policy_is_refused_naming_file_line_and_key() {
+    let path = write_policy(
+        "bad-policy",
+        "[roles.analyst]\nmbus = [\"reason\", \"no-such-mbu\", \"../etc/passwd\"]\n\
+         [workers.a]\nuser = \"no-such-user-xyz\"\nroles = [\"analyst\", \"no-role\"]\n\
+         [workers.b]\nroles = [\"analyst\"]\n\
+         [workers.c]\ngroup = \"no-such-group-xyz\"\nroles = []\n",
+    );
+    let out = Run::from_output(ninewall(Who::Root).arg("policy").arg(&path).output().unwrap());
+    out.assert_code(2);
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}:3: roles.analyst.mbus[1] = \"no-such-mbu\": its profile does not load"),
+        format!("{file}:3: roles.analyst.mbus[2] = \"../etc/passwd\": not an MBU name"),
+        format!("{file}:5: workers.a.user = \"no-such-user-xyz\": no such user on this host"),
+        format!("{file}:6: workers.a.roles[1] = \"no-role\": no such role; valid: one of [\"analyst\"]"),
+        format!("{file}:7: workers.b: needs exactly one of user = \"NAME\" or group = \"NAME\""),
+        format!("{file}:10: workers.c.group = \"no-such-group-xyz\": no such group on this host"),
+    ] {
+        assert!(
+            out.stderr.contains(&expected),
+            "missing {expected:?} in:\n{}",
+            out.stderr
+        );
+    }
+
+    let unknown = write_policy("unknown-key", "[roles.analyst]\nmbus = []\nmembers = [\"x\"]\n");
+    let out = Run::from_output(ninewall(Who::Root).arg("policy").arg(&unknown).output().unwrap());
+    out.assert_code(2);
+    assert!(
+        out.stderr
+            .contains(&format!("{}:4:1: unknown field `members`", unknown.display())),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn the_shipped_policy_loads_and_says_who_may_run_what() {
+    // scripts/test.sh names a readable copy for its unprivileged pass.
+    let shipped = std::env::var_os("NINEWALL_TEST_POLICY").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("policy.toml"),
+        PathBuf::from,
+    );
+    // Staged beside the staged profiles so that an unprivileged pass can read it.
+    let copy = stage().dir.join("policy.toml");
+    std::fs::copy(&shipped, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = Run::from_output(ninewall(Who::Root).arg("policy").arg(&copy).output().unwrap());
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains(
+            "worker       research-agent (uid 65534): roles analyst; may run document_generation knowledge reason"
+        ),
+        "{out:#?}"
+    );
+}
+
+// --- the gate on the command line -------------------------------------------------
+
+#[test]
+fn run_with_a_policy_runs_what_the_roles_grant_and_nothing_else() {
+    let who = agent();
+    let policy = analyst_policy("cli-gate", who);
+    let log = fresh_dir("cli-gate-log").join("audit.jsonl");
+    let gate_run = |mbu: &str, extra: &[&str]| {
+        let mut cmd = ninewall(who);
+        cmd.arg("run")
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--mbu")
+            .arg(mbu)
+            .arg("--audit-log")
+            .arg(&log)
+            .args(extra)
+            .args(["--", "-c", "print('ran')"]);
+        Run::from_output(cmd.stdin(Stdio::null()).output().unwrap())
+    };
+    for mbu in ["reason", "knowledge", "document_generation"] {
+        let out = gate_run(mbu, &[]);
+        out.assert_code(0);
+        assert_eq!(out.stdout, "ran\n", "{mbu}: {out:#?}");
+    }
+    for mbu in ["code_generate_new", "made-up-mbu", "../reason"] {
+        let out = gate_run(mbu, &[]);
+        out.assert_code(125);
+        assert!(
+            out.stderr
+                .contains(&format!("wall 1 (policy gate): no such capability: {mbu}; nothing ran")),
+            "{out:#?}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+    // Naming another worker does not make this process that worker.
+    let other = write_policy(
+        "cli-gate-other",
+        "[roles.coder]\nmbus = [\"code_generate_new\"]\n[workers.boss]\nuser = \"root\"\nroles = [\"coder\"]\n",
+    );
+    let mut cmd = ninewall(who);
+    cmd.args(["run", "--policy"])
+        .arg(&other)
+        .args(["--mbu", "code_generate_new", "--worker", "boss", "--audit-log"])
+        .arg(&log)
+        .args(["--", "-c", "print('ran')"]);
+    let out = Run::from_output(cmd.output().unwrap());
+    out.assert_code(125);
+    assert!(
+        out.stderr.contains("worker boss: this process (uid ") && out.stderr.contains("is not that worker"),
+        "{out:#?}"
+    );
+    // The granted runs say who and which role in their start records.
+    let recs = records(&log);
+    let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
+    assert_eq!(starts.len(), 3, "{recs:#?}");
+    for s in starts {
+        assert_eq!(s["worker"]["name"], "agent");
+        assert_eq!(s["role"], "analyst");
+        assert_eq!(s["worker"]["client_uid"], uid_of(who));
+    }
+    verify(&log);
+}
+
+// --- diff -----------------------------------------------------------------------
+
+#[test]
+fn diff_names_every_permission_a_has_that_b_lacks() {
+    let narrow = write_profile(
+        "diff-narrow",
+        "extends = \"reason\"\n[mbu]\nname = \"diff-narrow\"\n[limits]\nmemory = \"64M\"\n",
+    );
+    let wide = write_profile(
+        "diff-wide",
+        "extends = \"reason\"\n[mbu]\nname = \"diff-wide\"\ndelegate = [\"reason\"]\n[fs]\nread = [\"/etc/hostname\"]\n\
+         [net]\nmode = \"loopback\"\nconnect = [8080]\n[syscalls]\nallow = [\"@network-io\"]\n[limits]\nmemory = \"1G\"\n",
+    );
+    let diff = |a: &Path, b: &Path| Run::from_output(ninewall(Who::Root).arg("diff").arg(a).arg(b).output().unwrap());
+    let out = diff(&narrow, &wide);
+    out.assert_code(0);
+    assert!(out.stdout.starts_with("diff-narrow ⊆ diff-wide"), "{out:#?}");
+    let out = diff(&wide, &narrow);
+    out.assert_code(1);
+    for line in [
+        "  fs.read: may read /etc/hostname",
+        "  net.mode: loopback (an interface that is up) > none",
+        "  net.connect: may connect to TCP port 8080",
+        "  syscalls.allow: may call socket",
+        "  syscalls.allow: may call connect",
+        "  limits.memory: 1G > 64M",
+        "  mbu.delegate: may delegate to reason",
+    ] {
+        assert!(out.stdout.contains(&format!("{line}\n")), "missing {line:?}: {out:#?}");
+    }
+    let out = diff(&wide, &wide);
+    out.assert_code(0);
+    let out = diff(&narrow, Path::new("/nonexistent.toml"));
+    out.assert_code(2);
+}
+
+// --- delegation -------------------------------------------------------------------
+
+/// Python that talks to the delegation socket: `ask(request)` -> answer.
+const DELEGATE_PY: &str = r#"
+import os, json, sys
+fd = int(os.environ["NINEWALL_DELEGATE_FD"])
+def ask(req):
+    os.write(fd, (json.dumps(req) + "\n").encode())
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise SystemExit("delegation socket closed")
+        buf += chunk
+    return json.loads(buf)
+"#;
+
+fn delegation_profiles() -> PathBuf {
+    let quiet = "[provenance]\nfiles = \"none\"\n";
+    write_profile(
+        "dg-narrow",
+        &format!("extends = \"reason\"\n[mbu]\nname = \"dg-narrow\"\n[limits]\nmemory = \"64M\"\n{quiet}"),
+    );
+    write_profile(
+        "dg-wide",
+        &format!(
+            "extends = \"reason\"\n[mbu]\nname = \"dg-wide\"\n[fs]\nread = [\"/etc/hostname\"]\n[limits]\nmemory = \"1G\"\n{quiet}"
+        ),
+    );
+    write_profile(
+        "dg-middle",
+        &format!(
+            "extends = \"reason\"\n[mbu]\nname = \"dg-middle\"\ndelegate = [\"dg-narrow\", \"dg-wide\"]\n[limits]\nmemory = \"128M\"\n{quiet}"
+        ),
+    );
+    write_profile(
+        "dg-parent",
+        &format!(
+            "extends = \"reason\"\n[mbu]\nname = \"dg-parent\"\ndelegate = [\"dg-narrow\", \"dg-wide\", \"dg-middle\"]\n{quiet}"
+        ),
+    )
+}
+
+/// Runs `code` (after DELEGATE_PY) under `profile`; stdout lines as JSON.
+fn delegating_run(who: Who, profile: &Path, log: &Path, code: &str) -> (Run, Vec<Value>) {
+    let script = format!("{DELEGATE_PY}\n{code}");
+    let out = run(
+        who,
+        profile,
+        &["--audit-log", &log.display().to_string()],
+        &["-c", &script],
+        None,
+    );
+    out.assert_code(0);
+    let answers = out.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (out, answers)
+}
+
+#[test]
+fn delegation_to_a_narrower_profile_runs_and_to_a_wider_one_is_refused_naming_the_excess() {
+    let parent = delegation_profiles();
+    for who in identities() {
+        let log = fresh_dir("dg-log").join("audit.jsonl");
+        let (_, a) = delegating_run(
+            who,
+            &parent,
+            &log,
+            r#"
+for req in [
+    {"mbu": "dg-narrow", "args": ["-c", "import sys; print(sys.stdin.read()[::-1])"], "stdin": "olleh"},
+    {"mbu": "dg-wide", "args": ["-c", "print(open('/etc/hostname').read())"]},
+    {"mbu": "code_generate_new"},
+    {"mbu": "dg-narrow", "parent": "forged"},
+    {"mbu": "dg-narrow", "workspace": "/"},
+]:
+    print(json.dumps(ask(req)))
+"#,
+        );
+        assert_eq!(a[0]["ok"], true, "{a:#?}");
+        assert_eq!(a[0]["stdout"], "hello\n");
+        assert_eq!(a[0]["exit_code"], 0);
+        assert_eq!(
+            a[1]["error"],
+            "refused: dg-wide is not a subset of dg-parent; it would gain: fs.read: may read /etc/hostname; limits.memory: 1G > 256M",
+            "{who:?}"
+        );
+        assert!(a[1].get("stdout").is_none(), "nothing ran: {a:#?}");
+        assert_eq!(a[2]["error"], "no such capability: code_generate_new");
+        assert!(
+            a[3]["error"].as_str().unwrap().contains("unknown field `parent`"),
+            "{a:#?}"
+        );
+        assert_eq!(
+            a[4]["error"],
+            "workspace: a delegated execution gets a fresh workspace of its own"
+        );
+
+        // Provenance links the child to its parent, and records the refusals.
+        let recs = records(&log);
+        let child = a[0]["exec"].as_str().unwrap();
+        let start = start_of(&recs, child);
+        let parent_exec = start["parent"].as_str().unwrap();
+        assert_eq!(start["mbu"], "dg-narrow");
+        assert_eq!(start["depth"], 1);
+        assert_eq!(start_of(&recs, parent_exec)["mbu"], "dg-parent");
+        let refused: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "delegate.refused").collect();
+        assert_eq!(refused.len(), 2, "{refused:#?}");
+        assert!(refused.iter().all(|r| r["exec"] == parent_exec));
+        assert_eq!(refused[0]["mbu"], "dg-wide");
+        assert_eq!(
+            recs.iter().filter(|r| r["kind"] == "exec.start").count(),
+            2,
+            "only the parent and the narrow child ran"
+        );
+        verify(&log);
+    }
+}
+
+#[test]
+fn grandchildren_are_held_to_their_parent_not_to_the_grandparent() {
+    let parent = delegation_profiles();
+    let who = agent();
+    let log = fresh_dir("dg-grand-log").join("audit.jsonl");
+    // dg-middle (128M) asks for dg-narrow (64M: a subset) and dg-wide (1G:
+    // more than dg-middle and more than dg-parent).
+    let inner = format!(
+        "{DELEGATE_PY}\nfor m in ['dg-narrow', 'dg-wide']:\n    print(json.dumps(ask({{'mbu': m, 'args': ['-c', 'print(7)']}})))\n"
+    );
+    let code = format!(
+        "a = ask({{'mbu': 'dg-middle', 'args': ['-c', {inner:?}]}})\nprint(json.dumps(a))\nfor l in a['stdout'].splitlines():\n    print(l)\n"
+    );
+    let (_, a) = delegating_run(who, &parent, &log, &code);
+    assert_eq!(a[0]["ok"], true, "{a:#?}");
+    assert_eq!(a[1]["ok"], true, "{a:#?}");
+    assert_eq!(a[1]["stdout"], "7\n");
+    assert_eq!(
+        a[2]["error"],
+        "refused: dg-wide is not a subset of dg-middle; it would gain: fs.read: may read /etc/hostname; limits.memory: 1G > 128M"
+    );
+    let recs = records(&log);
+    let middle = a[0]["exec"].as_str().unwrap();
+    let grandchild = start_of(&recs, a[1]["exec"].as_str().unwrap());
+    assert_eq!(grandchild["parent"], middle);
+    assert_eq!(grandchild["depth"], 2);
+    verify(&log);
+}
+
+#[test]
+fn a_chain_of_delegations_stops_at_the_depth_limit() {
+    write_profile(
+        "dg-loop",
+        "extends = \"reason\"\n[mbu]\nname = \"dg-loop\"\ndelegate = [\"dg-loop\"]\n[provenance]\nfiles = \"none\"\n",
+    );
+    let who = agent();
+    let log = fresh_dir("dg-loop-log").join("audit.jsonl");
+    // Each level asks for itself again and prints what the level below said.
+    let body = "a = ask({'mbu': 'dg-loop', 'args': ['-c', sys.argv[1], sys.argv[1]]})\nprint(a['stdout'].strip() if a['ok'] else a['error'])\n";
+    let script = format!("{DELEGATE_PY}\n{body}");
+    let out = run(
+        who,
+        &stage().profiles.join("dg-loop.toml"),
+        &["--audit-log", &log.display().to_string()],
+        &["-c", &script, &script],
+        None,
+    );
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), "delegation deeper than 8 levels", "{out:#?}");
+    let starts = records(&log).into_iter().filter(|r| r["kind"] == "exec.start").count();
+    assert_eq!(starts, 9, "the top and eight delegated levels");
+    verify(&log);
+}
+
+// --- the daemon -------------------------------------------------------------------
+
+struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// `ninewall serve` as root when the tests are root, else as ourselves.
+    fn start(policy: &Path, extra: &[&str]) -> Daemon {
+        let dir = fresh_dir("daemon");
+        let socket = dir.join("ninewall.sock");
+        let log = dir.join("audit.jsonl");
+        let who = if identities().contains(&Who::Root) {
+            Who::Root
+        } else {
+            agent()
+        };
+        let child = ninewall(who)
+            .arg("serve")
+            .arg("--policy")
+            .arg(policy)
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--audit-log")
+            .arg(&log)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "the daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon {
+            child: Some(child),
+            socket,
+            log,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// SIGTERM, then wait; returns the daemon's exit code and stderr.
+    fn stop(&mut self) -> Run {
+        let child = self.child.take().unwrap();
+        // SAFETY: kill with a pid we started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        Run::from_output(child.wait_with_output().unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A client process as `who`: sends `input` (raw bytes), prints every answer
+/// line; `hold` keeps the connection open that many seconds after sending.
+const CLIENT_PY: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+data = sys.stdin.buffer.read()
+try:
+    s.sendall(data)
+    time.sleep(float(sys.argv[2]))
+    s.shutdown(socket.SHUT_WR)
+except OSError:
+    pass  # the daemon ended this connection; its answer is still to be read
+f = s.makefile("rb")
+for line in f:
+    sys.stdout.write(line.decode())
+"#;
+
+fn client_cmd(who: Who, socket: &Path, hold: f64) -> Command {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-I", "-S", "-c", CLIENT_PY])
+        .arg(socket)
+        .arg(hold.to_string())
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Who::User { uid, gid } = who {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+fn ask_raw(who: Who, socket: &Path, input: &[u8], hold: f64) -> Vec<Value> {
+    let mut child = client_cmd(who, socket, hold).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("answer is not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn ask(who: Who, socket: &Path, requests: &[Value]) -> Vec<Value> {
+    let mut input = Vec::new();
+    for r in requests {
+        input.extend_from_slice(r.to_string().as_bytes());
+        input.push(b'\n');
+    }
+    ask_raw(who, socket, &input, 0.0)
+}
+
+#[test]
+fn the_daemon_runs_what_a_workers_roles_grant_and_nothing_else() {
+    let who = agent();
+    let policy = analyst_policy("daemon-gate", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let a = ask(
+        who,
+        &d.socket,
+        &[
+            json!({"mbu": "reason", "args": ["-c", "import sys; print(sum(map(int, sys.stdin.read().split())))"], "stdin": "1 2 3"}),
+            json!({"mbu": "knowledge", "args": ["-c", "print('k')"]}),
+            json!({"mbu": "document_generation", "args": ["-c", "print('d')"]}),
+            json!({"mbu": "code_generate_new", "args": ["-c", "print('should not run')"]}),
+            json!({"mbu": "made-up", "args": []}),
+            json!({"mbu": "reason", "args": ["-c", "import sys; sys.exit(3)"]}),
+            json!({"mbu": "reason", "workspace": "/etc"}),
+        ],
+    );
+    assert_eq!(a.len(), 7, "{a:#?}");
+    assert_eq!(a[0]["ok"], true, "{a:#?}");
+    assert_eq!(a[0]["stdout"], "6\n");
+    assert_eq!(a[1]["stdout"], "k\n");
+    assert_eq!(a[2]["stdout"], "d\n");
+    assert_eq!(
+        a[3],
+        json!({"ok": false, "error": "no such capability: code_generate_new"})
+    );
+    assert_eq!(a[4], json!({"ok": false, "error": "no such capability: made-up"}));
+    assert_eq!(a[5]["exit_code"], 3);
+    assert!(
+        a[6]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("workspace: /etc is owned by uid 0, not by the client"),
+        "{a:#?}"
+    );
+
+    // A forged worker name is not part of a request: refused, nothing ran.
+    let forged = ask(
+        who,
+        &d.socket,
+        &[json!({"mbu": "code_generate_new", "worker": "root", "args": ["-c", "print(1)"]})],
+    );
+    assert!(
+        forged[0]["error"].as_str().unwrap().contains("unknown field `worker`"),
+        "{forged:#?}"
+    );
+
+    let stopped = d.stop();
+    assert_eq!(stopped.code, 0, "{stopped:#?}");
+    let recs = records(&d.log);
+    let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
+    assert_eq!(starts.len(), 4, "reason, knowledge, document_generation, reason");
+    for s in &starts {
+        assert_eq!(s["worker"]["name"], "agent");
+        assert_eq!(s["worker"]["client_uid"], uid_of(who));
+        assert_eq!(s["role"], "analyst");
+    }
+    let refused: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "gate.refused").collect();
+    assert_eq!(refused.len(), 3, "{refused:#?}");
+    assert_eq!(refused[0]["mbu"], "code_generate_new");
+    assert_eq!(refused[0]["client"]["uid"], uid_of(who));
+    verify(&d.log);
+}
+
+#[test]
+fn a_client_that_is_no_worker_is_refused_and_recorded() {
+    let who = agent();
+    // The only worker is root; the agent connects.
+    let policy = write_policy(
+        "daemon-stranger",
+        "[roles.analyst]\nmbus = [\"reason\"]\n[workers.boss]\nuser = \"root\"\nroles = [\"analyst\"]\n",
+    );
+    let mut d = Daemon::start(&policy, &[]);
+    let a = ask(who, &d.socket, &[json!({"mbu": "reason", "args": ["-c", "print(1)"]})]);
+    let uid = uid_of(who);
+    assert_eq!(
+        a[0]["error"].as_str().unwrap(),
+        format!(
+            "not a worker: uid {uid} gid {} is not named in the policy",
+            who.sandbox_host_id().1
+        )
+    );
+    d.stop();
+    let recs = records(&d.log);
+    assert!(recs.iter().all(|r| r["kind"] != "exec.start"), "nothing ran");
+    assert_eq!(recs.iter().filter(|r| r["kind"] == "gate.refused").count(), 1);
+    verify(&d.log);
+}
+
+#[test]
+fn bad_requests_are_refused_while_a_good_client_is_served() {
+    let who = agent();
+    let policy = analyst_policy("daemon-bad", who);
+    let d = Daemon::start(&policy, &["--request-timeout", "2"]);
+    let good = json!({"mbu": "reason", "args": ["-c", "print('good')"]});
+    std::thread::scope(|s| {
+        // Half a line, then silence for longer than the request timeout.
+        let slow = s.spawn(|| ask_raw(who, &d.socket, b"{\"mbu\": \"rea", 4.0));
+        // Ten megabytes without a newline.
+        let huge = s.spawn(|| {
+            let mut line = vec![b'x'; 10 << 20];
+            line.push(b'\n');
+            ask_raw(who, &d.socket, &line, 0.0)
+        });
+        let mixed = s.spawn(|| {
+            ask_raw(
+                who,
+                &d.socket,
+                format!("not json\n{{\"mbu\": \"reason\", \"argv\": []}}\n{{\"mbu\": 7}}\n{good}\n").as_bytes(),
+                0.0,
+            )
+        });
+        // Meanwhile a good client is answered.
+        for _ in 0..3 {
+            let a = ask(who, &d.socket, std::slice::from_ref(&good));
+            assert_eq!(a[0]["stdout"], "good\n", "{a:#?}");
+        }
+        let slow = slow.join().unwrap();
+        assert_eq!(
+            slow,
+            vec![json!({"ok": false, "error": "request incomplete after 2 s"})]
+        );
+        let huge = huge.join().unwrap();
+        assert_eq!(
+            huge,
+            vec![json!({"ok": false, "error": "request longer than 1048576 bytes"})]
+        );
+        let mixed = mixed.join().unwrap();
+        assert_eq!(mixed.len(), 4, "{mixed:#?}");
+        assert!(
+            mixed[0]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("not a request: expected"),
+            "{mixed:#?}"
+        );
+        assert!(
+            mixed[1]["error"].as_str().unwrap().contains("unknown field `argv`"),
+            "{mixed:#?}"
+        );
+        assert!(
+            mixed[2]["error"].as_str().unwrap().contains("invalid type"),
+            "{mixed:#?}"
+        );
+        assert_eq!(mixed[3]["stdout"], "good\n");
+    });
+}
+
+#[test]
+fn eight_clients_times_fifty_requests_are_all_answered_with_flat_memory() {
+    let who = agent();
+    let policy = analyst_policy("daemon-load", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let round = |n: usize| {
+        std::thread::scope(|s| {
+            let clients: Vec<_> = (0..8)
+                .map(|c| {
+                    let socket = d.socket.clone();
+                    s.spawn(move || {
+                        let reqs: Vec<Value> = (0..n)
+                            .map(|i| json!({"mbu": "reason", "args": ["-c", format!("print({c} * 1000 + {i})")]}))
+                            .collect();
+                        let answers = ask(who, &socket, &reqs);
+                        assert_eq!(answers.len(), n);
+                        for (i, a) in answers.iter().enumerate() {
+                            assert_eq!(
+                                a["stdout"],
+                                format!("{}\n", c * 1000 + i),
+                                "client {c} request {i}: {a:#?}"
+                            );
+                        }
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.join().unwrap();
+            }
+        })
+    };
+    round(5);
+    let early = d.rss_kib();
+    round(50);
+    let late = d.rss_kib();
+    eprintln!("daemon RSS: {early} KiB after 40 executions, {late} KiB after 440");
+    let stopped = d.stop();
+    assert_eq!(stopped.code, 0, "{stopped:#?}");
+    // Flat: the 400 later executions left no more than 10% (and 1 MiB of
+    // allocator slack) behind.
+    assert!(
+        late <= early + early / 10 + 1024,
+        "daemon RSS grew from {early} KiB to {late} KiB over 400 executions"
+    );
+    let starts = records(&d.log)
+        .into_iter()
+        .filter(|r| r["kind"] == "exec.start")
+        .count();
+    assert_eq!(starts, 8 * 55);
+    verify(&d.log);
+}
+
+#[test]
+fn sigterm_drains_running_executions_and_kills_them_past_the_grace_period() {
+    let who = agent();
+    let policy = analyst_policy("daemon-drain", who);
+    for (grace, sleep, finished) in [("10", "1", true), ("1", "30", false)] {
+        let mut d = Daemon::start(&policy, &["--grace", grace]);
+        let mut client = client_cmd(who, &d.socket, 0.0).spawn().unwrap();
+        let req = json!({"mbu": "reason", "args": ["-c", format!("import time; time.sleep({sleep}); print('done')")]});
+        client
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{req}\n").as_bytes())
+            .unwrap();
+        // Wait until the execution has started, then ask the daemon to stop.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !records(&d.log).iter().any(|r| r["kind"] == "exec.start") {
+            assert!(Instant::now() < deadline, "the execution did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stopped = d.stop();
+        assert_eq!(stopped.code, 0, "{stopped:#?}");
+        let out = client.wait_with_output().unwrap();
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        if finished {
+            assert_eq!(answer["stdout"], "done\n", "{answer:#?}");
+            assert_eq!(answer["exit_code"], 0);
+        } else {
+            assert_ne!(answer["exit_code"], 0, "{answer:#?}");
+            assert!(
+                stopped.stderr.contains("grace period over: ending 1 executions"),
+                "{stopped:#?}"
+            );
+        }
+        let recs = records(&d.log);
+        assert_eq!(recs.iter().filter(|r| r["kind"] == "exec.end").count(), 1, "{recs:#?}");
+        verify(&d.log);
+        assert!(!d.socket.exists(), "the socket is removed");
+    }
+}
