@@ -15,12 +15,12 @@
 //! "args": […], "stdin": "…"}`) and reads one JSON answer per line, the same
 //! as the daemon's. Requests are served one at a time.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::exec::{Execution, Lineage, WireRequest, WireResponse, MAX_REQUEST_BYTES};
+use super::exec::{Execution, LineReader, Lineage, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
 use crate::policy::subset::excess;
 use crate::policy::{is_mbu_name, Policy};
 
@@ -48,28 +48,19 @@ pub type Current = Arc<Mutex<Option<u32>>>;
 impl Delegation {
     /// Serves requests on `sock` until the sandbox closes it.
     pub fn serve(&self, sock: UnixStream, current: &Current) {
-        let Ok(reader) = sock.try_clone() else { return };
-        let mut reader = BufReader::new(reader);
-        let mut writer = sock;
-        let mut line = Vec::new();
+        let Ok(mut writer) = sock.try_clone() else { return };
+        let mut reader = LineReader::new(sock);
         loop {
-            line.clear();
-            let n = match (&mut reader)
-                .take(MAX_REQUEST_BYTES as u64 + 1)
-                .read_until(b'\n', &mut line)
-            {
-                Ok(0) | Err(_) => return,
-                Ok(n) => n,
-            };
-            let answer = if n > MAX_REQUEST_BYTES {
-                // Too long to be a request; the rest of the line is not read.
-                let a = WireResponse::refused(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
-                let _ = writer.write_all(a.line().as_bytes());
-                return;
-            } else if !line.ends_with(b"\n") {
-                return;
-            } else {
-                self.answer(&line, current)
+            // No deadline: the sandbox's own limits bound how long it lives.
+            let answer = match reader.next_line(MAX_REQUEST_BYTES, None) {
+                NextLine::Line(line) => self.answer(&line, current),
+                NextLine::TooLong => {
+                    // The rest of the line is not read: this channel is done.
+                    let a = WireResponse::refused(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
+                    let _ = writer.write_all(a.line().as_bytes());
+                    return;
+                }
+                NextLine::End | NextLine::Incomplete | NextLine::Truncated | NextLine::Idle => return,
             };
             if writer.write_all(answer.line().as_bytes()).is_err() {
                 return;

@@ -250,6 +250,84 @@ impl Started {
     }
 }
 
+/// Reads request lines from a stream, each bounded in size and, optionally,
+/// in the time it may take to arrive whole (a per-read timeout alone would let
+/// a client trickle one byte at a time forever).
+pub struct LineReader<S> {
+    stream: S,
+    pending: Vec<u8>,
+}
+
+/// What [`LineReader::next_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NextLine {
+    /// A whole line, newline included.
+    Line(Vec<u8>),
+    /// The peer closed the stream between lines.
+    End,
+    /// The deadline passed within a line.
+    Incomplete,
+    /// The peer closed the stream within a line.
+    Truncated,
+    /// Nothing arrived before the deadline.
+    Idle,
+    /// The line is longer than the limit.
+    TooLong,
+}
+
+impl LineReader<std::os::unix::net::UnixStream> {
+    /// A reader over `stream`.
+    pub fn new(stream: std::os::unix::net::UnixStream) -> Self {
+        LineReader {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    /// The next line, of at most `max` bytes, arriving within `within`.
+    pub fn next_line(&mut self, max: usize, within: Option<std::time::Duration>) -> NextLine {
+        let deadline = within.map(|d| std::time::Instant::now() + d);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+                if i >= max {
+                    return NextLine::TooLong;
+                }
+                let rest = self.pending.split_off(i + 1);
+                return NextLine::Line(std::mem::replace(&mut self.pending, rest));
+            }
+            if self.pending.len() > max {
+                return NextLine::TooLong;
+            }
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                    return self.cut_short(NextLine::Idle);
+                }
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) if self.pending.is_empty() => return NextLine::End,
+                Ok(0) => return NextLine::Truncated,
+                Ok(n) => self.pending.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return self.cut_short(NextLine::Idle)
+                }
+                Err(_) => return self.cut_short(NextLine::End),
+            }
+        }
+    }
+
+    /// A timeout or error: `between_lines` if no partial line is pending.
+    fn cut_short(&self, between_lines: NextLine) -> NextLine {
+        if self.pending.is_empty() {
+            between_lines
+        } else {
+            NextLine::Incomplete
+        }
+    }
+}
+
 fn read_capped(stream: impl Read, cap: u64) -> Vec<u8> {
     let mut kept = Vec::new();
     let mut limited = stream.take(cap);

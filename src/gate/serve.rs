@@ -19,7 +19,7 @@
 //! record the end), and exit once every answer is written.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::exec::{Execution, Lineage, WireRequest, WireResponse, MAX_REQUEST_BYTES};
+use super::exec::{Execution, LineReader, Lineage, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
 use super::{Gate, Peer, Worker};
 use crate::provenance::{self, AuditLog};
 use crate::sandbox::sys;
@@ -232,44 +232,35 @@ fn client(shared: &Shared, stream: UnixStream) {
         },
         Err(_) => return,
     };
-    let _ = stream.set_read_timeout(Some(shared.cfg.request_timeout));
     let _ = stream.set_write_timeout(Some(shared.cfg.request_timeout));
     let Ok(mut writer) = stream.try_clone() else { return };
     if let (Ok(mut clients), Ok(c)) = (shared.clients.lock(), stream.try_clone()) {
         clients.insert(id, c);
     }
     let worker = shared.gate.worker_for(&peer).cloned();
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
+    let mut reader = LineReader::new(stream);
     loop {
         if shared.draining.load(Ordering::SeqCst) {
             break;
         }
-        line.clear();
-        let read = (&mut reader)
-            .take(MAX_REQUEST_BYTES as u64 + 1)
-            .read_until(b'\n', &mut line);
-        let (answer, close) = match read {
-            Ok(0) => break,
-            Ok(n) if n > MAX_REQUEST_BYTES => (
+        let (answer, close) = match reader.next_line(MAX_REQUEST_BYTES, Some(shared.cfg.request_timeout)) {
+            NextLine::Line(line) => (request(shared, &peer, worker.as_ref(), &line), false),
+            NextLine::TooLong => (
                 WireResponse::refused(format!("request longer than {MAX_REQUEST_BYTES} bytes")),
                 true,
             ),
-            Ok(_) if !line.ends_with(b"\n") => break,
-            Ok(_) => (request(shared, &peer, worker.as_ref(), &line), false),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                if line.is_empty() {
-                    break;
-                }
-                (
-                    WireResponse::refused(format!(
-                        "request incomplete after {} s",
-                        shared.cfg.request_timeout.as_secs()
-                    )),
-                    true,
-                )
-            }
-            Err(_) => break,
+            NextLine::Incomplete => (
+                WireResponse::refused(format!(
+                    "request incomplete after {} s",
+                    shared.cfg.request_timeout.as_secs()
+                )),
+                true,
+            ),
+            NextLine::Truncated => (
+                WireResponse::refused("request incomplete: the connection ended within a line"),
+                true,
+            ),
+            NextLine::End | NextLine::Idle => break,
         };
         if writer.write_all(answer.line().as_bytes()).is_err() || close {
             break;

@@ -489,8 +489,14 @@ import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 data = sys.stdin.buffer.read()
+trickle = float(sys.argv[3]) if len(sys.argv) > 3 else 0
 try:
-    s.sendall(data)
+    if trickle:
+        for i in range(len(data)):
+            s.sendall(data[i:i + 1])
+            time.sleep(trickle)
+    else:
+        s.sendall(data)
     time.sleep(float(sys.argv[2]))
     s.shutdown(socket.SHUT_WR)
 except OSError:
@@ -501,10 +507,16 @@ for line in f:
 "#;
 
 fn client_cmd(who: Who, socket: &Path, hold: f64) -> Command {
+    trickling_client(who, socket, hold, 0.0)
+}
+
+/// A client that sends one byte every `trickle` seconds.
+fn trickling_client(who: Who, socket: &Path, hold: f64, trickle: f64) -> Command {
     let mut cmd = Command::new("/usr/bin/python3");
     cmd.args(["-I", "-S", "-c", CLIENT_PY])
         .arg(socket)
         .arg(hold.to_string())
+        .arg(trickle.to_string())
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -516,7 +528,11 @@ fn client_cmd(who: Who, socket: &Path, hold: f64) -> Command {
 }
 
 fn ask_raw(who: Who, socket: &Path, input: &[u8], hold: f64) -> Vec<Value> {
-    let mut child = client_cmd(who, socket, hold).spawn().unwrap();
+    answers(client_cmd(who, socket, hold), input)
+}
+
+fn answers(mut cmd: Command, input: &[u8]) -> Vec<Value> {
+    let mut child = cmd.spawn().unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -638,6 +654,11 @@ fn bad_requests_are_refused_while_a_good_client_is_served() {
     std::thread::scope(|s| {
         // Half a line, then silence for longer than the request timeout.
         let slow = s.spawn(|| ask_raw(who, &d.socket, b"{\"mbu\": \"rea", 4.0));
+        // A line that trickles in a byte at a time, each in time for a
+        // per-read timeout but never whole within the request timeout.
+        let trickle = s.spawn(|| answers(trickling_client(who, &d.socket, 0.0, 0.5), b"{\"mbu\": \"reason\"}\n"));
+        // Half a line, and then the client hangs up.
+        let cut = s.spawn(|| ask_raw(who, &d.socket, b"{\"mbu\": \"rea", 0.0));
         // Ten megabytes without a newline.
         let huge = s.spawn(|| {
             let mut line = vec![b'x'; 10 << 20];
@@ -661,6 +682,16 @@ fn bad_requests_are_refused_while_a_good_client_is_served() {
         assert_eq!(
             slow,
             vec![json!({"ok": false, "error": "request incomplete after 2 s"})]
+        );
+        let trickle = trickle.join().unwrap();
+        assert_eq!(
+            trickle,
+            vec![json!({"ok": false, "error": "request incomplete after 2 s"})]
+        );
+        let cut = cut.join().unwrap();
+        assert_eq!(
+            cut,
+            vec![json!({"ok": false, "error": "request incomplete: the connection ended within a line"})]
         );
         let huge = huge.join().unwrap();
         assert_eq!(
