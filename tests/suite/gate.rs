@@ -198,6 +198,26 @@ fn run_with_a_policy_runs_what_the_roles_grant_and_nothing_else() {
     verify(&log);
 }
 
+#[test]
+fn a_profile_changed_after_the_gate_checked_it_does_not_run() {
+    let who = agent();
+    let lineage = json!({"expect_profile": "0000", "depth": 1, "parent": "x"}).to_string();
+    let out = run(
+        who,
+        &profile("reason"),
+        &["--lineage", &lineage],
+        &["-c", "print('ran')"],
+        None,
+    );
+    out.assert_code(125);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("wall 1 (policy gate): ")
+            && out.stderr.contains("changed after the gate checked it; nothing ran"),
+        "{out:#?}"
+    );
+}
+
 // --- diff -----------------------------------------------------------------------
 
 #[test]
@@ -768,6 +788,38 @@ fn eight_clients_times_fifty_requests_are_all_answered_with_flat_memory() {
         .filter(|r| r["kind"] == "exec.start")
         .count();
     assert_eq!(starts, 8 * 55);
+    verify(&d.log);
+}
+
+#[test]
+fn a_daemon_killed_mid_execution_takes_its_executions_down_and_leaves_a_log_that_verifies() {
+    let who = agent();
+    let policy = analyst_policy("daemon-kill9", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let mut client = client_cmd(who, &d.socket, 0.0).spawn().unwrap();
+    let marker = format!("kill9-marker-{}", unique());
+    let req = json!({"mbu": "reason", "args": ["-c", format!("import time; time.sleep(60)  # {marker}")]});
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{req}\n").as_bytes())
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while host_processes_with(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the execution did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut daemon = d.child.take().unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    // Its supervisors get SIGTERM, end their sandboxes and record the end.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !host_processes_with(&marker).is_empty() || !records(&d.log).iter().any(|r| r["kind"] == "exec.end") {
+        assert!(Instant::now() < deadline, "the execution outlived its daemon");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = client.wait();
     verify(&d.log);
 }
 
