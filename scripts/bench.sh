@@ -102,14 +102,59 @@ imp_events=$(grep -c '"kind":"file"' "$work/count.jsonl")
 NINEWALL_AUDIT_LOG=$work/count.jsonl "$bin" run --profile "$work/profiles/py-all.toml" -- -c "$loop"
 loop_events=$(grep -c '"kind":"file"' "$work/count.jsonl")
 
+echo "measuring the daemon ..." >&2
+# The same every-wall /bin/true, granted by a policy to whoever runs this.
+cp "$work/profiles/true.toml" "$work/profiles/bench-true.toml"
+cat >"$work/policy.toml" <<TOML
+profiles = "profiles"
+[roles.bench]
+mbus = ["bench-true"]
+[workers.bench]
+user = "$(id -u)"
+roles = ["bench"]
+TOML
+cat >"$work/client.py" <<'PY'
+import json, socket, sys, threading, time
+path, clients, each = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def client():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    f = s.makefile("rwb")
+    for _ in range(each):
+        f.write(b'{"mbu": "bench-true"}\n')
+        f.flush()
+        a = json.loads(f.readline())
+        assert a["ok"] and a["exit_code"] == 0, a
+threads = [threading.Thread(target=client) for _ in range(clients)]
+start = time.monotonic()
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(f"{clients * each / (time.monotonic() - start):.1f}")
+PY
+"$bin" serve --policy "$work/policy.toml" --socket "$work/ninewall.sock" --audit-log "$work/daemon.jsonl" 2>/dev/null &
+daemon=$!
+while [ ! -S "$work/ninewall.sock" ]; do sleep 0.05; done
+rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$daemon/status"; }
+python3 "$work/client.py" "$work/ninewall.sock" 1 10 >/dev/null
+daemon_rss_10=$(rss)
+daemon_rate_1=$(python3 "$work/client.py" "$work/ninewall.sock" 1 200)
+daemon_rate_8=$(python3 "$work/client.py" "$work/ninewall.sock" 8 100)
+python3 "$work/client.py" "$work/ninewall.sock" 8 24 >/dev/null # 1,000 in all
+daemon_rss_1000=$(rss)
+kill -TERM "$daemon"
+wait "$daemon" || true
+
 echo "measuring the supervisor's peak RSS ..." >&2
 # The supervisor's own (RUSAGE_SELF), as -v reports it: GNU time's %M would
 # be the largest process of the tree, which is Python.
 rss_kb=$("$bin" run -v --profile "$work/profiles/py-all.toml" -- -c "$imports" 2>&1 >/dev/null | sed -n 's/.*supervisor peak RSS \([0-9]*\) KiB.*/\1/p')
 
-python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" >bench/RESULTS.md <<'PY'
+python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" >bench/RESULTS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
 d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rate_1, rate_8, rss_10, rss_1000 = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 def t(name):
     r = json.load(open(os.path.join(d, name + ".json")))["results"][0]
     return r["median"] * 1000, r["min"] * 1000, r["max"] * 1000
@@ -154,7 +199,11 @@ per_ninewall = (t("loop-ninewall-all")[0] - t("loop-ninewall-none")[0]) * 1000 /
 per_strace = (t("loop-strace")[0] - t("loop-bare")[0]) * 1000 / 20000
 out += ["", f"Per recorded access: ninewall {per_ninewall:.1f} µs (files = all minus none, over {loop_events} recorded accesses); strace {per_strace:.1f} µs.",
         "", "## Supervisor", "", f"Peak RSS of the supervisor itself (`ninewall run -v`, the import run, files = all): {rss_kb} KiB.",
-        "", "Not measured: the daemon (`ninewall serve` does not exist yet)."]
+        "", "## Daemon (`ninewall serve`, the every-wall /bin/true, baseline: `ninewall run` in the same run)", "",
+        "| what | executions/s | vs `ninewall run` |", "|---|---|---|",
+        f"| 1 client, 200 requests one after another | {rate_1:.1f} | {rate_1 / (1000 / t('true-ninewall')[0]):.2f}x (sequential runs: {1000 / t('true-ninewall')[0]:.1f}/s) |",
+        f"| 8 clients, 100 requests each | {rate_8:.1f} | {rate_8 / (200000 / t('true-ninewall-x8')[0]):.2f}x (8 runs in flight: {200000 / t('true-ninewall-x8')[0]:.1f}/s) |",
+        "", f"Daemon RSS: {rss_10} KiB after 10 executions, {rss_1000} KiB after 1,000 ({(rss_1000 - rss_10) * 100 / rss_10:+.1f}%)."]
 print("\n".join(out))
 PY
 cat bench/RESULTS.md

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Run agent capability units in a sandbox built from a TOML profile.
 #[derive(Debug, Parser)]
@@ -18,54 +18,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the profile's command (or the program after `--`) in a new sandbox.
     ///
-    /// Exit status: the program's own; 125 the sandbox could not be built; 126
-    /// the program may not be executed; 127 not found; 128+N killed by signal N;
-    /// 2 bad command line or profile.
-    Run {
-        /// The MBU profile (TOML).
-        #[arg(
-            long,
-            short = 'p',
-            value_name = "PROFILE",
-            required_unless_present = "mbu",
-            conflicts_with = "mbu"
-        )]
-        profile: Option<PathBuf>,
-        /// With --policy: the MBU to run, by name; the policy's roles must grant
-        /// it to the worker this process is.
-        #[arg(long, value_name = "NAME", requires = "policy")]
-        mbu: Option<String>,
-        /// The role policy (TOML) that decides which MBUs this worker may run.
-        #[arg(long, value_name = "POLICY", requires = "mbu")]
-        policy: Option<PathBuf>,
-        /// With --policy: act as this worker (it must be this process's user or
-        /// group; root may name any). Default: the worker this process's ids are.
-        #[arg(long, value_name = "NAME", requires = "policy")]
-        worker: Option<String>,
-        /// Report the outcome as one JSON line on this descriptor, and ninewall's
-        /// own messages there instead of on stderr (used by `serve` and delegation).
-        #[arg(long, value_name = "FD", hide = true)]
-        outcome_fd: Option<i32>,
-        /// Who asked, as JSON (used by `serve` and delegation).
-        #[arg(long, value_name = "JSON", hide = true)]
-        lineage: Option<String>,
-        /// A host directory to use as the workspace (read-write, noexec) instead
-        /// of a fresh tmpfs.
-        #[arg(long, value_name = "DIR")]
-        workspace: Option<PathBuf>,
-        /// Print the walls being built to stderr.
-        #[arg(long, short = 'v')]
-        verbose: bool,
-        /// The provenance log to append to. Default: $NINEWALL_AUDIT_LOG, else
-        /// /var/log/ninewall/audit.jsonl for root and
-        /// ~/.local/state/ninewall/audit.jsonl for anyone else.
-        #[arg(long, value_name = "LOG")]
-        audit_log: Option<PathBuf>,
-        /// Arguments appended to the profile's command; or the program and its
-        /// arguments when the profile has no command.
-        #[arg(last = true, value_name = "ARGS")]
-        args: Vec<String>,
-    },
+    /// Exit status: the program's own; 125 the sandbox could not be built or
+    /// the policy gate refused; 126 the program may not be executed; 127 not
+    /// found; 128+N killed by signal N; 2 bad command line or profile.
+    Run(RunArgs),
     /// Read a provenance log.
     Audit {
         /// What to do with it.
@@ -80,31 +36,7 @@ pub enum Command {
     },
     /// Serve the policy gate on a unix socket: workers send JSON requests, the
     /// kernel says who they are, their roles say what they may run.
-    Serve {
-        /// The role policy (TOML).
-        #[arg(long, value_name = "POLICY")]
-        policy: PathBuf,
-        /// The socket. Default: /run/ninewall/ninewall.sock for root,
-        /// $XDG_RUNTIME_DIR/ninewall.sock (else /tmp/ninewall-UID.sock) for anyone else.
-        #[arg(long, value_name = "PATH")]
-        socket: Option<PathBuf>,
-        /// The socket's mode, octal. Anyone who can connect reaches the gate,
-        /// which refuses (and records) clients that are no worker.
-        #[arg(long, value_name = "MODE", default_value = "666")]
-        socket_mode: String,
-        /// The provenance log (default as for `run`).
-        #[arg(long, value_name = "LOG")]
-        audit_log: Option<PathBuf>,
-        /// Seconds running executions may take to finish after SIGTERM.
-        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-        grace: u64,
-        /// Seconds a request may take to arrive whole (and a client may idle).
-        #[arg(long, value_name = "SECONDS", default_value_t = 10)]
-        request_timeout: u64,
-        /// Clients served at once.
-        #[arg(long, value_name = "N", default_value_t = 64)]
-        max_clients: usize,
-    },
+    Serve(ServeArgs),
     /// Validate a role policy and print who may run what.
     Policy {
         /// The role policy (TOML).
@@ -153,4 +85,80 @@ pub enum AuditAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `ninewall run`'s arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The MBU profile (TOML).
+    #[arg(
+        long,
+        short = 'p',
+        value_name = "PROFILE",
+        required_unless_present = "mbu",
+        conflicts_with = "mbu"
+    )]
+    pub profile: Option<PathBuf>,
+    /// With --policy: the MBU to run, by name; the policy's roles must grant
+    /// it to the worker this process is.
+    #[arg(long, value_name = "NAME", requires = "policy")]
+    pub mbu: Option<String>,
+    /// The role policy (TOML) that decides which MBUs this worker may run.
+    #[arg(long, value_name = "POLICY", requires = "mbu")]
+    pub policy: Option<PathBuf>,
+    /// With --policy: act as this worker (it must be this process's user or
+    /// group; root may name any). Default: the worker this process's ids are.
+    #[arg(long, value_name = "NAME", requires = "policy")]
+    pub worker: Option<String>,
+    /// Report the outcome as one JSON line on this descriptor, and ninewall's
+    /// own messages there instead of on stderr (used by `serve` and delegation).
+    #[arg(long, value_name = "FD", hide = true)]
+    pub outcome_fd: Option<i32>,
+    /// Who asked, as JSON (used by `serve` and delegation).
+    #[arg(long, value_name = "JSON", hide = true)]
+    pub lineage: Option<String>,
+    /// A host directory to use as the workspace (read-write, noexec) instead
+    /// of a fresh tmpfs.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Print the walls being built to stderr.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
+    /// The provenance log to append to. Default: $NINEWALL_AUDIT_LOG, else
+    /// /var/log/ninewall/audit.jsonl for root and
+    /// ~/.local/state/ninewall/audit.jsonl for anyone else.
+    #[arg(long, value_name = "LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Arguments appended to the profile's command; or the program and its
+    /// arguments when the profile has no command.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// `ninewall serve`'s arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The role policy (TOML).
+    #[arg(long, value_name = "POLICY")]
+    pub policy: PathBuf,
+    /// The socket. Default: /run/ninewall/ninewall.sock for root,
+    /// $XDG_RUNTIME_DIR/ninewall.sock (else /tmp/ninewall-UID.sock) for anyone else.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The socket's mode, octal. Anyone who can connect reaches the gate,
+    /// which refuses (and records) clients that are no worker.
+    #[arg(long, value_name = "MODE", default_value = "666")]
+    pub socket_mode: String,
+    /// The provenance log (default as for `run`).
+    #[arg(long, value_name = "LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// Seconds running executions may take to finish after SIGTERM.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub grace: u64,
+    /// Seconds a request may take to arrive whole (and a client may idle).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub request_timeout: u64,
+    /// Clients served at once.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_clients: usize,
 }

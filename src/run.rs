@@ -5,7 +5,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::cli::{AuditAction, Cli, Command};
+use crate::cli::{AuditAction, Cli, Command, RunArgs, ServeArgs};
 use crate::gate::delegate::Delegation;
 use crate::gate::exec::{Lineage, OutcomeLine};
 use crate::gate::{Gate, Peer};
@@ -63,65 +63,13 @@ fn load_profile(path: &Path) -> Result<(Profile, Policy), i32> {
 pub fn main(cli: Cli) -> i32 {
     match cli.command {
         Command::Check { profile, json } => check(&profile, json),
-        Command::Run {
-            profile,
-            mbu,
-            policy,
-            worker,
-            workspace,
-            verbose,
-            audit_log,
-            args,
-            outcome_fd,
-            lineage,
-        } => run_command(RunArgs {
-            profile,
-            mbu,
-            policy,
-            worker,
-            workspace,
-            verbose,
-            audit_log,
-            args,
-            outcome_fd,
-            lineage,
-        }),
-        Command::Serve {
-            policy,
-            socket,
-            socket_mode,
-            audit_log,
-            grace,
-            request_timeout,
-            max_clients,
-        } => serve(ServeArgs {
-            policy,
-            socket,
-            socket_mode,
-            audit_log,
-            grace,
-            request_timeout,
-            max_clients,
-        }),
+        Command::Run(args) => run_command(args),
+        Command::Serve(args) => serve(args),
         Command::Policy { policy } => show_gate(&policy),
         Command::Diff { a, b } => diff(&a, &b),
         Command::Audit { action } => audit(action),
         Command::Probe { json } => probe(json),
     }
-}
-
-/// `ninewall run`'s arguments.
-struct RunArgs {
-    profile: Option<PathBuf>,
-    mbu: Option<String>,
-    policy: Option<PathBuf>,
-    worker: Option<String>,
-    workspace: Option<PathBuf>,
-    verbose: bool,
-    audit_log: Option<PathBuf>,
-    args: Vec<String>,
-    outcome_fd: Option<i32>,
-    lineage: Option<String>,
 }
 
 /// How a run ended, for `--outcome-fd`.
@@ -687,17 +635,6 @@ pub fn describe(p: &Policy) -> String {
         ),
     );
     s.trim_end().to_string()
-}
-
-/// `ninewall serve`'s arguments.
-struct ServeArgs {
-    policy: PathBuf,
-    socket: Option<PathBuf>,
-    socket_mode: String,
-    audit_log: Option<PathBuf>,
-    grace: u64,
-    request_timeout: u64,
-    max_clients: usize,
 }
 
 fn serve(a: ServeArgs) -> i32 {

@@ -698,26 +698,14 @@ fn bad_requests_are_refused_while_a_good_client_is_served() {
             let a = ask(who, &d.socket, std::slice::from_ref(&good));
             assert_eq!(a[0]["stdout"], "good\n", "{a:#?}");
         }
-        let slow = slow.join().unwrap();
-        assert_eq!(
-            slow,
-            vec![json!({"ok": false, "error": "request incomplete after 2 s"})]
-        );
-        let trickle = trickle.join().unwrap();
-        assert_eq!(
-            trickle,
-            vec![json!({"ok": false, "error": "request incomplete after 2 s"})]
-        );
-        let cut = cut.join().unwrap();
-        assert_eq!(
-            cut,
-            vec![json!({"ok": false, "error": "request incomplete: the connection ended within a line"})]
-        );
-        let huge = huge.join().unwrap();
-        assert_eq!(
-            huge,
-            vec![json!({"ok": false, "error": "request longer than 1048576 bytes"})]
-        );
+        for (client, error) in [
+            (slow, "request incomplete after 2 s"),
+            (trickle, "request incomplete after 2 s"),
+            (cut, "request incomplete: the connection ended within a line"),
+            (huge, "request longer than 1048576 bytes"),
+        ] {
+            assert_eq!(client.join().unwrap(), vec![json!({"ok": false, "error": error})]);
+        }
         let mixed = mixed.join().unwrap();
         assert_eq!(mixed.len(), 4, "{mixed:#?}");
         assert!(
