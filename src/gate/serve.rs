@@ -70,6 +70,7 @@ fn say(m: impl std::fmt::Display) {
 
 /// Runs the daemon until SIGTERM or SIGINT; returns the exit code.
 pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
+    sys::keep_heap_flat();
     // Signals first, before any thread exists, so every thread inherits the
     // mask and only the signalfd sees them.
     let signals = [libc::SIGTERM, libc::SIGINT];

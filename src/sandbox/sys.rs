@@ -1477,3 +1477,18 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: `fd` is open (checked above) and, by the caller's word, ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Keeps a long-lived, multi-threaded process's memory flat under glibc: one
+/// malloc arena for all threads (not one per thread, each keeping its own free
+/// memory), and large buffers (captured output) always in their own mappings,
+/// returned to the kernel when freed (a fixed threshold also stops glibc from
+/// raising it after the first large free).
+pub fn keep_heap_flat() {
+    // SAFETY: mallopt only sets allocator parameters; called before any thread
+    // of ours exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+}
