@@ -508,6 +508,9 @@ impl Running {
         let mut buf = [0u8; RECORD * 16];
         let mut pending: Vec<u8> = Vec::with_capacity(RECORD * 16);
         let mut chunk = vec![0u8; 64 * 1024];
+        // The cgroup's CPU time is read every 100 ms, not on every wake-up: a
+        // busy MBU wakes this loop once per recorded file access.
+        let mut next_cpu_check = Instant::now();
         loop {
             let out_fd = self.stdout.as_ref().map(|f| f.as_raw_fd());
             let err_fd = self.stderr.as_ref().map(|f| f.as_raw_fd());
@@ -518,7 +521,8 @@ impl Running {
             if now >= deadline && self.limit.is_none() {
                 self.kill_all(Limit::Timeout);
             }
-            if self.limit.is_none() {
+            if self.limit.is_none() && now >= next_cpu_check {
+                next_cpu_check = now + Duration::from_millis(100);
                 if let Some(ns) = self.cgroup.as_ref().and_then(Cgroup::cpu_ns) {
                     if ns > cpu_budget_ns {
                         self.kill_all(Limit::Cpu);

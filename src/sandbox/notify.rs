@@ -26,14 +26,17 @@ impl Running {
         };
         match self.recorded.get(&n.nr).copied() {
             Some((name, layout)) => {
-                for event in self.file_events(&n, name, layout) {
-                    // Only what was read while the caller was still waiting is real.
-                    if sys::notif_valid(listener, n.id) {
-                        on_file(event);
-                    }
-                }
-                // The caller may be gone already (ENOENT): nothing to answer.
+                let events = self.file_events(&n, name, layout);
+                // Only what was read while the caller was still waiting is real.
+                let valid = sys::notif_valid(listener, n.id);
+                // The caller goes on first; recording (serialising, hashing,
+                // batching) overlaps with it. What it records was read and
+                // resolved above, before the call could run. The caller may be
+                // gone already (ENOENT): nothing to answer.
                 let _ = sys::notif_continue(listener, n.id);
+                if valid {
+                    events.into_iter().for_each(&mut *on_file);
+                }
             }
             None => {
                 *self.refused.entry(n.nr).or_insert(0) += 1;

@@ -1236,39 +1236,83 @@ pub fn open_root_of(pid: i32) -> Option<OwnedFd> {
 pub fn resolve_in_root(rootfd: RawFd, path: &[u8]) -> Option<(String, bool)> {
     let rel: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
     let rel = std::ffi::CString::new(if rel.is_empty() { b".".to_vec() } else { rel }).ok()?;
-    let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: `rel` is NUL-terminated; `how` is a valid open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            rootfd,
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return None;
+    // Most paths hold no symlink: then the path the kernel reaches is the
+    // lexical one, and one openat2 that refuses symlinks says so without
+    // asking /proc for the name. A symlink (ELOOP), or anything unexpected,
+    // takes the general way below.
+    match open_in_root(rootfd, &rel, libc::RESOLVE_NO_SYMLINKS) {
+        Ok(fd) => {
+            let dir = is_dir_fd(fd);
+            close(fd);
+            return Some((lexical(path), dir?));
+        }
+        Err(libc::ENOENT) => return None,
+        Err(_) => {}
     }
-    let fd = fd as RawFd;
-    // SAFETY: stat is plain data, filled by fstat.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is open; `st` is valid and writable.
-    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    let fd = open_in_root(rootfd, &rel, 0).ok()?;
+    let dir = is_dir_fd(fd);
     // The object's path in the sandbox's own mount tree (which this process's
     // root does not reach, so the kernel names it from that tree's root).
     let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))
         .ok()
         .map(|p| p.display().to_string());
     close(fd);
-    if !ok {
-        return None;
+    Some((real?, dir?))
+}
+
+/// `path` made normal without the file system: `.` and empty components
+/// dropped, `..` taking one back (never above `/`).
+fn lexical(path: &[u8]) -> String {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
     }
-    Some((real?, st.st_mode & libc::S_IFMT == libc::S_IFDIR))
+    let mut out = Vec::with_capacity(path.len() + 1);
+    for p in &parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether `fd` is a directory; `None` if it cannot be asked.
+fn is_dir_fd(fd: RawFd) -> Option<bool> {
+    // SAFETY: stat is plain data, filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open; `st` is valid and writable.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// An `O_PATH` descriptor of `rel` beneath `rootfd`, resolved as if `rootfd`
+/// were `/`, magic links refused, and `extra` resolve flags.
+fn open_in_root(rootfd: RawFd, rel: &CStr, extra: u64) -> SysResult<RawFd> {
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS | extra,
+    };
+    retry(|| {
+        // SAFETY: `rel` is NUL-terminated; `how` is a valid open_how of the size passed.
+        check_long(unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                rootfd,
+                rel.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        })
+    })
+    .map(|fd| fd as RawFd)
 }
 
 /// Answers notification `id`: the syscall fails with `errno`.
@@ -1490,5 +1534,22 @@ pub fn keep_heap_flat() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
+    }
+}
+
+#[cfg(test)]
+mod lexical_tests {
+    #[test]
+    fn lexical_paths_are_normal_and_never_above_the_root() {
+        for (raw, normal) in [
+            ("/usr/lib/python3.11/os.py", "/usr/lib/python3.11/os.py"),
+            ("/work/sub/../in1.txt", "/work/in1.txt"),
+            ("//work/./a//b/", "/work/a/b"),
+            ("/../../etc/passwd", "/etc/passwd"),
+            ("/", "/"),
+            ("/..", "/"),
+        ] {
+            assert_eq!(super::lexical(raw.as_bytes()), normal, "{raw}");
+        }
     }
 }
