@@ -224,19 +224,41 @@ fn run(a: RunArgs) -> Ran {
             return EXIT_SANDBOX.into();
         }
     };
-    // Provenance first: if the start cannot be recorded, nothing runs.
+    // Provenance first: if the start cannot be recorded, nothing runs. The
+    // sandbox is forked first all the same, so that the kernel makes its
+    // namespaces while the start record is written and synced: it waits for a
+    // go that only `wait` below gives, after the record is on disk.
     let Some(log_path) = audit_log.or_else(|| provenance::default_log_path(caller.uid)) else {
         say("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set); nothing ran");
         return EXIT_SANDBOX.into();
     };
+    let exec_id = provenance::new_exec_id();
+    // Wall 1 for children: a socket to the delegation service, and nothing more.
+    let delegation = match policy.delegate.is_empty() {
+        true => Ok(None),
+        false => std::os::unix::net::UnixStream::pair()
+            .map(Some)
+            .map_err(|e| format!("wall 1 (policy gate): cannot make the delegation socket: {e}")),
+    };
+    let spawned = match &delegation {
+        Ok(d) => {
+            sandbox::spawn_with(&setup, d.as_ref().map(|(_, inside)| inside.as_raw_fd())).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.clone()),
+    };
+    let abandon = |spawned: Result<sandbox::Running, String>| {
+        if let Ok(r) = spawned {
+            r.abandon();
+        }
+    };
     let mut log = match provenance::AuditLog::open(&log_path) {
         Ok(l) => l,
         Err(e) => {
+            abandon(spawned);
             say(format!("{e}; nothing ran"));
             return EXIT_SANDBOX.into();
         }
     };
-    let exec_id = provenance::new_exec_id();
     let start = provenance::start_record(
         &exec_id,
         &policy,
@@ -249,27 +271,22 @@ fn run(a: RunArgs) -> Ran {
         },
     );
     if let Err(e) = log.append(start) {
+        abandon(spawned);
         say(format!("{e}; nothing ran"));
         return EXIT_SANDBOX.into();
     }
     if verbose {
         say(format!("provenance: execution {exec_id} in {}", log.path().display()));
     }
-    // Wall 1 for children: a socket to the delegation service, and nothing more.
-    let delegation = match policy.delegate.is_empty() {
-        true => None,
-        false => match std::os::unix::net::UnixStream::pair() {
-            Ok(pair) => Some(pair),
-            Err(e) => {
-                let e = format!("wall 1 (policy gate): cannot make the delegation socket: {e}");
-                say(format!("sandbox not built, nothing ran: {e}"));
-                record_end(&mut log, &exec_id, &Err(e));
-                return ran(EXIT_SANDBOX, &exec_id, None);
-            }
-        },
+    let running = match spawned {
+        Ok(r) => r,
+        Err(e) => {
+            say(format!("sandbox not built, nothing ran: {e}"));
+            record_end(&mut log, &exec_id, &Err(e));
+            return ran(EXIT_SANDBOX, &exec_id, None);
+        }
     };
-    let spawned = sandbox::spawn_with(&setup, delegation.as_ref().map(|(_, inside)| inside.as_raw_fd()));
-    let delegate_service = delegation.map(|(ours, inside)| {
+    let delegate_service = delegation.ok().flatten().map(|(ours, inside)| {
         drop(inside);
         let service = Delegation {
             profiles: profile_path.parent().unwrap_or_else(|| Path::new(".")).to_path_buf(),
@@ -283,14 +300,6 @@ fn run(a: RunArgs) -> Ran {
         let thread = std::thread::spawn(move || service.serve(ours, &watched));
         (thread, current)
     });
-    let running = match spawned {
-        Ok(r) => r,
-        Err(e) => {
-            say(format!("sandbox not built, nothing ran: {e}"));
-            record_end(&mut log, &exec_id, &Err(e.to_string()));
-            return ran(EXIT_SANDBOX, &exec_id, None);
-        }
-    };
     if verbose {
         say(format!("wall 9 resources: {}", running.resources()));
         say(format!("  {}", describe_limits(&setup.limits)));

@@ -365,7 +365,10 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
             if h.is_empty() && sys::has_exited(pid) {
                 break;
             }
-            sys::yield_now();
+            // Sleep, do not yield: the MBU spins (it may make no syscall), and
+            // on the same CPU a runnable init would wait for the scheduler's
+            // tick to preempt it; a sleeping init that wakes preempts it at once.
+            sys::nap(20);
         }
     }
     must(fds, Step::InitSignals, sys::close_all_except(&[fds.report]));

@@ -970,10 +970,14 @@ impl Handoff {
     }
 }
 
-/// `sched_yield` (child-safe).
-pub fn yield_now() {
-    // SAFETY: no arguments.
-    unsafe { libc::sched_yield() };
+/// Sleeps `us` microseconds (child-safe).
+pub fn nap(us: i64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: us * 1000,
+    };
+    // SAFETY: `ts` is a valid timespec; no remainder is asked for.
+    unsafe { libc::nanosleep(&ts, ptr::null_mut()) };
 }
 
 /// Copies descriptor `fd` of process `pid` into this process (child-safe).
