@@ -42,6 +42,17 @@ pub struct Delegation {
     pub audit_log: PathBuf,
 }
 
+/// A child execution that passed the gate.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// Its policy: a subset of the parent's.
+    pub policy: Policy,
+    /// [`crate::provenance::profile_digest`] of the profile that was checked.
+    pub digest: String,
+    /// The profile file.
+    pub profile: PathBuf,
+}
+
 /// The child supervisor running now, if any (so the parent can end it).
 pub type Current = Arc<Mutex<Option<u32>>>;
 
@@ -76,7 +87,7 @@ impl Delegation {
         if req.workspace.is_some() {
             return WireResponse::refused("workspace: a delegated execution gets a fresh workspace of its own");
         }
-        let (child, profile) = match self.check(&req.mbu) {
+        let child = match self.check(&req.mbu) {
             Ok(c) => c,
             Err(e) => {
                 self.record_refusal(&req.mbu, &e);
@@ -86,17 +97,17 @@ impl Delegation {
         let lineage = Lineage {
             parent: Some(self.parent_exec.clone()),
             depth: self.lineage.depth + 1,
-            expect_profile: Some(child.1),
+            expect_profile: Some(child.digest),
             ..self.lineage.clone()
         };
         let exec = Execution {
-            profile: &profile,
+            profile: &child.profile,
             args: &req.args,
             stdin: req.stdin.as_bytes(),
             workspace: None,
             audit_log: &self.audit_log,
             lineage: &lineage,
-            output_cap: child.0.limits.output,
+            output_cap: child.policy.limits.output,
         };
         let started = match exec.start() {
             Ok(s) => s,
@@ -128,10 +139,8 @@ impl Delegation {
         }
     }
 
-    /// The gate for one request: the child's policy and profile digest, and its
-    /// profile's path; or why it is refused.
-    #[allow(clippy::type_complexity)]
-    pub fn check(&self, mbu: &str) -> Result<((Policy, String), PathBuf), String> {
+    /// The gate for one request: the child it may run, or why not.
+    pub fn check(&self, mbu: &str) -> Result<Child, String> {
         if !is_mbu_name(mbu) || !self.parent.delegate.iter().any(|d| d == mbu) {
             return Err(format!("no such capability: {mbu}"));
         }
@@ -150,6 +159,10 @@ impl Delegation {
                 list.join("; ")
             ));
         }
-        Ok(((policy, crate::provenance::profile_digest(&profile.files)), path))
+        Ok(Child {
+            digest: crate::provenance::profile_digest(&profile.files),
+            policy,
+            profile: path,
+        })
     }
 }
