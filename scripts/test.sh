@@ -49,9 +49,11 @@ cargo test
 
 echo "== pass 2: the test binaries as $user"
 profiles=$(mktemp -d /var/tmp/ninewall-test-profiles.XXXXXX)
-trap 'rm -rf "$profiles"' EXIT
+policy=$(mktemp /var/tmp/ninewall-test-policy.XXXXXX)
+trap 'rm -rf "$profiles" "$policy"' EXIT
 cp -r profiles/. "$profiles/"
-cp policy.toml "$profiles/.policy.toml"
+cp policy.toml "$policy"
+chmod 644 "$policy"
 chmod -R a+rX "$profiles"
 chmod 755 "$profiles"
 mapfile -t bins < <(cargo test --no-run --message-format=json 2>/dev/null |
@@ -63,7 +65,7 @@ for line in sys.stdin:
 [ "${#bins[@]}" -gt 0 ] || { echo "test.sh: no test binaries found" >&2; exit 1; }
 for bin in "${bins[@]}"; do
     (cd / && runuser -u "$user" -- env NINEWALL_TEST_UNPRIVILEGED_PASS=1 NINEWALL_TEST_PROFILES="$profiles" \
-        NINEWALL_TEST_POLICY="$profiles/.policy.toml" \
+        NINEWALL_TEST_POLICY="$policy" \
         NINEWALL_TEST_EXEC_DIR="$NINEWALL_TEST_EXEC_DIR" ${CI:+CI="$CI"} "$bin")
 done
 
