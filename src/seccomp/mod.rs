@@ -8,11 +8,14 @@
 //!    the process; on x86_64, an x32 syscall number kills the process;
 //! 2. `clone3` returns `ENOSYS` (its flags sit in memory a filter cannot read),
 //!    so the C library falls back to `clone`;
-//! 3. the allowlist, compiled by seccompiler: a syscall the profile allows passes
-//!    (`clone` only without namespace flags, `ioctl` never with `TIOCSTI` or
-//!    `TIOCLINUX`, `personality` only to query or keep the default persona,
-//!    `memfd_create` only with `MFD_NOEXEC_SEAL`); anything else gets the
-//!    profile's `on_denied`: `EPERM`, or the whole process killed.
+//! 3. the allowlist, as a binary search over syscall numbers (see `tree`; the
+//!    few syscalls whose arguments are checked, and architectures without a
+//!    syscall table here, are compiled by seccompiler): a syscall the profile
+//!    allows passes (`clone` only without namespace flags, `ioctl` never with
+//!    `TIOCSTI` or `TIOCLINUX`, `personality` only to query or keep the default
+//!    persona, `memfd_create` only with `MFD_NOEXEC_SEAL`); a recorded one
+//!    becomes a user notification; anything else gets the profile's
+//!    `on_denied`: `EPERM`, or the whole process killed.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +23,7 @@ use serde::Serialize;
 
 pub mod files;
 pub mod names_x86_64;
+mod tree;
 
 /// The number of syscall `name` on this architecture, where ninewall has a
 /// table for it (x86_64).
@@ -623,6 +627,92 @@ pub fn compile_recording(
     if let Some((n, why)) = names.iter().find_map(|n| never(n).map(|w| (n, w))) {
         return Err(format!("{n:?} is never allowed ({why})"));
     }
+    let mut prog = prefix(arch);
+    match searched(names, on_denied, arch, recorded)? {
+        Some(tree) => prog.extend(tree),
+        None => {
+            for &nr in recorded {
+                prog.push(jump(JEQ_K, nr, 0, 1));
+                prog.push(stmt(RET_K, RET_USER_NOTIF));
+            }
+            prog.extend(linear(names, on_denied, arch)?);
+        }
+    }
+    if prog.len() > 4096 {
+        return Err(format!(
+            "the filter has {} instructions; the kernel takes at most 4096",
+            prog.len()
+        ));
+    }
+    Ok(prog)
+}
+
+/// The profile's refusal as a return value.
+fn deny_return(on_denied: OnDenied) -> u32 {
+    match on_denied {
+        OnDenied::Errno => RET_ERRNO | libc::EPERM as u32,
+        OnDenied::Kill => RET_KILL_PROCESS,
+    }
+}
+
+/// The allowlist as a binary search over syscall numbers (see [`tree`]), where
+/// ninewall has a syscall table for `arch` (x86_64); `None` elsewhere.
+fn searched(
+    names: &BTreeSet<String>,
+    on_denied: OnDenied,
+    arch: Arch,
+    recorded: &[u32],
+) -> Result<Option<Vec<Insn>>, String> {
+    if arch != Arch::X86_64 {
+        return Ok(None);
+    }
+    let mut allowed = BTreeSet::new();
+    let mut with_arguments = BTreeSet::new();
+    for name in names {
+        let Some(&(nr, _)) = names_x86_64::NAMES.iter().find(|(_, n)| n == name) else {
+            // Not in the table: let seccompiler name it (or know it).
+            return Ok(None);
+        };
+        if rules_for(name) == [serde_json::json!({ "syscall": name })] {
+            allowed.insert(nr);
+        } else {
+            with_arguments.insert(name.clone());
+        }
+    }
+    let arguments = if with_arguments.is_empty() {
+        Vec::new()
+    } else {
+        linear(&with_arguments, on_denied, arch)?
+    };
+    let argument_nrs: BTreeSet<u32> = names_x86_64::NAMES
+        .iter()
+        .filter(|(_, n)| with_arguments.contains(*n))
+        .map(|(nr, _)| *nr)
+        .collect();
+    let last = names_x86_64::NAMES.last().map_or(0, |(nr, _)| *nr);
+    Ok(Some(tree::compile(
+        |nr| {
+            if recorded.contains(&nr) {
+                tree::Answer::Notify
+            } else if allowed.contains(&nr) {
+                tree::Answer::Allow
+            } else if argument_nrs.contains(&nr) {
+                tree::Answer::Arguments
+            } else {
+                tree::Answer::Deny
+            }
+        },
+        last,
+        deny_return(on_denied),
+        RET_USER_NOTIF,
+        &arguments,
+    )))
+}
+
+/// seccompiler's program for `names`: one block per syscall, in order, ending
+/// in the profile's refusal. It starts by checking the architecture and
+/// loading the syscall number itself.
+fn linear(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, String> {
     let mismatch = match on_denied {
         OnDenied::Errno => serde_json::json!({"errno": libc::EPERM}),
         OnDenied::Kill => serde_json::json!("kill_process"),
@@ -641,8 +731,13 @@ pub fn compile_recording(
             None => e.to_string(),
         }
     })?;
-    let body = map.remove("main").ok_or("seccompiler returned no filter")?;
+    map.remove("main")
+        .ok_or_else(|| "seccompiler returned no filter".to_string())
+}
 
+/// Steps 1 and 2: foreign architectures and x32 killed, `clone3` ENOSYS; the
+/// syscall number loaded.
+fn prefix(arch: Arch) -> Vec<Insn> {
     let mut prog = vec![
         stmt(LD_W_ABS, 4), // seccomp_data.arch
         jump(JEQ_K, arch.audit(), 1, 0),
@@ -655,18 +750,7 @@ pub fn compile_recording(
     }
     prog.push(jump(JEQ_K, NR_CLONE3, 0, 1));
     prog.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
-    for &nr in recorded {
-        prog.push(jump(JEQ_K, nr, 0, 1));
-        prog.push(stmt(RET_K, RET_USER_NOTIF));
-    }
-    prog.extend(body);
-    if prog.len() > 4096 {
-        return Err(format!(
-            "the filter has {} instructions; the kernel takes at most 4096",
-            prog.len()
-        ));
-    }
-    Ok(prog)
+    prog
 }
 
 #[cfg(test)]
@@ -751,6 +835,72 @@ mod tests {
             }
         );
         assert_eq!(syscall_name(100_000), "syscall 100000");
+    }
+
+    /// The program as it was compiled before the search tree: the recorded
+    /// syscalls one by one, then seccompiler's blocks.
+    fn reference(names: &BTreeSet<String>, on_denied: OnDenied, recorded: &[u32]) -> Vec<Insn> {
+        let mut prog = prefix(Arch::X86_64);
+        for &nr in recorded {
+            prog.push(jump(JEQ_K, nr, 0, 1));
+            prog.push(stmt(RET_K, RET_USER_NOTIF));
+        }
+        prog.extend(linear(names, on_denied, Arch::X86_64).unwrap());
+        prog
+    }
+
+    #[test]
+    fn the_search_tree_answers_every_syscall_as_the_linear_program_does() {
+        let x86 = Arch::X86_64.audit();
+        let argument_cases: [[u64; 6]; 8] = [
+            [0; 6],
+            [CLONE_NAMESPACES, 0, 0, 0, 0, 0],
+            [0x1_0000_0000 | libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
+            [0, TIOCSTI, 0, 0, 0, 0],
+            [0, TIOCLINUX, 0, 0, 0, 0],
+            [PER_LINUX, MFD_NOEXEC_SEAL, 0, 0, 0, 0],
+            [PERSONALITY_QUERY, MFD_EXEC_BITS, 0, 0, 0, 0],
+            [7, 0x5401, u64::MAX, 1, 2, 3],
+        ];
+        let recorded: Vec<u32> = files::FILE_SYSCALLS
+            .iter()
+            .filter_map(|(n, _)| names_x86_64::NAMES.iter().find(|(_, m)| m == n).map(|(nr, _)| *nr))
+            .collect();
+        let all: Vec<String> = GROUPS.iter().map(|g| g.name.to_string()).collect();
+        let mut numbers: Vec<u32> = (0..=600).collect();
+        numbers.extend([0x3fff_ffff, 0x4000_0000, 0x4000_0001, 0xffff_fffe, u32::MAX]);
+        for allow in [vec!["@default".to_string()], vec!["@interpreter".to_string()], all] {
+            let names = expand(&allow, Arch::X86_64).unwrap();
+            for on_denied in [OnDenied::Errno, OnDenied::Kill] {
+                for rec in [&recorded[..], &[]] {
+                    let rec: Vec<u32> = rec
+                        .iter()
+                        .copied()
+                        .filter(|nr| names.iter().any(|n| syscall_number(n) == Some(*nr)))
+                        .collect();
+                    let fast = compile_recording(&names, on_denied, Arch::X86_64, &rec).unwrap();
+                    let slow = reference(&names, on_denied, &rec);
+                    assert!(
+                        fast.len() * 2 < slow.len(),
+                        "{} vs {} instructions",
+                        fast.len(),
+                        slow.len()
+                    );
+                    for &nr in &numbers {
+                        for args in argument_cases {
+                            assert_eq!(
+                                tree::bpf::run(&fast, x86, nr, args),
+                                tree::bpf::run(&slow, x86, nr, args),
+                                "{allow:?} {on_denied:?}: syscall {nr} ({}) with {args:x?}",
+                                syscall_name(nr as i32)
+                            );
+                        }
+                    }
+                    // A foreign architecture is killed whatever the number.
+                    assert_eq!(tree::bpf::run(&fast, 0x4000_0003, 0, [0; 6]), RET_KILL_PROCESS);
+                }
+            }
+        }
     }
 
     #[test]
