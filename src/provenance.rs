@@ -277,6 +277,29 @@ pub fn executions(text: &[u8], only: Option<&str>) -> BTreeMap<String, Vec<Value
     out
 }
 
+/// The gate's refusals (`gate.refused`): requests that never became an
+/// execution, so they belong to none.
+pub fn gate_refusals(text: &[u8]) -> Vec<Value> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
+        .filter(|v| v.get("kind").and_then(Value::as_str) == Some("gate.refused"))
+        .collect()
+}
+
+/// One line per gate refusal: when, who, what, why.
+pub fn describe_refusal(r: &Value) -> String {
+    let text = |p: &str| r.pointer(p).and_then(Value::as_str).unwrap_or("?").to_string();
+    let num = |p: &str| r.pointer(p).map_or("?".to_string(), Value::to_string);
+    format!(
+        "{} refused  uid {} (worker {}) asked for {}: {}",
+        text("/time"),
+        num("/client/uid"),
+        r.pointer("/worker").and_then(Value::as_str).unwrap_or("none"),
+        text("/mbu"),
+        text("/reason")
+    )
+}
+
 /// A human-readable story of one execution's records.
 pub fn describe(id: &str, records: &[Value]) -> String {
     let f = |r: &Value, p: &str| r.pointer(p).cloned().unwrap_or(Value::Null);

@@ -430,7 +430,12 @@ fn audit(action: AuditAction) -> i32 {
         },
         AuditAction::Show { exec, json, .. } => {
             let execs = provenance::executions(&text, exec.as_deref());
-            if execs.is_empty() {
+            // Without --exec, the gate's refusals too: they belong to no execution.
+            let refusals = match exec {
+                None => provenance::gate_refusals(&text),
+                Some(_) => Vec::new(),
+            };
+            if execs.is_empty() && refusals.is_empty() {
                 say(match exec {
                     Some(id) => format!("no execution {id} in the log"),
                     None => "the log holds no execution".to_string(),
@@ -443,6 +448,17 @@ fn audit(action: AuditAction) -> i32 {
                     serde_json::to_string_pretty(records).unwrap_or_default()
                 } else {
                     provenance::describe(id, records)
+                };
+                if writeln!(out, "{text}").is_err() {
+                    return EXIT_SANDBOX;
+                }
+            }
+            if !refusals.is_empty() {
+                let text = if json {
+                    serde_json::to_string_pretty(&refusals).unwrap_or_default()
+                } else {
+                    let lines: Vec<String> = refusals.iter().map(provenance::describe_refusal).collect();
+                    format!("refused by the policy gate\n  {}", lines.join("\n  "))
                 };
                 if writeln!(out, "{text}").is_err() {
                     return EXIT_SANDBOX;

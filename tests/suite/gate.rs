@@ -638,6 +638,23 @@ fn the_daemon_runs_what_a_workers_roles_grant_and_nothing_else() {
     assert_eq!(refused[0]["mbu"], "code_generate_new");
     assert_eq!(refused[0]["client"]["uid"], uid_of(who));
     verify(&d.log);
+    let shown = Run::from_output(
+        ninewall(Who::Root)
+            .args(["audit", "show"])
+            .arg(&d.log)
+            .output()
+            .unwrap(),
+    );
+    shown.assert_code(0);
+    assert!(shown.stdout.contains("refused by the policy gate\n"), "{shown:#?}");
+    assert!(
+        shown.stdout.contains(&format!(
+            "refused  uid {} (worker agent) asked for made-up: no such capability: made-up",
+            uid_of(who)
+        )),
+        "{shown:#?}"
+    );
+    assert!(shown.stdout.contains("gate     worker agent (client uid"), "{shown:#?}");
 }
 
 #[test]
