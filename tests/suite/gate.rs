@@ -459,11 +459,7 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until("the daemon listens", || socket.exists());
         Daemon {
             child: Some(child),
             socket,
@@ -545,6 +541,23 @@ fn trickling_client(who: Who, socket: &Path, hold: f64, trickle: f64) -> Command
         cmd.uid(uid).gid(gid);
     }
     cmd
+}
+
+/// A client that has sent one request and waits for its answer.
+fn client_sending(who: Who, socket: &Path, req: &Value) -> Child {
+    let mut client = client_cmd(who, socket, 0.0).spawn().unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    stdin.write_all(format!("{req}\n").as_bytes()).unwrap();
+    client
+}
+
+/// Polls `done` every 20 ms, failing after 20 s with what was awaited.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn ask_raw(who: Who, socket: &Path, input: &[u8], hold: f64) -> Vec<Value> {
@@ -801,29 +814,17 @@ fn a_daemon_killed_mid_execution_takes_its_executions_down_and_leaves_a_log_that
     let who = agent();
     let policy = analyst_policy("daemon-kill9", who);
     let mut d = Daemon::start(&policy, &[]);
-    let mut client = client_cmd(who, &d.socket, 0.0).spawn().unwrap();
     let marker = format!("kill9-marker-{}", unique());
     let req = json!({"mbu": "reason", "args": ["-c", format!("import time; time.sleep(60)  # {marker}")]});
-    client
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{req}\n").as_bytes())
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while host_processes_with(&marker).is_empty() {
-        assert!(Instant::now() < deadline, "the execution did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut client = client_sending(who, &d.socket, &req);
+    wait_until("the execution starts", || !host_processes_with(&marker).is_empty());
     let mut daemon = d.child.take().unwrap();
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     // Its supervisors get SIGTERM, end their sandboxes and record the end.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !host_processes_with(&marker).is_empty() || !records(&d.log).iter().any(|r| r["kind"] == "exec.end") {
-        assert!(Instant::now() < deadline, "the execution outlived its daemon");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the execution ends with its daemon", || {
+        host_processes_with(&marker).is_empty() && records(&d.log).iter().any(|r| r["kind"] == "exec.end")
+    });
     let _ = client.wait();
     verify(&d.log);
 }
@@ -834,20 +835,12 @@ fn sigterm_drains_running_executions_and_kills_them_past_the_grace_period() {
     let policy = analyst_policy("daemon-drain", who);
     for (grace, sleep, finished) in [("10", "1", true), ("1", "30", false)] {
         let mut d = Daemon::start(&policy, &["--grace", grace]);
-        let mut client = client_cmd(who, &d.socket, 0.0).spawn().unwrap();
         let req = json!({"mbu": "reason", "args": ["-c", format!("import time; time.sleep({sleep}); print('done')")]});
-        client
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("{req}\n").as_bytes())
-            .unwrap();
+        let client = client_sending(who, &d.socket, &req);
         // Wait until the execution has started, then ask the daemon to stop.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !records(&d.log).iter().any(|r| r["kind"] == "exec.start") {
-            assert!(Instant::now() < deadline, "the execution did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until("the execution starts", || {
+            records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+        });
         let stopped = d.stop();
         assert_eq!(stopped.code, 0, "{stopped:#?}");
         let out = client.wait_with_output().unwrap();
