@@ -328,8 +328,8 @@ fn run(a: RunArgs) -> Ran {
     flush(&mut log, &mut batch, &mut lost);
     if let Some((thread, current)) = delegate_service {
         // A child does not outlive its parent: end the one still running.
-        if let Some(pid) = current.lock().ok().and_then(|c| *c) {
-            let _ = sandbox::sys::kill(pid as i32, libc::SIGTERM);
+        if let Some(child) = current.lock().ok().and_then(|c| c.clone()) {
+            child.signal(libc::SIGTERM);
         }
         let _ = thread.join();
     }

@@ -54,7 +54,7 @@ pub struct Child {
 }
 
 /// The child supervisor running now, if any (so the parent can end it).
-pub type Current = Arc<Mutex<Option<u32>>>;
+pub type Current = Arc<Mutex<Option<crate::sandbox::sys::ProcessHandle>>>;
 
 impl Delegation {
     /// Serves requests on `sock` until the sandbox closes it.
@@ -114,7 +114,7 @@ impl Delegation {
             Err(e) => return WireResponse::refused(format!("cannot start the supervisor: {e}")),
         };
         if let Ok(mut c) = current.lock() {
-            *c = Some(started.pid());
+            *c = started.handle();
         }
         let answer = started.finish();
         if let Ok(mut c) = current.lock() {

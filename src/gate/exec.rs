@@ -143,6 +143,7 @@ pub struct Execution<'a> {
 /// The running supervisor of an [`Execution`]; [`Started::finish`] collects it.
 pub struct Started {
     child: std::process::Child,
+    handle: Option<crate::sandbox::sys::ProcessHandle>,
     outcome: std::fs::File,
     readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -191,6 +192,7 @@ impl Execution<'_> {
             })
         });
         Ok(Started {
+            handle: crate::sandbox::sys::ProcessHandle::open(child.id() as i32).ok(),
             child,
             outcome: std::fs::File::from(outcome_r),
             readers,
@@ -208,9 +210,9 @@ impl Execution<'_> {
 }
 
 impl Started {
-    /// The supervisor's pid (for signalling it).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// A handle to signal the supervisor by (never a process that reused its pid).
+    pub fn handle(&self) -> Option<crate::sandbox::sys::ProcessHandle> {
+        self.handle.clone()
     }
 
     /// Waits for the supervisor and builds the answer.

@@ -57,8 +57,8 @@ struct Shared {
     cfg: ServeConfig,
     log: Mutex<AuditLog>,
     draining: AtomicBool,
-    /// Supervisor pids of running executions.
-    running: Mutex<HashMap<u64, u32>>,
+    /// The supervisors of running executions.
+    running: Mutex<HashMap<u64, sys::ProcessHandle>>,
     /// Open connections, to end their reads when draining.
     clients: Mutex<HashMap<u64, UnixStream>>,
     next: AtomicU64,
@@ -152,14 +152,15 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
             Err(e) => say(format!("cannot start a client thread: {e}")),
         }
     }
-    drain(&shared, &listener, threads);
+    drain(&shared, listener, threads);
     0
 }
 
-fn drain(shared: &Shared, listener: &UnixListener, threads: Vec<std::thread::JoinHandle<()>>) {
+fn drain(shared: &Shared, listener: UnixListener, threads: Vec<std::thread::JoinHandle<()>>) {
     shared.draining.store(true, Ordering::SeqCst);
+    // No more connections: the socket goes, and what the kernel queued with it.
+    drop(listener);
     let _ = std::fs::remove_file(&shared.cfg.socket);
-    let _ = listener; // no more accepts: the loop that called accept is over
     if let Ok(clients) = shared.clients.lock() {
         for s in clients.values() {
             let _ = s.shutdown(std::net::Shutdown::Read);
@@ -169,7 +170,7 @@ fn drain(shared: &Shared, listener: &UnixListener, threads: Vec<std::thread::Joi
         shared
             .running
             .lock()
-            .map(|r| r.values().copied().collect::<Vec<u32>>())
+            .map(|r| r.values().cloned().collect::<Vec<sys::ProcessHandle>>())
             .unwrap_or_default()
     };
     say(format!("draining: {} executions running", running().len()));
@@ -180,15 +181,15 @@ fn drain(shared: &Shared, listener: &UnixListener, threads: Vec<std::thread::Joi
     let left = running();
     if !left.is_empty() {
         say(format!("grace period over: ending {} executions", left.len()));
-        for pid in &left {
-            let _ = sys::kill(*pid as i32, libc::SIGTERM);
+        for supervisor in &left {
+            supervisor.signal(libc::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while !running().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        for pid in running() {
-            let _ = sys::kill(pid as i32, libc::SIGKILL);
+        for supervisor in running() {
+            supervisor.signal(libc::SIGKILL);
         }
     }
     for t in threads {
@@ -326,8 +327,8 @@ fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal
         Err(e) => return WireResponse::refused(format!("cannot start the supervisor: {e}")),
     };
     let key = shared.next.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut r) = shared.running.lock() {
-        r.insert(key, started.pid());
+    if let (Ok(mut r), Some(h)) = (shared.running.lock(), started.handle()) {
+        r.insert(key, h);
     }
     let answer = started.finish();
     if let Ok(mut r) = shared.running.lock() {
