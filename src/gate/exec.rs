@@ -199,14 +199,6 @@ impl Execution<'_> {
             writer,
         })
     }
-
-    /// Runs it to the end.
-    pub fn run(&self) -> WireResponse {
-        match self.start() {
-            Ok(s) => s.finish(),
-            Err(e) => WireResponse::refused(format!("cannot start the supervisor: {e}")),
-        }
-    }
 }
 
 impl Started {
@@ -255,8 +247,8 @@ impl Started {
 /// Reads request lines from a stream, each bounded in size and, optionally,
 /// in the time it may take to arrive whole (a per-read timeout alone would let
 /// a client trickle one byte at a time forever).
-pub struct LineReader<S> {
-    stream: S,
+pub struct LineReader {
+    stream: std::os::unix::net::UnixStream,
     pending: Vec<u8>,
 }
 
@@ -277,7 +269,7 @@ pub enum NextLine {
     TooLong,
 }
 
-impl LineReader<std::os::unix::net::UnixStream> {
+impl LineReader {
     /// A reader over `stream`.
     pub fn new(stream: std::os::unix::net::UnixStream) -> Self {
         LineReader {

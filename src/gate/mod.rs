@@ -27,7 +27,7 @@ pub mod exec;
 pub mod serve;
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,7 @@ use toml::Spanned;
 
 use crate::policy::{is_mbu_name, Problem};
 use crate::profile::{At, LoadError, Origin, Source};
+use crate::sandbox::sys;
 
 /// The validated policy file.
 #[derive(Debug, Clone)]
@@ -48,6 +49,8 @@ pub struct Gate {
     pub roles: BTreeMap<String, Vec<String>>,
     /// The workers, in file order.
     pub workers: Vec<Worker>,
+    /// Each granted MBU's `limits.output`, as validated at load.
+    pub output_limits: BTreeMap<String, u64>,
 }
 
 /// One worker: who it is to the kernel, and its roles.
@@ -68,6 +71,16 @@ pub enum Identity {
     User(u32),
     /// A process whose gid or one of whose supplementary groups is this gid.
     Group(u32),
+}
+
+impl Identity {
+    /// Whether the kernel's word on a client says it is this identity.
+    fn is(self, peer: &Peer) -> bool {
+        match self {
+            Identity::User(u) => u == peer.uid,
+            Identity::Group(g) => g == peer.gid || peer.groups.contains(&g),
+        }
+    }
 }
 
 impl fmt::Display for Identity {
@@ -121,6 +134,9 @@ pub struct Grant {
     pub role: String,
     /// The profile to run.
     pub profile: PathBuf,
+    /// Its `limits.output` when the policy was loaded: how much output the
+    /// requester holds at most (the supervisor enforces the profile's own).
+    pub output_limit: u64,
 }
 
 /// Why the policy file is not valid.
@@ -207,11 +223,13 @@ impl Gate {
         };
 
         let mut roles = BTreeMap::new();
-        let mut checked: BTreeMap<String, bool> = BTreeMap::new();
+        // MBU name -> its output limit, or None if its profile is not valid.
+        let mut checked: BTreeMap<String, Option<u64>> = BTreeMap::new();
         for (name, role) in &raw.roles {
             let key = format!("roles.{}", name.get_ref());
             let name_at = p.at(name, &key);
-            if !is_role_name(&name_at.value) {
+            // Role and worker names follow the MBU name rule.
+            if !is_mbu_name(&name_at.value) {
                 p.bad(&name_at, "not a valid role name; valid: letters, digits, '_', '-', '.'");
             }
             let mut mbus = Vec::new();
@@ -224,16 +242,16 @@ impl Gate {
                     );
                     continue;
                 }
-                let ok =
-                    *checked
-                        .entry(at.value.clone())
-                        .or_insert_with(|| match check_profile(&profiles, &at.value) {
-                            Ok(()) => true,
-                            Err(why) => {
-                                p.bad(&at, why);
-                                false
-                            }
-                        });
+                let ok = checked
+                    .entry(at.value.clone())
+                    .or_insert_with(|| match check_profile(&profiles, &at.value) {
+                        Ok(output) => Some(output),
+                        Err(why) => {
+                            p.bad(&at, why);
+                            None
+                        }
+                    })
+                    .is_some();
                 if ok && !mbus.contains(&at.value) {
                     mbus.push(at.value);
                 }
@@ -245,34 +263,36 @@ impl Gate {
         for (name, w) in &raw.workers {
             let key = format!("workers.{}", name.get_ref());
             let name_at = p.at(name, &key);
-            if !is_role_name(&name_at.value) {
+            // Role and worker names follow the MBU name rule.
+            if !is_mbu_name(&name_at.value) {
                 p.bad(
                     &name_at,
                     "not a valid worker name; valid: letters, digits, '_', '-', '.'",
                 );
             }
-            let identity = match (&w.user, &w.group) {
-                (Some(u), None) => {
-                    let at = p.at(u, &format!("{key}.user"));
-                    match lookup_user(&at.value) {
-                        Some(uid) => Some(Identity::User(uid)),
+            let named = match (&w.user, &w.group) {
+                (Some(u), None) => Some((&USER, u)),
+                (None, Some(g)) => Some((&GROUP, g)),
+                _ => None,
+            };
+            let identity = match named {
+                Some((kind, value)) => {
+                    let at = p.at(value, &format!("{key}.{}", kind.key));
+                    match lookup(&at.value, kind.by_name) {
+                        Some(n) => Some((kind.identity)(n)),
                         None => {
-                            p.bad(&at, "no such user on this host; valid: a user name or a numeric uid");
+                            p.bad(
+                                &at,
+                                format!(
+                                    "no such {0} on this host; valid: a {0} name or a numeric {1}",
+                                    kind.key, kind.id
+                                ),
+                            );
                             None
                         }
                     }
                 }
-                (None, Some(g)) => {
-                    let at = p.at(g, &format!("{key}.group"));
-                    match lookup_group(&at.value) {
-                        Some(gid) => Some(Identity::Group(gid)),
-                        None => {
-                            p.bad(&at, "no such group on this host; valid: a group name or a numeric gid");
-                            None
-                        }
-                    }
-                }
-                _ => {
+                None => {
                     p.bad_at(
                         p.file.origin(name.span(), &key),
                         "needs exactly one of user = \"NAME\" or group = \"NAME\": the identity the kernel reports for the worker's processes",
@@ -308,6 +328,7 @@ impl Gate {
             return Err(GateError::Invalid(p.list));
         }
         Ok(Gate {
+            output_limits: checked.into_iter().filter_map(|(m, o)| Some((m, o?))).collect(),
             file: path.to_path_buf(),
             profiles,
             roles,
@@ -320,10 +341,10 @@ impl Gate {
         if let Some(w) = self.workers.iter().find(|w| w.identity == Identity::User(peer.uid)) {
             return Ok(w);
         }
-        let mut by_group = self.workers.iter().filter(|w| match w.identity {
-            Identity::Group(g) => g == peer.gid || peer.groups.contains(&g),
-            Identity::User(_) => false,
-        });
+        let mut by_group = self
+            .workers
+            .iter()
+            .filter(|w| matches!(w.identity, Identity::Group(_)) && w.identity.is(peer));
         match (by_group.next(), by_group.next()) {
             (Some(w), None) => Ok(w),
             (Some(a), Some(b)) => Err(Refusal::Ambiguous(a.name.clone(), b.name.clone())),
@@ -338,11 +359,7 @@ impl Gate {
             peer: format!("uid {} gid {}", peer.uid, peer.gid),
         };
         let w = self.workers.iter().find(|w| w.name == name).ok_or_else(not)?;
-        let is = match w.identity {
-            Identity::User(u) => u == peer.uid,
-            Identity::Group(g) => g == peer.gid || peer.groups.contains(&g),
-        };
-        if is || peer.uid == 0 {
+        if w.identity.is(peer) || peer.uid == 0 {
             Ok(w)
         } else {
             Err(not())
@@ -360,6 +377,11 @@ impl Gate {
             worker: worker.name.clone(),
             role: role.clone(),
             profile: profile_path(&self.profiles, mbu),
+            output_limit: self
+                .output_limits
+                .get(mbu)
+                .copied()
+                .unwrap_or(crate::policy::Limits::default().output),
         })
     }
 
@@ -384,7 +406,8 @@ pub fn profile_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.toml"))
 }
 
-fn check_profile(dir: &Path, name: &str) -> Result<(), String> {
+/// Loads and validates MBU `name`'s profile; its output limit.
+fn check_profile(dir: &Path, name: &str) -> Result<u64, String> {
     let path = profile_path(dir, name);
     let profile = crate::Profile::load(&path).map_err(|e| format!("its profile does not load: {e}"))?;
     let policy = crate::Policy::from_profile(&profile).map_err(|e| format!("its profile is not valid: {e}"))?;
@@ -395,23 +418,35 @@ fn check_profile(dir: &Path, name: &str) -> Result<(), String> {
             policy.name
         ));
     }
-    Ok(())
+    Ok(policy.limits.output)
 }
 
-fn is_role_name(v: &str) -> bool {
-    is_mbu_name(v)
+/// How a worker's `user` or `group` becomes an [`Identity`].
+struct IdentityKind {
+    key: &'static str,
+    id: &'static str,
+    by_name: fn(&CStr) -> Option<u32>,
+    identity: fn(u32) -> Identity,
 }
 
-fn lookup_user(v: &str) -> Option<u32> {
-    if let Ok(uid) = v.parse::<u32>() {
-        return Some(uid);
+const USER: IdentityKind = IdentityKind {
+    key: "user",
+    id: "uid",
+    by_name: sys::user_id,
+    identity: Identity::User,
+};
+
+const GROUP: IdentityKind = IdentityKind {
+    key: "group",
+    id: "gid",
+    by_name: sys::group_id,
+    identity: Identity::Group,
+};
+
+/// A numeric id as it is, or a name looked up in the host's database.
+fn lookup(v: &str, by_name: fn(&CStr) -> Option<u32>) -> Option<u32> {
+    match v.parse::<u32>() {
+        Ok(n) => Some(n),
+        Err(_) => by_name(&CString::new(v).ok()?),
     }
-    crate::sandbox::sys::user_id(&CString::new(v).ok()?)
-}
-
-fn lookup_group(v: &str) -> Option<u32> {
-    if let Ok(gid) = v.parse::<u32>() {
-        return Some(gid);
-    }
-    crate::sandbox::sys::group_id(&CString::new(v).ok()?)
 }

@@ -295,23 +295,15 @@ fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal
         Ok(w) => w,
         Err(why) => return refuse(format!("workspace: {why}"), Some(&worker.name)),
     };
-    let policy = match crate::Profile::load(&grant.profile)
-        .map_err(|e| e.to_string())
-        .and_then(|p| {
-            crate::Policy::from_profile(&p)
-                .map_err(|e| e.to_string())
-                .map(|pol| (p, pol))
-        }) {
-        Ok(p) => p,
-        Err(e) => return refuse(format!("{}: {e}", req.mbu), Some(&worker.name)),
-    };
+    // The profile itself is loaded and validated once, by the supervisor:
+    // the gate decided by role, not by its contents.
     let lineage = Lineage {
         parent: None,
         worker: Some(grant.worker.clone()),
         role: Some(grant.role.clone()),
         client_uid: Some(peer.uid),
         depth: 0,
-        expect_profile: Some(provenance::profile_digest(&policy.0.files)),
+        expect_profile: None,
     };
     let exec = Execution {
         profile: &grant.profile,
@@ -320,7 +312,7 @@ fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal
         workspace: workspace.as_deref(),
         audit_log: &shared.cfg.audit_log,
         lineage: &lineage,
-        output_cap: policy.1.limits.output,
+        output_cap: grant.output_limit,
     };
     let started = match exec.start() {
         Ok(s) => s,
