@@ -95,14 +95,31 @@ impl Running {
             };
             let dirfd = dirfd.map_or(libc::AT_FDCWD, |i| arg(i) as i32);
             let path = absolute(n.pid, dirfd, &raw);
-            // Judged on the path the kernel reaches (symlinks such as /lib
-            // resolved inside the sandbox); a missing path by its parent's.
             if self.root.is_none() {
                 // Every process of the sandbox has the same root (chroot and
                 // pivot_root are never allowed): open it once.
                 self.root = sys::open_root_of(n.pid);
             }
             let rootfd = self.root.as_ref().map_or(-1, |r| r.as_raw_fd());
+            if access == Access::Meta {
+                // Landlock does not govern stat, access, readlink or chdir:
+                // no verdict to reach, only whether the path exists. An
+                // empty path with a descriptor (glibc's fstat) is the open
+                // file itself, named above from the descriptor.
+                let exists =
+                    (raw.is_empty() && dirfd != libc::AT_FDCWD) || sys::exists_in_root(rootfd, path.as_bytes());
+                out.push(FileEvent {
+                    pid,
+                    syscall: name.to_string(),
+                    verdict: "allowed",
+                    path,
+                    access,
+                    exists,
+                });
+                continue;
+            }
+            // Judged on the path the kernel reaches (symlinks such as /lib
+            // resolved inside the sandbox); a missing path by its parent's.
             let resolved = sys::resolve_in_root(rootfd, path.as_bytes());
             let exists = resolved.as_ref().map(|(_, dir)| *dir);
             let real = match &resolved {

@@ -4,7 +4,7 @@
 //! `execve`: they do not allocate, lock or panic, and report failure as the raw
 //! errno. Everything else here is for the supervisor.
 
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr;
@@ -1238,8 +1238,7 @@ pub fn open_root_of(pid: i32) -> Option<OwnedFd> {
 /// inside that root and never out of it: the path the kernel would reach, and
 /// whether it is a directory; `None` if it does not exist.
 pub fn resolve_in_root(rootfd: RawFd, path: &[u8]) -> Option<(String, bool)> {
-    let rel: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
-    let rel = std::ffi::CString::new(if rel.is_empty() { b".".to_vec() } else { rel }).ok()?;
+    let rel = relative(path)?;
     // Most paths hold no symlink: then the path the kernel reaches is the
     // lexical one, and one openat2 that refuses symlinks says so without
     // asking /proc for the name. A symlink (ELOOP), or anything unexpected,
@@ -1262,6 +1261,30 @@ pub fn resolve_in_root(rootfd: RawFd, path: &[u8]) -> Option<(String, bool)> {
         .map(|p| p.display().to_string());
     close(fd);
     Some((real?, dir?))
+}
+
+/// Whether `path` names something beneath `rootfd` (symlinks followed inside
+/// it): one `openat2` for a path without symlinks.
+pub fn exists_in_root(rootfd: RawFd, path: &[u8]) -> bool {
+    let Some(rel) = relative(path) else {
+        return false;
+    };
+    let fd = match open_in_root(rootfd, &rel, libc::RESOLVE_NO_SYMLINKS) {
+        Ok(fd) => fd,
+        Err(libc::ENOENT) => return false,
+        Err(_) => match open_in_root(rootfd, &rel, 0) {
+            Ok(fd) => fd,
+            Err(_) => return false,
+        },
+    };
+    close(fd);
+    true
+}
+
+/// An absolute sandbox path as `openat2` beneath a root takes it.
+fn relative(path: &[u8]) -> Option<CString> {
+    let rel: Vec<u8> = path.iter().copied().skip_while(|&b| b == b'/').collect();
+    CString::new(if rel.is_empty() { b".".to_vec() } else { rel }).ok()
 }
 
 /// `path` made normal without the file system: `.` and empty components
