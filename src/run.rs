@@ -225,9 +225,10 @@ fn run(a: RunArgs) -> Ran {
         }
     };
     // Provenance first: if the start cannot be recorded, nothing runs. The
-    // sandbox is forked first all the same, so that the kernel makes its
-    // namespaces while the start record is written and synced: it waits for a
-    // go that only `wait` below gives, after the record is on disk.
+    // sandbox is forked first all the same, so that it builds its walls while
+    // the start record is written and synced: its MBU waits, just before
+    // Landlock, seccomp and exec, for a word that only `wait` below gives,
+    // after the record is on disk.
     let Some(log_path) = audit_log.or_else(|| provenance::default_log_path(caller.uid)) else {
         say("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set); nothing ran");
         return EXIT_SANDBOX.into();
@@ -270,6 +271,15 @@ fn run(a: RunArgs) -> Ran {
             lineage: &lineage,
         },
     );
+    // The walls are built while the record is written and goes to disk; the
+    // MBU's own code waits for `wait` below.
+    let spawned = spawned.and_then(|mut r| match r.arm() {
+        Ok(()) => Ok(r),
+        Err(e) => {
+            r.abandon();
+            Err(e.to_string())
+        }
+    });
     if let Err(e) = log.append(start) {
         abandon(spawned);
         say(format!("{e}; nothing ran"));
@@ -339,7 +349,8 @@ fn run(a: RunArgs) -> Ran {
             log.path().display()
         ));
     }
-    let outcome = match waited {
+    // Kept until the end is recorded: the sandbox's namespaces are freed meanwhile.
+    let (outcome, _remains) = match waited {
         Ok(o) => o,
         Err(e) => {
             say(format!("sandbox failed: {e}"));

@@ -3,7 +3,7 @@
 //! ```text
 //! supervisor ── fork ──▶ outer child (host pid namespace)
 //!                          unshare user+mount+pid+ipc+uts+net ─▶ Armed
-//!                          (supervisor writes the id maps, then the sync byte)
+//!                          (supervisor writes the id maps, then sync word 1)
 //!                          groups, gid, uid; unshare cgroup+time; clock offsets;
 //!                          hostname; lo up
 //!                          ── fork ──▶ init (pid 1 of the new pid namespace)
@@ -12,6 +12,8 @@
 //!                                        ── fork ──▶ MBU (pid 2)
 //!                                                      setsid, signals, fds, chdir,
 //!                                                      capabilities, no_new_privs,
+//!                                                      rlimits; sync word 2 (the
+//!                                                      start record is on disk);
 //!                                                      Landlock enforced, seccomp
 //!                                                      installed, execve
 //!                                        reaps; reports the MBU's status; exits,
@@ -124,7 +126,9 @@ fn build_ruleset(ll: &LandlockProgram, fds: ChildFds) -> RawFd {
 pub struct ChildFds {
     /// Write end of the report pipe.
     pub report: RawFd,
-    /// Read end of the sync pipe.
+    /// Read end of the sync pipe: the supervisor writes 1 when the id maps are
+    /// written (the outer child reads it), then 2 when the start record is on
+    /// disk (the MBU reads it, just before it restricts itself and execs).
     pub sync: RawFd,
     /// Write end of the stdout pipe (the MBU's fd 1).
     pub stdout: RawFd,
@@ -188,14 +192,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(fds, Step::Unshare, sys::unshare(flags));
     send(fds, Report::Armed);
 
-    let mut byte = [0u8; 1];
-    match sys::read_full(fds.sync, &mut byte) {
-        Ok(1) if byte[0] == 1 => {}
-        // The supervisor gave up (it closed the pipe or says no): stop quietly.
-        Ok(_) => sys::exit_now(SETUP_FAILED),
-        Err(e) => fail(fds, Step::WaitForIdMaps, 0, e),
-    }
-    sys::close(fds.sync);
+    wait_for_word(fds, 1, Step::WaitForIdMaps);
 
     // Wall 5: cgroup and time namespaces. The time namespace applies to our
     // children; its offsets make the sandbox's monotonic and boot clocks start
@@ -249,10 +246,27 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(fds, Step::ForkInit, sys::close_all_except(&[fds.report, life_w]));
     loop {
         match sys::waitpid(pid, 0) {
-            Ok((p, _)) if p == pid => sys::exit_now(0),
+            Ok((p, _)) if p == pid => {
+                // init's exit took every process of the pid namespace with it;
+                // our own exit, which frees the namespaces, need not be waited for.
+                send(fds, Report::Emptied);
+                sys::exit_now(0)
+            }
             Ok(_) => {}
             Err(_) => sys::exit_now(SETUP_FAILED),
         }
+    }
+}
+
+/// Reads the supervisor's next word on the sync pipe (one byte: a pipe keeps
+/// the outer child's and the MBU's words apart) and stops quietly if it is not
+/// `expected`: the supervisor gave up and closed the pipe.
+fn wait_for_word(fds: ChildFds, expected: u8, step: Step) {
+    let mut byte = [0u8; 1];
+    match sys::read_full(fds.sync, &mut byte) {
+        Ok(1) if byte[0] == expected => {}
+        Ok(_) => sys::exit_now(SETUP_FAILED),
+        Err(e) => fail(fds, step, 0, e),
     }
 }
 
@@ -415,6 +429,10 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<
     for &(resource, soft, hard) in &spec.rlimits {
         must(fds, Step::Rlimits, sys::lower_rlimit(resource, soft, hard));
     }
+    // Provenance before the MBU's own code: everything so far was ninewall's
+    // (the walls were built while the start record went to disk); from here
+    // on, the program's.
+    wait_for_word(fds, 2, Step::WaitForRecord);
     if let Some(fd) = ruleset {
         must(fds, Step::LandlockRestrict, sys::landlock_restrict_self(fd));
     }

@@ -70,6 +70,12 @@ pub struct Running {
     outer: i32,
     report: OwnedFd,
     sync: Option<OwnedFd>,
+    /// Sync word 1 (id maps written) was sent.
+    armed: bool,
+    /// The caller let the MBU go: sync word 2 is sent once armed.
+    released: bool,
+    /// The outer child reaped init: nothing of the sandbox runs any more.
+    emptied: bool,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     notify: Option<OwnedFd>,
@@ -271,6 +277,9 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
         outer: pid,
         report: report_r,
         sync: Some(sync_w),
+        armed: false,
+        released: false,
+        emptied: false,
         stdout: Some(out_r),
         stderr: Some(err_r),
         notify: (plan.seccomp.notify || !plan.seccomp.recorded.is_empty()).then_some(notify_r),
@@ -316,6 +325,34 @@ fn write_proc(pid: i32, name: &str, content: &str) -> Result<(), SandboxError> {
     std::fs::write(&file, content).map_err(|source| SandboxError::IdMap { file, source })
 }
 
+/// What is left of a sandbox whose end is known: its outer child, exiting
+/// and freeing the namespaces (nothing of the MBU runs: its pid namespace is
+/// empty), and its cgroup. Dropping it reaps the one and then removes the
+/// other; a caller keeps it while it records the end, so that the kernel's
+/// teardown overlaps with the disk.
+pub struct Remains {
+    outer: Option<i32>,
+    cgroup: Option<Cgroup>,
+}
+
+impl Remains {
+    /// Waits for the outer child; its wait status.
+    fn reap(&mut self) -> sys::SysResult<i32> {
+        match self.outer.take() {
+            Some(pid) => sys::waitpid(pid, 0).map(|(_, status)| status),
+            None => Ok(0),
+        }
+    }
+}
+
+impl Drop for Remains {
+    fn drop(&mut self) {
+        let _ = self.reap();
+        // The cgroup can be removed only once the outer child has left it.
+        self.cgroup.take();
+    }
+}
+
 /// Receives the signals a supervisor forwards to its sandbox.
 pub struct SignalForwarder {
     fd: OwnedFd,
@@ -353,11 +390,11 @@ impl Running {
                 if let Some(cg) = &self.cgroup {
                     cg.add(pid).map_err(SandboxError::Cgroup)?;
                 }
-                if let Some(sync) = self.sync.take() {
-                    sys::write_all(sync.as_raw_fd(), &[1]).map_err(|e| SandboxError::IdMap {
-                        file: "the sync pipe".into(),
-                        source: std::io::Error::from_raw_os_error(e),
-                    })?;
+                self.send_word(1)?;
+                self.armed = true;
+                if self.released {
+                    self.send_word(2)?;
+                    self.sync.take();
                 }
             }
             Report::InitStarted { pid } => self.init = Some(pid),
@@ -381,6 +418,50 @@ impl Running {
             Report::Exited { code } => self.end = Some(End::Exited(code)),
             Report::Signaled { signal } => self.end = Some(End::Signaled(signal)),
             Report::Usage { cpu_ms, maxrss_kb } => self.rusage = Some((cpu_ms, maxrss_kb)),
+            Report::Emptied => self.emptied = true,
+        }
+        Ok(())
+    }
+
+    fn send_word(&self, word: u8) -> Result<(), SandboxError> {
+        match &self.sync {
+            Some(sync) => sys::write_all(sync.as_raw_fd(), &[word]).map_err(|e| SandboxError::IdMap {
+                file: "the sync pipe".into(),
+                source: std::io::Error::from_raw_os_error(e),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Lets the sandbox build its walls up to the MBU's own code: waits for the
+    /// outer child's namespaces, writes the id maps and puts it in its cgroup.
+    /// The MBU then waits for [`Running::wait`], so a caller can make its start
+    /// record durable meanwhile. A setup failure is kept for `wait` to report.
+    pub fn arm(&mut self) -> Result<(), SandboxError> {
+        let mut record = [0u8; RECORD];
+        while !self.armed && self.failure.is_none() {
+            // Reports are whole records written atomically; reading exactly
+            // one at a time leaves `pump` aligned.
+            match sys::read_full(self.report.as_raw_fd(), &mut record) {
+                Ok(RECORD) => {
+                    if let Some(r) = Report::decode(&record) {
+                        self.handle(r)?;
+                    }
+                }
+                // The outer child is gone: `wait` finds out why.
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(SandboxError::Report(std::io::Error::from_raw_os_error(e))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets the MBU exec: the caller has made its start record durable.
+    fn release(&mut self) -> Result<(), SandboxError> {
+        self.released = true;
+        if self.armed {
+            self.send_word(2)?;
+            self.sync.take();
         }
         Ok(())
     }
@@ -422,29 +503,37 @@ impl Running {
         &self.resources
     }
 
-    /// Waits for the end of the execution, passing output on and forwarding
-    /// signals from `signals`, and enforcing the wall-clock, CPU and output
-    /// limits.
+    /// Lets the MBU exec, then waits for the end of the execution, passing
+    /// output on and forwarding signals from `signals`, and enforcing the
+    /// wall-clock, CPU and output limits.
     pub fn wait(
         mut self,
         signals: Option<&SignalForwarder>,
         on_file: &mut dyn FnMut(FileEvent),
-    ) -> Result<Outcome, SandboxError> {
-        let result = self.pump(signals, on_file);
+    ) -> Result<(Outcome, Remains), SandboxError> {
+        let result = self.release().and_then(|()| self.pump(signals, on_file));
         if result.is_err() {
             let _ = sys::kill(self.outer, libc::SIGKILL);
         }
-        // The outer child exits right after init, and init only after the
-        // whole pid namespace is gone.
         self.sync.take();
-        let status = match sys::waitpid(self.outer, 0) {
-            Ok((_, status)) => status,
-            Err(e) => return Err(SandboxError::Report(std::io::Error::from_raw_os_error(e))),
+        // Init exits only after the whole pid namespace is gone, and the outer
+        // child says so when it has reaped init; its own exit, which frees
+        // the namespaces, is left to `Remains`. Otherwise (a failure, a
+        // report missing) the outer child is reaped here.
+        let mut remains = Remains {
+            outer: Some(self.outer),
+            cgroup: None,
+        };
+        let status = match (self.emptied, &result) {
+            (true, Ok(())) => None,
+            _ => match remains.reap() {
+                Ok(status) => Some(status),
+                Err(e) => return Err(SandboxError::Report(std::io::Error::from_raw_os_error(e))),
+            },
         };
         result?;
         let stats = self.cgroup.as_ref().map(Cgroup::stats).unwrap_or_default();
-        // Removes the cgroup: every process of it is gone.
-        self.cgroup.take();
+        remains.cgroup = self.cgroup.take();
         let end = if let Some(f) = self.failure.take() {
             End::SetupFailed(f)
         } else if let Some(end) = self.end.take() {
@@ -452,6 +541,10 @@ impl Running {
         } else if let Some(sig) = self.interrupted.or(self.limit.map(|_| libc::SIGKILL)) {
             End::Signaled(sig)
         } else {
+            let status = match status {
+                Some(s) => s,
+                None => remains.reap().unwrap_or(0),
+            };
             return Err(SandboxError::Lost { status });
         };
         let usage = Usage {
@@ -482,13 +575,16 @@ impl Running {
             .map(|(nr, n)| (crate::seccomp::syscall_name(*nr), *n))
             .collect();
         refused.sort();
-        Ok(Outcome {
-            end,
-            limit,
-            usage,
-            resources: self.resources,
-            refused,
-        })
+        Ok((
+            Outcome {
+                end,
+                limit,
+                usage,
+                resources: self.resources,
+                refused,
+            },
+            remains,
+        ))
     }
 
     /// Passes a chunk of the MBU's output on, up to the output limit.
@@ -523,7 +619,7 @@ impl Running {
         loop {
             let out_fd = self.stdout.as_ref().map(|f| f.as_raw_fd());
             let err_fd = self.stderr.as_ref().map(|f| f.as_raw_fd());
-            if !report_open && out_fd.is_none() && err_fd.is_none() {
+            if (!report_open || self.emptied) && out_fd.is_none() && err_fd.is_none() {
                 return Ok(());
             }
             let now = Instant::now();
@@ -640,5 +736,7 @@ impl Running {
 /// Runs `plan` to completion with the caller's stdio, forwarding signals;
 /// file events are dropped.
 pub fn run(plan: &SetupPlan, signals: Option<&SignalForwarder>) -> Result<Outcome, SandboxError> {
-    spawn(plan)?.wait(signals, &mut |_| {})
+    spawn(plan)?
+        .wait(signals, &mut |_| {})
+        .map(|(outcome, _remains)| outcome)
 }

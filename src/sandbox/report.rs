@@ -63,6 +63,8 @@ pub enum Step {
     NoNewPrivs,
     /// MBU: resource limits.
     Rlimits,
+    /// MBU: waiting for the supervisor's word that the start record is on disk.
+    WaitForRecord,
     /// MBU: enforcing the Landlock ruleset.
     LandlockRestrict,
     /// MBU: installing the seccomp filter.
@@ -72,7 +74,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 30] = [
+    const ALL: [Step; 31] = [
         Step::Unshare,
         Step::Lifeline,
         Step::WaitForIdMaps,
@@ -100,6 +102,7 @@ impl Step {
         Step::DropCapabilities,
         Step::NoNewPrivs,
         Step::Rlimits,
+        Step::WaitForRecord,
         Step::LandlockRestrict,
         Step::Seccomp,
         Step::Exec,
@@ -132,6 +135,7 @@ impl Step {
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
             Step::Seccomp | Step::SeccompHandoff => "wall 8 (seccomp)",
             Step::Rlimits => "wall 9 (resources)",
+            Step::WaitForRecord => "provenance",
             Step::Exec => "exec",
         }
     }
@@ -158,6 +162,7 @@ impl Step {
             Step::Seccomp => "installing the syscall filter",
             Step::SeccompHandoff => "passing the filter's notification listener to the supervisor",
             Step::Rlimits => "setting rlimits",
+            Step::WaitForRecord => "waiting for the start record to be on disk",
             Step::InitSignals => "installing init's signal forwarding",
             Step::ForkMbu => "forking the MBU process",
             Step::Setsid => "setsid",
@@ -209,6 +214,10 @@ pub enum Report {
         /// Largest resident set, in KiB.
         maxrss_kb: u32,
     },
+    /// The outer child reaped init: no process of the sandbox's pid namespace
+    /// is left. The outer child's own exit (which tears the namespaces down)
+    /// follows.
+    Emptied,
 }
 
 /// Size of one record on the pipe.
@@ -224,6 +233,7 @@ impl Report {
             Report::Exited { code } => (4, 0, 0, code),
             Report::Signaled { signal } => (5, 0, 0, signal),
             Report::Usage { cpu_ms, maxrss_kb } => (6, cpu_ms, maxrss_kb, 0),
+            Report::Emptied => (7, 0, 0, 0),
         };
         let mut out = [0u8; RECORD];
         out[0..4].copy_from_slice(&kind.to_ne_bytes());
@@ -255,6 +265,7 @@ impl Report {
                 cpu_ms: word(4),
                 maxrss_kb: word(8),
             },
+            7 => Report::Emptied,
             _ => return None,
         })
     }
@@ -268,6 +279,7 @@ mod tests {
     fn every_report_round_trips() {
         let mut all = vec![
             Report::Armed,
+            Report::Emptied,
             Report::InitStarted { pid: 4242 },
             Report::Exited { code: 3 },
             Report::Signaled { signal: 9 },

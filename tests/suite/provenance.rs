@@ -295,3 +295,78 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
         assert!(records(&quiet).iter().all(|r| r["kind"] != "file"));
     }
 }
+
+#[test]
+fn the_program_waits_until_its_start_record_is_written() {
+    // The sandbox builds its walls while the start record goes to disk; the
+    // program itself must not start before. A lock held on the log stops the
+    // supervisor before it can write the record: the program must wait. File
+    // events off: with them on, the program's execve would wait for the
+    // supervisor anyway.
+    let unrecorded = write_profile(
+        "docgen-no-files",
+        "extends = \"document_generation\"\n[mbu]\nname = \"docgen-no-files\"\n[provenance]\nfiles = \"none\"\n",
+    );
+    for who in identities() {
+        let log = fresh_log("start-first");
+        let dir = scratch_dir("start-first-ws");
+        let marker = dir.join("ran");
+        let (uid, gid) = who.sandbox_host_id();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+        std::fs::write(&log, "").unwrap();
+        if let Who::User { uid, gid } = who {
+            std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
+        }
+        let mut holder = std::process::Command::new("flock")
+            .arg("-x")
+            .arg(&log)
+            .arg("cat")
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let held = || {
+            !std::process::Command::new("flock")
+                .args(["-n", "-x"])
+                .arg(&log)
+                .arg("true")
+                .status()
+                .unwrap()
+                .success()
+        };
+        while !held() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut child = ninewall(who)
+            .arg("run")
+            .arg("--profile")
+            .arg(&unrecorded)
+            .args([
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--workspace",
+                dir.to_str().unwrap(),
+            ])
+            .args(["--", "-c", "open('/work/ran', 'w')"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(child.try_wait().unwrap().is_none(), "{who:?}: ninewall ended early");
+        assert!(
+            !marker.exists(),
+            "{who:?}: the program ran before its start record was written"
+        );
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        let out = Run::from_output(child.wait_with_output().unwrap());
+        out.assert_code(0);
+        assert!(marker.exists(), "{who:?}: {out:#?}");
+        let kinds: Vec<String> = records(&log)
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kinds.first().map(String::as_str), Some("exec.start"), "{kinds:?}");
+        assert_eq!(kinds.last().map(String::as_str), Some("exec.end"), "{kinds:?}");
+    }
+}
