@@ -60,10 +60,16 @@ fn keyed(path: &Path, key: &str) -> Option<u64> {
     })
 }
 
+/// `ninewall-PID-SEQ-NANOS`: the time, because a supervisor killed with
+/// SIGKILL cannot remove its cgroup, and a later process with the same pid
+/// must not find the name taken.
 fn unique_name() -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     format!(
-        "ninewall-{}-{}",
+        "ninewall-{}-{}-{nanos}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     )
