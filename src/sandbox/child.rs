@@ -29,7 +29,7 @@
 
 use std::ffi::CString;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_char;
 
@@ -83,9 +83,24 @@ pub struct ChildSpec {
     /// Whether its refusals are notifications for the supervisor.
     pub seccomp_notify: bool,
     /// Wall 9: rlimits of the MBU, (resource, soft, hard), lowered to the
-    /// current hard limit where that is lower.
-    pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    /// current hard limit where that is lower: `[without a cgroup, with one]`
+    /// (the supervisor makes the cgroup while the namespaces are made, and
+    /// says with sync word 1 which applies).
+    pub rlimits: [Vec<(libc::__rlimit_resource_t, u64, u64)>; 2],
 }
+
+/// Sync word 1 when the id maps are written and there is no cgroup.
+pub const WORD_ARMED: u8 = 1;
+/// Sync word 1 when the id maps are written and the outer child is in the
+/// sandbox's cgroup.
+pub const WORD_ARMED_IN_CGROUP: u8 = 3;
+/// Sync word 2: the start record is on disk.
+pub const WORD_RECORDED: u8 = 2;
+
+/// Whether the sandbox is in a cgroup, as sync word 1 said: set by the outer
+/// child before it forks init, read by the MBU (this memory is copied at
+/// fork, never shared).
+static IN_CGROUP: AtomicBool = AtomicBool::new(false);
 
 /// The Landlock ruleset, ready for the child.
 pub struct LandlockProgram {
@@ -192,7 +207,11 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(fds, Step::Unshare, sys::unshare(flags));
     send(fds, Report::Armed);
 
-    wait_for_word(fds, 1, Step::WaitForIdMaps);
+    match read_word(fds, Step::WaitForIdMaps) {
+        WORD_ARMED => {}
+        WORD_ARMED_IN_CGROUP => IN_CGROUP.store(true, Ordering::Relaxed),
+        _ => sys::exit_now(SETUP_FAILED),
+    }
 
     // Wall 5: cgroup and time namespaces. The time namespace applies to our
     // children; its offsets make the sandbox's monotonic and boot clocks start
@@ -259,12 +278,12 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
 }
 
 /// Reads the supervisor's next word on the sync pipe (one byte: a pipe keeps
-/// the outer child's and the MBU's words apart) and stops quietly if it is not
-/// `expected`: the supervisor gave up and closed the pipe.
-fn wait_for_word(fds: ChildFds, expected: u8, step: Step) {
+/// the outer child's and the MBU's words apart); stops quietly if the
+/// supervisor gave up and closed the pipe.
+fn read_word(fds: ChildFds, step: Step) -> u8 {
     let mut byte = [0u8; 1];
     match sys::read_full(fds.sync, &mut byte) {
-        Ok(1) if byte[0] == expected => {}
+        Ok(1) => byte[0],
         Ok(_) => sys::exit_now(SETUP_FAILED),
         Err(e) => fail(fds, step, 0, e),
     }
@@ -426,13 +445,21 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<
     must(fds, Step::DropAmbient, sys::clear_ambient());
     must(fds, Step::DropCapabilities, sys::clear_capabilities());
     must(fds, Step::NoNewPrivs, sys::set_no_new_privs());
-    for &(resource, soft, hard) in &spec.rlimits {
+    let [alone, in_cgroup] = &spec.rlimits;
+    let rlimits = if IN_CGROUP.load(Ordering::Relaxed) {
+        in_cgroup
+    } else {
+        alone
+    };
+    for &(resource, soft, hard) in rlimits {
         must(fds, Step::Rlimits, sys::lower_rlimit(resource, soft, hard));
     }
     // Provenance before the MBU's own code: everything so far was ninewall's
     // (the walls were built while the start record went to disk); from here
     // on, the program's.
-    wait_for_word(fds, 2, Step::WaitForRecord);
+    if read_word(fds, Step::WaitForRecord) != WORD_RECORDED {
+        sys::exit_now(SETUP_FAILED);
+    }
     if let Some(fd) = ruleset {
         must(fds, Step::LandlockRestrict, sys::landlock_restrict_self(fd));
     }

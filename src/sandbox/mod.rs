@@ -168,7 +168,7 @@ fn rlimits(l: &Limits, with_cgroup: bool) -> Vec<(libc::__rlimit_resource_t, u64
     ]
 }
 
-fn prepare(plan: &SetupPlan, with_cgroup: bool) -> (ChildSpec, Vec<String>) {
+fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
     let (landlock, landlock_describe) = prepare_landlock(plan);
     let argv_store: Vec<CString> = plan.argv.iter().map(|a| cstring(a.as_bytes())).collect();
     let env_store: Vec<CString> = plan
@@ -199,7 +199,7 @@ fn prepare(plan: &SetupPlan, with_cgroup: bool) -> (ChildSpec, Vec<String>) {
         env_store,
         envp,
         landlock,
-        rlimits: rlimits(&plan.limits, with_cgroup),
+        rlimits: [rlimits(&plan.limits, false), rlimits(&plan.limits, true)],
         seccomp_notify: plan.seccomp.notify || !plan.seccomp.recorded.is_empty(),
         seccomp: plan
             .seccomp
@@ -229,19 +229,7 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
 /// delegation service), its number in `NINEWALL_DELEGATE_FD`.
 pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, SandboxError> {
     let started = Instant::now();
-    let (cgroup, resources) = match Cgroup::create(&plan.limits) {
-        Ok(cg) => {
-            let note = format!("{} (memory, pids, cpu time) and rlimits", cg.describe());
-            (Some(cg), note)
-        }
-        Err(why) if plan.limits.cgroups == CgroupMode::Strict => {
-            return Err(SandboxError::Cgroup(format!(
-                "the profile requires cgroups (limits.cgroups = \"strict\") and none could be made: {why}"
-            )))
-        }
-        Err(why) => (None, format!("rlimits only: no cgroup could be made ({why})")),
-    };
-    let (mut spec, landlock_describe) = prepare(plan, cgroup.is_some());
+    let (mut spec, landlock_describe) = prepare(plan);
     if let Some(fd) = delegate {
         spec.env_store.push(cstring(format!("{DELEGATE_ENV}={fd}").as_bytes()));
         spec.envp = spec
@@ -273,6 +261,23 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
         child::outer(&spec, fds);
     }
     drop((report_w, sync_r, out_w, err_w, notify_w));
+    // The cgroup is made while the outer child makes its namespaces; it joins
+    // the cgroup when it has them (see `handle`), before init exists.
+    let (cgroup, resources) = match Cgroup::create(&plan.limits) {
+        Ok(cg) => {
+            let note = format!("{} (memory, pids, cpu time) and rlimits", cg.describe());
+            (Some(cg), note)
+        }
+        Err(why) if plan.limits.cgroups == CgroupMode::Strict => {
+            // Nothing ran: the outer child is stopped before its id maps.
+            let _ = sys::kill(pid, libc::SIGKILL);
+            let _ = sys::waitpid(pid, 0);
+            return Err(SandboxError::Cgroup(format!(
+                "the profile requires cgroups (limits.cgroups = \"strict\") and none could be made: {why}"
+            )));
+        }
+        Err(why) => (None, format!("rlimits only: no cgroup could be made ({why})")),
+    };
     Ok(Running {
         outer: pid,
         report: report_r,
@@ -387,13 +392,17 @@ impl Running {
                 write_proc(pid, "gid_map", &format!("{} {} 1\n", ids.inside_gid, ids.host_gid))?;
                 // Into the cgroup before anything of the MBU exists: init and
                 // the MBU are born in it.
-                if let Some(cg) = &self.cgroup {
-                    cg.add(pid).map_err(SandboxError::Cgroup)?;
-                }
-                self.send_word(1)?;
+                let word = match &self.cgroup {
+                    Some(cg) => {
+                        cg.add(pid).map_err(SandboxError::Cgroup)?;
+                        child::WORD_ARMED_IN_CGROUP
+                    }
+                    None => child::WORD_ARMED,
+                };
+                self.send_word(word)?;
                 self.armed = true;
                 if self.released {
-                    self.send_word(2)?;
+                    self.send_word(child::WORD_RECORDED)?;
                     self.sync.take();
                 }
             }
@@ -460,7 +469,7 @@ impl Running {
     fn release(&mut self) -> Result<(), SandboxError> {
         self.released = true;
         if self.armed {
-            self.send_word(2)?;
+            self.send_word(child::WORD_RECORDED)?;
             self.sync.take();
         }
         Ok(())
