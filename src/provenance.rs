@@ -63,7 +63,32 @@ pub fn default_log_path(uid: u32) -> Option<PathBuf> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        for nibble in [b >> 4, b & 0xf] {
+            out.push(char::from(DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0')));
+        }
+    }
+    out
+}
+
+/// `n` in decimal, zero-padded to `width` digits.
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    let mut v = n;
+    while v > 0 && i > 0 {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+    }
+    let start = i.min(digits.len().saturating_sub(width));
+    for &d in digits.get(start..).unwrap_or_default() {
+        out.push(char::from(d));
+    }
 }
 
 /// SHA-256 of `bytes`, as hex.
@@ -73,9 +98,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The time as RFC 3339 UTC with nanoseconds (fixed width, so ids sort).
 pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// `d` after the Unix epoch, as [`now_rfc3339`] writes it.
+fn rfc3339(d: std::time::Duration) -> String {
     let secs = d.as_secs();
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -88,13 +119,21 @@ pub fn now_rfc3339() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_nanos()
-    )
+    // Written digit by digit: one per recorded file access.
+    let mut out = String::with_capacity(30);
+    for (n, width, sep) in [
+        (year.unsigned_abs(), 4, '-'),
+        (month.unsigned_abs(), 2, '-'),
+        (day.unsigned_abs(), 2, 'T'),
+        (rem / 3600, 2, ':'),
+        (rem % 3600 / 60, 2, ':'),
+        (rem % 60, 2, '.'),
+        (u64::from(d.subsec_nanos()), 9, 'Z'),
+    ] {
+        push_padded(&mut out, n, width);
+        out.push(sep);
+    }
+    out
 }
 
 /// A new execution id: sortable by start time, unique per host.
@@ -174,7 +213,7 @@ impl AuditLog {
     /// Appends records in one locked write without waiting for the disk: for
     /// the many file events of a run, made durable by the `exec.end` that
     /// follows them.
-    pub fn append_batch(&mut self, records: Vec<Value>) -> Result<(), ProvenanceError> {
+    pub fn append_batch<R: Chained>(&mut self, records: Vec<R>) -> Result<(), ProvenanceError> {
         self.append_all(records, false)
     }
 
@@ -182,7 +221,7 @@ impl AuditLog {
         self.append_all(vec![record], sync)
     }
 
-    fn append_all(&mut self, records: Vec<Value>, sync: bool) -> Result<(), ProvenanceError> {
+    fn append_all<R: Chained>(&mut self, records: Vec<R>, sync: bool) -> Result<(), ProvenanceError> {
         let err = |what| {
             let path = self.path.clone();
             move |source| ProvenanceError { what, path, source }
@@ -196,9 +235,7 @@ impl AuditLog {
             };
             let mut out = Vec::new();
             for mut record in records {
-                if let Value::Object(map) = &mut record {
-                    map.insert("prev".into(), Value::String(prev));
-                }
+                record.set_prev(prev);
                 let line = serde_json::to_vec(&record)?;
                 prev = sha256_hex(&line);
                 out.extend_from_slice(&line);
@@ -450,19 +487,58 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
 }
 
 /// A `file` record.
-pub fn file_record(id: &str, seq: u64, e: &crate::sandbox::FileEvent) -> Value {
-    json!({
-        "kind": "file",
-        "exec": id,
-        "seq": seq,
-        "time": now_rfc3339(),
-        "pid": e.pid,
-        "syscall": e.syscall,
-        "path": e.path,
-        "access": e.access,
-        "verdict": e.verdict,
-        "exists": e.exists,
-    })
+pub fn file_record<'a>(id: &'a str, seq: u64, e: crate::sandbox::FileEvent) -> FileRecord<'a> {
+    FileRecord {
+        access: e.access,
+        exec: id,
+        exists: e.exists,
+        kind: "file",
+        path: e.path,
+        pid: e.pid,
+        prev: String::new(),
+        seq,
+        syscall: e.syscall,
+        time: now_rfc3339(),
+        verdict: e.verdict,
+    }
+}
+
+/// A `file` record. A struct rather than a JSON map, because there is one per
+/// recorded access; its fields are in the order a map's keys are written
+/// (sorted), so its line reads like every other record's.
+#[derive(Debug, serde::Serialize)]
+pub struct FileRecord<'a> {
+    access: crate::seccomp::files::Access,
+    exec: &'a str,
+    exists: bool,
+    kind: &'static str,
+    path: String,
+    pid: i32,
+    prev: String,
+    seq: u64,
+    syscall: String,
+    time: String,
+    verdict: &'static str,
+}
+
+/// A record that can be chained: [`AuditLog`] sets its `prev`.
+pub trait Chained: serde::Serialize {
+    /// Sets `prev`, the SHA-256 of the line before.
+    fn set_prev(&mut self, prev: String);
+}
+
+impl Chained for Value {
+    fn set_prev(&mut self, prev: String) {
+        if let Value::Object(map) = self {
+            map.insert("prev".into(), Value::String(prev));
+        }
+    }
+}
+
+impl Chained for FileRecord<'_> {
+    fn set_prev(&mut self, prev: String) {
+        self.prev = prev;
+    }
 }
 
 /// The records of an execution's end: one `syscall.denied` per refused
@@ -552,5 +628,34 @@ mod tests {
         let t = now_rfc3339();
         assert_eq!(t.len(), "2026-11-26T05:49:00.123456789Z".len(), "{t}");
         assert!(t.starts_with("20") && t.ends_with('Z'));
+        let at = |secs, nanos| rfc3339(std::time::Duration::new(secs, nanos));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
+        assert_eq!(at(1_795_687_501, 240_820_000), "2026-11-26T10:05:01.240820000Z");
+        assert_eq!(at(4_107_542_399, 999_999_999), "2100-02-28T23:59:59.999999999Z");
+        assert_eq!(at(4_107_542_400, 1), "2100-03-01T00:00:00.000000001Z");
+    }
+
+    #[test]
+    fn a_file_record_is_written_like_a_map_of_its_fields() {
+        let e = crate::sandbox::FileEvent {
+            pid: 2,
+            syscall: "openat".into(),
+            path: "/work/a \"b\"".into(),
+            access: crate::seccomp::files::Access::Create,
+            verdict: "allowed",
+            exists: false,
+        };
+        let mut r = file_record("id-1", 7, e);
+        r.set_prev("ab".into());
+        let line = serde_json::to_string(&r).unwrap_or_default();
+        let as_map = serde_json::to_value(&r).map(|v| v.to_string()).unwrap_or_default();
+        assert_eq!(line, as_map);
+        assert!(line.starts_with(r#"{"access":"create","exec":"id-1","exists":false,"kind":"file","path":"/work/a \"b\"","pid":2,"prev":"ab","seq":7,"syscall":"openat","time":"#), "{line}");
+    }
+
+    #[test]
+    fn hex_is_lowercase_two_digits_a_byte() {
+        assert_eq!(hex(&[0, 1, 0x0f, 0x10, 0xab, 0xff]), "00010f10abff");
     }
 }

@@ -321,8 +321,8 @@ fn run(a: RunArgs) -> Ran {
     const BATCH: usize = 64;
     let mut seq: u64 = 0;
     let mut lost: u64 = 0;
-    let mut batch: Vec<serde_json::Value> = Vec::with_capacity(BATCH);
-    let flush = |log: &mut provenance::AuditLog, batch: &mut Vec<serde_json::Value>, lost: &mut u64| {
+    let mut batch: Vec<provenance::FileRecord> = Vec::with_capacity(BATCH);
+    let flush = |log: &mut provenance::AuditLog, batch: &mut Vec<provenance::FileRecord>, lost: &mut u64| {
         let n = batch.len() as u64;
         if n > 0 && log.append_batch(std::mem::take(batch)).is_err() {
             *lost += n;
@@ -330,7 +330,7 @@ fn run(a: RunArgs) -> Ran {
     };
     let waited = running.wait(Some(&signals), &mut |e: sandbox::FileEvent| {
         seq += 1;
-        batch.push(provenance::file_record(&exec_id, seq, &e));
+        batch.push(provenance::file_record(&exec_id, seq, e));
         if batch.len() >= BATCH {
             flush(&mut log, &mut batch, &mut lost);
         }

@@ -173,7 +173,7 @@ impl Running {
         };
         let granted = rules
             .iter()
-            .filter(|(p, _)| at.starts_with(p))
+            .filter(|(p, _)| beneath(at, p))
             .fold(0, |acc, (_, a)| acc | a);
         if granted & needed == needed {
             "allowed"
@@ -181,6 +181,14 @@ impl Running {
             "refused"
         }
     }
+}
+
+/// Whether `path` is `dir` or beneath it: `Path::starts_with` by bytes, for
+/// normal absolute paths (no `.`, `..`, repeated or trailing `/`), which both
+/// are here (the kernel's or lexically folded; the policy's are checked).
+fn beneath(path: &Path, dir: &Path) -> bool {
+    let (p, d) = (path.as_os_str().as_encoded_bytes(), dir.as_os_str().as_encoded_bytes());
+    d == b"/" || (p.starts_with(d) && matches!(p.get(d.len()), None | Some(b'/')))
 }
 
 /// One file access the supervisor saw before the kernel ran it.
@@ -231,4 +239,37 @@ fn absolute(pid: i32, dirfd: i32, raw: &[u8]) -> String {
         }
     }
     format!("/{}", parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beneath_agrees_with_path_starts_with_on_normal_paths() {
+        let paths = [
+            "/",
+            "/usr",
+            "/usr/lib",
+            "/usr/lib64",
+            "/usr/libx",
+            "/usr/lib/python3.11",
+            "/usr/lib/python3.11/os.py",
+            "/work",
+            "/workspace",
+            "/work/a",
+            "/w",
+            "/tmp",
+            "/tmp/x/y",
+        ];
+        for p in paths {
+            for d in paths {
+                assert_eq!(
+                    beneath(Path::new(p), Path::new(d)),
+                    Path::new(p).starts_with(d),
+                    "{p} beneath {d}"
+                );
+            }
+        }
+    }
 }
