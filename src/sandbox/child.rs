@@ -265,12 +265,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(fds, Step::ForkInit, sys::close_all_except(&[fds.report, life_w]));
     loop {
         match sys::waitpid(pid, 0) {
-            Ok((p, _)) if p == pid => {
-                // init's exit took every process of the pid namespace with it;
-                // our own exit, which frees the namespaces, need not be waited for.
-                send(fds, Report::Emptied);
-                sys::exit_now(0)
-            }
+            Ok((p, _)) if p == pid => sys::exit_now(0),
             Ok(_) => {}
             Err(_) => sys::exit_now(SETUP_FAILED),
         }
@@ -420,6 +415,21 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
                     }
                 };
                 send(fds, r);
+                // What the MBU left behind dies now, and is reaped: when init
+                // has no child left, its pid namespace holds init alone (every
+                // process in it descends from init). The supervisor need not
+                // wait for init's exit and the namespaces' teardown to know.
+                let _ = sys::kill(-1, libc::SIGKILL);
+                loop {
+                    match sys::wait_any() {
+                        Ok(_) => {}
+                        Err(libc::ECHILD) => {
+                            send(fds, Report::Emptied);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 sys::exit_now(0);
             }
             Ok(_) => {}

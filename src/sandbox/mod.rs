@@ -74,7 +74,7 @@ pub struct Running {
     armed: bool,
     /// The caller let the MBU go: sync word 2 is sent once armed.
     released: bool,
-    /// The outer child reaped init: nothing of the sandbox runs any more.
+    /// Init reaped everything but itself: nothing of the MBU runs any more.
     emptied: bool,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
@@ -330,9 +330,9 @@ fn write_proc(pid: i32, name: &str, content: &str) -> Result<(), SandboxError> {
     std::fs::write(&file, content).map_err(|source| SandboxError::IdMap { file, source })
 }
 
-/// What is left of a sandbox whose end is known: its outer child, exiting
-/// and freeing the namespaces (nothing of the MBU runs: its pid namespace is
-/// empty), and its cgroup. Dropping it reaps the one and then removes the
+/// What is left of a sandbox whose end is known: init and the outer child,
+/// exiting and freeing the namespaces (nothing of the MBU runs: its pid
+/// namespace holds init alone), and its cgroup. Dropping it reaps the one and then removes the
 /// other; a caller keeps it while it records the end, so that the kernel's
 /// teardown overlaps with the disk.
 pub struct Remains {
@@ -525,10 +525,11 @@ impl Running {
             let _ = sys::kill(self.outer, libc::SIGKILL);
         }
         self.sync.take();
-        // Init exits only after the whole pid namespace is gone, and the outer
-        // child says so when it has reaped init; its own exit, which frees
-        // the namespaces, is left to `Remains`. Otherwise (a failure, a
-        // report missing) the outer child is reaped here.
+        // Init says when it has killed and reaped everything but itself; its
+        // exit and the outer child's, which free the namespaces, are left to
+        // `Remains`. Otherwise (a failure, a report missing) the outer child,
+        // which exits only after init and so after the whole pid namespace,
+        // is reaped here.
         let mut remains = Remains {
             outer: Some(self.outer),
             cgroup: None,

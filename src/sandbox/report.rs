@@ -214,9 +214,9 @@ pub enum Report {
         /// Largest resident set, in KiB.
         maxrss_kb: u32,
     },
-    /// The outer child reaped init: no process of the sandbox's pid namespace
-    /// is left. The outer child's own exit (which tears the namespaces down)
-    /// follows.
+    /// Init killed and reaped everything the MBU left: no process of the
+    /// sandbox's pid namespace but init is left. Init's exit and the outer
+    /// child's (which tear the namespaces down) follow.
     Emptied,
 }
 
