@@ -82,6 +82,9 @@ pub struct ChildSpec {
     pub seccomp: Vec<crate::seccomp::Insn>,
     /// Whether its refusals are notifications for the supervisor.
     pub seccomp_notify: bool,
+    /// Whether the filter allows `futex`, so that the MBU can sleep while
+    /// init takes its listener (else it spins).
+    pub seccomp_allows_futex: bool,
     /// Wall 9: rlimits of the MBU, (resource, soft, hard), lowered to the
     /// current hard limit where that is lower: `[without a cgroup, with one]`
     /// (the supervisor makes the cgroup while the namespaces are made, and
@@ -393,10 +396,17 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
             if h.is_empty() && sys::has_exited(pid) {
                 break;
             }
-            // Sleep, do not yield: the MBU spins (it may make no syscall), and
-            // on the same CPU a runnable init would wait for the scheduler's
-            // tick to preempt it; a sleeping init that wakes preempts it at once.
-            sys::nap(20);
+            if spec.seccomp_allows_futex {
+                // The MBU wakes us when it publishes; the timeout is for an
+                // MBU that dies first.
+                h.wait_published(10_000);
+            } else {
+                // Sleep, do not yield: the MBU spins (it may make no syscall),
+                // and on the same CPU a runnable init would wait for the
+                // scheduler's tick to preempt it; a sleeping init that wakes
+                // preempts it at once.
+                sys::nap(20);
+            }
         }
     }
     must(fds, Step::InitSignals, sys::close_all_except(&[fds.report]));
@@ -483,8 +493,8 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<
             // after execve anyway); init stays not dumpable.
             must(fds, Step::Seccomp, sys::set_dumpable());
             let fd = must(fds, Step::Seccomp, sys::seccomp_install_listener(&spec.seccomp));
-            h.publish(fd);
-            h.wait_taken();
+            h.publish(fd, spec.seccomp_allows_futex);
+            h.wait_taken(spec.seccomp_allows_futex);
         }
         None => must(fds, Step::Seccomp, sys::seccomp_install(&spec.seccomp)),
     }

@@ -201,6 +201,8 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
         landlock,
         rlimits: [rlimits(&plan.limits, false), rlimits(&plan.limits, true)],
         seccomp_notify: plan.seccomp.notify || !plan.seccomp.recorded.is_empty(),
+        seccomp_allows_futex: plan.seccomp.allow.iter().any(|n| n == "futex")
+            && !plan.seccomp.recorded.iter().any(|(n, _)| n == "futex"),
         seccomp: plan
             .seccomp
             .program

@@ -902,8 +902,9 @@ pub fn seccomp_install_listener(program: &[crate::seccomp::Insn]) -> SysResult<R
 }
 
 /// A page shared between init and the MBU across fork, for handing over the
-/// seccomp listener without a syscall on the MBU's side (its filter is already
-/// installed then, and might refuse any syscall but `execve`).
+/// seccomp listener. The MBU's filter is installed by then: it sleeps in
+/// `futex` only if the filter allows that, and otherwise spins without a
+/// syscall.
 pub struct Handoff {
     words: *const std::sync::atomic::AtomicI32,
 }
@@ -938,19 +939,41 @@ impl Handoff {
         unsafe { &*self.words.add(i.min(1)) }
     }
 
-    /// MBU: publishes the listener fd (no syscall).
-    pub fn publish(&self, fd: RawFd) {
+    /// MBU: publishes the listener fd; with `futex`, wakes init (the only
+    /// syscall, and only if the MBU's filter allows it).
+    pub fn publish(&self, fd: RawFd, futex: bool) {
         use std::sync::atomic::Ordering;
         self.word(1).store(fd, Ordering::Relaxed);
         self.word(0).store(HANDOFF_READY, Ordering::Release);
+        if futex {
+            futex_wake(self.word(0));
+        }
     }
 
-    /// MBU: spins until init has taken the fd (no syscall).
-    pub fn wait_taken(&self) {
+    /// MBU: waits until init has taken the fd, asleep in `futex` if the
+    /// filter allows it, else spinning (no syscall at all).
+    pub fn wait_taken(&self, futex: bool) {
         use std::sync::atomic::Ordering;
-        while self.word(0).load(Ordering::Acquire) != HANDOFF_TAKEN {
-            std::hint::spin_loop();
+        loop {
+            let state = self.word(0).load(Ordering::Acquire);
+            if state == HANDOFF_TAKEN {
+                return;
+            }
+            if futex {
+                futex_wait(self.word(0), state, None);
+            } else {
+                std::hint::spin_loop();
+            }
         }
+    }
+
+    /// Init: sleeps until the MBU publishes or wakes it, or `us` pass.
+    pub fn wait_published(&self, us: i64) {
+        let ts = libc::timespec {
+            tv_sec: us / 1_000_000,
+            tv_nsec: us % 1_000_000 * 1000,
+        };
+        futex_wait(self.word(0), HANDOFF_EMPTY, Some(&ts));
     }
 
     /// Init: the published fd, if any yet.
@@ -959,15 +982,39 @@ impl Handoff {
         (self.word(0).load(Ordering::Acquire) == HANDOFF_READY).then(|| self.word(1).load(Ordering::Relaxed))
     }
 
-    /// Init: lets the MBU go on.
+    /// Init: lets the MBU go on (and wakes it, if it sleeps).
     pub fn taken(&self) {
         self.word(0).store(HANDOFF_TAKEN, std::sync::atomic::Ordering::Release);
+        futex_wake(self.word(0));
     }
 
     /// Whether nothing was published yet.
     pub fn is_empty(&self) -> bool {
         self.word(0).load(std::sync::atomic::Ordering::Acquire) == HANDOFF_EMPTY
     }
+}
+
+/// `FUTEX_WAIT` on `word` while it holds `expected` (child-safe). Not
+/// private: the word is in a mapping shared by two processes.
+fn futex_wait(word: &std::sync::atomic::AtomicI32, expected: i32, timeout: Option<&libc::timespec>) {
+    // SAFETY: `word` is a valid, aligned 32-bit word for the duration of the
+    // call; `timeout` is a valid timespec or null. Spurious returns (EAGAIN,
+    // EINTR, ETIMEDOUT) are handled by the callers' loops.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            timeout.map_or(ptr::null(), |t| t as *const libc::timespec),
+        )
+    };
+}
+
+/// `FUTEX_WAKE` of every waiter on `word` (child-safe).
+fn futex_wake(word: &std::sync::atomic::AtomicI32) {
+    // SAFETY: `word` is a valid, aligned 32-bit word; no other argument is read.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
 }
 
 /// Sleeps `us` microseconds (child-safe).

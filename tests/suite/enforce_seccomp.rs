@@ -232,3 +232,46 @@ fn check_prints_the_final_syscall_list() {
         assert!(!names.contains(&never), "{never} in {names:?}");
     }
 }
+
+#[test]
+fn the_listener_reaches_the_supervisor_when_the_filter_refuses_futex() {
+    // With files recorded, the MBU hands its listener to init after its filter
+    // is installed. It sleeps in futex when the filter allows futex; here it
+    // does not, and a refusal kills: the MBU must wait without any syscall.
+    let allow = [
+        "execve",
+        "exit",
+        "exit_group",
+        "brk",
+        "arch_prctl",
+        "set_tid_address",
+        "set_robust_list",
+        "rseq",
+        "prlimit64",
+        "mprotect",
+        "getrandom",
+        "write",
+        "getpid",
+        "readlink",
+        "readlinkat",
+        "uname",
+        "newfstatat",
+    ];
+    let Some(p) = helper_profile("sc-no-futex", &allow, "kill") else {
+        return;
+    };
+    for who in identities() {
+        let dir = scratch_dir("no-futex");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let log = dir.join("audit.jsonl");
+        let r = run(who, &p, &["--audit-log", log.to_str().unwrap()], &["getpid"], None);
+        r.assert_code(0);
+        assert_eq!(r.stdout.trim(), "getpid ok", "{who:?}: {r:#?}");
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.contains(r#""kind":"file""#) && l.contains(r#""syscall":"execve""#)),
+            "{who:?}: the execve was not recorded: {log}"
+        );
+    }
+}
