@@ -5,7 +5,7 @@ blocked everywhere and nothing errored.
 
     python3 harness.py NINEWALL PROFILES_DIR
 """
-import os, signal, socket, subprocess, sys, tempfile, time, uuid
+import os, shutil, signal, socket, subprocess, sys, tempfile, time, uuid
 
 NINEWALL, PROFILES = sys.argv[1], sys.argv[2]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -170,4 +170,8 @@ b = sum(r[2] == "BLOCKED" for r in rows)
 e = sum(r[2] == "ESCAPED" for r in rows)
 x = sum(r[2] == "ERROR" for r in rows)
 print(f"escape: {b} blocked, {e} escaped, {x} errors of {len(rows)}")
-sys.exit(1 if e or x else 0)
+if e or x:
+    # Kept for whoever looks into it: the log of every run is there.
+    print(f"scratch directory kept: {scratch}")
+    sys.exit(1)
+shutil.rmtree(scratch, ignore_errors=True)
