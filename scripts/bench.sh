@@ -54,45 +54,56 @@ done
 bwrap_args=(--unshare-all --die-with-parent --new-session --ro-bind /usr /usr --ro-bind /lib /lib --ro-bind /lib64 /lib64 --ro-bind /bin /bin)
 json=$work/json
 mkdir -p "$json"
-hf() { # name runs command...
+# Each comparison runs in ROUNDS rounds that take turns (bare, peer, ninewall,
+# bare, ...), so that a shared machine's load, which drifts over seconds,
+# falls on all of them alike; the summary pools the rounds' times.
+ROUNDS=8
+round=0
+hf() { # name runs-per-round command...
     local name=$1 runs=$2
     shift 2
-    hyperfine --style none --warmup 3 --runs "$runs" -N --export-json "$json/$name.json" "$@" >/dev/null 2>&1
+    hyperfine --style none --warmup "${WARMUP:-3}" --runs "$runs" -N --export-json "$json/$name.$round.json" "$@" >/dev/null 2>&1
 }
-hf_shell() { # name runs "shell command"
+hf_shell() { # name runs-per-round "shell command"
     local name=$1 runs=$2
     shift 2
-    hyperfine --style none --warmup 1 --runs "$runs" --export-json "$json/$name.json" "$@" >/dev/null 2>&1
+    hyperfine --style none --warmup 1 --runs "$runs" --export-json "$json/$name.$round.json" "$@" >/dev/null 2>&1
 }
 
 echo "measuring launch of /bin/true ..." >&2
-hf true-bare 50 "/usr/bin/true"
-hf true-bwrap 50 "bwrap ${bwrap_args[*]} /usr/bin/true"
-hf true-ninewall 50 "$bin run --profile $work/profiles/true.toml"
-for n in 2 8; do
-    hf_shell "true-bare-x$n" 5 "seq 200 | xargs -P $n -I{} /usr/bin/true"
-    hf_shell "true-bwrap-x$n" 5 "seq 200 | xargs -P $n -I{} bwrap ${bwrap_args[*]} /usr/bin/true"
-    hf_shell "true-ninewall-x$n" 5 "seq 200 | xargs -P $n -I{} $bin run --profile $work/profiles/true.toml"
+for round in $(seq $ROUNDS); do
+    hf true-bare 10 "/usr/bin/true"
+    hf true-bwrap 10 "bwrap ${bwrap_args[*]} /usr/bin/true"
+    hf true-ninewall 10 "$bin run --profile $work/profiles/true.toml"
+    for n in 2 8; do
+        hf_shell "true-bare-x$n" 1 "seq 200 | xargs -P $n -I{} /usr/bin/true"
+        hf_shell "true-bwrap-x$n" 1 "seq 200 | xargs -P $n -I{} bwrap ${bwrap_args[*]} /usr/bin/true"
+        hf_shell "true-ninewall-x$n" 1 "seq 200 | xargs -P $n -I{} $bin run --profile $work/profiles/true.toml"
+    done
 done
 
 echo "measuring Python start ..." >&2
-hf py-bare 30 "/usr/bin/python3.11 -I -S -c pass"
-hf py-bwrap 30 "bwrap ${bwrap_args[*]} /usr/bin/python3.11 -I -S -c pass"
-hf py-ninewall 30 "$bin run --profile $work/profiles/py-all.toml -- -c pass"
+for round in $(seq $ROUNDS); do
+    hf py-bare 6 "/usr/bin/python3.11 -I -S -c pass"
+    hf py-bwrap 6 "bwrap ${bwrap_args[*]} /usr/bin/python3.11 -I -S -c pass"
+    hf py-ninewall 6 "$bin run --profile $work/profiles/py-all.toml -- -c pass"
+done
 
 echo "measuring file-access recording ..." >&2
 imports="import json, email, http.client, xml.dom.minidom, asyncio, unittest"
 loop="import os
 for i in range(20000): os.close(os.open('/usr/lib/python3.11/os.py', os.O_RDONLY))"
-hf imp-bare 10 "/usr/bin/python3.11 -I -S -c '$imports'"
-hf imp-strace 10 "strace -f -qq -e trace=%file -o $work/strace.out /usr/bin/python3.11 -I -S -c '$imports'"
-for mode in none writes all; do
-    hf "imp-ninewall-$mode" 10 "$bin run --profile $work/profiles/py-$mode.toml -- -c '$imports'"
-done
-hf loop-bare 5 "/usr/bin/python3.11 -I -S -c \"$loop\""
-hf loop-strace 5 "strace -f -qq -e trace=%file -o $work/strace.out /usr/bin/python3.11 -I -S -c \"$loop\""
-for mode in none all; do
-    hf "loop-ninewall-$mode" 5 "$bin run --profile $work/profiles/py-$mode.toml -- -c \"$loop\""
+for round in $(seq $ROUNDS); do
+    WARMUP=1 hf imp-bare 4 "/usr/bin/python3.11 -I -S -c '$imports'"
+    WARMUP=1 hf imp-strace 4 "strace -f -qq -e trace=%file -o $work/strace.out /usr/bin/python3.11 -I -S -c '$imports'"
+    for mode in none writes all; do
+        WARMUP=1 hf "imp-ninewall-$mode" 4 "$bin run --profile $work/profiles/py-$mode.toml -- -c '$imports'"
+    done
+    WARMUP=0 hf loop-bare 1 "/usr/bin/python3.11 -I -S -c \"$loop\""
+    WARMUP=0 hf loop-strace 1 "strace -f -qq -e trace=%file -o $work/strace.out /usr/bin/python3.11 -I -S -c \"$loop\""
+    for mode in none all; do
+        WARMUP=0 hf "loop-ninewall-$mode" 1 "$bin run --profile $work/profiles/py-$mode.toml -- -c \"$loop\""
+    done
 done
 # How many accesses a run records, from the log itself.
 : >"$work/count.jsonl"
@@ -157,8 +168,16 @@ import json, os, platform, subprocess, sys, datetime
 d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rate_1, rate_8, rss_10, rss_1000 = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 def t(name):
-    r = json.load(open(os.path.join(d, name + ".json")))["results"][0]
-    return r["median"] * 1000, r["min"] * 1000, r["max"] * 1000
+    # Every round's times, pooled.
+    times = sorted(
+        x
+        for f in os.listdir(d)
+        if f.startswith(name + ".") and f[len(name) + 1 : -len(".json")].isdigit()
+        for x in json.load(open(os.path.join(d, f)))["results"][0]["times"]
+    )
+    n = len(times)
+    median = (times[n // 2] + times[(n - 1) // 2]) / 2
+    return median * 1000, times[0] * 1000, times[-1] * 1000
 def row(label, name, base):
     m, lo, hi = t(name)
     return f"| {label} | {m:.2f} | {lo:.2f}-{hi:.2f} | {m / t(base)[0]:.2f}x |"
@@ -167,7 +186,7 @@ out = [
     "# ninewall benchmark",
     "",
     f"Run `scripts/bench.sh` on {datetime.date.today()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, as uid {os.getuid()}.",
-    "Times in milliseconds (median, min-max over the runs); ratios against the row named as baseline, measured in the same run.",
+    "Times in milliseconds (median, min-max over all runs); each comparison ran in 8 rounds that took turns, and ratios are against the row named as baseline, measured in the same rounds.",
     "",
     "## Launch of /bin/true (baseline: bwrap)",
     "",
