@@ -404,8 +404,7 @@ impl Running {
                 self.send_word(word)?;
                 self.armed = true;
                 if self.released {
-                    self.send_word(child::WORD_RECORDED)?;
-                    self.sync.take();
+                    self.send_recorded();
                 }
             }
             Report::InitStarted { pid } => self.init = Some(pid),
@@ -468,13 +467,19 @@ impl Running {
     }
 
     /// Lets the MBU exec: the caller has made its start record durable.
-    fn release(&mut self) -> Result<(), SandboxError> {
+    fn release(&mut self) {
         self.released = true;
         if self.armed {
-            self.send_word(child::WORD_RECORDED)?;
-            self.sync.take();
+            self.send_recorded();
         }
-        Ok(())
+    }
+
+    /// Sync word 2. Nobody may be left to read it: a setup step of the MBU
+    /// failed meanwhile (`EPIPE`), and its report says which; that is the
+    /// error to tell, so this one is not.
+    fn send_recorded(&mut self) {
+        let _ = self.send_word(child::WORD_RECORDED);
+        self.sync.take();
     }
 
     fn forward(&mut self, sig: i32) {
@@ -522,7 +527,8 @@ impl Running {
         signals: Option<&SignalForwarder>,
         on_file: &mut dyn FnMut(FileEvent),
     ) -> Result<(Outcome, Remains), SandboxError> {
-        let result = self.release().and_then(|()| self.pump(signals, on_file));
+        self.release();
+        let result = self.pump(signals, on_file);
         if result.is_err() {
             let _ = sys::kill(self.outer, libc::SIGKILL);
         }

@@ -370,3 +370,52 @@ fn the_program_waits_until_its_start_record_is_written() {
         assert_eq!(kinds.last().map(String::as_str), Some("exec.end"), "{kinds:?}");
     }
 }
+
+#[test]
+fn a_setup_failure_while_the_start_record_is_written_is_reported_as_itself() {
+    // The MBU fails (its working directory does not exist) while the
+    // supervisor still waits for the log: the failure must be the one told,
+    // not the closed pipe the supervisor then finds.
+    let broken = write_profile(
+        "reason-bad-workdir",
+        "extends = \"reason\"\n[mbu]\nname = \"reason-bad-workdir\"\n[exec]\nworkdir = \"/work/missing\"\n",
+    );
+    for who in identities() {
+        let log = fresh_log("start-late");
+        std::fs::write(&log, "").unwrap();
+        if let Who::User { uid, gid } = who {
+            std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
+        }
+        let holder = std::process::Command::new("flock")
+            .arg("-x")
+            .arg(&log)
+            .args(["sleep", "1"])
+            .spawn()
+            .unwrap();
+        while std::process::Command::new("flock")
+            .args(["-n", "-x"])
+            .arg(&log)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let r = run(
+            who,
+            &broken,
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", "pass"],
+            None,
+        );
+        let mut holder = holder;
+        holder.wait().unwrap();
+        r.assert_code(125);
+        assert!(
+            r.stderr
+                .contains("sandbox not built, nothing ran: wall 4 (filesystem view): chdir to the working directory"),
+            "{who:?}: {r:#?}"
+        );
+    }
+}
