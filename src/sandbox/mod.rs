@@ -334,9 +334,9 @@ fn write_proc(pid: i32, name: &str, content: &str) -> Result<(), SandboxError> {
 
 /// What is left of a sandbox whose end is known: init and the outer child,
 /// exiting and freeing the namespaces (nothing of the MBU runs: its pid
-/// namespace holds init alone), and its cgroup. Dropping it reaps the one and then removes the
-/// other; a caller keeps it while it records the end, so that the kernel's
-/// teardown overlaps with the disk.
+/// namespace holds init alone), and its cgroup. Dropping it reaps the one and
+/// then removes the other; a caller keeps it while it records the end, so
+/// that the kernel's teardown overlaps with the disk.
 pub struct Remains {
     outer: Option<i32>,
     cgroup: Option<Cgroup>,
