@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::sys;
 use crate::policy::Limits;
 
 /// Controllers used under cgroup v1 (the cpu *time* budget is enforced by
@@ -73,6 +74,42 @@ fn unique_name() -> String {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// How old an abandoned cgroup must be before [`sweep`] removes it: far
+/// longer than a supervisor takes from making its cgroup to moving its
+/// sandbox in.
+const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Removes what supervisors killed with SIGKILL left in `parent`: their
+/// `ninewall-PID-SEQ-NANOS` cgroups, once made more than a minute ago by a
+/// pid that no longer exists. Only an empty cgroup can be removed (the kernel
+/// refuses one that holds a process), so a running sandbox's never is.
+fn sweep(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(fields) = name.to_str().and_then(|n| n.strip_prefix("ninewall-")) else {
+            continue;
+        };
+        let mut fields = fields.split('-');
+        let (Some(pid), Some(_seq), Some(made), None) = (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (Ok(pid), Ok(made)) = (pid.parse::<i32>(), made.parse::<u128>()) else {
+            continue;
+        };
+        let old = now.saturating_sub(made) > ABANDONED_AFTER.as_nanos();
+        if old && pid > 0 && sys::kill(pid, 0) == Err(libc::ESRCH) {
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
 }
 
 /// This process's cgroup paths: (hierarchy id 0 → v2; controllers → v1).
@@ -165,6 +202,7 @@ impl Cgroup {
         }
         let dir = parent.join(unique_name());
         std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        sweep(&parent);
         let cg = Cgroup {
             version: Version::V2 { dir: dir.clone() },
         };
@@ -200,6 +238,7 @@ impl Cgroup {
                 dir_of(mnt, root, &path).ok_or_else(|| format!("own {controller} cgroup is outside its mount"))?;
             let dir = parent.join(&name);
             std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            sweep(&parent);
             if let Version::V1 { dirs } = &mut cg.version {
                 dirs.push((controller, dir.clone()));
             }

@@ -214,3 +214,45 @@ fn strict_cgroups_refuse_to_run_on_rlimits_alone() {
         }
     }
 }
+
+#[test]
+fn cgroups_left_by_killed_supervisors_are_removed_by_a_later_run() {
+    // A supervisor killed with SIGKILL cannot remove its cgroup. A later run
+    // removes such leftovers beside its own: empty, made over a minute ago,
+    // by a pid that is gone. Not one made by a live pid, not a recent one.
+    // As root only: the test makes cgroups of its own.
+    let who = Who::Root;
+    if !identities().contains(&who) || !has_cgroup(who) {
+        return;
+    }
+    let r = run(who, &hog_profile(), &["-v"], &["-c", "pass"], None);
+    let example = r
+        .stderr
+        .lines()
+        .find_map(|l| l.split(" e.g. ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no cgroup path in -v: {r:#?}"));
+    let parent = example.parent().unwrap().to_path_buf();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let old = now - 120_000_000_000;
+    // A pid that is gone: a child that has been reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let abandoned = parent.join(format!("ninewall-{dead}-0-{old}"));
+    let live = parent.join(format!("ninewall-{}-0-{old}", std::process::id()));
+    let recent = parent.join(format!("ninewall-{dead}-1-{now}"));
+    for d in [&abandoned, &live, &recent] {
+        std::fs::create_dir(d).unwrap();
+    }
+    run(who, &hog_profile(), &[], &["-c", "pass"], None).assert_code(0);
+    let exists = [abandoned.exists(), live.exists(), recent.exists()];
+    for d in [&live, &recent] {
+        let _ = std::fs::remove_dir(d);
+    }
+    assert_eq!(exists, [false, true, true], "abandoned, live, recent");
+}
