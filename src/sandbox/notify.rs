@@ -120,15 +120,15 @@ impl Running {
             }
             // Judged on the path the kernel reaches (symlinks such as /lib
             // resolved inside the sandbox); a missing path by its parent's.
-            let resolved = sys::resolve_in_root(rootfd, path.as_bytes());
-            let exists = resolved.as_ref().map(|(_, dir)| *dir);
-            let real = match &resolved {
-                Some((real, _)) => real.clone(),
+            let resolved = sys::resolve_in_root(rootfd, path.as_bytes(), false);
+            let exists = resolved.is_some();
+            let real = match resolved {
+                Some((real, _)) => real,
                 None => {
                     let p = Path::new(&path);
                     match (
                         p.parent()
-                            .and_then(|d| sys::resolve_in_root(rootfd, d.as_os_str().as_encoded_bytes())),
+                            .and_then(|d| sys::resolve_in_root(rootfd, d.as_os_str().as_encoded_bytes(), false)),
                         p.file_name(),
                     ) {
                         (Some((dir, _)), Some(name)) => Path::new(&dir).join(name).display().to_string(),
@@ -136,21 +136,36 @@ impl Running {
                     }
                 }
             };
-            let dir = exists.unwrap_or(false)
-                || (name == "unlinkat" && arg(2) & libc::AT_REMOVEDIR as u64 != 0)
+            let makes_or_removes_dir = (name == "unlinkat" && arg(2) & libc::AT_REMOVEDIR as u64 != 0)
                 || matches!(name, "mkdir" | "mkdirat" | "rmdir");
-            let access = if access == Access::Write && exists.is_none() && name.starts_with("open") {
+            let access = if access == Access::Write && !exists && name.starts_with("open") {
                 Access::Create
             } else {
                 access
             };
+            let truncate = truncate && exists;
+            let verdict = if makes_or_removes_dir || !exists {
+                self.judge(&real, access, makes_or_removes_dir, truncate)
+            } else {
+                // Whether it is a directory matters only where the rules
+                // tell files from directories apart (rarely): ask then.
+                let (as_file, as_dir) = (
+                    self.judge(&real, access, false, truncate),
+                    self.judge(&real, access, true, truncate),
+                );
+                if as_file == as_dir || !sys::resolve_in_root(rootfd, path.as_bytes(), true).is_some_and(|(_, d)| d) {
+                    as_file
+                } else {
+                    as_dir
+                }
+            };
             out.push(FileEvent {
                 pid,
                 syscall: name.to_string(),
-                verdict: self.judge(&real, access, dir, truncate && exists.is_some()),
+                verdict,
                 path,
                 access,
-                exists: exists.is_some(),
+                exists,
             });
         }
         out

@@ -1283,16 +1283,18 @@ pub fn open_root_of(pid: i32) -> Option<OwnedFd> {
 
 /// Looks `path` up beneath `rootfd` (a sandbox's root), symlinks resolved
 /// inside that root and never out of it: the path the kernel would reach, and
-/// whether it is a directory; `None` if it does not exist.
-pub fn resolve_in_root(rootfd: RawFd, path: &[u8]) -> Option<(String, bool)> {
+/// (if `want_dir`; else `false`) whether it is a directory; `None` if it does
+/// not exist.
+pub fn resolve_in_root(rootfd: RawFd, path: &[u8], want_dir: bool) -> Option<(String, bool)> {
     let rel = relative(path)?;
+    let dir_of = |fd| if want_dir { is_dir_fd(fd) } else { Some(false) };
     // Most paths hold no symlink: then the path the kernel reaches is the
     // lexical one, and one openat2 that refuses symlinks says so without
     // asking /proc for the name. A symlink (ELOOP), or anything unexpected,
     // takes the general way below.
     match open_in_root(rootfd, &rel, libc::RESOLVE_NO_SYMLINKS) {
         Ok(fd) => {
-            let dir = is_dir_fd(fd);
+            let dir = dir_of(fd);
             close(fd);
             return Some((lexical(path), dir?));
         }
@@ -1300,7 +1302,7 @@ pub fn resolve_in_root(rootfd: RawFd, path: &[u8]) -> Option<(String, bool)> {
         Err(_) => {}
     }
     let fd = open_in_root(rootfd, &rel, 0).ok()?;
-    let dir = is_dir_fd(fd);
+    let dir = dir_of(fd);
     // The object's path in the sandbox's own mount tree (which this process's
     // root does not reach, so the kernel names it from that tree's root).
     let real = std::fs::read_link(format!("/proc/self/fd/{fd}"))

@@ -222,7 +222,7 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
             &["--audit-log", log.to_str().unwrap(), "--workspace", ws.to_str().unwrap()],
             &[
                 "-c",
-                "import os\nos.mkdir('sub')\nos.chdir('sub')\nopen('../in1.txt').read()\nopen('/work/in2.txt').read()\nopen('out.txt', 'w').write('x')\ntry: open('/srv/knowledge/README.txt').read()\nexcept OSError: pass\ntry: os.stat('missing.txt')\nexcept OSError: pass\nos.stat('/work/sub/../in1.txt')\nos.stat('/lib64/ld-linux-x86-64.so.2')",
+                "import os\nos.mkdir('sub')\nos.chdir('sub')\nopen('../in1.txt').read()\nopen('/work/in2.txt').read()\nopen('out.txt', 'w').write('x')\ntry: open('/srv/knowledge/README.txt').read()\nexcept OSError: pass\ntry: os.stat('missing.txt')\nexcept OSError: pass\nos.stat('/work/sub/../in1.txt')\nos.stat('/lib64/ld-linux-x86-64.so.2')\nos.listdir('/dev')",
             ],
             None,
         );
@@ -234,7 +234,7 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
                 r["kind"] == "file"
                     && r["path"]
                         .as_str()
-                        .is_some_and(|p| p.starts_with("/work") || p.starts_with("/srv") || p.starts_with("/lib64"))
+                        .is_some_and(|p| ["/work", "/srv", "/lib64", "/dev"].iter().any(|s| p.starts_with(s)))
             })
             .map(|r| {
                 (
@@ -265,6 +265,9 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
         // A stat names the path as given, made absolute; through a symlink
         // (/lib64) it exists all the same; an open file's fstat names the file.
         assert!(has("/work/in1.txt", "meta", "allowed", true), "{events:#?}");
+        // Listing /dev is allowed (read_dir there) where reading it as a file
+        // would not be: the verdict asks whether it is a directory.
+        assert!(has("/dev", "read", "allowed", true), "{events:#?}");
         assert!(
             has("/lib64/ld-linux-x86-64.so.2", "meta", "allowed", true),
             "{events:#?}"
