@@ -18,6 +18,37 @@ fn fresh_log(name: &str) -> std::path::PathBuf {
     dir.join("audit.jsonl")
 }
 
+/// A fresh, empty log that `who` may write, locked (`flock -x`, as ninewall
+/// locks it to append) by a process that holds the lock while `hold` runs;
+/// returns once the lock is held.
+fn locked_log(name: &str, who: Who, hold: &[&str]) -> (std::path::PathBuf, std::process::Child) {
+    let log = fresh_log(name);
+    std::fs::write(&log, "").unwrap();
+    if let Who::User { uid, gid } = who {
+        std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
+    }
+    let holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&log)
+        .args(hold)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let free = || {
+        std::process::Command::new("flock")
+            .args(["-n", "-x"])
+            .arg(&log)
+            .arg("true")
+            .status()
+            .unwrap()
+            .success()
+    };
+    while free() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (log, holder)
+}
+
 fn records(log: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(log)
         .unwrap()
@@ -311,34 +342,12 @@ fn the_program_waits_until_its_start_record_is_written() {
         "extends = \"document_generation\"\n[mbu]\nname = \"docgen-no-files\"\n[provenance]\nfiles = \"none\"\n",
     );
     for who in identities() {
-        let log = fresh_log("start-first");
         let dir = scratch_dir("start-first-ws");
         let marker = dir.join("ran");
         let (uid, gid) = who.sandbox_host_id();
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-        std::fs::write(&log, "").unwrap();
-        if let Who::User { uid, gid } = who {
-            std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
-        }
-        let mut holder = std::process::Command::new("flock")
-            .arg("-x")
-            .arg(&log)
-            .arg("cat")
-            .stdin(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let held = || {
-            !std::process::Command::new("flock")
-                .args(["-n", "-x"])
-                .arg(&log)
-                .arg("true")
-                .status()
-                .unwrap()
-                .success()
-        };
-        while !held() {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        // Held until the holder's stdin closes.
+        let (log, mut holder) = locked_log("start-first", who, &["cat"]);
         let mut child = ninewall(who)
             .arg("run")
             .arg("--profile")
@@ -384,27 +393,7 @@ fn a_setup_failure_while_the_start_record_is_written_is_reported_as_itself() {
         "extends = \"reason\"\n[mbu]\nname = \"reason-bad-workdir\"\n[exec]\nworkdir = \"/work/missing\"\n",
     );
     for who in identities() {
-        let log = fresh_log("start-late");
-        std::fs::write(&log, "").unwrap();
-        if let Who::User { uid, gid } = who {
-            std::os::unix::fs::chown(&log, Some(uid), Some(gid)).unwrap();
-        }
-        let holder = std::process::Command::new("flock")
-            .arg("-x")
-            .arg(&log)
-            .args(["sleep", "1"])
-            .spawn()
-            .unwrap();
-        while std::process::Command::new("flock")
-            .args(["-n", "-x"])
-            .arg(&log)
-            .arg("true")
-            .status()
-            .unwrap()
-            .success()
-        {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let (log, mut holder) = locked_log("start-late", who, &["sleep", "1"]);
         let r = run(
             who,
             &broken,
@@ -412,7 +401,6 @@ fn a_setup_failure_while_the_start_record_is_written_is_reported_as_itself() {
             &["-c", "pass"],
             None,
         );
-        let mut holder = holder;
         holder.wait().unwrap();
         r.assert_code(125);
         assert!(
