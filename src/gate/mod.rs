@@ -27,7 +27,6 @@ pub mod exec;
 pub mod serve;
 
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +35,6 @@ use toml::Spanned;
 
 use crate::policy::{is_mbu_name, Problem};
 use crate::profile::{At, LoadError, Origin, Source};
-use crate::sandbox::sys;
 
 /// The validated policy file.
 #[derive(Debug, Clone)]
@@ -278,7 +276,7 @@ impl Gate {
             let identity = match named {
                 Some((kind, value)) => {
                     let at = p.at(value, &format!("{key}.{}", kind.key));
-                    match lookup(&at.value, kind.by_name) {
+                    match lookup(&at.value, kind) {
                         Some(n) => Some((kind.identity)(n)),
                         None => {
                             p.bad(
@@ -425,28 +423,69 @@ fn check_profile(dir: &Path, name: &str) -> Result<u64, String> {
 struct IdentityKind {
     key: &'static str,
     id: &'static str,
-    by_name: fn(&CStr) -> Option<u32>,
+    /// Where names are looked up.
+    database: &'static str,
     identity: fn(u32) -> Identity,
 }
 
 const USER: IdentityKind = IdentityKind {
     key: "user",
     id: "uid",
-    by_name: sys::user_id,
+    database: "/etc/passwd",
     identity: Identity::User,
 };
 
 const GROUP: IdentityKind = IdentityKind {
     key: "group",
     id: "gid",
-    by_name: sys::group_id,
+    database: "/etc/group",
     identity: Identity::Group,
 };
 
-/// A numeric id as it is, or a name looked up in the host's database.
-fn lookup(v: &str, by_name: fn(&CStr) -> Option<u32>) -> Option<u32> {
+/// A numeric id as it is, or a name looked up in the host's local database.
+///
+/// Names are read from /etc/passwd and /etc/group themselves, not through
+/// glibc's NSS: ninewall is linked statically (.cargo/config.toml), and a
+/// static glibc that loads an NSS module (`systemd`, `ldap`) loads a second
+/// libc and crashes. A user or group known only to such a source is named by
+/// its number. It also keeps the gate's answer independent of a directory
+/// service being reachable.
+fn lookup(v: &str, kind: &IdentityKind) -> Option<u32> {
     match v.parse::<u32>() {
         Ok(n) => Some(n),
-        Err(_) => by_name(&CString::new(v).ok()?),
+        Err(_) => id_in_database(&std::fs::read_to_string(kind.database).ok()?, v),
+    }
+}
+
+/// The id of `name` in the text of a colon-separated database (passwd:
+/// `name:password:uid:...`, group: `name:password:gid:...`); the first entry
+/// wins, as in glibc's `files` source. Lines that are not entries (comments,
+/// NIS `+`/`-` markers) never match a valid name.
+fn id_in_database(text: &str, name: &str) -> Option<u32> {
+    text.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != name {
+            return None;
+        }
+        fields.nth(1)?.trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_in_database;
+
+    #[test]
+    fn names_are_found_by_their_first_field_and_read_from_the_third() {
+        let passwd = "# comment\n+nisuser::::::\nroot:x:0:0:root:/root:/bin/bash\n\
+                      nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n\
+                      nobody:x:7:7::/:/bin/sh\nbroken:x:notanumber:0::/:\n";
+        assert_eq!(id_in_database(passwd, "root"), Some(0));
+        assert_eq!(id_in_database(passwd, "nobody"), Some(65534), "the first entry wins");
+        assert_eq!(id_in_database(passwd, "broken"), None);
+        assert_eq!(id_in_database(passwd, "roo"), None, "whole names only");
+        assert_eq!(id_in_database(passwd, "+nisuser"), None);
+        assert_eq!(id_in_database("staff:x:50:alice,bob\n", "staff"), Some(50));
+        assert_eq!(id_in_database("", "root"), None);
     }
 }

@@ -1521,28 +1521,6 @@ pub fn peer_groups(sock: RawFd) -> io::Result<Vec<u32>> {
     }
 }
 
-/// The uid of user `name` in the host's user database.
-pub fn user_id(name: &CStr) -> Option<u32> {
-    let mut buf = vec![0 as c_char; 16384];
-    // SAFETY: an all-zero passwd is a valid out-parameter.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = ptr::null_mut();
-    // SAFETY: every pointer refers to a live buffer of the stated size.
-    let r = unsafe { libc::getpwnam_r(name.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    (r == 0 && !out.is_null()).then_some(pw.pw_uid)
-}
-
-/// The gid of group `name` in the host's group database.
-pub fn group_id(name: &CStr) -> Option<u32> {
-    let mut buf = vec![0 as c_char; 65536];
-    // SAFETY: an all-zero group is a valid out-parameter.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::group = ptr::null_mut();
-    // SAFETY: every pointer refers to a live buffer of the stated size.
-    let r = unsafe { libc::getgrnam_r(name.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
-    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
-}
-
 /// This process's supplementary groups.
 pub fn own_groups() -> Vec<u32> {
     // SAFETY: a zero size asks for the count only.

@@ -134,6 +134,36 @@ fn the_shipped_policy_loads_and_says_who_may_run_what() {
     );
 }
 
+#[test]
+fn workers_are_named_by_user_or_group_name_from_the_host_files() {
+    // The ids the host's own files give, read here independently.
+    let id_of = |file: &str, name: &str| -> u32 {
+        let text = std::fs::read_to_string(file).unwrap();
+        let line = text.lines().find(|l| l.split(':').next() == Some(name)).unwrap();
+        line.split(':').nth(2).unwrap().parse().unwrap()
+    };
+    let path = write_policy(
+        "named-workers",
+        "[roles.analyst]\nmbus = [\"reason\"]\n\
+         [workers.by-user]\nuser = \"root\"\nroles = [\"analyst\"]\n\
+         [workers.by-group]\ngroup = \"nogroup\"\nroles = [\"analyst\"]\n",
+    );
+    let out = Run::from_output(ninewall(Who::Root).arg("policy").arg(&path).output().unwrap());
+    out.assert_code(0);
+    for line in [
+        format!(
+            "worker       by-user (uid {}): roles analyst",
+            id_of("/etc/passwd", "root")
+        ),
+        format!(
+            "worker       by-group (gid {}): roles analyst",
+            id_of("/etc/group", "nogroup")
+        ),
+    ] {
+        assert!(out.stdout.contains(&line), "{line:?} in {out:#?}");
+    }
+}
+
 // --- the gate on the command line -------------------------------------------------
 
 #[test]
