@@ -19,7 +19,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo build --release --quiet
-bin=$repo/target/release/ninewall
+bin=${CARGO_TARGET_DIR:-$repo/target}/$(rustc --print host-tuple)/release/ninewall
 work=$(mktemp -d /var/tmp/ninewall-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cp -r profiles "$work/profiles"

@@ -5,5 +5,7 @@
 # T"; exits non-zero on any ESCAPED or ERROR. Builds ninewall first.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-exec /usr/bin/python3.11 "$repo/scripts/escape/harness.py" "${CARGO_TARGET_DIR:-$repo/target}/release/ninewall" "$repo/profiles"
+cd "$repo" # .cargo/config.toml applies to builds started here
+cargo build --release --quiet
+exec /usr/bin/python3.11 "$repo/scripts/escape/harness.py" \
+    "${CARGO_TARGET_DIR:-$repo/target}/$(rustc --print host-tuple)/release/ninewall" "$repo/profiles"

@@ -76,4 +76,4 @@ echo "== pass 4: the escape attempts as $user"
 cp -r scripts/escape "$profiles/.escape"
 chmod -R a+rX "$profiles/.escape"
 (cd / && runuser -u "$user" -- env NINEWALL_TEST_EXEC_DIR="$NINEWALL_TEST_EXEC_DIR" \
-    /usr/bin/python3.11 "$profiles/.escape/harness.py" "$CARGO_TARGET_DIR/release/ninewall" "$profiles")
+    /usr/bin/python3.11 "$profiles/.escape/harness.py" "$CARGO_TARGET_DIR/$(rustc --print host-tuple)/release/ninewall" "$profiles")

@@ -302,7 +302,7 @@ mod tests {
             self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
         }
         fn chance(&mut self, one_in: u64) -> bool {
-            self.next() % one_in == 0
+            self.next().is_multiple_of(one_in)
         }
         fn some<T: Clone>(&mut self, pool: &[T]) -> Vec<T> {
             pool.iter().filter(|_| self.chance(2)).cloned().collect()

@@ -129,7 +129,7 @@ pub mod bpf {
                 16..=63 => {
                     let i = ((off - 16) / 8) as usize;
                     let v = args[i];
-                    if (off - 16) % 8 == 0 {
+                    if (off - 16).is_multiple_of(8) {
                         v as u32
                     } else {
                         (v >> 32) as u32
