@@ -119,22 +119,12 @@ impl Running {
                 continue;
             }
             // Judged on the path the kernel reaches (symlinks such as /lib
-            // resolved inside the sandbox); a missing path by its parent's.
+            // resolved inside the sandbox); a missing path where it would be.
             let resolved = sys::resolve_in_root(rootfd, path.as_bytes(), false);
             let exists = resolved.is_some();
             let real = match resolved {
                 Some((real, _)) => real,
-                None => {
-                    let p = Path::new(&path);
-                    match (
-                        p.parent()
-                            .and_then(|d| sys::resolve_in_root(rootfd, d.as_os_str().as_encoded_bytes(), false)),
-                        p.file_name(),
-                    ) {
-                        (Some((dir, _)), Some(name)) => Path::new(&dir).join(name).display().to_string(),
-                        _ => path.clone(),
-                    }
-                }
+                None => would_be(rootfd, &path),
             };
             let makes_or_removes_dir = (name == "unlinkat" && arg(2) & libc::AT_REMOVEDIR as u64 != 0)
                 || matches!(name, "mkdir" | "mkdirat" | "rmdir");
@@ -196,6 +186,22 @@ impl Running {
             "refused"
         }
     }
+}
+
+/// Where `path`, which does not exist beneath `rootfd`, would be: its nearest
+/// existing ancestor as the kernel reaches it (symlinks resolved inside the
+/// root), the missing rest appended. Its parent alone is not enough: a probe
+/// of `/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v4/libc.so.6`, whose parent
+/// is missing too, would be judged on `/lib` unresolved, which no rule names.
+fn would_be(rootfd: std::os::fd::RawFd, path: &str) -> String {
+    let p = Path::new(path);
+    for dir in p.ancestors().skip(1) {
+        if let Some((real, _)) = sys::resolve_in_root(rootfd, dir.as_os_str().as_encoded_bytes(), false) {
+            let rest = p.strip_prefix(dir).unwrap_or(p);
+            return Path::new(&real).join(rest).display().to_string();
+        }
+    }
+    path.to_string()
 }
 
 /// Whether `path` is `dir` or beneath it: `Path::starts_with` by bytes, for

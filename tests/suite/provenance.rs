@@ -253,7 +253,7 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
             &["--audit-log", log.to_str().unwrap(), "--workspace", ws.to_str().unwrap()],
             &[
                 "-c",
-                "import os\nos.mkdir('sub')\nos.chdir('sub')\nopen('../in1.txt').read()\nopen('/work/in2.txt').read()\nopen('out.txt', 'w').write('x')\ntry: open('/srv/knowledge/README.txt').read()\nexcept OSError: pass\ntry: os.stat('missing.txt')\nexcept OSError: pass\nos.stat('/work/sub/../in1.txt')\nos.stat('/lib64/ld-linux-x86-64.so.2')\nos.listdir('/dev')",
+                "import os\nos.mkdir('sub')\nos.chdir('sub')\nopen('../in1.txt').read()\nopen('/work/in2.txt').read()\nopen('out.txt', 'w').write('x')\ntry: open('/srv/knowledge/README.txt').read()\nexcept OSError: pass\ntry: os.stat('missing.txt')\nexcept OSError: pass\nos.stat('/work/sub/../in1.txt')\nos.stat('/lib64/ld-linux-x86-64.so.2')\nos.listdir('/dev')\ntry: open('/lib/x86_64-linux-gnu/no-such-dir/x')\nexcept OSError: pass",
             ],
             None,
         );
@@ -265,7 +265,7 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
                 r["kind"] == "file"
                     && r["path"]
                         .as_str()
-                        .is_some_and(|p| ["/work", "/srv", "/lib64", "/dev"].iter().any(|s| p.starts_with(s)))
+                        .is_some_and(|p| ["/work", "/srv", "/lib", "/dev"].iter().any(|s| p.starts_with(s)))
             })
             .map(|r| {
                 (
@@ -293,6 +293,13 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
             "{events:#?}"
         );
         assert!(has("/work/sub/missing.txt", "meta", "allowed", false), "{events:#?}");
+        // A missing path is judged where it would be: beneath a readable
+        // directory reached through a symlink (/lib), even when its parent
+        // is missing too.
+        assert!(
+            has("/lib/x86_64-linux-gnu/no-such-dir/x", "read", "allowed", false),
+            "{events:#?}"
+        );
         // A stat names the path as given, made absolute; through a symlink
         // (/lib64) it exists all the same; an open file's fstat names the file.
         assert!(has("/work/in1.txt", "meta", "allowed", true), "{events:#?}");
