@@ -136,6 +136,48 @@ pub enum Mount {
     },
 }
 
+impl Mount {
+    /// The path inside that this operation makes or covers.
+    pub fn inside(&self) -> &Path {
+        match self {
+            Mount::Bind { target, .. }
+            | Mount::Proc { target }
+            | Mount::Dev { target }
+            | Mount::File { target, .. }
+            | Mount::Dir { target }
+            | Mount::Tmpfs { target, .. } => target,
+            Mount::Symlink { link, .. } => link,
+        }
+    }
+}
+
+/// The symlinks of the sandbox's root directory itself (`/lib -> usr/lib`
+/// on a merged-/usr host), as (link, absolute target) pairs: those that
+/// nothing is mounted at or beneath. They stay what they are for the whole
+/// execution (the root tmpfs is made read-only before pivot_root; mount,
+/// unshare and clone's namespace flags are never allowed), so the supervisor may follow them by itself
+/// before asking the kernel about the rest of a path. A target with `..`
+/// is left to the kernel.
+pub fn fixed_root_links(mounts: &[Mount]) -> Vec<(PathBuf, PathBuf)> {
+    mounts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, m)| match m {
+            Mount::Symlink { link, target } => Some((i, link, target)),
+            _ => None,
+        })
+        .filter(|(i, link, target)| {
+            link.parent() == Some(Path::new("/"))
+                && !target.components().any(|c| c == std::path::Component::ParentDir)
+                && mounts
+                    .iter()
+                    .enumerate()
+                    .all(|(j, m)| j == *i || !m.inside().starts_with(link))
+        })
+        .map(|(_, link, target)| (link.clone(), Path::new("/").join(target).components().collect()))
+        .collect()
+}
+
 /// The whole plan for one execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetupPlan {
@@ -556,4 +598,49 @@ pub fn check_workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, PlanError
         )));
     }
     Ok(real)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fixed_root_links, Mount};
+    use std::path::PathBuf;
+
+    fn link(link: &str, target: &str) -> Mount {
+        Mount::Symlink {
+            link: link.into(),
+            target: target.into(),
+        }
+    }
+
+    fn dir(target: &str) -> Mount {
+        Mount::Dir { target: target.into() }
+    }
+
+    #[test]
+    fn only_the_root_directorys_own_uncovered_symlinks_are_fixed() {
+        let mounts = [
+            link("/lib", "usr/lib"),
+            link("/lib64", "/usr/lib64"),
+            link("/bin", "./usr/bin"),
+            link("/sbin", "../usr/sbin"),
+            link("/etc/alternatives", "/usr/share"),
+            link("/covered", "usr/share"),
+            dir("/covered/inside"),
+            dir("/usr/lib"),
+        ];
+        let fixed: Vec<(String, String)> = fixed_root_links(&mounts)
+            .into_iter()
+            .map(|(l, t)| (l.display().to_string(), t.display().to_string()))
+            .collect();
+        assert_eq!(
+            fixed,
+            [("/lib", "/usr/lib"), ("/lib64", "/usr/lib64"), ("/bin", "/usr/bin")]
+                .map(|(l, t)| (l.to_string(), t.to_string()))
+        );
+        assert!(fixed_root_links(&[link("/lib", "usr/lib"), dir("/lib")]).is_empty());
+        assert_eq!(
+            fixed_root_links(&[link("/lib", "usr/lib")]),
+            [(PathBuf::from("/lib"), PathBuf::from("/usr/lib"))]
+        );
+    }
 }

@@ -83,6 +83,9 @@ pub struct Running {
     refused: std::collections::BTreeMap<i32, u64>,
     recorded: std::collections::HashMap<i32, (&'static str, files::Layout)>,
     landlock_rules: Option<(u64, Vec<(std::path::PathBuf, u64)>)>,
+    /// The root directory's own symlinks, followed here before the kernel
+    /// is asked about the rest of a path (see `plan::fixed_root_links`).
+    fixed_links: Vec<(std::path::PathBuf, std::path::PathBuf)>,
     nspids: std::collections::HashMap<i32, i32>,
     root: Option<OwnedFd>,
     ids: IdMap,
@@ -305,6 +308,7 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
                 ll.paths.iter().map(|r| (r.path.clone(), r.access)).collect(),
             )
         }),
+        fixed_links: crate::plan::fixed_root_links(&plan.mounts),
         nspids: std::collections::HashMap::new(),
         root: None,
         listener: None,

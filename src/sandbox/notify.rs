@@ -2,8 +2,9 @@
 //! refused syscall (counted, answered `EPERM`) or a recorded file access
 //! (decoded, judged as Landlock would, handed to the caller, then continued).
 
+use std::borrow::Cow;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{sys, Running};
 use crate::seccomp::files;
@@ -101,13 +102,16 @@ impl Running {
                 self.root = sys::open_root_of(n.pid);
             }
             let rootfd = self.root.as_ref().map_or(-1, |r| r.as_raw_fd());
+            // What the kernel resolves: the path with the root's fixed
+            // symlinks followed (one openat2 instead of two and a readlink).
+            let lookup = follow_fixed(&self.fixed_links, &path);
             if access == Access::Meta {
                 // Landlock does not govern stat, access, readlink or chdir:
                 // no verdict to reach, only whether the path exists. An
                 // empty path with a descriptor (glibc's fstat) is the open
                 // file itself, named above from the descriptor.
                 let exists =
-                    (raw.is_empty() && dirfd != libc::AT_FDCWD) || sys::exists_in_root(rootfd, path.as_bytes());
+                    (raw.is_empty() && dirfd != libc::AT_FDCWD) || sys::exists_in_root(rootfd, lookup.as_bytes());
                 out.push(FileEvent {
                     pid,
                     syscall: name.to_string(),
@@ -120,11 +124,11 @@ impl Running {
             }
             // Judged on the path the kernel reaches (symlinks such as /lib
             // resolved inside the sandbox); a missing path where it would be.
-            let resolved = sys::resolve_in_root(rootfd, path.as_bytes(), false);
+            let resolved = sys::resolve_in_root(rootfd, lookup.as_bytes(), false);
             let exists = resolved.is_some();
             let real = match resolved {
                 Some((real, _)) => real,
-                None => would_be(rootfd, &path),
+                None => would_be(rootfd, &lookup),
             };
             let makes_or_removes_dir = (name == "unlinkat" && arg(2) & libc::AT_REMOVEDIR as u64 != 0)
                 || matches!(name, "mkdir" | "mkdirat" | "rmdir");
@@ -143,7 +147,7 @@ impl Running {
                     self.judge(&real, access, false, truncate),
                     self.judge(&real, access, true, truncate),
                 );
-                if as_file == as_dir || !sys::resolve_in_root(rootfd, path.as_bytes(), true).is_some_and(|(_, d)| d) {
+                if as_file == as_dir || !sys::resolve_in_root(rootfd, lookup.as_bytes(), true).is_some_and(|(_, d)| d) {
                     as_file
                 } else {
                     as_dir
@@ -186,6 +190,22 @@ impl Running {
             "refused"
         }
     }
+}
+
+/// `path` with a leading fixed root symlink (`/lib` of `/lib/x`) replaced by
+/// its target, as the kernel's walk would; otherwise `path` itself.
+fn follow_fixed<'a>(links: &[(PathBuf, PathBuf)], path: &'a str) -> Cow<'a, str> {
+    for (link, target) in links {
+        let link = link.as_os_str().as_encoded_bytes();
+        if let Some(rest) = path.as_bytes().strip_prefix(link) {
+            if rest.is_empty() || rest.first() == Some(&b'/') {
+                let mut out = target.display().to_string();
+                out.push_str(&String::from_utf8_lossy(rest));
+                return Cow::Owned(out);
+            }
+        }
+    }
+    Cow::Borrowed(path)
 }
 
 /// Where `path`, which does not exist beneath `rootfd`, would be: its nearest
@@ -265,6 +285,24 @@ fn absolute(pid: i32, dirfd: i32, raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_links_are_followed_at_the_start_of_a_path_only() {
+        let links = [
+            (PathBuf::from("/lib"), PathBuf::from("/usr/lib")),
+            (PathBuf::from("/lib64"), PathBuf::from("/usr/lib64")),
+        ];
+        for (path, lookup) in [
+            ("/lib", "/usr/lib"),
+            ("/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libc.so.6"),
+            ("/lib64/ld-linux-x86-64.so.2", "/usr/lib64/ld-linux-x86-64.so.2"),
+            ("/libx/a", "/libx/a"),
+            ("/usr/lib/a", "/usr/lib/a"),
+            ("/", "/"),
+        ] {
+            assert_eq!(follow_fixed(&links, path), lookup, "{path}");
+        }
+    }
 
     #[test]
     fn beneath_agrees_with_path_starts_with_on_normal_paths() {
