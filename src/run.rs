@@ -91,6 +91,14 @@ impl From<i32> for Ran {
 
 fn run_command(a: RunArgs) -> i32 {
     let Some(fd) = a.outcome_fd else { return run(a).code };
+    // Started for someone (a daemon's client, a delegating sandbox): end, and
+    // record the end, when the thread that started us ends. Armed here, after
+    // exec, so that the spawn needs no code in the child; a requester already
+    // gone shows as an outcome pipe nobody reads.
+    if sandbox::sys::set_parent_death_signal(libc::SIGTERM).is_err() || sandbox::sys::pipe_unread(fd) {
+        say(format!("--outcome-fd {fd}: the requester is gone; nothing ran"));
+        return EXIT_SANDBOX;
+    }
     let out = match sandbox::sys::take_inherited_fd(fd) {
         Ok(f) => std::fs::File::from(f),
         Err(e) => {

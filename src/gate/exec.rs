@@ -6,8 +6,9 @@
 //! (`/proc/self/exe`): executions share nothing (a crash or a leak in one is
 //! not in the next), the requester's memory stays flat however many it runs,
 //! and the supervisor is exactly the one `ninewall run` is, with its
-//! provenance. The supervisor reports its outcome as one JSON line on
-//! descriptor 3; its stdout and stderr are the MBU's alone.
+//! provenance. The supervisor reports its outcome as one JSON line on a
+//! descriptor it inherits (`--outcome-fd`); its stdout and stderr are the
+//! MBU's alone.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -16,8 +17,10 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-/// The descriptor on which a `ninewall run --outcome-fd 3` reports.
-pub const OUTCOME_FD: i32 = 3;
+/// Held while a supervisor is spawned: the one descriptor it must inherit is
+/// inheritable only then, so no other spawn of this process (another client's
+/// thread) can inherit it too.
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// Longest request line accepted.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
@@ -161,7 +164,7 @@ impl Execution<'_> {
             .arg("--audit-log")
             .arg(self.audit_log)
             .arg("--outcome-fd")
-            .arg(OUTCOME_FD.to_string())
+            .arg(outcome_w.as_raw_fd().to_string())
             .arg("--lineage")
             .arg(lineage);
         if let Some(ws) = self.workspace {
@@ -170,9 +173,18 @@ impl Execution<'_> {
         cmd.arg("--").args(self.args);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.env_clear();
-        crate::sandbox::sys::pass_fd(&mut cmd, outcome_w.as_raw_fd(), OUTCOME_FD);
-        let mut child = cmd.spawn()?;
-        drop(outcome_w);
+        // No code runs in the child before exec (no pre_exec), so the standard
+        // library spawns with posix_spawn (vfork): a fork of this process,
+        // threads and all, and the exec that throws that copy away cost about
+        // as much as the sandbox's own set-up. The supervisor arms its own
+        // parent-death signal (`run --outcome-fd`).
+        let mut child = {
+            let _only_spawn = SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::sandbox::sys::set_inheritable(outcome_w.as_raw_fd(), true)?;
+            let spawned = cmd.spawn();
+            drop(outcome_w);
+            spawned?
+        };
         let cap = self.output_cap;
         let mut readers = Vec::new();
         for stream in [

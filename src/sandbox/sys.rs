@@ -1535,26 +1535,27 @@ pub fn own_groups() -> Vec<u32> {
     groups
 }
 
-/// Makes `fd` the child's descriptor `target` when `cmd` spawns, and has the
-/// child sent SIGTERM if the spawning thread ends first (so a supervisor
-/// started for a client ends, and records its end, when its requester dies).
-pub fn pass_fd(cmd: &mut std::process::Command, fd: RawFd, target: RawFd) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and calls only
-    // prctl and dup2, which are async-signal-safe; it allocates nothing. dup2
-    // leaves `target` without close-on-exec, so exactly this descriptor is
-    // inherited.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as c_ulong, 0, 0, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::dup2(fd, target) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+/// Sets or clears close-on-exec on `fd`.
+pub fn set_inheritable(fd: RawFd, inheritable: bool) -> io::Result<()> {
+    let flags = if inheritable { 0 } else { libc::FD_CLOEXEC };
+    // SAFETY: F_SETFD only changes the descriptor's flags; EBADF if not open.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } < 0 {
+        return Err(io::Error::last_os_error());
     }
+    Ok(())
+}
+
+/// Whether the pipe whose write end is `fd` has no reader left (`POLLERR`):
+/// for a descriptor that is not a pipe's write end, false.
+pub fn pipe_unread(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && (p.revents & libc::POLLERR) != 0
 }
 
 /// Takes ownership of a descriptor this process was started with (the caller
@@ -1567,11 +1568,7 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
             "not a descriptor above stderr",
         ));
     }
-    // SAFETY: F_SETFD only changes the descriptor's flags; it fails with EBADF
-    // when `fd` is not open.
-    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_inheritable(fd, false)?;
     // SAFETY: `fd` is open (checked above) and, by the caller's word, ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

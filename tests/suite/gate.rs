@@ -840,6 +840,42 @@ fn eight_clients_times_fifty_requests_are_all_answered_with_flat_memory() {
 }
 
 #[test]
+fn a_supervisor_whose_requester_is_gone_runs_nothing() {
+    // The outcome pipe's read end is closed before the supervisor starts:
+    // whoever asked will never read the answer.
+    let mut fds = [0; 2];
+    // SAFETY: a two-int array for pipe2 to fill.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let [read_end, write_end] = fds;
+    // SAFETY: closing our own read end; clearing close-on-exec on our write end.
+    unsafe {
+        libc::close(read_end);
+        assert_eq!(libc::fcntl(write_end, libc::F_SETFD, 0), 0);
+    }
+    let log = fresh_dir("requester-gone").join("audit.jsonl");
+    let out = Run::from_output(
+        ninewall(Who::Root)
+            .args(["run", "--profile"])
+            .arg(profile("reason"))
+            .args([
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--outcome-fd",
+                &write_end.to_string(),
+            ])
+            .args(["--", "-c", "print('ran')"])
+            .output()
+            .unwrap(),
+    );
+    // SAFETY: our write end, no longer needed.
+    unsafe { libc::close(write_end) };
+    out.assert_code(125);
+    assert!(out.stderr.contains("the requester is gone; nothing ran"), "{out:#?}");
+    assert!(!out.stdout.contains("ran"), "{out:#?}");
+    assert!(records(&log).iter().all(|r| r["kind"] != "exec.start"), "{out:#?}");
+}
+
+#[test]
 fn a_daemon_killed_mid_execution_takes_its_executions_down_and_leaves_a_log_that_verifies() {
     let who = agent();
     let policy = analyst_policy("daemon-kill9", who);
