@@ -210,6 +210,12 @@ impl AuditLog {
         self.append_with(record, true)
     }
 
+    /// Appends records that belong together (an execution's end: its refused
+    /// syscalls and `exec.end`) in one locked write, synced once.
+    pub fn append_synced(&mut self, records: Vec<Value>) -> Result<(), ProvenanceError> {
+        self.append_all(records, true)
+    }
+
     /// Appends records in one locked write without waiting for the disk: for
     /// the many file events of a run, made durable by the `exec.end` that
     /// follows them.

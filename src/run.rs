@@ -416,13 +416,12 @@ fn ran(code: i32, exec: &str, limit: Option<Limit>) -> Ran {
     }
 }
 
-/// Appends the end records; says so and returns false if it cannot.
+/// Appends the end records (one write, one sync); says so and returns false
+/// if it cannot.
 fn record_end(log: &mut provenance::AuditLog, id: &str, result: &Result<sandbox::Outcome, String>) -> bool {
-    for record in provenance::end_records(id, result) {
-        if let Err(e) = log.append(record) {
-            say(format!("{e}: the end of execution {id} is not recorded"));
-            return false;
-        }
+    if let Err(e) = log.append_synced(provenance::end_records(id, result)) {
+        say(format!("{e}: the end of execution {id} is not recorded"));
+        return false;
     }
     true
 }
