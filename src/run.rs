@@ -357,9 +357,10 @@ fn run(a: RunArgs) -> Ran {
             log.path().display()
         ));
     }
-    // Kept until the end is recorded: the sandbox's namespaces are freed meanwhile.
-    let (outcome, _remains) = match waited {
-        Ok(o) => o,
+    // The sandbox's namespaces are freed, init and the outer child reaped and
+    // the cgroup removed while the end is recorded; all done before we return.
+    let (outcome, _released) = match waited {
+        Ok((o, remains)) => (o, remains.release()),
         Err(e) => {
             say(format!("sandbox failed: {e}"));
             record_end(&mut log, &exec_id, &Err(e.to_string()));

@@ -364,6 +364,27 @@ impl Drop for Remains {
     }
 }
 
+impl Remains {
+    /// Reaps and removes them on a thread of their own, so that the caller's
+    /// end record goes to disk meanwhile; the guard waits for that thread
+    /// when dropped, so nothing outlives the caller. (If no thread can be
+    /// made, they are reaped and removed here and now.)
+    pub fn release(self) -> Released {
+        Released(std::thread::Builder::new().spawn(move || drop(self)).ok())
+    }
+}
+
+/// [`Remains::release`]'s guard: dropping it waits until they are gone.
+pub struct Released(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Receives the signals a supervisor forwards to its sandbox.
 pub struct SignalForwarder {
     fd: OwnedFd,

@@ -216,6 +216,31 @@ fn strict_cgroups_refuse_to_run_on_rlimits_alone() {
 }
 
 #[test]
+fn a_runs_cgroup_is_gone_when_it_returns() {
+    // Removed by the supervisor before it exits (on a thread of its own,
+    // while the end record is synced): not left for a later run's sweep.
+    for who in identities() {
+        if !has_cgroup(who) {
+            continue;
+        }
+        let cgroup = cgroup_of_a_run(who);
+        assert!(!cgroup.exists(), "{who:?}: {} is still there", cgroup.display());
+    }
+}
+
+/// One of the cgroup directories of a finished run (as `-v` names it).
+fn cgroup_of_a_run(who: Who) -> std::path::PathBuf {
+    let r = run(who, &hog_profile(), &["-v"], &["-c", "pass"], None);
+    r.assert_code(0);
+    r.stderr
+        .lines()
+        .find_map(|l| l.split(" e.g. ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| panic!("no cgroup path in -v: {r:#?}"))
+}
+
+#[test]
 fn cgroups_left_by_killed_supervisors_are_removed_by_a_later_run() {
     // A supervisor killed with SIGKILL cannot remove its cgroup. A later run
     // removes such leftovers beside its own: empty, made over a minute ago,
@@ -225,15 +250,7 @@ fn cgroups_left_by_killed_supervisors_are_removed_by_a_later_run() {
     if !identities().contains(&who) || !has_cgroup(who) {
         return;
     }
-    let r = run(who, &hog_profile(), &["-v"], &["-c", "pass"], None);
-    let example = r
-        .stderr
-        .lines()
-        .find_map(|l| l.split(" e.g. ").nth(1))
-        .and_then(|rest| rest.split(' ').next())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| panic!("no cgroup path in -v: {r:#?}"));
-    let parent = example.parent().unwrap().to_path_buf();
+    let parent = cgroup_of_a_run(who).parent().unwrap().to_path_buf();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
