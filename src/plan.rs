@@ -155,9 +155,9 @@ impl Mount {
 /// on a merged-/usr host), as (link, absolute target) pairs: those that
 /// nothing is mounted at or beneath. They stay what they are for the whole
 /// execution (the root tmpfs is made read-only before pivot_root; mount,
-/// unshare and clone's namespace flags are never allowed), so the supervisor may follow them by itself
-/// before asking the kernel about the rest of a path. A target with `..`
-/// is left to the kernel.
+/// unshare and clone's namespace flags are never allowed), so the
+/// supervisor may follow them by itself before asking the kernel about the
+/// rest of a path. A target with `..` is left to the kernel.
 pub fn fixed_root_links(mounts: &[Mount]) -> Vec<(PathBuf, PathBuf)> {
     mounts
         .iter()

@@ -91,6 +91,13 @@ impl From<i32> for Ran {
 
 fn run_command(a: RunArgs) -> i32 {
     let Some(fd) = a.outcome_fd else { return run(a).code };
+    let out = match sandbox::sys::take_inherited_fd(fd) {
+        Ok(f) => std::fs::File::from(f),
+        Err(e) => {
+            say(format!("--outcome-fd {fd}: {e}"));
+            return EXIT_USAGE;
+        }
+    };
     // Started for someone (a daemon's client, a delegating sandbox): end, and
     // record the end, when the thread that started us ends. Armed here, after
     // exec, so that the spawn needs no code in the child; a requester already
@@ -99,13 +106,6 @@ fn run_command(a: RunArgs) -> i32 {
         say(format!("--outcome-fd {fd}: the requester is gone; nothing ran"));
         return EXIT_SANDBOX;
     }
-    let out = match sandbox::sys::take_inherited_fd(fd) {
-        Ok(f) => std::fs::File::from(f),
-        Err(e) => {
-            say(format!("--outcome-fd {fd}: {e}"));
-            return EXIT_USAGE;
-        }
-    };
     if let Ok(mut c) = CAPTURED.lock() {
         *c = Some(Vec::new());
     }
