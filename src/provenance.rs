@@ -450,6 +450,9 @@ pub struct StartContext<'a> {
     pub profile_sha256: &'a str,
     /// Who asked (worker, role, client uid) and the delegating parent.
     pub lineage: &'a crate::gate::exec::Lineage,
+    /// The shared empty network namespace the sandbox joined, if it did not
+    /// get one of its own.
+    pub shared_network: Option<&'a Path>,
 }
 
 /// The `exec.start` record.
@@ -485,6 +488,7 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
             "filesystem": {"mounts": plan.mounts.len()},
             "namespaces": ["user", "mount", "pid", "ipc", "uts", "net", "cgroup", "time"],
             "network": plan.net,
+            "shared_net_namespace": cx.shared_network,
             "landlock": landlock,
             "seccomp": {"on_denied": plan.seccomp.on_denied, "allowed": plan.seccomp.allow.len(), "notify": plan.seccomp.notify},
             "limits": plan.limits,

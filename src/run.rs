@@ -277,6 +277,7 @@ fn run(a: RunArgs) -> Ran {
             workspace: workspace_dir.as_deref(),
             profile_sha256: &profile_sha256,
             lineage: &lineage,
+            shared_network: spawned.as_ref().ok().and_then(|r| r.shared_network()),
         },
     );
     // The walls are built while the record is written and goes to disk; the
@@ -319,6 +320,12 @@ fn run(a: RunArgs) -> Ran {
         (thread, current)
     });
     if verbose {
+        if let Some(path) = running.shared_network() {
+            say(format!(
+                "wall 6 network: joined the shared empty network namespace {} (the MBU can make no socket)",
+                path.display()
+            ));
+        }
         say(format!("wall 9 resources: {}", running.resources()));
         say(format!("  {}", describe_limits(&setup.limits)));
     }

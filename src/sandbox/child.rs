@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! supervisor ── fork ──▶ outer child (host pid namespace)
-//!                          unshare user+mount+pid+ipc+uts+net ─▶ Armed
+//!                          (join the shared empty net namespace, see netns)
+//!                          unshare user+mount+pid+ipc+uts(+net) ─▶ Armed
 //!                          (supervisor writes the id maps, then sync word 1)
 //!                          groups, gid, uid; unshare cgroup+time; clock offsets;
 //!                          hostname; lo up
@@ -62,6 +63,9 @@ pub struct ChildSpec {
     pub hostname: Vec<u8>,
     /// Network mode.
     pub net: NetMode,
+    /// The shared empty network namespace to join instead of making one
+    /// (see `netns`), or -1.
+    pub shared_net: RawFd,
     /// Init's filesystem operations.
     pub fs: FsProgram,
     /// Working directory of the MBU.
@@ -183,8 +187,18 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     if sys::getppid() != spec.supervisor_pid {
         sys::exit_now(SETUP_FAILED);
     }
+    // Wall 6, shared: join the empty namespace while we are still the
+    // supervisor's uid in the host's user namespace (the only one with
+    // CAP_SYS_ADMIN over it), and refuse it unless it is still empty.
+    if spec.shared_net >= 0 {
+        must(fds, Step::JoinNetwork, sys::join_net_namespace(spec.shared_net));
+        if !must(fds, Step::JoinNetwork, sys::net_namespace_is_empty()) {
+            fail(fds, Step::JoinNetwork, 0, libc::ENOTEMPTY);
+        }
+    }
     // Only stdio and our two pipe ends are kept: nothing else of the
-    // supervisor's (sockets, logs) reaches the sandbox.
+    // supervisor's (sockets, logs, the shared namespace's file) reaches the
+    // sandbox.
     must(
         fds,
         Step::Lifeline,
@@ -201,13 +215,9 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
         ]),
     );
 
-    let flags = libc::CLONE_NEWUSER
-        | libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWNET;
-    must(fds, Step::Unshare, sys::unshare(flags));
+    let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    let net = if spec.shared_net >= 0 { 0 } else { libc::CLONE_NEWNET };
+    must(fds, Step::Unshare, sys::unshare(flags | net));
     send(fds, Report::Armed);
 
     match read_word(fds, Step::WaitForIdMaps) {

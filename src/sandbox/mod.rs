@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod child;
 mod describe;
 pub mod mounts;
+pub mod netns;
 mod notify;
 mod outcome;
 pub mod report;
@@ -56,6 +57,9 @@ pub enum SandboxError {
         /// Raw wait status of the outer child.
         status: i32,
     },
+    /// The shared empty network namespace is there but is not one ninewall made.
+    #[error("{0}")]
+    Network(String),
     /// Reading the children's reports failed.
     #[error("reading the sandbox's reports: {0}")]
     Report(#[source] std::io::Error),
@@ -86,6 +90,9 @@ pub struct Running {
     /// The root directory's own symlinks, followed here before the kernel
     /// is asked about the rest of a path (see `plan::fixed_root_links`).
     fixed_links: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Where the shared empty network namespace the sandbox joined is
+    /// mounted; `None`: it has a network namespace of its own.
+    shared_net: Option<std::path::PathBuf>,
     nspids: std::collections::HashMap<i32, i32>,
     root: Option<OwnedFd>,
     ids: IdMap,
@@ -194,6 +201,7 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
         ids: plan.ids,
         hostname: plan.hostname.as_bytes().to_vec(),
         net: plan.net,
+        shared_net: -1,
         fs: mounts::compile(&plan.mounts),
         workdir: cstring(plan.workdir.as_os_str().as_bytes()),
         program: cstring(plan.program.as_os_str().as_bytes()),
@@ -244,6 +252,11 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
             .chain(std::iter::once(std::ptr::null()))
             .collect();
     }
+    // Kept open until the outer child has joined it (it is forked below).
+    let shared_net = netns::shared_for(plan).map_err(SandboxError::Network)?;
+    if let Some((fd, _)) = &shared_net {
+        spec.shared_net = fd.as_raw_fd();
+    }
     let spawn_err = |what| move |source| SandboxError::Spawn { what, source };
     let (report_r, report_w) = sys::pipe_cloexec().map_err(spawn_err("creating the report pipe"))?;
     let (sync_r, sync_w) = sys::pipe_cloexec().map_err(spawn_err("creating the sync pipe"))?;
@@ -266,6 +279,7 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
         child::outer(&spec, fds);
     }
     drop((report_w, sync_r, out_w, err_w, notify_w));
+    let shared_net = shared_net.map(|(_, path)| path);
     // The cgroup is made while the outer child makes its namespaces; it joins
     // the cgroup when it has them (see `handle`), before init exists.
     let (cgroup, resources) = match Cgroup::create(&plan.limits) {
@@ -309,6 +323,7 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
             )
         }),
         fixed_links: crate::plan::fixed_root_links(&plan.mounts),
+        shared_net,
         nspids: std::collections::HashMap::new(),
         root: None,
         listener: None,
@@ -440,12 +455,15 @@ impl Running {
                         Step::LandlockRule => Some(&self.landlock_describe),
                         _ => None,
                     };
-                    let what = match list {
-                        Some(l) => l
+                    let what = match (list, &self.shared_net) {
+                        (Some(l), _) => l
                             .get(index as usize)
                             .cloned()
                             .unwrap_or_else(|| format!("operation {index}")),
-                        None => step.describe().to_string(),
+                        (None, Some(path)) if step == Step::JoinNetwork => {
+                            format!("{} {}", step.describe(), path.display())
+                        }
+                        (None, _) => step.describe().to_string(),
                     };
                     self.failure = Some(SetupFailure { step, what, errno });
                 }
@@ -537,6 +555,12 @@ impl Running {
         self.sync.take();
         let _ = sys::kill(self.outer, libc::SIGKILL);
         let _ = sys::waitpid(self.outer, 0);
+    }
+
+    /// Where the shared empty network namespace this sandbox joined is
+    /// mounted; `None` when it has one of its own (see [`netns`]).
+    pub fn shared_network(&self) -> Option<&std::path::Path> {
+        self.shared_net.as_deref()
     }
 
     /// How wall 9 is built for this run: the cgroup, or why only rlimits.

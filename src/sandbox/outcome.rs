@@ -134,6 +134,10 @@ fn hint(step: Step, errno: i32) -> Option<&'static str> {
             "user namespaces are unavailable to this user: see /proc/sys/user/max_user_namespaces, \
              kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns",
         ),
+        (Step::JoinNetwork, libc::ENOTEMPTY) => Some(
+            "it has an interface besides lo, or lo is up: it was changed outside ninewall; \
+             unmount it and the next run makes a new one",
+        ),
         (Step::Exec, libc::ENOENT) => Some("the program or its ELF interpreter is not in the sandbox's view"),
         (Step::Exec, libc::EACCES) => Some("the program is not executable in the sandbox's view"),
         _ => None,

@@ -9,8 +9,11 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Step {
+    /// Outer child: joining the shared empty network namespace, and checking
+    /// that it is empty.
+    JoinNetwork = 1,
     /// Outer child: `unshare` of the user, mount, pid, ipc, uts and net namespaces.
-    Unshare = 1,
+    Unshare,
     /// Outer child: parent-death signal, not dumpable.
     Lifeline,
     /// Outer child: waiting for the supervisor to write the id maps.
@@ -74,7 +77,8 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 31] = [
+    const ALL: [Step; 32] = [
+        Step::JoinNetwork,
         Step::Unshare,
         Step::Lifeline,
         Step::WaitForIdMaps,
@@ -130,7 +134,7 @@ impl Step {
             | Step::NoNewPrivs
             | Step::ResetSignals
             | Step::CloseFds => "wall 3 (credentials)",
-            Step::Loopback => "wall 6 (network)",
+            Step::Loopback | Step::JoinNetwork => "wall 6 (network)",
             Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
             Step::Seccomp | Step::SeccompHandoff => "wall 8 (seccomp)",
@@ -143,6 +147,7 @@ impl Step {
     /// What the step does, for a message.
     pub fn describe(self) -> &'static str {
         match self {
+            Step::JoinNetwork => "joining the shared empty network namespace",
             Step::Unshare => "unshare(user, mount, pid, ipc, uts, net namespaces)",
             Step::Lifeline => "arming the parent-death signal",
             Step::WaitForIdMaps => "waiting for the uid/gid maps",

@@ -327,3 +327,182 @@ print(json.dumps({"tty": tty, "pgrp": os.getpgrp(), "sid": os.getsid(0)}))
         assert_eq!(v["sid"], v["pgrp"]);
     }
 }
+
+/// What a probe prints about its network namespace: its id, its interfaces,
+/// and what making a socket gets.
+const NETNS_PROBE: &str = r#"
+import socket
+print(json.dumps({"ns": os.readlink("/proc/self/ns/net"),
+  "ifaces": [l.split(":")[0].strip() for l in open("/proc/self/net/dev").read().splitlines()[2:]],
+  "socket": attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)),
+  "unix": attempt(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)),
+  "pair": attempt(lambda: socket.socketpair())}))
+"#;
+
+/// The `exec.start` record of the only run logged in `log`.
+fn only_start(log: &std::path::Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(log).unwrap();
+    let starts: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "exec.start")
+        .collect();
+    assert_eq!(starts.len(), 1, "{text}");
+    starts.into_iter().next().unwrap()
+}
+
+/// Runs the namespace probe under `profile` with a log of its own; returns
+/// what the probe printed and the start record.
+fn probe_netns(who: Who, profile: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
+    let log = audit_log(who).with_file_name(format!("netns-{}.jsonl", unique()));
+    let log_arg = log.to_str().unwrap();
+    let code = format!("{ATTEMPT_PY}{NETNS_PROBE}");
+    let r = run(who, profile, &["--audit-log", log_arg], &["-c", &code], None);
+    r.assert_code(0);
+    (r.json(), only_start(&log))
+}
+
+#[test]
+fn sandboxes_that_cannot_make_sockets_share_one_empty_network_namespace_as_root() {
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let shared = std::path::Path::new("/run/ninewall/net-none");
+    for who in identities() {
+        let (a, start_a) = probe_netns(who, &profile("reason"));
+        let (b, start_b) = probe_netns(who, &profile("reason"));
+        for v in [&a, &b] {
+            // Wall 8 refuses every way to make a socket; wall 6 is empty.
+            for k in ["socket", "unix", "pair"] {
+                assert_eq!(v[k], "EPERM", "{who:?}: {k}: {v}");
+            }
+            assert_eq!(v["ifaces"], serde_json::json!(["lo"]), "{who:?}: {v}");
+            assert_ne!(
+                v["ns"],
+                host_ns.to_str().unwrap(),
+                "{who:?}: the host's network namespace"
+            );
+        }
+        if who == Who::Root {
+            // One namespace for both, the one mounted in the runtime directory,
+            // and the record says so.
+            use std::os::unix::fs::MetadataExt;
+            let ino = std::fs::metadata(shared).unwrap().ino();
+            assert_eq!(a["ns"], format!("net:[{ino}]"), "{a}");
+            assert_eq!(b["ns"], a["ns"]);
+            for s in [&start_a, &start_b] {
+                assert_eq!(s["walls"]["shared_net_namespace"], shared.to_str().unwrap(), "{s}");
+            }
+        } else {
+            // Not root: a namespace of its own each time.
+            assert_ne!(a["ns"], b["ns"], "{who:?}");
+            assert_eq!(start_a["walls"]["shared_net_namespace"], serde_json::Value::Null);
+        }
+    }
+}
+
+#[test]
+fn a_sandbox_allowed_sockets_gets_a_network_namespace_of_its_own() {
+    for who in identities() {
+        let (a, start) = probe_netns(who, &net_profile());
+        let (b, _) = probe_netns(who, &net_profile());
+        assert_eq!(a["socket"], "ok", "{who:?}: {a}");
+        assert_ne!(
+            a["ns"], b["ns"],
+            "{who:?}: two sandboxes with sockets share a network namespace"
+        );
+        assert_eq!(
+            start["walls"]["shared_net_namespace"],
+            serde_json::Value::Null,
+            "{start}"
+        );
+        assert_ne!(
+            a["ns"],
+            std::fs::read_link("/proc/self/ns/net").unwrap().to_str().unwrap()
+        );
+        if who == Who::Root {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(m) = std::fs::metadata("/run/ninewall/net-none") {
+                assert_ne!(
+                    a["ns"],
+                    format!("net:[{}]", m.ino()),
+                    "a socket sandbox joined the shared one"
+                );
+            }
+        }
+    }
+}
+
+/// Unmounts (lazily) what a test mounted, whatever the test's outcome.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_shared_network_namespace_changed_outside_ninewall_stops_the_run() {
+    if !identities().contains(&Who::Root) {
+        return;
+    }
+    let dir = scratch_dir("runtime");
+    let shared = dir.join("net-none");
+    let marker = "ran-in-a-changed-namespace";
+    let attempt = |expect: &str| {
+        let r = ninewall(Who::Root)
+            .env("NINEWALL_RUNTIME_DIR", &dir)
+            .args(["run", "--profile"])
+            .arg(profile("reason"))
+            .args(["--", "-c", &format!("print('{marker}')")])
+            .output()
+            .unwrap();
+        let r = Run::from_output(r);
+        r.assert_code(125);
+        assert!(r.stderr.contains(expect), "{r:#?}");
+        assert!(!r.stdout.contains(marker), "the MBU ran: {r:#?}");
+    };
+    // The host's own network namespace mounted where the empty one belongs:
+    // the outer child joins it, sees eth0 and the rest, and stops.
+    std::fs::write(&shared, b"").unwrap();
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg("/proc/self/ns/net")
+        .arg(&shared)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let unmount = Unmount(shared.clone());
+    // (Its lo at least is up, whatever else it has.)
+    attempt(&format!(
+        "wall 6 (network): joining the shared empty network namespace {}: Directory not empty",
+        shared.display()
+    ));
+    drop(unmount);
+    // Another kind of namespace there: refused before anything is forked.
+    let mounted = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg("/proc/self/ns/uts")
+        .arg(&shared)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let unmount = Unmount(shared.clone());
+    attempt("is a namespace of another kind");
+    drop(unmount);
+    // Unmounted again, the next run makes a new, empty one and runs.
+    let r = ninewall(Who::Root)
+        .env("NINEWALL_RUNTIME_DIR", &dir)
+        .args(["run", "--profile"])
+        .arg(profile("reason"))
+        .args(["--", "-c", "import os; print(os.readlink('/proc/self/ns/net'))"])
+        .output()
+        .unwrap();
+    let r = Run::from_output(r);
+    r.assert_code(0);
+    let _cleanup = Unmount(shared.clone());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        r.stdout.trim(),
+        format!("net:[{}]", std::fs::metadata(&shared).unwrap().ino())
+    );
+}
