@@ -318,6 +318,15 @@ impl SetupPlan {
         add_entries(&policy.read, false, false);
         add_entries(&policy.libraries, false, true);
         add_entries(&policy.write, true, false);
+        if let Some(cache) = &policy.library_cache {
+            binds.push(Mount::Bind {
+                source: cache.clone(),
+                target: cache.clone(),
+                dir: false,
+                writable: false,
+                exec: false,
+            });
+        }
         for exe in &policy.executables {
             binds.push(Mount::Bind {
                 source: exe.clone(),
@@ -467,6 +476,9 @@ fn places(policy: &Policy) -> Vec<Place> {
                 EntryKind::Symlink { .. } => {}
             }
         }
+    }
+    if let Some(cache) = &policy.library_cache {
+        add(cache, false, Grant::Read);
     }
     for exe in policy.executables.iter().chain(policy.interpreters.iter()) {
         add(exe, false, Grant::Execute);

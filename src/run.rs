@@ -614,6 +614,15 @@ pub fn describe(p: &Policy) -> String {
             line(if i == 0 { name } else { "" }, format!("{}  [{how}]", entry_line(e)));
         }
     }
+    if let Some(cache) = &p.library_cache {
+        line(
+            "ld.so cache",
+            format!(
+                "{}  [read-only, noexec: every library it lists is readable above]",
+                cache.display()
+            ),
+        );
+    }
     line(
         "workspace",
         format!(

@@ -8,6 +8,7 @@
 
 pub mod elf;
 pub mod fs;
+pub mod ldcache;
 pub mod subset;
 pub mod units;
 
@@ -78,6 +79,9 @@ pub struct Policy {
     pub libraries: Vec<FsEntry>,
     /// Read-write (and `noexec`) binds.
     pub write: Vec<FsEntry>,
+    /// The host's `/etc/ld.so.cache`, shown read-only when every library it
+    /// lists is in a directory of `read` or `libraries` (see [`ldcache`]).
+    pub library_cache: Option<PathBuf>,
     /// The workspace.
     pub workspace: Workspace,
     /// Size of the private `/tmp`.
@@ -403,6 +407,8 @@ impl Policy {
         if !c.problems.is_empty() {
             return Err(PolicyError { problems: c.problems });
         }
+        let others: Vec<&FsEntry> = write.iter().map(|(_, e)| e).collect();
+        let library_cache = ldcache::for_sandbox(&binds, &others);
         Ok(Policy {
             name,
             description,
@@ -414,6 +420,7 @@ impl Policy {
             read: read.into_iter().map(|(_, e)| e).collect(),
             libraries: libraries.into_iter().map(|(_, e)| e).collect(),
             write: write.into_iter().map(|(_, e)| e).collect(),
+            library_cache,
             workspace,
             tmp_size,
             net,

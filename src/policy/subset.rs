@@ -226,6 +226,9 @@ pub fn intersect(a: &Policy, b: &Policy) -> Policy {
     p.read = paths(&a.read, &a_readable, &b.read, &b_readable);
     p.libraries = paths(&a.libraries, &a_lib, &b.libraries, &b_lib);
     p.write = paths(&a.write, &a_wr, &b.write, &b_wr);
+    let shown: Vec<&FsEntry> = p.read.iter().chain(&p.libraries).collect();
+    let others: Vec<&FsEntry> = p.write.iter().collect();
+    p.library_cache = super::ldcache::for_sandbox(&shown, &others);
     p.workspace.size = a.workspace.size.min(b.workspace.size);
     p.tmp_size = a.tmp_size.min(b.tmp_size);
     p.net = if a.net == NetMode::None || b.net == NetMode::None {
@@ -354,6 +357,7 @@ mod tests {
             read: entries(rng),
             libraries: entries(rng),
             write: entries(rng),
+            library_cache: None,
             workspace: Workspace {
                 path: PathBuf::from("/work"),
                 size: rng.pick(&sizes),

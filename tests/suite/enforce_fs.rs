@@ -84,9 +84,16 @@ print(json.dumps({{"mounts": mounts, "root": ls("/"), "present": [p for p in ["/
                 dir = secret_dir.to_str().unwrap()
             ),
         );
-        // The view is exactly these mounts (the symlinks /lib and /lib64 aside)…
+        // The view is exactly these mounts (the symlinks /lib and /lib64
+        // aside), and the loader's cache where `check` says the sandbox gets it…
+        let cache = check_profile(&profile("reason"), true).json()["library_cache"].clone();
+        let mut mounts = v["mounts"].as_array().unwrap().clone();
+        if cache == "/etc/ld.so.cache" {
+            assert_eq!(mounts.get(7), Some(&cache), "{who:?}: {v}");
+            mounts.remove(7);
+        }
         assert_eq!(
-            v["mounts"],
+            serde_json::Value::Array(mounts),
             serde_json::json!([
                 "/",
                 "/dev",
@@ -123,9 +130,12 @@ print(json.dumps({{"mounts": mounts, "root": ls("/"), "present": [p for p in ["/
         );
         // …and its root cannot even be listed: Landlock grants no read_dir there.
         assert_eq!(v["root"], "EACCES", "{who:?}: {v}");
-        for gone in ["etc", "home", "sys", "secret_dir", "secret", "passwd", "sh", "usr_bin"] {
+        for gone in ["home", "sys", "secret_dir", "secret", "passwd", "sh", "usr_bin"] {
             assert_eq!(v[gone], "ENOENT", "{who:?}: {gone} visible: {v}");
         }
+        // /etc is there only to hold the cache, and cannot be listed.
+        let etc = if cache.is_null() { "ENOENT" } else { "EACCES" };
+        assert_eq!(v["etc"], etc, "{who:?}: {v}");
         assert_eq!(
             v["dev"],
             serde_json::json!(["fd", "full", "null", "random", "stderr", "stdin", "stdout", "urandom", "zero"])
@@ -162,7 +172,7 @@ print(json.dumps({
   "kb_rm": attempt(lambda: os.unlink("/srv/knowledge/README.txt")),
   "kb_chmod": attempt(lambda: os.chmod("/srv/knowledge/README.txt", 0o777)),
   "root_new": attempt(lambda: write("/new-file")),
-  "root_mkdir": attempt(lambda: os.mkdir("/etc")),
+  "root_mkdir": attempt(lambda: os.mkdir("/new-dir")),
   "dev_new": attempt(lambda: write("/dev/new")),
   "python": attempt(lambda: write("/usr/bin/python3.11")),
   "kb_read": open("/srv/knowledge/README.txt").read(),
@@ -332,4 +342,73 @@ fn a_workspace_the_sandbox_cannot_write_is_refused_before_anything_runs() {
         "{r:#?}"
     );
     assert!(!marker.exists());
+}
+
+#[test]
+fn the_loader_gets_the_hosts_cache_read_only_when_it_shows_nothing_new() {
+    // The reason profile binds /usr/lib/x86_64-linux-gnu, where every library
+    // of a Debian host's cache is: the sandbox gets the cache, read-only, and
+    // nothing else of /etc.
+    let Ok(host) = std::fs::read("/etc/ld.so.cache") else {
+        skip("this host has no /etc/ld.so.cache");
+        return;
+    };
+    let host_sha = {
+        let out = std::process::Command::new("sha256sum")
+            .arg("/etc/ld.so.cache")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    for who in identities() {
+        let log = audit_log(who).with_file_name(format!("ldcache-{}.jsonl", unique()));
+        let code = format!(
+            r#"{ATTEMPT_PY}
+import hashlib
+print(json.dumps({{"sha": hashlib.sha256(open("/etc/ld.so.cache", "rb").read()).hexdigest(),
+  "list": attempt(lambda: os.listdir("/etc")), "append": attempt(lambda: open("/etc/ld.so.cache", "ab")),
+  "unlink": attempt(lambda: os.unlink("/etc/ld.so.cache")), "passwd": attempt(lambda: open("/etc/passwd"))}}))
+"#
+        );
+        let r = run(
+            who,
+            &profile("reason"),
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", &code],
+            None,
+        );
+        r.assert_code(0);
+        let v = r.json();
+        assert_eq!(v["sha"], host_sha.as_str(), "{who:?}: {v}");
+        assert_eq!(v["list"], "EACCES", "{who:?}: {v}");
+        assert_eq!(v["append"], "EACCES", "{who:?}: {v}");
+        assert_eq!(v["unlink"], "EROFS", "{who:?}: {v}");
+        assert_eq!(v["passwd"], "ENOENT", "{who:?}: {v}");
+        // The loader opened the cache and went straight to each library: no
+        // probe of the glibc-hwcaps directories is left in the record.
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|r: &serde_json::Value| r["kind"] == "file")
+            .collect();
+        assert!(events
+            .iter()
+            .any(|e| e["path"] == "/etc/ld.so.cache" && e["access"] == "read"));
+        let probes: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["path"].as_str().unwrap().contains("glibc-hwcaps"))
+            .collect();
+        assert!(probes.is_empty(), "{who:?}: {probes:#?}");
+    }
+    assert_eq!(
+        std::fs::read("/etc/ld.so.cache").unwrap(),
+        host,
+        "the host's cache changed"
+    );
 }

@@ -39,6 +39,7 @@ fn policy() -> Policy {
             entry("/usr/lib64", EntryKind::Dir),
         ],
         write: vec![entry("/srv/out", EntryKind::Dir)],
+        library_cache: None,
         workspace: Workspace {
             path: p("/work"),
             size: 1 << 20,
