@@ -69,18 +69,25 @@ pub fn library_dirs(bytes: &[u8]) -> Option<BTreeSet<PathBuf>> {
         Some(u32::from_ne_bytes(b.try_into().ok()?) as usize)
     };
     let count = word(20)?;
-    let mut dirs = BTreeSet::new();
+    // Hundreds of libraries in a handful of directories: compared as bytes,
+    // each directory allocated once.
+    let mut dirs: Vec<&[u8]> = Vec::new();
     for i in 0..count {
         let value = word(HEADER.checked_add(i.checked_mul(ENTRY)?)?.checked_add(8)?)?;
         let rest = bytes.get(value..)?;
         let path = rest.get(..rest.iter().position(|&b| b == 0)?)?;
-        let path = Path::new(std::str::from_utf8(path).ok()?);
-        if !path.is_absolute() {
+        let slash = path.iter().rposition(|&b| b == b'/')?;
+        if path.first() != Some(&b'/') || slash + 1 == path.len() {
             return None;
         }
-        dirs.insert(path.parent()?.to_path_buf());
+        let dir = path.get(..slash.max(1))?;
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
     }
-    Some(dirs)
+    dirs.into_iter()
+        .map(|d| std::str::from_utf8(d).ok().map(PathBuf::from))
+        .collect()
 }
 
 #[cfg(test)]
