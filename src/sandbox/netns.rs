@@ -37,11 +37,14 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run/ninewall";
 /// The file in the runtime directory the shared namespace is mounted on.
 pub const SHARED_NAME: &str = "net-none";
 
-/// Where the shared empty network namespace is (or would be) mounted.
+/// Where the shared empty network namespace is (or would be) mounted: in
+/// [`RUNTIME_DIR_ENV`] if that is an absolute path, else in
+/// [`DEFAULT_RUNTIME_DIR`].
 pub fn shared_path() -> PathBuf {
     let dir = std::env::var_os(RUNTIME_DIR_ENV)
-        .filter(|d| !d.is_empty())
-        .map_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR), PathBuf::from);
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR));
     dir.join(SHARED_NAME)
 }
 
