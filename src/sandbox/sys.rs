@@ -482,8 +482,9 @@ struct IfreqFlags {
     _pad: [u8; 22],
 }
 
-/// Brings the loopback interface up (child-safe).
-pub fn loopback_up() -> SysResult<()> {
+/// Runs `f` with the flags of `lo` (`SIOCGIFFLAGS`) and a datagram socket
+/// of the caller's network namespace, closed afterwards (child-safe).
+fn with_loopback<T>(f: impl FnOnce(RawFd, IfreqFlags) -> SysResult<T>) -> SysResult<T> {
     // SAFETY: integers only.
     let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     let mut req = IfreqFlags {
@@ -493,13 +494,19 @@ pub fn loopback_up() -> SysResult<()> {
     };
     req.name[..2].copy_from_slice(b"lo");
     // SAFETY: `req` is a valid ifreq-sized buffer with a NUL-terminated name.
-    let r = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut IfreqFlags) }).and_then(|_| {
-        req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        // SAFETY: as above.
-        check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req as *const IfreqFlags) })
-    });
+    let r =
+        check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut IfreqFlags) }).and_then(|_| f(sock, req));
     close(sock);
-    r.map(drop)
+    r
+}
+
+/// Brings the loopback interface up (child-safe).
+pub fn loopback_up() -> SysResult<()> {
+    with_loopback(|sock, mut req| {
+        req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        // SAFETY: `req` is a valid ifreq-sized buffer with a NUL-terminated name.
+        check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req as *const IfreqFlags) }).map(drop)
+    })
 }
 
 /// `setns(fd, CLONE_NEWNET)`: joins the network namespace `fd` refers to
@@ -533,19 +540,7 @@ pub fn net_namespace_is_empty() -> SysResult<bool> {
     if !only_lo {
         return Ok(false);
     }
-    // SAFETY: integers only.
-    let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
-    let mut req = IfreqFlags {
-        name: [0; 16],
-        flags: 0,
-        _pad: [0; 22],
-    };
-    req.name[..2].copy_from_slice(b"lo");
-    // SAFETY: `req` is a valid ifreq-sized buffer with a NUL-terminated name.
-    let r = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut IfreqFlags) });
-    close(sock);
-    r?;
-    Ok(req.flags & libc::IFF_UP as libc::c_short == 0)
+    with_loopback(|_, req| Ok(req.flags & libc::IFF_UP as libc::c_short == 0))
 }
 
 /// The namespace type (`CLONE_NEW*`) of a namespace file, and the device and

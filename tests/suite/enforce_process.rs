@@ -464,14 +464,17 @@ fn a_shared_network_namespace_changed_outside_ninewall_stops_the_run() {
     // The host's own network namespace mounted where the empty one belongs:
     // the outer child joins it, sees eth0 and the rest, and stops.
     std::fs::write(&shared, b"").unwrap();
-    let mounted = std::process::Command::new("mount")
-        .arg("--bind")
-        .arg("/proc/self/ns/net")
-        .arg(&shared)
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let unmount = Unmount(shared.clone());
+    let bind = |ns: &str| {
+        let mounted = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(ns)
+            .arg(&shared)
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        Unmount(shared.clone())
+    };
+    let unmount = bind("/proc/self/ns/net");
     // (Its lo at least is up, whatever else it has.)
     attempt(&format!(
         "wall 6 (network): joining the shared empty network namespace {}: Directory not empty",
@@ -479,14 +482,7 @@ fn a_shared_network_namespace_changed_outside_ninewall_stops_the_run() {
     ));
     drop(unmount);
     // Another kind of namespace there: refused before anything is forked.
-    let mounted = std::process::Command::new("mount")
-        .arg("--bind")
-        .arg("/proc/self/ns/uts")
-        .arg(&shared)
-        .status()
-        .unwrap();
-    assert!(mounted.success());
-    let unmount = Unmount(shared.clone());
+    let unmount = bind("/proc/self/ns/uts");
     attempt("is a namespace of another kind");
     drop(unmount);
     // Unmounted again, the next run makes a new, empty one and runs.
