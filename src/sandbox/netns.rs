@@ -83,9 +83,11 @@ pub fn shared_for(plan: &SetupPlan) -> Result<Option<(OwnedFd, PathBuf)>, String
 /// Opens `path` if a network namespace is mounted there: `Ok(None)` if there
 /// is none (no file, or the empty file a mount leaves when it is unmounted).
 fn open_checked(path: &Path) -> Result<Option<OwnedFd>, String> {
+    // Not a symlink followed, nor a FIFO waited on: whatever else is there is
+    // looked at below.
     let file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
     {
         Ok(f) => f,
@@ -143,17 +145,20 @@ fn make(path: &Path) -> Result<(), String> {
     if open_checked(path)?.is_some() {
         return Ok(());
     }
-    // The mount point: an empty file, made now or left by an earlier unmount.
-    drop(
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| format!("creating {}: {e}", path.display()))?,
-    );
+    // The mount point: an empty file, made now or left by an earlier unmount
+    // (anything else there, a FIFO say, is not waited on but refused).
+    let point = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    if !point.metadata().map_err(|e| e.to_string())?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    drop(point);
     let target = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     // A thread of its own: unshare(CLONE_NEWNET) moves only the calling
     // thread, which ends in the new namespace; the mount keeps it.

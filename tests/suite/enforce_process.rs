@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -501,4 +502,44 @@ fn a_shared_network_namespace_changed_outside_ninewall_stops_the_run() {
         r.stdout.trim(),
         format!("net:[{}]", std::fs::metadata(&shared).unwrap().ino())
     );
+}
+
+#[test]
+fn a_fifo_where_the_shared_network_namespace_belongs_is_not_waited_on() {
+    if !identities().contains(&Who::Root) {
+        return;
+    }
+    // Opening a FIFO blocks until someone opens its other end; the run must
+    // neither hang there nor use it: it makes a namespace of its own.
+    let dir = scratch_dir("runtime-fifo");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let fifo = dir.join("net-none");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = ninewall(Who::Root)
+        .env("NINEWALL_RUNTIME_DIR", &dir)
+        .args(["run", "--profile"])
+        .arg(profile("reason"))
+        .args(["--", "-c", "import os; print(os.readlink('/proc/self/ns/net'))"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("ninewall waited on the FIFO for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = Run::from_output(child.wait_with_output().unwrap());
+    r.assert_code(0);
+    let host = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert!(r.stdout.starts_with("net:["), "{r:#?}");
+    assert_ne!(r.stdout.trim(), host.to_str().unwrap());
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
 }
