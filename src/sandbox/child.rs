@@ -4,16 +4,20 @@
 //! supervisor ── fork ──▶ outer child (host pid namespace)
 //!                          (join the shared empty net namespace, see netns)
 //!                          unshare user+mount+pid+ipc+uts(+net) ─▶ Armed
-//!                          (supervisor writes the id maps, then sync word 1)
-//!                          groups, gid, uid; unshare cgroup+time; clock offsets;
+//!                          (supervisor writes the id maps, then sync word 1,
+//!                          then makes the cgroup while the rest goes on)
+//!                          unshare time; clock offsets; groups, gid, uid;
 //!                          hostname; lo up
 //!                          ── fork ──▶ init (pid 1 of the new pid namespace)
 //!                                        filesystem view, pivot_root,
 //!                                        Landlock ruleset and rules
+//!                                        (supervisor moves the outer child and
+//!                                        init into the cgroup: sync word 2)
+//!                                        unshare cgroup
 //!                                        ── fork ──▶ MBU (pid 2)
 //!                                                      setsid, signals, fds, chdir,
 //!                                                      capabilities, no_new_privs,
-//!                                                      rlimits; sync word 2 (the
+//!                                                      rlimits; sync word 3 (the
 //!                                                      start record is on disk);
 //!                                                      Landlock enforced, seccomp
 //!                                                      installed, execve
@@ -91,22 +95,25 @@ pub struct ChildSpec {
     pub seccomp_allows_futex: bool,
     /// Wall 9: rlimits of the MBU, (resource, soft, hard), lowered to the
     /// current hard limit where that is lower: `[without a cgroup, with one]`
-    /// (the supervisor makes the cgroup while the namespaces are made, and
-    /// says with sync word 1 which applies).
+    /// (the supervisor makes the cgroup while the filesystem view is built,
+    /// and says with sync word 2 which applies).
     pub rlimits: [Vec<(libc::__rlimit_resource_t, u64, u64)>; 2],
 }
 
-/// Sync word 1 when the id maps are written and there is no cgroup.
+/// Sync word 1 (the outer child reads it): the id maps are written.
 pub const WORD_ARMED: u8 = 1;
-/// Sync word 1 when the id maps are written and the outer child is in the
-/// sandbox's cgroup.
-pub const WORD_ARMED_IN_CGROUP: u8 = 3;
-/// Sync word 2: the start record is on disk.
+/// Sync word 2 (init reads it, before it forks the MBU): there is no cgroup.
+pub const WORD_NO_CGROUP: u8 = 4;
+/// Sync word 2 (init reads it, before it forks the MBU): the outer child and
+/// init are in the sandbox's cgroup, so the MBU is born in it.
+pub const WORD_IN_CGROUP: u8 = 3;
+/// Sync word 3 (the MBU reads it, just before its own code): the start record
+/// is on disk.
 pub const WORD_RECORDED: u8 = 2;
 
-/// Whether the sandbox is in a cgroup, as sync word 1 said: set by the outer
-/// child before it forks init, read by the MBU (this memory is copied at
-/// fork, never shared).
+/// Whether the sandbox is in a cgroup, as sync word 2 said: set by init
+/// before it forks the MBU, read by the MBU (this memory is copied at fork,
+/// never shared).
 static IN_CGROUP: AtomicBool = AtomicBool::new(false);
 
 /// The Landlock ruleset, ready for the child.
@@ -220,22 +227,17 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(fds, Step::Unshare, sys::unshare(flags | net));
     send(fds, Report::Armed);
 
-    match read_word(fds, Step::WaitForIdMaps) {
-        WORD_ARMED => {}
-        WORD_ARMED_IN_CGROUP => IN_CGROUP.store(true, Ordering::Relaxed),
-        _ => sys::exit_now(SETUP_FAILED),
+    if read_word(fds, Step::WaitForIdMaps) != WORD_ARMED {
+        sys::exit_now(SETUP_FAILED);
     }
 
-    // Wall 5: cgroup and time namespaces. The time namespace applies to our
-    // children; its offsets make the sandbox's monotonic and boot clocks start
-    // near zero, so host uptime does not show through. This comes before the
-    // id switch: /proc/self/timens_offsets is writable only while we are
-    // dumpable, which a uid change ends.
-    must(
-        fds,
-        Step::UnshareCgroupTime,
-        sys::unshare(libc::CLONE_NEWCGROUP | libc::CLONE_NEWTIME),
-    );
+    // Wall 5: the time namespace. It applies to our children; its offsets
+    // make the sandbox's monotonic and boot clocks start near zero, so host
+    // uptime does not show through. This comes before the id switch:
+    // /proc/self/timens_offsets is writable only while we are dumpable, which
+    // a uid change ends. (The cgroup namespace is init's, made once init is
+    // in the sandbox's cgroup.)
+    must(fds, Step::UnshareCgroupTime, sys::unshare(libc::CLONE_NEWTIME));
     let mut buf = [0u8; 96];
     let len = must(fds, Step::TimeOffsets, time_offsets(&mut buf));
     must(
@@ -387,6 +389,15 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
         true => Some(must(fds, Step::SeccompHandoff, sys::Handoff::new())),
         false => None,
     };
+    // Wall 9: the supervisor made the cgroup while we built the view, and has
+    // moved the outer child and us into it; the MBU is born there. Then the
+    // cgroup namespace, rooted at that cgroup, so the sandbox sees it as "/".
+    match read_word(fds, Step::WaitForCgroup) {
+        WORD_IN_CGROUP => IN_CGROUP.store(true, Ordering::Relaxed),
+        WORD_NO_CGROUP => {}
+        _ => sys::exit_now(SETUP_FAILED),
+    }
+    must(fds, Step::UnshareCgroup, sys::unshare(libc::CLONE_NEWCGROUP));
     let pid = must(fds, Step::ForkMbu, sys::fork());
     if pid == 0 {
         mbu(spec, fds, ruleset, handoff.as_ref());

@@ -75,6 +75,8 @@ pub struct Running {
     report: OwnedFd,
     sync: Option<OwnedFd>,
     /// Sync word 1 (id maps written) was sent.
+    maps_written: bool,
+    /// Sync word 2 (in the cgroup, or none) was sent.
     armed: bool,
     /// The caller let the MBU go: sync word 2 is sent once armed.
     released: bool,
@@ -280,27 +282,11 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
     }
     drop((report_w, sync_r, out_w, err_w, notify_w));
     let shared_net = shared_net.map(|(_, path)| path);
-    // The cgroup is made while the outer child makes its namespaces; it joins
-    // the cgroup when it has them (see `handle`), before init exists.
-    let (cgroup, resources) = match Cgroup::create(&plan.limits) {
-        Ok(cg) => {
-            let note = format!("{} (memory, pids, cpu time) and rlimits", cg.describe());
-            (Some(cg), note)
-        }
-        Err(why) if plan.limits.cgroups == CgroupMode::Strict => {
-            // Nothing ran: the outer child is stopped before its id maps.
-            let _ = sys::kill(pid, libc::SIGKILL);
-            let _ = sys::waitpid(pid, 0);
-            return Err(SandboxError::Cgroup(format!(
-                "the profile requires cgroups (limits.cgroups = \"strict\") and none could be made: {why}"
-            )));
-        }
-        Err(why) => (None, format!("rlimits only: no cgroup could be made ({why})")),
-    };
     Ok(Running {
         outer: pid,
         report: report_r,
         sync: Some(sync_w),
+        maps_written: false,
         armed: false,
         released: false,
         emptied: false,
@@ -337,8 +323,8 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
         interrupted: None,
         limits: plan.limits,
         started,
-        cgroup,
-        resources,
+        cgroup: None,
+        resources: String::new(),
         limit: None,
         output_bytes: 0,
         truncated: false,
@@ -432,20 +418,8 @@ impl Running {
                 }
                 write_proc(pid, "uid_map", &format!("{} {} 1\n", ids.inside_uid, ids.host_uid))?;
                 write_proc(pid, "gid_map", &format!("{} {} 1\n", ids.inside_gid, ids.host_gid))?;
-                // Into the cgroup before anything of the MBU exists: init and
-                // the MBU are born in it.
-                let word = match &self.cgroup {
-                    Some(cg) => {
-                        cg.add(pid).map_err(SandboxError::Cgroup)?;
-                        child::WORD_ARMED_IN_CGROUP
-                    }
-                    None => child::WORD_ARMED,
-                };
-                self.send_word(word)?;
-                self.armed = true;
-                if self.released {
-                    self.send_recorded();
-                }
+                self.send_word(child::WORD_ARMED)?;
+                self.maps_written = true;
             }
             Report::InitStarted { pid } => self.init = Some(pid),
             Report::Failed { step, index, errno } => {
@@ -486,25 +460,72 @@ impl Running {
         }
     }
 
+    /// Reads and handles one report; `false` when the sandbox's processes are
+    /// gone (`wait` finds out why).
+    fn next_report(&mut self) -> Result<bool, SandboxError> {
+        // Reports are whole records written atomically; reading exactly one
+        // at a time leaves `pump` aligned.
+        let mut record = [0u8; RECORD];
+        match sys::read_full(self.report.as_raw_fd(), &mut record) {
+            Ok(RECORD) => {
+                if let Some(r) = Report::decode(&record) {
+                    self.handle(r)?;
+                }
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) => Err(SandboxError::Report(std::io::Error::from_raw_os_error(e))),
+        }
+    }
+
     /// Lets the sandbox build its walls up to the MBU's own code: waits for the
-    /// outer child's namespaces, writes the id maps and puts it in its cgroup.
-    /// The MBU then waits for [`Running::wait`], so a caller can make its start
+    /// outer child's namespaces and writes the id maps; makes the cgroup while
+    /// the outer child switches ids and init builds the filesystem view (a
+    /// cgroup costs ~0.5 ms to make on cgroup v1); then moves the outer child
+    /// and init into it before init forks the MBU, which is born there. The
+    /// MBU then waits for [`Running::wait`], so a caller can make its start
     /// record durable meanwhile. A setup failure is kept for `wait` to report.
     pub fn arm(&mut self) -> Result<(), SandboxError> {
-        let mut record = [0u8; RECORD];
-        while !self.armed && self.failure.is_none() {
-            // Reports are whole records written atomically; reading exactly
-            // one at a time leaves `pump` aligned.
-            match sys::read_full(self.report.as_raw_fd(), &mut record) {
-                Ok(RECORD) => {
-                    if let Some(r) = Report::decode(&record) {
-                        self.handle(r)?;
-                    }
-                }
-                // The outer child is gone: `wait` finds out why.
-                Ok(_) => return Ok(()),
-                Err(e) => return Err(SandboxError::Report(std::io::Error::from_raw_os_error(e))),
+        while !self.maps_written && self.failure.is_none() {
+            if !self.next_report()? {
+                return Ok(());
             }
+        }
+        if self.failure.is_some() {
+            return Ok(());
+        }
+        match Cgroup::create(&self.limits) {
+            Ok(cg) => {
+                self.resources = format!("{} (memory, pids, cpu time) and rlimits", cg.describe());
+                self.cgroup = Some(cg);
+            }
+            Err(why) if self.limits.cgroups == CgroupMode::Strict => {
+                // Nothing of the MBU exists: init waits for the word below.
+                return Err(SandboxError::Cgroup(format!(
+                    "the profile requires cgroups (limits.cgroups = \"strict\") and none could be made: {why}"
+                )));
+            }
+            Err(why) => self.resources = format!("rlimits only: no cgroup could be made ({why})"),
+        }
+        while self.init.is_none() && self.failure.is_none() {
+            if !self.next_report()? {
+                return Ok(());
+            }
+        }
+        let word = match (&self.cgroup, self.init) {
+            (Some(cg), Some(init)) => {
+                cg.add(self.outer).map_err(SandboxError::Cgroup)?;
+                cg.add(init).map_err(SandboxError::Cgroup)?;
+                child::WORD_IN_CGROUP
+            }
+            (None, Some(_)) => child::WORD_NO_CGROUP,
+            // A setup step failed: `wait` reports it.
+            (_, None) => return Ok(()),
+        };
+        self.send_word(word)?;
+        self.armed = true;
+        if self.released {
+            self.send_recorded();
         }
         Ok(())
     }
@@ -517,7 +538,7 @@ impl Running {
         }
     }
 
-    /// Sync word 2. Nobody may be left to read it: a setup step of the MBU
+    /// Sync word 3. Nobody may be left to read it: a setup step of the MBU
     /// failed meanwhile (`EPIPE`), and its report says which; that is the
     /// error to tell, so this one is not.
     fn send_recorded(&mut self) {
@@ -576,6 +597,9 @@ impl Running {
         signals: Option<&SignalForwarder>,
         on_file: &mut dyn FnMut(FileEvent),
     ) -> Result<(Outcome, Remains), SandboxError> {
+        if !self.maps_written {
+            self.arm()?;
+        }
         self.release();
         let result = self.pump(signals, on_file);
         if result.is_err() {

@@ -24,7 +24,7 @@ pub enum Step {
     SetGid,
     /// Outer child: switching to the inside uid.
     SetUid,
-    /// Outer child: `unshare` of the cgroup and time namespaces.
+    /// Outer child: `unshare` of the time namespace.
     UnshareCgroupTime,
     /// Outer child: clock offsets of the time namespace.
     TimeOffsets,
@@ -44,6 +44,11 @@ pub enum Step {
     LandlockRule,
     /// Init: signal forwarding.
     InitSignals,
+    /// Init: waiting for the supervisor's word that the sandbox is in its
+    /// cgroup (or has none).
+    WaitForCgroup,
+    /// Init: `unshare` of the cgroup namespace.
+    UnshareCgroup,
     /// Init: forking the MBU.
     ForkMbu,
     /// Init: taking the MBU's seccomp listener and passing it on.
@@ -77,7 +82,7 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 32] = [
+    const ALL: [Step; 34] = [
         Step::JoinNetwork,
         Step::Unshare,
         Step::Lifeline,
@@ -95,6 +100,8 @@ impl Step {
         Step::LandlockRuleset,
         Step::LandlockRule,
         Step::InitSignals,
+        Step::WaitForCgroup,
+        Step::UnshareCgroup,
         Step::ForkMbu,
         Step::SeccompHandoff,
         Step::Setsid,
@@ -119,7 +126,7 @@ impl Step {
     /// The wall of shared/DESIGN.md this step builds.
     pub fn wall(self) -> &'static str {
         match self {
-            Step::Unshare | Step::UnshareCgroupTime | Step::TimeOffsets | Step::Hostname => {
+            Step::Unshare | Step::UnshareCgroupTime | Step::UnshareCgroup | Step::TimeOffsets | Step::Hostname => {
                 "wall 5 (process isolation: namespaces)"
             }
             Step::Lifeline | Step::InitLifeline | Step::ForkInit | Step::InitSignals | Step::ForkMbu | Step::Setsid => {
@@ -138,7 +145,7 @@ impl Step {
             Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
             Step::Seccomp | Step::SeccompHandoff => "wall 8 (seccomp)",
-            Step::Rlimits => "wall 9 (resources)",
+            Step::Rlimits | Step::WaitForCgroup => "wall 9 (resources)",
             Step::WaitForRecord => "provenance",
             Step::Exec => "exec",
         }
@@ -154,7 +161,9 @@ impl Step {
             Step::ClearGroups => "setgroups([])",
             Step::SetGid => "setresgid to the sandbox gid",
             Step::SetUid => "setresuid to the sandbox uid",
-            Step::UnshareCgroupTime => "unshare(cgroup, time namespaces)",
+            Step::UnshareCgroupTime => "unshare(time namespace)",
+            Step::UnshareCgroup => "unshare(cgroup namespace)",
+            Step::WaitForCgroup => "waiting for the sandbox's cgroup",
             Step::TimeOffsets => "writing the time namespace's clock offsets",
             Step::Hostname => "sethostname",
             Step::Loopback => "bringing the loopback interface up",

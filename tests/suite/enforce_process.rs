@@ -45,7 +45,7 @@ import json, os, socket
 pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "pids": pids, "sid": os.getsid(0),
   "hostname": socket.gethostname(), "env": dict(os.environ), "uptime": float(open("/proc/uptime").read().split()[0]),
-  "init_visible": os.path.exists("/proc/1")}))
+  "init_visible": os.path.exists("/proc/1"), "cgroup": open("/proc/self/cgroup").read().splitlines()}))
 "#,
         );
         r.assert_code(0);
@@ -65,6 +65,11 @@ print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "pids": pids, "sid":
             v["uptime"].as_f64().unwrap() < 60.0,
             "the time namespace hides host uptime: {v}"
         );
+        // The cgroup namespace is rooted where the MBU is: at its own cgroup
+        // when it has one, so no host cgroup path shows.
+        for line in v["cgroup"].as_array().unwrap() {
+            assert!(line.as_str().unwrap().ends_with(":/"), "{who:?}: {v}");
+        }
         // The host's own pid is invisible inside, and the canary variable never arrived.
         assert!(!r.stdout.contains("host-secret-environment"));
     }
