@@ -155,9 +155,11 @@ fn build_ruleset(ll: &LandlockProgram, fds: ChildFds) -> RawFd {
 pub struct ChildFds {
     /// Write end of the report pipe.
     pub report: RawFd,
-    /// Read end of the sync pipe: the supervisor writes 1 when the id maps are
-    /// written (the outer child reads it), then 2 when the start record is on
-    /// disk (the MBU reads it, just before it restricts itself and execs).
+    /// Read end of the sync pipe, one byte per word, in this order: the id
+    /// maps are written (the outer child reads it); the sandbox is in its
+    /// cgroup, or has none (init reads it, before it forks the MBU); the start
+    /// record is on disk (the MBU reads it, just before it restricts itself
+    /// and execs).
     pub sync: RawFd,
     /// Write end of the stdout pipe (the MBU's fd 1).
     pub stdout: RawFd,

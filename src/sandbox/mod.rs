@@ -78,7 +78,7 @@ pub struct Running {
     maps_written: bool,
     /// Sync word 2 (in the cgroup, or none) was sent.
     armed: bool,
-    /// The caller let the MBU go: sync word 2 is sent once armed.
+    /// The caller let the MBU go: sync word 3 is sent once armed.
     released: bool,
     /// Init reaped everything but itself: nothing of the MBU runs any more.
     emptied: bool,
