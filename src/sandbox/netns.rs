@@ -117,6 +117,24 @@ fn open_checked(path: &Path) -> Result<Option<OwnedFd>, String> {
     }
 }
 
+/// Opens `path` for writing, made (0600) if missing; anything there but a
+/// regular file (a FIFO say) is refused, not waited on or followed.
+fn regular_file(path: &Path) -> Result<std::fs::File, String> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        Ok(_) => Err(format!("{} is not a regular file", path.display())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Makes the runtime directory (root's alone), and under its lock mounts a
 /// new network namespace on `path` unless another run just did.
 fn make(path: &Path) -> Result<(), String> {
@@ -133,32 +151,13 @@ fn make(path: &Path) -> Result<(), String> {
             dir.display()
         ));
     }
-    let lock = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir.join(format!("{SHARED_NAME}.lock")))
-        .map_err(|e| format!("the lock file: {e}"))?;
+    let lock = regular_file(&dir.join(format!("{SHARED_NAME}.lock")))?;
     sys::flock(lock.as_raw_fd(), libc::LOCK_EX).map_err(|e| format!("locking: {e}"))?;
     if open_checked(path)?.is_some() {
         return Ok(());
     }
-    // The mount point: an empty file, made now or left by an earlier unmount
-    // (anything else there, a FIFO say, is not waited on but refused).
-    let point = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| format!("creating {}: {e}", path.display()))?;
-    if !point.metadata().map_err(|e| e.to_string())?.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
-    drop(point);
+    // The mount point: an empty file, made now or left by an earlier unmount.
+    drop(regular_file(path)?);
     let target = CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
     // A thread of its own: unshare(CLONE_NEWNET) moves only the calling
     // thread, which ends in the new namespace; the mount keeps it.
