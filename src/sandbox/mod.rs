@@ -84,19 +84,13 @@ pub struct Running {
     emptied: bool,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
-    notify: Option<OwnedFd>,
-    listener: Option<OwnedFd>,
+    /// The seccomp listener's thread, until it has ended.
+    notifications: Option<notify::Notifications>,
+    /// The refusals it counted, once it has.
     refused: std::collections::BTreeMap<i32, u64>,
-    recorded: std::collections::HashMap<i32, (&'static str, files::Layout)>,
-    landlock_rules: Option<(u64, Vec<(std::path::PathBuf, u64)>)>,
-    /// The root directory's own symlinks, followed here before the kernel
-    /// is asked about the rest of a path (see `plan::fixed_root_links`).
-    fixed_links: Vec<(std::path::PathBuf, std::path::PathBuf)>,
     /// Where the shared empty network namespace the sandbox joined is
     /// mounted; `None`: it has a network namespace of its own.
     shared_net: Option<std::path::PathBuf>,
-    nspids: std::collections::HashMap<i32, i32>,
-    root: Option<OwnedFd>,
     ids: IdMap,
     init: Option<i32>,
     fs_describe: Vec<String>,
@@ -265,6 +259,32 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
     let (out_r, out_w) = sys::pipe_cloexec().map_err(spawn_err("creating the stdout pipe"))?;
     let (err_r, err_w) = sys::pipe_cloexec().map_err(spawn_err("creating the stderr pipe"))?;
     let (notify_r, notify_w) = sys::socketpair().map_err(spawn_err("creating the seccomp listener socket"))?;
+    // The listener's thread starts before the fork, so that the MBU's first
+    // recorded access does not wait for it; nothing runs if it cannot start.
+    let notifications = match plan.seccomp.notify || !plan.seccomp.recorded.is_empty() {
+        true => Some(
+            notify::Notifier::new(
+                plan.seccomp
+                    .recorded
+                    .iter()
+                    .filter_map(|(name, nr)| {
+                        let &(name, layout) = files::FILE_SYSCALLS.iter().find(|(n, _)| n == name)?;
+                        Some((*nr as i32, (name, layout)))
+                    })
+                    .collect(),
+                plan.landlock.as_ref().map(|ll| {
+                    (
+                        ll.handled_fs,
+                        ll.paths.iter().map(|r| (r.path.clone(), r.access)).collect(),
+                    )
+                }),
+                crate::plan::fixed_root_links(&plan.mounts),
+            )
+            .start(notify_r)
+            .map_err(spawn_err("starting the seccomp listener's thread"))?,
+        ),
+        false => None,
+    };
     let pid = sys::fork().map_err(|e| SandboxError::Spawn {
         what: "fork",
         source: std::io::Error::from_raw_os_error(e),
@@ -292,28 +312,9 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
         emptied: false,
         stdout: Some(out_r),
         stderr: Some(err_r),
-        notify: (plan.seccomp.notify || !plan.seccomp.recorded.is_empty()).then_some(notify_r),
-        recorded: plan
-            .seccomp
-            .recorded
-            .iter()
-            .filter_map(|(name, nr)| {
-                let &(name, layout) = files::FILE_SYSCALLS.iter().find(|(n, _)| n == name)?;
-                Some((*nr as i32, (name, layout)))
-            })
-            .collect(),
-        landlock_rules: plan.landlock.as_ref().map(|ll| {
-            (
-                ll.handled_fs,
-                ll.paths.iter().map(|r| (r.path.clone(), r.access)).collect(),
-            )
-        }),
-        fixed_links: crate::plan::fixed_root_links(&plan.mounts),
-        shared_net,
-        nspids: std::collections::HashMap::new(),
-        root: None,
-        listener: None,
+        notifications,
         refused: std::collections::BTreeMap::new(),
+        shared_net,
         ids: plan.ids,
         init: None,
         fs_describe: spec.fs.describe,
@@ -707,13 +708,28 @@ impl Running {
         // The cgroup's CPU time is read every 100 ms, not on every wake-up: a
         // busy MBU wakes this loop once per recorded file access.
         let mut next_cpu_check = Instant::now();
+        // Once the sandbox is gone, the listener's thread ends within
+        // microseconds (the filter has no users left); this long is a fault.
+        let mut gone_since: Option<Instant> = None;
         loop {
             let out_fd = self.stdout.as_ref().map(|f| f.as_raw_fd());
             let err_fd = self.stderr.as_ref().map(|f| f.as_raw_fd());
-            if (!report_open || self.emptied) && out_fd.is_none() && err_fd.is_none() {
-                return Ok(());
-            }
+            let wake_fd = self.notifications.as_ref().map(|n| n.wake.as_raw_fd());
             let now = Instant::now();
+            if (!report_open || self.emptied) && out_fd.is_none() && err_fd.is_none() {
+                if wake_fd.is_none() {
+                    return Ok(());
+                }
+                if now.duration_since(*gone_since.get_or_insert(now)) > Duration::from_secs(2) {
+                    // Its accesses and refusals are not known; the thread is
+                    // left behind (it ends with the process).
+                    self.notifications.take();
+                    return Err(SandboxError::Report(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the seccomp listener's thread did not end with the sandbox",
+                    )));
+                }
+            }
             if now >= deadline && self.limit.is_none() {
                 self.kill_all(Limit::Timeout);
             }
@@ -729,19 +745,16 @@ impl Running {
             if self.cgroup.is_some() {
                 timeout = timeout.min(Duration::from_millis(100));
             }
-            if self.limit.is_some() {
-                // Killed: just drain until everything has closed.
+            if self.limit.is_some() || gone_since.is_some() {
+                // Killed, or gone: just drain until everything has closed.
                 timeout = Duration::from_millis(100);
             }
-            let notify_fd = self.notify.as_ref().map(|f| f.as_raw_fd());
-            let listener_fd = self.listener.as_ref().map(|f| f.as_raw_fd());
             let watch = [
                 Some(report_fd).filter(|_| report_open),
                 signals.map(|s| s.fd.as_raw_fd()),
                 out_fd,
                 err_fd,
-                notify_fd,
-                listener_fd,
+                wake_fd,
             ];
             let mut fds: Vec<libc::pollfd> = watch
                 .iter()
@@ -781,25 +794,18 @@ impl Running {
                     self.forward(sig);
                 }
             }
-            if ready(notify_fd) {
-                match notify_fd.map(sys::recv_fd) {
-                    Some(Ok(Some(listener))) => {
-                        sys::notif_sync_wakeup(listener.as_raw_fd());
-                        self.listener = Some(listener);
-                    }
-                    _ => {
-                        self.notify.take();
+            if let Some(fd) = wake_fd.filter(|&fd| ready(Some(fd))) {
+                // One byte per batch; end of file when the thread has ended,
+                // after its last batch.
+                let ended = matches!(sys::read_once(fd, &mut buf), Ok(0) | Err(_));
+                if let Some(n) = &self.notifications {
+                    n.take().for_each(&mut *on_file);
+                }
+                if ended {
+                    if let Some(n) = self.notifications.take() {
+                        self.refused = n.finish();
                     }
                 }
-            }
-            let listener_events = listener_fd
-                .and_then(|fd| fds.iter().find(|p| p.fd == fd))
-                .map_or(0, |p| p.revents);
-            if listener_events & libc::POLLIN != 0 {
-                self.answer_notification(on_file);
-            } else if listener_events & (libc::POLLHUP | libc::POLLERR) != 0 {
-                // No process uses the filter any more.
-                self.listener.take();
             }
             for (fd, to) in [(out_fd, 1), (err_fd, 2)] {
                 if !ready(fd) {

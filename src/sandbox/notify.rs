@@ -1,42 +1,153 @@
-//! The supervisor's side of the seccomp listener: each notification is a
-//! refused syscall (counted, answered `EPERM`) or a recorded file access
-//! (decoded, judged as Landlock would, handed to the caller, then continued).
+//! The supervisor's side of the seccomp listener, on a thread of its own:
+//! each notification is a refused syscall (counted, answered `EPERM`) or a
+//! recorded file access (decoded, judged as Landlock would, then continued).
+//!
+//! The thread does nothing else, so that a recorded access costs the MBU one
+//! round trip to it and no more: it blocks in `SECCOMP_IOCTL_NOTIF_RECV`
+//! (no poll), and hands the accesses it saw to the supervisor's main thread
+//! in batches; that thread records them (serialising, hashing, writing) on the
+//! other CPU while the MBU goes on. With `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP`
+//! the MBU and this thread take turns on one CPU.
 
 use std::borrow::Cow;
-use std::os::fd::AsRawFd;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
-use super::{sys, Running};
+use super::sys;
 use crate::seccomp::files;
 
-impl Running {
-    /// Answers one notification: a recorded file access (recorded, then let
-    /// continue) or a refused syscall (counted, answered `EPERM`). When the
-    /// filter has no users left, the listener is dropped.
-    pub(super) fn answer_notification(&mut self, on_file: &mut dyn FnMut(FileEvent)) {
-        let Some(listener) = self.listener.as_ref().map(|l| l.as_raw_fd()) else {
-            return;
+/// Accesses handed over at once: one wake-up of the main thread per batch.
+const BATCH: usize = 64;
+/// Batches in flight before the thread (and so the MBU) waits for the main
+/// thread to catch up: bounds what the supervisor holds.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// What the listener thread needs to answer notifications.
+pub(super) struct Notifier {
+    /// The recorded syscalls, by number.
+    pub recorded: HashMap<i32, (&'static str, files::Layout)>,
+    /// The Landlock rights handled and the rules, to judge accesses by.
+    pub landlock_rules: Option<(u64, Vec<(PathBuf, u64)>)>,
+    /// The root directory's own symlinks, followed here before the kernel
+    /// is asked about the rest of a path (see `plan::fixed_root_links`).
+    pub fixed_links: Vec<(PathBuf, PathBuf)>,
+    nspids: HashMap<i32, i32>,
+    root: Option<OwnedFd>,
+    refused: BTreeMap<i32, u64>,
+    batch: Vec<FileEvent>,
+}
+
+/// The main thread's end of the listener thread.
+pub(super) struct Notifications {
+    /// Readable when a batch is waiting; end of file when the thread is done.
+    pub wake: OwnedFd,
+    events: mpsc::Receiver<Vec<FileEvent>>,
+    thread: std::thread::JoinHandle<BTreeMap<i32, u64>>,
+}
+
+impl Notifications {
+    /// The batches handed over so far, in order.
+    pub(super) fn take(&self) -> impl Iterator<Item = FileEvent> + '_ {
+        self.events.try_iter().flatten()
+    }
+
+    /// Waits for the thread, which has ended (its wake pipe reached end of
+    /// file): the refusals it counted.
+    pub(super) fn finish(self) -> BTreeMap<i32, u64> {
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+impl Notifier {
+    pub(super) fn new(
+        recorded: HashMap<i32, (&'static str, files::Layout)>,
+        landlock_rules: Option<(u64, Vec<(PathBuf, u64)>)>,
+        fixed_links: Vec<(PathBuf, PathBuf)>,
+    ) -> Notifier {
+        Notifier {
+            recorded,
+            landlock_rules,
+            fixed_links,
+            nspids: HashMap::new(),
+            root: None,
+            refused: BTreeMap::new(),
+            batch: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Starts the thread: it waits for the listener on `notify` (init sends
+    /// it), answers notifications until no process uses the filter any more,
+    /// and returns the refusals it counted. Without a listener (the sandbox
+    /// ended before one was sent), it ends when `notify` reaches end of file.
+    pub(super) fn start(self, notify: OwnedFd) -> std::io::Result<Notifications> {
+        let (wake_r, wake_w) = sys::pipe_cloexec()?;
+        let (tx, events) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+        let thread = std::thread::Builder::new()
+            .name("seccomp-listener".into())
+            .stack_size(256 * 1024)
+            .spawn(move || self.serve(&notify, &tx, &wake_w))?;
+        Ok(Notifications {
+            wake: wake_r,
+            events,
+            thread,
+        })
+    }
+
+    fn serve(mut self, notify: &OwnedFd, tx: &mpsc::SyncSender<Vec<FileEvent>>, wake: &OwnedFd) -> BTreeMap<i32, u64> {
+        let Ok(Some(listener)) = sys::recv_fd(notify.as_raw_fd()) else {
+            return self.refused;
         };
+        sys::notif_sync_wakeup(listener.as_raw_fd());
+        while self.answer(listener.as_raw_fd()) {
+            if self.batch.len() >= BATCH && !self.hand_over(tx, wake) {
+                break;
+            }
+        }
+        self.hand_over(tx, wake);
+        // Dropping `wake` on return tells the main thread that we are done.
+        self.refused
+    }
+
+    /// Sends the batch to the main thread and wakes it; false if it is gone.
+    fn hand_over(&mut self, tx: &mpsc::SyncSender<Vec<FileEvent>>, wake: &OwnedFd) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        if tx.send(batch).is_err() {
+            return false;
+        }
+        // One byte per batch, and at most BATCHES_IN_FLIGHT unread: the pipe
+        // never fills.
+        let _ = sys::write_all(wake.as_raw_fd(), &[1]);
+        true
+    }
+
+    /// Waits for and answers one notification: a recorded file access
+    /// (decoded, then let continue) or a refused syscall (counted, answered
+    /// `EPERM`). False when no process uses the filter any more.
+    fn answer(&mut self, listener: std::os::fd::RawFd) -> bool {
         let n = match sys::notif_recv(listener) {
             Ok(n) => n,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::ENOENT) => return,
-            Err(_) => {
-                self.listener.take();
-                return;
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => return true,
+            // The caller died before we took its notification, or every
+            // process that used the filter has exited (the listener hangs up).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return !sys::pipe_hung_up(listener),
+            Err(_) => return false,
         };
         match self.recorded.get(&n.nr).copied() {
             Some((name, layout)) => {
                 let events = self.file_events(&n, name, layout);
                 // Only what was read while the caller was still waiting is real.
                 let valid = sys::notif_valid(listener, n.id);
-                // The caller goes on first; recording (serialising, hashing,
-                // batching) overlaps with it. What it records was read and
-                // resolved above, before the call could run. The caller may be
-                // gone already (ENOENT): nothing to answer.
+                // The caller goes on; what it records was read and resolved
+                // above, before the call could run. The caller may be gone
+                // already (ENOENT): nothing to answer.
                 let _ = sys::notif_continue(listener, n.id);
                 if valid {
-                    events.into_iter().for_each(&mut *on_file);
+                    self.batch.extend(events);
                 }
             }
             None => {
@@ -44,6 +155,7 @@ impl Running {
                 let _ = sys::notif_refuse(listener, n.id, libc::EPERM);
             }
         }
+        true
     }
 
     /// The sandbox pid of host pid `pid` (the last `NSpid` field), cached.

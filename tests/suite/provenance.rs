@@ -338,6 +338,47 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
 }
 
 #[test]
+fn every_access_of_a_busy_run_is_recorded_in_order_before_its_end() {
+    // The listener's thread hands accesses over in batches, a bounded number
+    // in flight: a run with many more than fit must lose none, the last
+    // partial batch included, and count its refusals all the same.
+    for who in identities() {
+        let log = fresh_log("busy");
+        let r = run(
+            who,
+            &profile("reason"),
+            &["--audit-log", log.to_str().unwrap()],
+            &[
+                "-c",
+                "import os, socket\nopen('/work/x', 'w').close()\nfor _ in range(1000): os.close(os.open('/work/x', os.O_RDONLY))\nfor _ in range(3):\n    try: socket.socket()\n    except OSError: pass",
+            ],
+            None,
+        );
+        r.assert_code(0);
+        verify(&log).assert_code(0);
+        let recs = records(&log);
+        let reads = recs
+            .iter()
+            .filter(|r| r["kind"] == "file" && r["path"] == "/work/x" && r["access"] == "read")
+            .count();
+        assert_eq!(reads, 1000, "{who:?}");
+        let seqs: Vec<u64> = recs
+            .iter()
+            .filter(|r| r["kind"] == "file")
+            .map(|r| r["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{who:?}");
+        assert_eq!(recs.last().unwrap()["kind"], "exec.end", "{who:?}");
+        let denied = recs.iter().find(|r| r["kind"] == "syscall.denied").unwrap();
+        assert_eq!(
+            (denied["name"].as_str(), denied["count"].as_u64()),
+            (Some("socket"), Some(3)),
+            "{who:?}"
+        );
+    }
+}
+
+#[test]
 fn the_program_waits_until_its_start_record_is_written() {
     // The sandbox builds its walls while the start record goes to disk; the
     // program itself must not start before. A lock held on the log stops the
