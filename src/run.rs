@@ -301,7 +301,7 @@ fn run(a: RunArgs) -> Ran {
         Ok(r) => r,
         Err(e) => {
             say(format!("sandbox not built, nothing ran: {e}"));
-            record_end(&mut log, &exec_id, &Err(e));
+            record_end(&mut log, &exec_id, Vec::new(), &Err(e));
             return ran(EXIT_SANDBOX, &exec_id, None);
         }
     };
@@ -350,7 +350,8 @@ fn run(a: RunArgs) -> Ran {
             flush(&mut log, &mut batch, &mut lost);
         }
     });
-    flush(&mut log, &mut batch, &mut lost);
+    // The last file events go to disk with the end, in its write and sync.
+    let tail: Vec<serde_json::Value> = batch.drain(..).filter_map(|r| serde_json::to_value(r).ok()).collect();
     if let Some((thread, current)) = delegate_service {
         // A child does not outlive its parent: end the one still running.
         if let Some(child) = current.lock().ok().and_then(|c| c.clone()) {
@@ -370,13 +371,13 @@ fn run(a: RunArgs) -> Ran {
         Ok((o, remains)) => (o, remains.release()),
         Err(e) => {
             say(format!("sandbox failed: {e}"));
-            record_end(&mut log, &exec_id, &Err(e.to_string()));
+            record_end(&mut log, &exec_id, tail, &Err(e.to_string()));
             return ran(EXIT_SANDBOX, &exec_id, None);
         }
     };
     let result = Ok(outcome);
     // The end is on disk before the caller learns anything.
-    if !record_end(&mut log, &exec_id, &result) {
+    if !record_end(&mut log, &exec_id, tail, &result) {
         return ran(EXIT_SANDBOX, &exec_id, None);
     }
     let Ok(outcome) = result else {
@@ -424,10 +425,16 @@ fn ran(code: i32, exec: &str, limit: Option<Limit>) -> Ran {
     }
 }
 
-/// Appends the end records (one write, one sync); says so and returns false
-/// if it cannot.
-fn record_end(log: &mut provenance::AuditLog, id: &str, result: &Result<sandbox::Outcome, String>) -> bool {
-    if let Err(e) = log.append_synced(provenance::end_records(id, result)) {
+/// Appends the run's last file events and its end records (one write, one
+/// sync); says so and returns false if it cannot.
+fn record_end(
+    log: &mut provenance::AuditLog,
+    id: &str,
+    mut files: Vec<serde_json::Value>,
+    result: &Result<sandbox::Outcome, String>,
+) -> bool {
+    files.extend(provenance::end_records(id, result));
+    if let Err(e) = log.append_synced(files) {
         say(format!("{e}: the end of execution {id} is not recorded"));
         return false;
     }
