@@ -139,6 +139,7 @@ impl Notifier {
         };
         match self.recorded.get(&n.nr).copied() {
             Some((name, layout)) => {
+                let known = (self.root.is_some(), self.nspids.contains_key(&n.pid));
                 let events = self.file_events(&n, name, layout);
                 // Only what was read while the caller was still waiting is real.
                 let valid = sys::notif_valid(listener, n.id);
@@ -148,6 +149,16 @@ impl Notifier {
                 let _ = sys::notif_continue(listener, n.id);
                 if valid {
                     self.batch.extend(events);
+                } else {
+                    // Its pid may name another process by now: what was
+                    // learnt from it here (the root, the pid inside) is
+                    // forgotten, not kept for the next notification.
+                    if !known.0 {
+                        self.root = None;
+                    }
+                    if !known.1 {
+                        self.nspids.remove(&n.pid);
+                    }
                 }
             }
             None => {
