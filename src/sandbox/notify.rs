@@ -27,12 +27,12 @@ const BATCHES_IN_FLIGHT: usize = 4;
 /// What the listener thread needs to answer notifications.
 pub(super) struct Notifier {
     /// The recorded syscalls, by number.
-    pub recorded: HashMap<i32, (&'static str, files::Layout)>,
+    recorded: HashMap<i32, (&'static str, files::Layout)>,
     /// The Landlock rights handled and the rules, to judge accesses by.
-    pub landlock_rules: Option<(u64, Vec<(PathBuf, u64)>)>,
+    landlock_rules: Option<(u64, Vec<(PathBuf, u64)>)>,
     /// The root directory's own symlinks, followed here before the kernel
     /// is asked about the rest of a path (see `plan::fixed_root_links`).
-    pub fixed_links: Vec<(PathBuf, PathBuf)>,
+    fixed_links: Vec<(PathBuf, PathBuf)>,
     nspids: HashMap<i32, i32>,
     root: Option<OwnedFd>,
     refused: BTreeMap<i32, u64>,
@@ -119,8 +119,9 @@ impl Notifier {
         if tx.send(batch).is_err() {
             return false;
         }
-        // One byte per batch, and at most BATCHES_IN_FLIGHT unread: the pipe
-        // never fills.
+        // One byte per batch sent; the main thread reads them all whenever it
+        // takes the batches, of which at most BATCHES_IN_FLIGHT wait: the
+        // pipe never fills.
         let _ = sys::write_all(wake.as_raw_fd(), &[1]);
         true
     }
