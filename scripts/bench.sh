@@ -178,15 +178,33 @@ def t(name):
     n = len(times)
     median = (times[n // 2] + times[(n - 1) // 2]) / 2
     return median * 1000, times[0] * 1000, times[-1] * 1000
+def rounds(name):
+    # Each round's median, by round number.
+    out = {}
+    for f in os.listdir(d):
+        r = f[len(name) + 1 : -len(".json")]
+        if f.startswith(name + ".") and r.isdigit():
+            times = sorted(json.load(open(os.path.join(d, f)))["results"][0]["times"])
+            n = len(times)
+            out[int(r)] = (times[n // 2] + times[(n - 1) // 2]) / 2
+    return out
 def row(label, name, base):
     m, lo, hi = t(name)
-    return f"| {label} | {m:.2f} | {lo:.2f}-{hi:.2f} | {m / t(base)[0]:.2f}x |"
+    ratio = f"{m / t(base)[0]:.2f}x"
+    if name != base:
+        # The same ratio within each round (the two measured minutes apart at
+        # most): how much of it is the machine's noise.
+        a, b = rounds(name), rounds(base)
+        per = sorted(a[r] / b[r] for r in a if r in b and b[r] > 0)
+        if per:
+            ratio += f" ({per[0]:.2f}-{per[-1]:.2f})"
+    return f"| {label} | {m:.2f} | {lo:.2f}-{hi:.2f} | {ratio} |"
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 out = [
     "# ninewall benchmark",
     "",
     f"Run `scripts/bench.sh` on {datetime.date.today()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}, as uid {os.getuid()}.",
-    "Times in milliseconds (median, min-max over all runs); each comparison ran in 8 rounds that took turns, and ratios are against the row named as baseline, measured in the same rounds.",
+    "Times in milliseconds (median, min-max over all runs); each comparison ran in 8 rounds that took turns, and ratios are against the row named as baseline, measured in the same rounds: the median's ratio, then in brackets the lowest and highest of the rounds' own ratios.",
     "",
     "## Launch of /bin/true (baseline: bwrap)",
     "",
