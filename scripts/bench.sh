@@ -192,8 +192,8 @@ def row(label, name, base):
     m, lo, hi = t(name)
     ratio = f"{m / t(base)[0]:.2f}x"
     if name != base:
-        # The same ratio within each round (the two measured minutes apart at
-        # most): how much of it is the machine's noise.
+        # The same ratio within each round (the two measured seconds apart):
+        # how much of it is the machine's noise.
         a, b = rounds(name), rounds(base)
         per = sorted(a[r] / b[r] for r in a if r in b and b[r] > 0)
         if per:
