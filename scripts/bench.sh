@@ -82,6 +82,34 @@ for round in $(seq $ROUNDS); do
     done
 done
 
+# CPU per launch: the machine's busy time (/proc/stat, every CPU, kernel
+# workers included) during 200 sequential launches of each, in blocks of 25
+# that take turns. Not the launchers' rusage: bwrap exits without waiting
+# for its sandbox's pid 1, whose CPU then shows in none of bwrap's. This,
+# not latency, is what 8 launches in flight on 2 cores are bound by.
+echo "measuring CPU per launch ..." >&2
+cpu=$(python3 - "$bin" "$work/profiles/true.toml" "${bwrap_args[@]}" <<'PY'
+import os, subprocess, sys
+bin, profile, bwrap_args = sys.argv[1], sys.argv[2], sys.argv[3:]
+cmds = {"bwrap": ["bwrap", *bwrap_args, "/usr/bin/true"], "ninewall": [bin, "run", "--profile", profile]}
+def busy_ticks():
+    # user, nice, system, irq, softirq (not idle, iowait, steal, or guest,
+    # which user already counts)
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return f[0] + f[1] + f[2] + f[5] + f[6]
+used = {k: 0 for k in cmds}
+for _ in range(8):
+    for k, c in cmds.items():
+        before = busy_ticks()
+        for _ in range(25):
+            subprocess.run(c, stdout=subprocess.DEVNULL, check=True)
+        used[k] += busy_ticks() - before
+hz = os.sysconf("SC_CLK_TCK")
+print(used["ninewall"] * 1000 / hz / 200, used["bwrap"] * 1000 / hz / 200)
+PY
+)
+read -r cpu_ninewall cpu_bwrap <<<"$cpu"
+
 echo "measuring Python start ..." >&2
 for round in $(seq $ROUNDS); do
     hf py-bare 6 "/usr/bin/python3.11 -I -S -c pass"
@@ -163,10 +191,11 @@ echo "measuring the supervisor's peak RSS ..." >&2
 # be the largest process of the tree, which is Python.
 rss_kb=$("$bin" run -v --profile "$work/profiles/py-all.toml" -- -c "$imports" 2>&1 >/dev/null | sed -n 's/.*supervisor peak RSS \([0-9]*\) KiB.*/\1/p')
 
-python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" >bench/RESULTS.md <<'PY'
+python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" >bench/RESULTS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
 d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rate_1, rate_8, rss_10, rss_1000 = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+cpu_ninewall, cpu_bwrap = float(sys.argv[9]), float(sys.argv[10])
 def t(name):
     # Every round's times, pooled.
     times = sorted(
@@ -218,6 +247,7 @@ for n in (2, 8):
     out += [row(f"200 launches, {n} in flight: bare", f"true-bare-x{n}", f"true-bwrap-x{n}"),
             row(f"200 launches, {n} in flight: bwrap", f"true-bwrap-x{n}", f"true-bwrap-x{n}"),
             row(f"200 launches, {n} in flight: ninewall", f"true-ninewall-x{n}", f"true-bwrap-x{n}")]
+out += ["", f"CPU per launch, the machine's busy time (/proc/stat, kernel workers included) over 200 sequential launches each, in blocks of 25 that took turns: ninewall {cpu_ninewall:.2f} ms, bwrap {cpu_bwrap:.2f} ms ({cpu_ninewall / cpu_bwrap:.2f}x)."]
 out += ["", "## Python start, `python3 -I -S -c pass` (baseline: bwrap)", "",
         "| what | median ms | min-max | vs bwrap |", "|---|---|---|---|",
         row("bare", "py-bare", "py-bwrap"), row("bwrap", "py-bwrap", "py-bwrap"),
