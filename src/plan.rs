@@ -224,6 +224,14 @@ pub struct SeccompPlan {
     pub program: Vec<(u16, u8, u8, u32)>,
 }
 
+impl SeccompPlan {
+    /// Whether the filter sends anything to the supervisor (a refusal to
+    /// count, an access to record), so that the MBU needs a listener.
+    pub fn has_listener(&self) -> bool {
+        self.notify || !self.recorded.is_empty()
+    }
+}
+
 /// Why no plan can be made: the request does not fit the profile, or the
 /// kernel cannot build a wall the profile requires.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

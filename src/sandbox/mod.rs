@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use crate::plan::{IdMap, SetupPlan};
 use crate::policy::{CgroupMode, Limits};
-use crate::seccomp::files;
 use cgroup::Cgroup;
 use child::{ChildFds, ChildSpec, LandlockProgram};
 pub use describe::describe_walls;
@@ -207,7 +206,7 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
         envp,
         landlock,
         rlimits: [rlimits(&plan.limits, false), rlimits(&plan.limits, true)],
-        seccomp_notify: plan.seccomp.notify || !plan.seccomp.recorded.is_empty(),
+        seccomp_notify: plan.seccomp.has_listener(),
         seccomp_allows_futex: plan.seccomp.allow.iter().any(|n| n == "futex")
             && !plan.seccomp.recorded.iter().any(|(n, _)| n == "futex"),
         seccomp: plan
@@ -261,30 +260,10 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
     let (notify_r, notify_w) = sys::socketpair().map_err(spawn_err("creating the seccomp listener socket"))?;
     // The listener's thread starts before the fork, so that the MBU's first
     // recorded access does not wait for it; nothing runs if it cannot start.
-    let notifications = match plan.seccomp.notify || !plan.seccomp.recorded.is_empty() {
-        true => Some(
-            notify::Notifier::new(
-                plan.seccomp
-                    .recorded
-                    .iter()
-                    .filter_map(|(name, nr)| {
-                        let &(name, layout) = files::FILE_SYSCALLS.iter().find(|(n, _)| n == name)?;
-                        Some((*nr as i32, (name, layout)))
-                    })
-                    .collect(),
-                plan.landlock.as_ref().map(|ll| {
-                    (
-                        ll.handled_fs,
-                        ll.paths.iter().map(|r| (r.path.clone(), r.access)).collect(),
-                    )
-                }),
-                crate::plan::fixed_root_links(&plan.mounts),
-            )
-            .start(notify_r)
-            .map_err(spawn_err("starting the seccomp listener's thread"))?,
-        ),
-        false => None,
-    };
+    let notifications = notify::Notifier::for_plan(plan)
+        .map(|n| n.start(notify_r))
+        .transpose()
+        .map_err(spawn_err("starting the seccomp listener's thread"))?;
     let pid = sys::fork().map_err(|e| SandboxError::Spawn {
         what: "fork",
         source: std::io::Error::from_raw_os_error(e),

@@ -61,20 +61,34 @@ impl Notifications {
 }
 
 impl Notifier {
-    pub(super) fn new(
-        recorded: HashMap<i32, (&'static str, files::Layout)>,
-        landlock_rules: Option<(u64, Vec<(PathBuf, u64)>)>,
-        fixed_links: Vec<(PathBuf, PathBuf)>,
-    ) -> Notifier {
-        Notifier {
-            recorded,
-            landlock_rules,
-            fixed_links,
+    /// What the listener needs for `plan`; `None` when its filter sends
+    /// nothing to the supervisor (no refusal counted, no access recorded).
+    pub(super) fn for_plan(plan: &crate::plan::SetupPlan) -> Option<Notifier> {
+        if !plan.seccomp.has_listener() {
+            return None;
+        }
+        Some(Notifier {
+            recorded: plan
+                .seccomp
+                .recorded
+                .iter()
+                .filter_map(|(name, nr)| {
+                    let &(name, layout) = files::FILE_SYSCALLS.iter().find(|(n, _)| n == name)?;
+                    Some((*nr as i32, (name, layout)))
+                })
+                .collect(),
+            landlock_rules: plan.landlock.as_ref().map(|ll| {
+                (
+                    ll.handled_fs,
+                    ll.paths.iter().map(|r| (r.path.clone(), r.access)).collect(),
+                )
+            }),
+            fixed_links: crate::plan::fixed_root_links(&plan.mounts),
             nspids: HashMap::new(),
             root: None,
             refused: BTreeMap::new(),
             batch: Vec::with_capacity(BATCH),
-        }
+        })
     }
 
     /// Starts the thread: it waits for the listener on `notify` (init sends
