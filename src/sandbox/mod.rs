@@ -775,15 +775,20 @@ impl Running {
             }
             if let Some(fd) = wake_fd.filter(|&fd| ready(Some(fd))) {
                 // One byte per batch; end of file when the thread has ended,
-                // after its last batch.
-                let ended = matches!(sys::read_once(fd, &mut buf), Ok(0) | Err(_));
+                // after its last batch. (A failed read cannot say that it
+                // has: waiting for it then could wait for the whole run.)
+                let read = sys::read_once(fd, &mut buf);
                 if let Some(n) = &self.notifications {
                     n.take().for_each(&mut *on_file);
                 }
-                if ended {
-                    if let Some(n) = self.notifications.take() {
-                        self.refused = n.finish();
+                match read {
+                    Ok(0) => {
+                        if let Some(n) = self.notifications.take() {
+                            self.refused = n.finish();
+                        }
                     }
+                    Ok(_) => {}
+                    Err(e) => return Err(SandboxError::Report(std::io::Error::from_raw_os_error(e))),
                 }
             }
             for (fd, to) in [(out_fd, 1), (err_fd, 2)] {
