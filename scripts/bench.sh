@@ -19,7 +19,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 cargo build --release --quiet
+cargo build --release --quiet --example notify_floor
 bin=${CARGO_TARGET_DIR:-$repo/target}/$(rustc --print host-tuple)/release/ninewall
+# The floor under a recorded access: the same syscalls notified, answered by
+# a bare listener (no sandbox, no record); see examples/notify_floor.rs.
+floor=${CARGO_TARGET_DIR:-$repo/target}/$(rustc --print host-tuple)/release/examples/notify_floor
 work=$(mktemp -d /var/tmp/ninewall-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cp -r profiles "$work/profiles"
@@ -127,10 +131,16 @@ for round in $(seq $ROUNDS); do
     for mode in none writes all; do
         WARMUP=1 hf "imp-ninewall-$mode" 4 "$bin run --profile $work/profiles/py-$mode.toml -- -c '$imports'"
     done
+    for mode in none read resolve; do
+        WARMUP=1 hf "imp-floor-$mode" 4 "$floor $mode /usr/bin/python3.11 -I -S -c '$imports'"
+    done
     WARMUP=0 hf loop-bare 1 "/usr/bin/python3.11 -I -S -c \"$loop\""
     WARMUP=0 hf loop-strace 1 "strace -f -qq -e trace=%file -o $work/strace.out /usr/bin/python3.11 -I -S -c \"$loop\""
     for mode in none all; do
         WARMUP=0 hf "loop-ninewall-$mode" 1 "$bin run --profile $work/profiles/py-$mode.toml -- -c \"$loop\""
+    done
+    for mode in none read resolve; do
+        WARMUP=0 hf "loop-floor-$mode" 1 "$floor $mode /usr/bin/python3.11 -I -S -c \"$loop\""
     done
 done
 # How many accesses a run records, from the log itself.
@@ -140,6 +150,7 @@ imp_events=$(grep -c '"kind":"file"' "$work/count.jsonl")
 : >"$work/count.jsonl"
 NINEWALL_AUDIT_LOG=$work/count.jsonl "$bin" run --profile "$work/profiles/py-all.toml" -- -c "$loop"
 loop_events=$(grep -c '"kind":"file"' "$work/count.jsonl")
+floor_loop_n=$("$floor" read /usr/bin/python3.11 -I -S -c "$loop" 2>&1 >/dev/null | sed -n 's/.*: \([0-9]*\) notifications answered/\1/p')
 
 echo "measuring the daemon ..." >&2
 # The same every-wall /bin/true, granted by a policy to whoever runs this.
@@ -191,11 +202,12 @@ echo "measuring the supervisor's peak RSS ..." >&2
 # be the largest process of the tree, which is Python.
 rss_kb=$("$bin" run -v --profile "$work/profiles/py-all.toml" -- -c "$imports" 2>&1 >/dev/null | sed -n 's/.*supervisor peak RSS \([0-9]*\) KiB.*/\1/p')
 
-python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" >bench/RESULTS.md <<'PY'
+python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" >bench/RESULTS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
 d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rate_1, rate_8, rss_10, rss_1000 = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 cpu_ninewall, cpu_bwrap = float(sys.argv[9]), float(sys.argv[10])
+floor_loop_n = int(sys.argv[11])
 def t(name):
     # Every round's times, pooled.
     times = sorted(
@@ -259,13 +271,24 @@ out += ["", f"## Recording file accesses (baseline: bare; ninewall records {imp_
         row("imports: ninewall files = none", "imp-ninewall-none", "imp-bare"),
         row("imports: ninewall files = writes", "imp-ninewall-writes", "imp-bare"),
         row("imports: ninewall files = all", "imp-ninewall-all", "imp-bare"),
+        row("imports: floor, nothing notified (fork, filter, exec)", "imp-floor-none", "imp-bare"),
+        row("imports: floor, notified: read the path, continue", "imp-floor-read", "imp-bare"),
+        row("imports: floor, notified: read, resolve beneath the root, continue", "imp-floor-resolve", "imp-bare"),
         row("20,000 open/close: bare", "loop-bare", "loop-bare"),
         row("20,000 open/close: strace", "loop-strace", "loop-bare"),
         row("20,000 open/close: ninewall files = none", "loop-ninewall-none", "loop-bare"),
-        row("20,000 open/close: ninewall files = all", "loop-ninewall-all", "loop-bare")]
+        row("20,000 open/close: ninewall files = all", "loop-ninewall-all", "loop-bare"),
+        row("20,000 open/close: floor, nothing notified", "loop-floor-none", "loop-bare"),
+        row("20,000 open/close: floor, read, continue", "loop-floor-read", "loop-bare"),
+        row("20,000 open/close: floor, read, resolve, continue", "loop-floor-resolve", "loop-bare")]
 per_ninewall = (t("loop-ninewall-all")[0] - t("loop-ninewall-none")[0]) * 1000 / max(loop_events, 1)
 per_strace = (t("loop-strace")[0] - t("loop-bare")[0]) * 1000 / 20000
+per_floor_read = (t("loop-floor-read")[0] - t("loop-floor-none")[0]) * 1000 / max(floor_loop_n, 1)
+per_floor_resolve = (t("loop-floor-resolve")[0] - t("loop-floor-none")[0]) * 1000 / max(floor_loop_n, 1)
 out += ["", f"Per recorded access: ninewall {per_ninewall:.1f} µs (files = all minus none, over {loop_events} recorded accesses); strace {per_strace:.1f} µs.",
+        "", "The floor (`examples/notify_floor.rs`: the syscalls ninewall records sent to a bare listener built from ninewall's own syscall layer, no sandbox, nothing recorded, `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` as in ninewall) "
+        f"costs {per_floor_read:.1f} µs per access to receive a notification, read its path, check it is still valid and let it continue, and {per_floor_resolve:.1f} µs when the path is also looked up beneath the root "
+        f"(which every ninewall record needs, to say whether the path exists and which path the kernel reaches); over {floor_loop_n} notifications, minus the floor with nothing notified.",
         "", "## Supervisor", "", f"Peak RSS of the supervisor itself (`ninewall run -v`, the import run, files = all): {rss_kb} KiB.",
         "", "## Daemon (`ninewall serve`, the every-wall /bin/true, baseline: `ninewall run` in the same run)", "",
         "| what | executions/s | vs `ninewall run` |", "|---|---|---|",
