@@ -26,7 +26,7 @@ use std::process::ExitCode;
 
 use ninewall::sandbox::sys;
 use ninewall::seccomp::files::{Layout, FILE_SYSCALLS};
-use ninewall::seccomp::names_x86_64::NAMES;
+use ninewall::seccomp::syscall_number;
 use seccompiler::sock_filter;
 
 /// What the listener does for each notification.
@@ -38,12 +38,9 @@ enum Mode {
 }
 
 const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-const RET_ALLOW: u32 = 0x7fff_0000;
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
-const RET_USER_NOTIF: u32 = 0x7fc0_0000;
-const LD_W_ABS: u16 = 0x20;
-const JEQ_K: u16 = 0x15;
-const RET_K: u16 = 0x06;
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
 fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
     sock_filter { code, jt, jf, k }
@@ -54,7 +51,7 @@ fn recorded() -> Vec<(u32, Vec<usize>)> {
     FILE_SYSCALLS
         .iter()
         .filter_map(|(name, layout)| {
-            let nr = NAMES.iter().find(|(_, n)| n == name)?.0;
+            let nr = syscall_number(name)?;
             let paths = match *layout {
                 Layout::Open(_, p, _) | Layout::One(_, p, _) => vec![p],
                 Layout::Openat2 | Layout::Unlinkat => vec![1],
@@ -68,18 +65,22 @@ fn recorded() -> Vec<(u32, Vec<usize>)> {
 /// Every syscall allowed; the recorded ones notified (unless `mode` is
 /// `None`); any architecture but x86_64 killed.
 fn filter(mode: Mode, recorded: &[(u32, Vec<usize>)]) -> Vec<sock_filter> {
-    let action = if mode == Mode::None { RET_ALLOW } else { RET_USER_NOTIF };
+    let action = if mode == Mode::None {
+        libc::SECCOMP_RET_ALLOW
+    } else {
+        libc::SECCOMP_RET_USER_NOTIF
+    };
     let mut prog = vec![
         insn(LD_W_ABS, 0, 0, 4), // seccomp_data.arch
         insn(JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
-        insn(RET_K, 0, 0, RET_KILL_PROCESS),
+        insn(RET_K, 0, 0, libc::SECCOMP_RET_KILL_PROCESS),
         insn(LD_W_ABS, 0, 0, 0), // seccomp_data.nr
     ];
     for (nr, _) in recorded {
         prog.push(insn(JEQ_K, 0, 1, *nr));
         prog.push(insn(RET_K, 0, 0, action));
     }
-    prog.push(insn(RET_K, 0, 0, RET_ALLOW));
+    prog.push(insn(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW));
     prog
 }
 
