@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::landlock;
-use crate::sandbox::sys;
+use crate::sys;
 
 /// The features of the running kernel that change the plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -22,6 +22,8 @@
 
 #![deny(missing_docs)]
 
+#[doc(hidden)]
+pub mod bench;
 pub mod cli;
 pub mod gate;
 pub mod interpreter;
@@ -34,6 +36,7 @@ pub mod provenance;
 pub mod run;
 pub mod sandbox;
 pub mod seccomp;
+pub(crate) mod sys;
 
 pub use plan::{Caller, Request, SetupPlan};
 pub use policy::Policy;

@@ -56,7 +56,7 @@ pub struct Caller {
 impl Caller {
     /// The identity of this process.
     pub fn current() -> Caller {
-        let (uid, gid) = crate::sandbox::sys::effective_ids();
+        let (uid, gid) = crate::sys::effective_ids();
         Caller { uid, gid }
     }
 }

@@ -233,7 +233,7 @@ impl AuditLog {
             move |source| ProvenanceError { what, path, source }
         };
         let fd = self.file.as_raw_fd();
-        crate::sandbox::sys::flock(fd, libc::LOCK_EX).map_err(err("cannot lock"))?;
+        crate::sys::flock(fd, libc::LOCK_EX).map_err(err("cannot lock"))?;
         let result = (|| {
             let mut prev = match last_line(&mut self.file)? {
                 Some(line) => sha256_hex(&line),
@@ -253,7 +253,7 @@ impl AuditLog {
             }
             Ok::<(), std::io::Error>(())
         })();
-        let _ = crate::sandbox::sys::flock(fd, libc::LOCK_UN);
+        let _ = crate::sys::flock(fd, libc::LOCK_UN);
         result.map_err(err("cannot write"))
     }
 }

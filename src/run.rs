@@ -91,7 +91,7 @@ impl From<i32> for Ran {
 
 fn run_command(a: RunArgs) -> i32 {
     let Some(fd) = a.outcome_fd else { return run(a).code };
-    let out = match sandbox::sys::take_inherited_fd(fd) {
+    let out = match crate::sys::take_inherited_fd(fd) {
         Ok(f) => std::fs::File::from(f),
         Err(e) => {
             say(format!("--outcome-fd {fd}: {e}"));
@@ -102,7 +102,7 @@ fn run_command(a: RunArgs) -> i32 {
     // record the end, when the thread that started us ends. Armed here, after
     // exec, so that the spawn needs no code in the child; a requester already
     // gone shows as an outcome pipe nobody reads.
-    if sandbox::sys::set_parent_death_signal(libc::SIGTERM).is_err() || sandbox::sys::pipe_unread(fd) {
+    if crate::sys::set_parent_death_signal(libc::SIGTERM).is_err() || crate::sys::pipe_unread(fd) {
         say(format!("--outcome-fd {fd}: the requester is gone; nothing ran"));
         return EXIT_SANDBOX;
     }
@@ -141,11 +141,11 @@ fn gate(a: &RunArgs) -> Result<(PathBuf, Lineage), i32> {
         say(e);
         EXIT_USAGE
     })?;
-    let (uid, gid) = sandbox::sys::effective_ids();
+    let (uid, gid) = crate::sys::effective_ids();
     let peer = Peer {
         uid,
         gid,
-        groups: sandbox::sys::own_groups(),
+        groups: crate::sys::own_groups(),
     };
     let refused = |r: crate::gate::Refusal| {
         say(format!("wall 1 (policy gate): {r}; nothing ran"));
@@ -411,7 +411,7 @@ fn run(a: RunArgs) -> Ran {
             u.cpu_ms.map_or("unknown".into(), |ms| format!("{ms} ms")),
             u.peak_memory.map_or("unknown".into(), format_size),
             u.output_bytes,
-            sandbox::sys::own_peak_rss_kib()
+            crate::sys::own_peak_rss_kib()
         ));
     }
     ran(outcome.exit_code(), &exec_id, outcome.limit)

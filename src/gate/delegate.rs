@@ -54,7 +54,7 @@ pub struct Child {
 }
 
 /// The child supervisor running now, if any (so the parent can end it).
-pub type Current = Arc<Mutex<Option<crate::sandbox::sys::ProcessHandle>>>;
+pub type Current = Arc<Mutex<Option<crate::sys::ProcessHandle>>>;
 
 impl Delegation {
     /// Serves requests on `sock` until the sandbox closes it.

@@ -146,7 +146,7 @@ pub struct Execution<'a> {
 /// The running supervisor of an [`Execution`]; [`Started::finish`] collects it.
 pub struct Started {
     child: std::process::Child,
-    handle: Option<crate::sandbox::sys::ProcessHandle>,
+    handle: Option<crate::sys::ProcessHandle>,
     outcome: std::fs::File,
     readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -156,7 +156,7 @@ impl Execution<'_> {
     /// Starts the supervisor process.
     pub fn start(&self) -> std::io::Result<Started> {
         let lineage = serde_json::to_string(self.lineage).map_err(std::io::Error::other)?;
-        let (outcome_r, outcome_w) = crate::sandbox::sys::pipe_cloexec()?;
+        let (outcome_r, outcome_w) = crate::sys::pipe_cloexec()?;
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("run")
             .arg("--profile")
@@ -180,7 +180,7 @@ impl Execution<'_> {
         // parent-death signal (`run --outcome-fd`).
         let mut child = {
             let _only_spawn = SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            crate::sandbox::sys::set_inheritable(outcome_w.as_raw_fd(), true)?;
+            crate::sys::set_inheritable(outcome_w.as_raw_fd(), true)?;
             let spawned = cmd.spawn();
             drop(outcome_w);
             spawned?
@@ -204,7 +204,7 @@ impl Execution<'_> {
             })
         });
         Ok(Started {
-            handle: crate::sandbox::sys::ProcessHandle::open(child.id() as i32).ok(),
+            handle: crate::sys::ProcessHandle::open(child.id() as i32).ok(),
             child,
             outcome: std::fs::File::from(outcome_r),
             readers,
@@ -215,7 +215,7 @@ impl Execution<'_> {
 
 impl Started {
     /// A handle to signal the supervisor by (never a process that reused its pid).
-    pub fn handle(&self) -> Option<crate::sandbox::sys::ProcessHandle> {
+    pub fn handle(&self) -> Option<crate::sys::ProcessHandle> {
         self.handle.clone()
     }
 

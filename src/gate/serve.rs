@@ -33,7 +33,7 @@ use serde_json::json;
 use super::exec::{Execution, LineReader, Lineage, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
 use super::{Gate, Peer, Worker};
 use crate::provenance::{self, AuditLog};
-use crate::sandbox::sys;
+use crate::sys;
 
 /// How the daemon is run.
 #[derive(Debug, Clone)]

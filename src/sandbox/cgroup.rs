@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::sys;
 use crate::policy::Limits;
+use crate::sys;
 
 /// Controllers used under cgroup v1 (the cpu *time* budget is enforced by
 /// reading cpuacct, not by a bandwidth limit).

@@ -42,7 +42,7 @@ use crate::plan::IdMap;
 use crate::policy::NetMode;
 use crate::sandbox::mounts::FsProgram;
 use crate::sandbox::report::{Report, Step};
-use crate::sandbox::sys;
+use crate::sys;
 
 /// Exit code of a sandbox process whose setup failed.
 pub const SETUP_FAILED: i32 = 125;
@@ -521,7 +521,9 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<
         }
         None => must(fds, Step::Seccomp, sys::seccomp_install(&spec.seccomp)),
     }
-    let errno = sys::execve(&spec.program, &spec.argv, &spec.envp);
+    // SAFETY: `argv` and `envp` point into `argv_store` and `env_store`,
+    // owned by `spec`, which lives until this process execs or exits.
+    let errno = unsafe { sys::execve(&spec.program, &spec.argv, &spec.envp) };
     send(
         fds,
         Report::Failed {

@@ -12,7 +12,6 @@ pub mod netns;
 mod notify;
 mod outcome;
 pub mod report;
-pub mod sys;
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::plan::{IdMap, SetupPlan};
 use crate::policy::{CgroupMode, Limits};
+use crate::sys;
 use cgroup::Cgroup;
 use child::{ChildFds, ChildSpec, LandlockProgram};
 pub use describe::describe_walls;

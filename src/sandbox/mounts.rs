@@ -12,7 +12,7 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 use crate::plan::{Mount, DEVICES, ROOT_TMPFS_SIZE};
-use crate::sandbox::sys::{self, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY};
+use crate::sys::{self, ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY};
 
 /// One filesystem operation of init.
 #[derive(Debug)]

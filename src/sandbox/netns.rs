@@ -27,8 +27,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::sys;
 use crate::plan::SetupPlan;
+use crate::sys;
 
 /// The environment variable naming ninewall's runtime directory.
 pub const RUNTIME_DIR_ENV: &str = "NINEWALL_RUNTIME_DIR";

@@ -15,8 +15,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use super::sys;
 use crate::seccomp::files;
+use crate::sys;
 
 /// Accesses handed over at once: one wake-up of the main thread per batch.
 const BATCH: usize = 64;
