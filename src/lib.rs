@@ -25,10 +25,13 @@
 #[doc(hidden)]
 pub mod bench;
 pub mod cli;
+pub mod error;
 pub mod gate;
+pub mod host;
 pub mod interpreter;
 pub mod kernel;
 pub mod landlock;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod profile;

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::kernel::Kernel;
+pub use crate::host::Caller;
+use crate::host::{Cgroups, Host};
 use crate::landlock::{self, Grant, LandlockPlan, Place};
 use crate::policy::{EntryKind, NetMode, Policy};
 
@@ -44,22 +45,9 @@ pub struct Request {
     pub workspace_dir: Option<PathBuf>,
 }
 
-/// The identity ninewall runs as, which decides the id mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Caller {
-    /// Effective uid.
-    pub uid: u32,
-    /// Effective gid.
-    pub gid: u32,
-}
-
-impl Caller {
-    /// The identity of this process.
-    pub fn current() -> Caller {
-        let (uid, gid) = crate::sys::effective_ids();
-        Caller { uid, gid }
-    }
-}
+/// ninewall's own processes in the sandbox's cgroup and pid count besides
+/// the MBU's: the outer child and init.
+pub const HELPERS: u64 = 2;
 
 /// The user namespace's one-line id maps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -187,6 +175,10 @@ pub struct SetupPlan {
     pub ids: IdMap,
     /// Network.
     pub net: NetMode,
+    /// Wall 6: where the shared empty network namespace the sandbox joins
+    /// instead of making its own is mounted; `None`: a namespace of its own
+    /// (see `sandbox::netns` for when a sandbox may share).
+    pub shared_netns: Option<PathBuf>,
     /// Mounts, in order.
     pub mounts: Vec<Mount>,
     /// Working directory inside.
@@ -204,6 +196,75 @@ pub struct SetupPlan {
     pub seccomp: SeccompPlan,
     /// Wall 9: resource limits.
     pub limits: crate::policy::Limits,
+    /// Wall 9: where the execution's cgroup is made (v2 tried first).
+    pub cgroups: Cgroups,
+    /// Wall 9's second layer: the MBU's rlimits, always applied.
+    pub rlimits: Rlimits,
+}
+
+/// A resource limited by `setrlimit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Resource {
+    /// `RLIMIT_DATA`: the data segment and anonymous mappings.
+    Data,
+    /// `RLIMIT_NPROC`: processes of the sandbox's user.
+    Nproc,
+    /// `RLIMIT_CPU`: seconds of CPU (`SIGXCPU` at the soft limit).
+    Cpu,
+    /// `RLIMIT_FSIZE`: the largest file written (`SIGXFSZ`).
+    Fsize,
+    /// `RLIMIT_NOFILE`: open descriptors.
+    Nofile,
+    /// `RLIMIT_CORE`: core dumps.
+    Core,
+}
+
+/// One rlimit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rlimit {
+    /// Which.
+    pub resource: Resource,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// The MBU's rlimits, for each way wall 9 may end up built: the cgroup is
+/// made after the fork, and may fail where the profile allows that.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rlimits {
+    /// Without a cgroup: they are the limits themselves.
+    pub alone: Vec<Rlimit>,
+    /// With a cgroup: the data and process limits are twice the memory and
+    /// pids limits, so that the cgroup (which counts what is really used,
+    /// and says so) is the one that normally fires and the rlimits only
+    /// catch what it cannot see.
+    pub in_cgroup: Vec<Rlimit>,
+}
+
+impl Rlimits {
+    fn for_limits(l: &crate::policy::Limits) -> Rlimits {
+        let set = |factor: u64| {
+            let data = l.memory.saturating_mul(factor);
+            let nproc = l.pids.saturating_mul(factor) + HELPERS;
+            let limit = |resource, soft, hard| Rlimit { resource, soft, hard };
+            vec![
+                limit(Resource::Data, data, data),
+                limit(Resource::Nproc, nproc, nproc),
+                // SIGXCPU at the limit, SIGKILL a second later.
+                limit(Resource::Cpu, l.cpu_seconds, l.cpu_seconds + 1),
+                limit(Resource::Fsize, l.file_size, l.file_size),
+                limit(Resource::Nofile, l.open_files, l.open_files),
+                limit(Resource::Core, 0, 0),
+            ]
+        };
+        Rlimits {
+            alone: set(1),
+            in_cgroup: set(2),
+        }
+    }
 }
 
 /// The syscall filter of one sandbox.
@@ -242,7 +303,7 @@ pub enum PlanError {
     Landlock(#[from] crate::landlock::Missing),
     /// The syscall filter cannot be compiled for this machine.
     #[error("wall 8 (seccomp): {0}")]
-    Seccomp(String),
+    Seccomp(#[source] crate::seccomp::SeccompError),
     /// The profile has no command and none was given.
     #[error("profile {profile:?} has no exec.command: name the program after `--` (one of: {allowed})")]
     NoProgram {
@@ -290,10 +351,11 @@ impl PlanError {
 }
 
 impl SetupPlan {
-    /// Builds the plan. A `request.workspace_dir` must already have passed
-    /// [`check_workspace_dir`] (which looks at the host; this function does not).
-    pub fn build(policy: &Policy, request: &Request, caller: Caller, kernel: Kernel) -> Result<SetupPlan, PlanError> {
-        let ids = id_map(caller);
+    /// Builds the plan from the policy, the request and the host's facts; no
+    /// I/O. A `request.workspace_dir` must already have been checked on the
+    /// host (`pipeline::workspace_dir`).
+    pub fn build(policy: &Policy, request: &Request, host: &Host) -> Result<SetupPlan, PlanError> {
+        let ids = id_map(host.caller);
         let (program, mut argv) = resolve_program(policy, &request.args)?;
         if policy.python.is_some() {
             // The guard runs first and then the user's code: python [flags]
@@ -409,15 +471,16 @@ impl SetupPlan {
         });
 
         let landlock = landlock::plan(
-            kernel.landlock_abi,
+            host.kernel.landlock_abi,
             &policy.landlock_require,
             &places(policy),
             &policy.net_connect,
             &policy.net_bind,
         )?;
 
-        let arch = crate::seccomp::Arch::native()
-            .ok_or_else(|| PlanError::Seccomp(format!("no syscall table for {}", std::env::consts::ARCH)))?;
+        let arch = crate::seccomp::Arch::native().ok_or(PlanError::Seccomp(crate::seccomp::SeccompError::NoTable(
+            std::env::consts::ARCH,
+        )))?;
         let names: std::collections::BTreeSet<String> = policy.syscalls.names.iter().cloned().collect();
         let recorded: Vec<(String, u32)> = crate::seccomp::files::FILE_SYSCALLS
             .iter()
@@ -446,10 +509,18 @@ impl SetupPlan {
             program: bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect(),
         };
 
+        // A sandbox that can make no socket has no use for a network
+        // namespace of its own: it joins the shared empty one where there is.
+        let no_sockets = !policy.syscalls.names.iter().any(|n| n == "socket" || n == "socketpair");
+        let shared_netns = host
+            .shared_netns
+            .clone()
+            .filter(|_| policy.net == NetMode::None && no_sockets);
         Ok(SetupPlan {
             hostname: policy.name.clone(),
             ids,
             net: policy.net,
+            shared_netns,
             mounts,
             workdir: policy.workdir.clone(),
             program,
@@ -458,6 +529,8 @@ impl SetupPlan {
             landlock,
             seccomp,
             limits: policy.limits,
+            cgroups: host.cgroups.clone(),
+            rlimits: Rlimits::for_limits(&policy.limits),
         })
     }
 }
@@ -581,43 +654,6 @@ fn resolve_program(policy: &Policy, args: &[String]) -> Result<(PathBuf, Vec<Str
         }
     };
     Ok((program, args.to_vec()))
-}
-
-/// Checks a `--workspace` host directory: it must be a real directory (no
-/// symlink anywhere on its path) that the sandbox's host uid can write, and not
-/// the host's root. Returns its canonical path.
-pub fn check_workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, PlanError> {
-    use std::os::unix::fs::MetadataExt;
-    let err = |reason: String| PlanError::Workspace {
-        path: dir.to_path_buf(),
-        reason,
-    };
-    let real = std::fs::canonicalize(dir).map_err(|e| err(format!("cannot be resolved: {e}")))?;
-    if real.as_os_str() == "/" {
-        return Err(err("the host's root directory cannot be a workspace".into()));
-    }
-    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
-        return Err(err("a directory below /proc, /sys or /dev cannot be a workspace".into()));
-    }
-    let meta = std::fs::metadata(&real).map_err(|e| err(format!("cannot be read: {e}")))?;
-    if !meta.is_dir() {
-        return Err(err("is not a directory".into()));
-    }
-    let mode = meta.mode();
-    let writable = (meta.uid() == ids.host_uid && mode & 0o200 != 0)
-        || (meta.gid() == ids.host_gid && mode & 0o020 != 0)
-        || mode & 0o002 != 0;
-    if !writable {
-        return Err(err(format!(
-            "is not writable by the sandbox's host identity {}:{} (owner {}:{}, mode {:o}); make it owned by that uid",
-            ids.host_uid,
-            ids.host_gid,
-            meta.uid(),
-            meta.gid(),
-            mode & 0o7777
-        )));
-    }
-    Ok(real)
 }
 
 #[cfg(test)]

@@ -40,6 +40,28 @@ pub struct ProvenanceError {
     pub source: std::io::Error,
 }
 
+/// Who asked for an execution and on whose behalf: recorded in `exec.start`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Lineage {
+    /// The delegating execution.
+    pub parent: Option<String>,
+    /// The worker, as the policy names it.
+    pub worker: Option<String>,
+    /// The role that granted the MBU.
+    pub role: Option<String>,
+    /// The uid the kernel reported for the client.
+    pub client_uid: Option<u32>,
+    /// How many delegations deep this execution is (0: asked for directly).
+    #[serde(default)]
+    pub depth: u32,
+    /// The digest of the profile the gate checked
+    /// ([`profile_digest`]): the supervisor refuses to run
+    /// if the files changed since.
+    #[serde(default)]
+    pub expect_profile: Option<String>,
+}
+
 /// The log file, open for appending.
 pub struct AuditLog {
     file: File,
@@ -344,7 +366,7 @@ pub fn describe_refusal(r: &Value) -> String {
 }
 
 /// A human-readable story of one execution's records.
-pub fn describe(id: &str, records: &[Value]) -> String {
+pub fn execution_story(id: &str, records: &[Value]) -> String {
     let f = |r: &Value, p: &str| r.pointer(p).cloned().unwrap_or(Value::Null);
     let text = |r: &Value, p: &str| f(r, p).as_str().unwrap_or("?").to_string();
     let mut s = format!("execution {id}\n");
@@ -449,7 +471,7 @@ pub struct StartContext<'a> {
     /// [`profile_digest`] of the profile that was loaded.
     pub profile_sha256: &'a str,
     /// Who asked (worker, role, client uid) and the delegating parent.
-    pub lineage: &'a crate::gate::exec::Lineage,
+    pub lineage: &'a Lineage,
     /// The shared empty network namespace the sandbox joined, if it did not
     /// get one of its own.
     pub shared_network: Option<&'a Path>,

@@ -7,8 +7,8 @@
 
 mod support;
 
-use ninewall::kernel::Kernel;
-use ninewall::plan::{Caller, Request, SetupPlan};
+use ninewall::host::Host;
+use ninewall::plan::{Request, SetupPlan};
 use ninewall::sandbox::{End, Limit};
 use ninewall::{Policy, Profile};
 
@@ -56,13 +56,12 @@ fn zombie_children() -> usize {
 #[test]
 fn two_hundred_runs_leave_no_cgroup_mount_process_or_descriptor_behind() {
     let policy = Policy::from_profile(&Profile::load(&profile("reason")).unwrap()).unwrap();
-    let caller = Caller::current();
     let plan = |code: &str| {
         let request = Request {
             args: vec!["-c".into(), code.into()],
             workspace_dir: None,
         };
-        SetupPlan::build(&policy, &request, caller, Kernel::probe()).unwrap()
+        SetupPlan::build(&policy, &request, &Host::probe()).unwrap()
     };
     let normal = plan("pass");
     let failing = plan("raise SystemExit(7)");

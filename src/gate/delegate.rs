@@ -20,9 +20,10 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use super::exec::{Execution, LineReader, Lineage, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
+use super::exec::{Execution, LineReader, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
 use crate::policy::subset::excess;
 use crate::policy::{is_mbu_name, Policy};
+use crate::provenance::Lineage;
 
 /// How many delegations deep a chain may go.
 pub const MAX_DEPTH: u32 = 8;

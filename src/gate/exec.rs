@@ -17,6 +17,8 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
+use crate::provenance::Lineage;
+
 /// Held while a supervisor is spawned: the one descriptor it must inherit is
 /// inheritable only then, so no other spawn of this process (another client's
 /// thread) can inherit it too.
@@ -99,28 +101,6 @@ pub struct OutcomeLine {
     pub limit: Option<String>,
     /// Everything ninewall said (the lines it prints as `ninewall: …`).
     pub messages: Vec<String>,
-}
-
-/// Who asked for an execution and on whose behalf: recorded in `exec.start`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Lineage {
-    /// The delegating execution.
-    pub parent: Option<String>,
-    /// The worker, as the policy names it.
-    pub worker: Option<String>,
-    /// The role that granted the MBU.
-    pub role: Option<String>,
-    /// The uid the kernel reported for the client.
-    pub client_uid: Option<u32>,
-    /// How many delegations deep this execution is (0: asked for directly).
-    #[serde(default)]
-    pub depth: u32,
-    /// The digest of the profile the gate checked
-    /// ([`crate::provenance::profile_digest`]): the supervisor refuses to run
-    /// if the files changed since.
-    #[serde(default)]
-    pub expect_profile: Option<String>,
 }
 
 /// One execution to run as a separate supervisor.

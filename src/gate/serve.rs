@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::exec::{Execution, LineReader, Lineage, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
+use super::exec::{Execution, LineReader, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
 use super::{Gate, Peer, Worker};
+use crate::provenance::Lineage;
 use crate::provenance::{self, AuditLog};
 use crate::sys;
 
@@ -78,21 +79,21 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
         Ok(fd) => fd,
         Err(e) => {
             say(format!("cannot take SIGTERM and SIGINT: {e}"));
-            return crate::run::EXIT_SANDBOX;
+            return crate::error::exit::SANDBOX;
         }
     };
     let log = match AuditLog::open(&cfg.audit_log) {
         Ok(l) => l,
         Err(e) => {
             say(format!("{e}; not serving"));
-            return crate::run::EXIT_SANDBOX;
+            return crate::error::exit::SANDBOX;
         }
     };
     let listener = match bind(&cfg.socket, cfg.socket_mode) {
         Ok(l) => l,
         Err(e) => {
             say(format!("{}: {e}", cfg.socket.display()));
-            return crate::run::EXIT_SANDBOX;
+            return crate::error::exit::SANDBOX;
         }
     };
     say(format!(

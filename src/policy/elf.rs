@@ -18,6 +18,24 @@ pub enum Loader {
     Script(PathBuf),
 }
 
+/// Why an executable's loader cannot be known.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ElfError {
+    /// The file cannot be opened or read.
+    #[error("cannot be read: {0}")]
+    Read(#[source] std::io::Error),
+    /// A `#!` line whose interpreter is relative.
+    #[error("is a script whose interpreter {0:?} is not an absolute path")]
+    RelativeInterpreter(String),
+    /// Neither magic.
+    #[error("is neither an ELF file nor a #! script")]
+    NotExecutable,
+    /// The ELF headers do not hold together.
+    #[error("has a malformed ELF header")]
+    Malformed,
+}
+
 const PT_INTERP: u32 = 3;
 
 fn u16_at(b: &[u8], at: usize, le: bool) -> Option<u16> {
@@ -49,22 +67,20 @@ fn u64_at(b: &[u8], at: usize, le: bool) -> Option<u64> {
 
 /// Finds how the kernel would start the file whose first bytes are `head`;
 /// `read_at(offset, len)` reads more of it.
-pub fn parse(head: &[u8], read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>) -> Result<Loader, String> {
+pub fn parse(head: &[u8], read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>) -> Result<Loader, ElfError> {
     if let Some(rest) = head.strip_prefix(b"#!") {
         let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
         let text = String::from_utf8_lossy(line);
         let interp = text.split_whitespace().next().unwrap_or_default();
         if !interp.starts_with('/') {
-            return Err(format!(
-                "is a script whose interpreter {interp:?} is not an absolute path"
-            ));
+            return Err(ElfError::RelativeInterpreter(interp.to_string()));
         }
         return Ok(Loader::Script(PathBuf::from(interp)));
     }
     if head.get(..4) != Some(b"\x7fELF".as_slice()) {
-        return Err("is neither an ELF file nor a #! script".into());
+        return Err(ElfError::NotExecutable);
     }
-    let bad = || "has a malformed ELF header".to_string();
+    let bad = || ElfError::Malformed;
     let is64 = match head.get(4) {
         Some(1) => false,
         Some(2) => true,
@@ -115,11 +131,11 @@ pub fn parse(head: &[u8], read_at: &mut dyn FnMut(u64, usize) -> Option<Vec<u8>>
 }
 
 /// Reads `path` on the host and finds its [`Loader`].
-pub fn loader_of(path: &Path) -> Result<Loader, String> {
+pub fn loader_of(path: &Path) -> Result<Loader, ElfError> {
     use std::io::{Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let mut f = std::fs::File::open(path).map_err(ElfError::Read)?;
     let mut head = vec![0u8; 256];
-    let n = f.read(&mut head).map_err(|e| format!("cannot be read: {e}"))?;
+    let n = f.read(&mut head).map_err(ElfError::Read)?;
     head.truncate(n);
     let mut read_at = |off: u64, len: usize| -> Option<Vec<u8>> {
         f.seek(SeekFrom::Start(off)).ok()?;
@@ -134,7 +150,7 @@ pub fn loader_of(path: &Path) -> Result<Loader, String> {
 mod tests {
     use super::*;
 
-    fn from_bytes(bytes: &[u8]) -> Result<Loader, String> {
+    fn from_bytes(bytes: &[u8]) -> Result<Loader, ElfError> {
         let mut read_at = |off: u64, len: usize| {
             let start = usize::try_from(off).ok()?;
             bytes.get(start..start.checked_add(len)?).map(<[u8]>::to_vec)
@@ -145,10 +161,13 @@ mod tests {
     #[test]
     fn scripts_name_their_interpreter() {
         assert_eq!(
-            from_bytes(b"#!/usr/bin/python3.11 -I\nprint()"),
-            Ok(Loader::Script("/usr/bin/python3.11".into()))
+            from_bytes(b"#!/usr/bin/python3.11 -I\nprint()").ok(),
+            Some(Loader::Script("/usr/bin/python3.11".into()))
         );
-        assert!(from_bytes(b"#!python\n").is_err());
+        assert!(matches!(
+            from_bytes(b"#!python\n"),
+            Err(ElfError::RelativeInterpreter(_))
+        ));
     }
 
     #[test]
@@ -165,9 +184,12 @@ mod tests {
         let name = b"/lib64/ld-linux-x86-64.so.2\0";
         f[0x60..0x68].copy_from_slice(&(name.len() as u64).to_le_bytes());
         f[0x100..0x100 + name.len()].copy_from_slice(name);
-        assert_eq!(from_bytes(&f), Ok(Loader::Elf("/lib64/ld-linux-x86-64.so.2".into())));
+        assert_eq!(
+            from_bytes(&f).ok(),
+            Some(Loader::Elf("/lib64/ld-linux-x86-64.so.2".into()))
+        );
         f[0x40] = 1; // PT_LOAD instead: a static binary
-        assert_eq!(from_bytes(&f), Ok(Loader::Static));
+        assert_eq!(from_bytes(&f).ok(), Some(Loader::Static));
     }
 
     #[test]

@@ -39,35 +39,65 @@ pub struct FsEntry {
     pub kind: EntryKind,
 }
 
-/// Checks the syntax of a profile path; the message says what is valid.
-pub fn check_syntax(text: &str) -> Result<PathBuf, String> {
-    let valid = "an absolute, normal path such as \"/usr/lib/python3.11\"";
+/// What is wrong with a profile path's syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathSyntax {
+    /// A NUL byte.
+    #[error("contains a NUL byte; valid: {VALID_PATH}")]
+    Nul,
+    /// Longer than `PATH_MAX - 1`.
+    #[error("is longer than 4095 bytes; valid: {VALID_PATH}")]
+    TooLong,
+    /// Relative.
+    #[error("{0:?} is not absolute; valid: {VALID_PATH}")]
+    Relative(String),
+    /// A trailing slash.
+    #[error("{0:?} ends with '/'; valid: {VALID_PATH}")]
+    TrailingSlash(String),
+    /// `//`.
+    #[error("{0:?} has an empty component; valid: {VALID_PATH}")]
+    EmptyComponent(String),
+    /// A `..` component.
+    #[error("{0:?} contains '..'; valid: {VALID_PATH}")]
+    Parent(String),
+    /// A `.` component.
+    #[error("{0:?} contains '.'; valid: {VALID_PATH}")]
+    Current(String),
+}
+
+/// What a valid profile path looks like, for [`PathSyntax`]'s messages.
+const VALID_PATH: &str = "an absolute, normal path such as \"/usr/lib/python3.11\"";
+
+/// Checks the syntax of a profile path; the error says what is valid.
+pub fn check_syntax(text: &str) -> Result<PathBuf, PathSyntax> {
     if text.contains('\0') {
-        return Err(format!("contains a NUL byte; valid: {valid}"));
+        return Err(PathSyntax::Nul);
     }
     if text.len() > 4095 {
-        return Err(format!("is longer than 4095 bytes; valid: {valid}"));
+        return Err(PathSyntax::TooLong);
     }
+    let quoted = || text.to_string();
     if !text.starts_with('/') {
-        return Err(format!("{text:?} is not absolute; valid: {valid}"));
+        return Err(PathSyntax::Relative(quoted()));
     }
     if text.len() > 1 && text.ends_with('/') {
-        return Err(format!("{text:?} ends with '/'; valid: {valid}"));
+        return Err(PathSyntax::TrailingSlash(quoted()));
     }
     if text.contains("//") {
-        return Err(format!("{text:?} has an empty component; valid: {valid}"));
+        return Err(PathSyntax::EmptyComponent(quoted()));
     }
     let path = PathBuf::from(text);
     for c in path.components() {
         match c {
             Component::RootDir | Component::Normal(_) => {}
-            Component::ParentDir => return Err(format!("{text:?} contains '..'; valid: {valid}")),
-            Component::CurDir | Component::Prefix(_) => return Err(format!("{text:?} contains '.'; valid: {valid}")),
+            Component::ParentDir => return Err(PathSyntax::Parent(quoted())),
+            Component::CurDir | Component::Prefix(_) => return Err(PathSyntax::Current(quoted())),
         }
     }
     // `Path::components` folds "a/./b" silently; compare with the text to catch it.
     if text.split('/').any(|part| part == ".") {
-        return Err(format!("{text:?} contains '.'; valid: {valid}"));
+        return Err(PathSyntax::Current(quoted()));
     }
     Ok(path)
 }
@@ -85,29 +115,52 @@ pub fn reserved_collision(path: &Path) -> Option<&'static str> {
     RESERVED.into_iter().find(|r| is_within(path, Path::new(r)))
 }
 
+/// Why a profile path cannot be used on this host.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostPath {
+    /// A directory above it resolves elsewhere.
+    #[error("a directory above it is a symlink on this host; name the real path {0:?}")]
+    SymlinkAbove(PathBuf),
+    /// Nothing there.
+    #[error("does not exist on this host ({0})")]
+    Missing(#[source] std::io::Error),
+    /// A symlink that cannot be read.
+    #[error("cannot read symlink: {0}")]
+    Unreadable(#[source] std::io::Error),
+    /// A symlink where none may be.
+    #[error("is a symlink (to {target:?}); name the real path {real:?}")]
+    Symlink {
+        /// Its content.
+        target: PathBuf,
+        /// Where it leads.
+        real: PathBuf,
+    },
+    /// A device, socket or FIFO.
+    #[error("is neither a directory nor a regular file (devices, sockets and fifos cannot be bound)")]
+    NotBindable,
+}
+
 /// Looks `path` up on the host: it must exist, and no directory above it may be
 /// a symlink. `allow_symlink` says whether the path itself may be one.
-pub fn resolve_on_host(path: &Path, allow_symlink: bool) -> Result<EntryKind, String> {
+pub fn resolve_on_host(path: &Path, allow_symlink: bool) -> Result<EntryKind, HostPath> {
     if let Some(parent) = path.parent() {
         match std::fs::canonicalize(parent) {
             Ok(real) if real == parent => {}
             Ok(real) => {
                 let name = path.file_name().map(PathBuf::from).unwrap_or_default();
-                return Err(format!(
-                    "a directory above it is a symlink on this host; name the real path {:?}",
-                    real.join(name)
-                ));
+                return Err(HostPath::SymlinkAbove(real.join(name)));
             }
-            Err(e) => return Err(format!("does not exist on this host ({e})")),
+            Err(e) => return Err(HostPath::Missing(e)),
         }
     }
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("does not exist on this host ({e})"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(HostPath::Missing)?;
     let ft = meta.file_type();
     if ft.is_symlink() {
-        let target = std::fs::read_link(path).map_err(|e| format!("cannot read symlink: {e}"))?;
+        let target = std::fs::read_link(path).map_err(HostPath::Unreadable)?;
         if !allow_symlink {
             let real = std::fs::canonicalize(path).unwrap_or_else(|_| target.clone());
-            return Err(format!("is a symlink (to {target:?}); name the real path {real:?}"));
+            return Err(HostPath::Symlink { target, real });
         }
         return Ok(EntryKind::Symlink { target });
     }
@@ -116,7 +169,7 @@ pub fn resolve_on_host(path: &Path, allow_symlink: bool) -> Result<EntryKind, St
     } else if ft.is_file() {
         Ok(EntryKind::File)
     } else {
-        Err("is neither a directory nor a regular file (devices, sockets and fifos cannot be bound)".into())
+        Err(HostPath::NotBindable)
     }
 }
 

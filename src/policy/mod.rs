@@ -10,6 +10,7 @@ pub mod elf;
 pub mod fs;
 pub mod ldcache;
 pub mod subset;
+mod summary;
 pub mod units;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,10 @@ use crate::landlock::Feature;
 use crate::profile::{At, Origin, Profile};
 use crate::seccomp::{self, OnDenied};
 pub use fs::{EntryKind, FsEntry};
+
+/// The environment variable that tells an MBU whose profile may delegate
+/// (`mbu.delegate`) the descriptor of its socket to the delegation service.
+pub const DELEGATE_ENV: &str = "NINEWALL_DELEGATE_FD";
 
 /// Default workspace mount point inside the sandbox.
 pub const DEFAULT_WORKSPACE: &str = "/work";
@@ -255,7 +260,7 @@ impl Checker {
         match fs::check_syntax(&at.value) {
             Ok(p) => Some(p),
             Err(m) => {
-                self.bad(at, m);
+                self.bad(at, m.to_string());
                 None
             }
         }
@@ -493,7 +498,7 @@ fn check_python(
         match fs::resolve_on_host(&path, false) {
             Ok(EntryKind::Dir) => site.push(path),
             Ok(_) => c.bad(at, "is not a directory"),
-            Err(m) => c.bad(at, m),
+            Err(m) => c.bad(at, m.to_string()),
         }
     }
     let mut packages: Vec<interp::Package> = Vec::new();
@@ -728,7 +733,7 @@ fn check_interpreters(
                     out.push(real);
                 }
             }
-            Err(m) => c.bad(at, m),
+            Err(m) => c.bad(at, m.to_string()),
         }
     }
     out
@@ -782,7 +787,7 @@ fn check_binds<'a>(
         }
         match fs::resolve_on_host(&path, read_only) {
             Ok(kind) => out.push((at, FsEntry { path, kind })),
-            Err(m) => c.bad(at, m),
+            Err(m) => c.bad(at, m.to_string()),
         }
     }
     out
@@ -853,7 +858,7 @@ fn check_executables(c: &mut Checker, list: &[At<String>], writable: &[PathBuf])
                 at,
                 "is not a regular file; valid: an executable file such as \"/usr/bin/python3.11\"",
             ),
-            Err(m) => c.bad(at, m),
+            Err(m) => c.bad(at, m.to_string()),
         }
     }
     out

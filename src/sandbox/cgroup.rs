@@ -12,12 +12,49 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::host::{Cgroups, Unusable};
+use crate::plan::HELPERS;
 use crate::policy::Limits;
 use crate::sys;
 
-/// Controllers used under cgroup v1 (the cpu *time* budget is enforced by
-/// reading cpuacct, not by a bandwidth limit).
-const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpuacct"];
+/// Why no cgroup could be made or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CgroupError {
+    /// A cgroup file or directory could not be read, made or written.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was done: "reading", "creating".
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A value could not be written to a cgroup file.
+    #[error("writing {value:?} to {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What was written.
+        value: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The plan found this version unusable on this host.
+    #[error(transparent)]
+    Unusable(#[from] Unusable),
+    /// Neither version could be used; why, for each.
+    #[error("cgroup v2: {v2}; cgroup v1: {v1}")]
+    Neither {
+        /// Why not v2.
+        v2: Box<CgroupError>,
+        /// Why not v1.
+        v1: Box<CgroupError>,
+    },
+}
 
 /// A per-execution cgroup. Dropping it removes its directories.
 #[derive(Debug)]
@@ -44,8 +81,20 @@ pub struct CgroupStats {
     pub cpu_ns: Option<u64>,
 }
 
-fn write(path: &Path, value: &str) -> Result<(), String> {
-    std::fs::write(path, value).map_err(|e| format!("writing {value:?} to {}: {e}", path.display()))
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), CgroupError> {
+    std::fs::create_dir(dir).map_err(|source| CgroupError::Io {
+        op: "creating",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -112,88 +161,30 @@ fn sweep(parent: &Path) {
     }
 }
 
-/// This process's cgroup paths: (hierarchy id 0 → v2; controllers → v1).
-fn own_cgroups() -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let _id = f.next()?;
-            Some((f.next()?.to_string(), f.next()?.to_string()))
-        })
-        .collect())
-}
-
-/// cgroup mounts: (fstype, super options, root, mount point).
-fn cgroup_mounts() -> Result<Vec<(String, String, String, PathBuf)>, String> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("reading mountinfo: {e}"))?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let pre: Vec<&str> = pre.split(' ').collect();
-        let post: Vec<&str> = post.split(' ').collect();
-        let (Some(root), Some(mnt), Some(fstype), Some(opts)) = (pre.get(3), pre.get(4), post.first(), post.get(2))
-        else {
-            continue;
-        };
-        if *fstype == "cgroup" || *fstype == "cgroup2" {
-            out.push((
-                fstype.to_string(),
-                opts.to_string(),
-                root.to_string(),
-                PathBuf::from(mnt),
-            ));
-        }
-    }
-    Ok(out)
-}
-
-/// The directory of cgroup `path` under a mount whose root is `root`.
-fn dir_of(mount: &Path, root: &str, path: &str) -> Option<PathBuf> {
-    let rel = Path::new(path).strip_prefix(root).ok()?;
-    Some(mount.join(rel))
-}
-
 impl Cgroup {
-    /// Makes the cgroup and sets its limits. The error says why neither
-    /// version could be used.
-    pub fn create(limits: &Limits) -> Result<Cgroup, String> {
-        let own = own_cgroups()?;
-        let mounts = cgroup_mounts()?;
-        let v2 = match Cgroup::create_v2(limits, &own, &mounts) {
+    /// Makes the cgroup the plan names (v2 if it can, else v1) and sets its
+    /// limits. The error says why neither version could be used.
+    pub fn create(cgroups: &Cgroups, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        let v2 = match &cgroups.v2 {
+            Ok(parent) => Cgroup::create_v2(parent, limits),
+            Err(why) => Err(why.clone().into()),
+        };
+        let v2 = match v2 {
             Ok(c) => return Ok(c),
             Err(e) => e,
         };
-        match Cgroup::create_v1(limits, &own, &mounts) {
-            Ok(c) => Ok(c),
-            Err(v1) => Err(format!("cgroup v2: {v2}; cgroup v1: {v1}")),
-        }
+        let v1 = match &cgroups.v1 {
+            Ok(parents) => Cgroup::create_v1(parents, limits),
+            Err(why) => Err(why.clone().into()),
+        };
+        v1.map_err(|v1| CgroupError::Neither {
+            v2: Box::new(v2),
+            v1: Box::new(v1),
+        })
     }
 
-    fn create_v2(
-        limits: &Limits,
-        own: &[(String, String)],
-        mounts: &[(String, String, String, PathBuf)],
-    ) -> Result<Cgroup, String> {
-        let path = own
-            .iter()
-            .find(|(c, _)| c.is_empty())
-            .map(|(_, p)| p.clone())
-            .ok_or("no v2 cgroup")?;
-        let (_, _, root, mnt) = mounts.iter().find(|m| m.0 == "cgroup2").ok_or("no cgroup2 mount")?;
-        let parent = dir_of(mnt, root, &path).ok_or("own cgroup is outside the cgroup2 mount")?;
+    fn create_v2(parent: &Path, limits: &Limits) -> Result<Cgroup, CgroupError> {
         let available = std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-        for needed in ["memory", "pids"] {
-            if !available.split_whitespace().any(|c| c == needed) {
-                return Err(format!(
-                    "the {needed} controller is not available in {}",
-                    parent.display()
-                ));
-            }
-        }
         let enabled = std::fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap_or_default();
         for needed in ["memory", "pids", "cpu"] {
             if available.split_whitespace().any(|c| c == needed) && !enabled.split_whitespace().any(|c| c == needed) {
@@ -201,8 +192,8 @@ impl Cgroup {
             }
         }
         let dir = parent.join(unique_name());
-        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        sweep(&parent);
+        create_dir(&dir)?;
+        sweep(parent);
         let cg = Cgroup {
             version: Version::V2 { dir: dir.clone() },
         };
@@ -214,35 +205,19 @@ impl Cgroup {
         Ok(cg)
     }
 
-    fn create_v1(
-        limits: &Limits,
-        own: &[(String, String)],
-        mounts: &[(String, String, String, PathBuf)],
-    ) -> Result<Cgroup, String> {
+    fn create_v1(parents: &[(&'static str, PathBuf)], limits: &Limits) -> Result<Cgroup, CgroupError> {
         let name = unique_name();
         let mut cg = Cgroup {
             version: Version::V1 { dirs: Vec::new() },
         };
-        for controller in V1_CONTROLLERS {
-            let has = |list: &str| list.split(',').any(|c| c == controller);
-            let path = own
-                .iter()
-                .find(|(list, _)| has(list))
-                .map(|(_, p)| p.clone())
-                .ok_or_else(|| format!("no v1 {controller} hierarchy"))?;
-            let (_, _, root, mnt) = mounts
-                .iter()
-                .find(|m| m.0 == "cgroup" && has(&m.1))
-                .ok_or_else(|| format!("the v1 {controller} hierarchy is not mounted"))?;
-            let parent =
-                dir_of(mnt, root, &path).ok_or_else(|| format!("own {controller} cgroup is outside its mount"))?;
+        for (controller, parent) in parents {
             let dir = parent.join(&name);
-            std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            sweep(&parent);
+            create_dir(&dir)?;
+            sweep(parent);
             if let Version::V1 { dirs } = &mut cg.version {
                 dirs.push((controller, dir.clone()));
             }
-            match controller {
+            match *controller {
                 "memory" => {
                     write(&dir.join("memory.limit_in_bytes"), &limits.memory.to_string())?;
                     if dir.join("memory.memsw.limit_in_bytes").exists() {
@@ -259,7 +234,7 @@ impl Cgroup {
     }
 
     /// Moves `pid` (and so everything it forks later) into the cgroup.
-    pub fn add(&self, pid: i32) -> Result<(), String> {
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
         match &self.version {
             Version::V1 { dirs } => {
                 for (_, d) in dirs {
@@ -324,10 +299,6 @@ impl Cgroup {
         }
     }
 }
-
-/// ninewall's own processes in the cgroup besides the MBU's: the outer child
-/// and init.
-pub const HELPERS: u64 = 2;
 
 impl Drop for Cgroup {
     fn drop(&mut self) {

@@ -38,6 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_char;
 
+use crate::error::exit;
 use crate::plan::IdMap;
 use crate::policy::NetMode;
 use crate::sandbox::mounts::FsProgram;
@@ -45,7 +46,7 @@ use crate::sandbox::report::{Report, Step};
 use crate::sys;
 
 /// Exit code of a sandbox process whose setup failed.
-pub const SETUP_FAILED: i32 = 125;
+const SETUP_FAILED: i32 = crate::error::exit::SANDBOX;
 
 /// Signals the supervisor forwards to init and init forwards to the MBU.
 pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
@@ -532,5 +533,9 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<
             errno,
         },
     );
-    sys::exit_now(if errno == libc::ENOENT { 127 } else { 126 })
+    sys::exit_now(if errno == libc::ENOENT {
+        exit::NOT_FOUND
+    } else {
+        exit::NOT_EXECUTABLE
+    })
 }

@@ -6,7 +6,7 @@ use super::mounts;
 use crate::plan::SetupPlan;
 
 /// A short description of the walls a plan builds, for `-v`.
-pub fn describe_walls(plan: &SetupPlan) -> Vec<String> {
+pub fn wall_lines(plan: &SetupPlan) -> Vec<String> {
     let mut out = vec![
         format!(
             "wall 3 credentials: user namespace, uid {} gid {} inside = {} {} on the host{}; every capability dropped; no_new_privs",

@@ -18,12 +18,13 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
-use crate::plan::{IdMap, SetupPlan};
+use crate::host::Cgroups;
+use crate::plan::{IdMap, Resource, Rlimit, SetupPlan};
 use crate::policy::{CgroupMode, Limits};
 use crate::sys;
 use cgroup::Cgroup;
 use child::{ChildFds, ChildSpec, LandlockProgram};
-pub use describe::describe_walls;
+pub use describe::wall_lines;
 pub use notify::FileEvent;
 pub use outcome::{End, Limit, Outcome, SetupFailure, Usage};
 use report::{Report, Step, RECORD};
@@ -57,15 +58,26 @@ pub enum SandboxError {
         status: i32,
     },
     /// The shared empty network namespace is there but is not one ninewall made.
-    #[error("{0}")]
-    Network(String),
+    #[error(transparent)]
+    Network(#[from] netns::NetnsError),
+    /// The supervisor could not take over the signals it forwards.
+    #[error("wall 5 (process isolation): cannot set up signal forwarding: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The socket to the delegation service could not be made.
+    #[error("wall 1 (policy gate): cannot make the delegation socket: {0}")]
+    Delegation(#[source] std::io::Error),
     /// Reading the children's reports failed.
     #[error("reading the sandbox's reports: {0}")]
     Report(#[source] std::io::Error),
-    /// The profile requires cgroups and none could be made, or the sandbox could
-    /// not be put in its cgroup.
+    /// The profile requires cgroups (`limits.cgroups = "strict"`) and none
+    /// could be made.
+    #[error(
+        "wall 9 (resources): the profile requires cgroups (limits.cgroups = \"strict\") and none could be made: {0}"
+    )]
+    CgroupRequired(#[source] cgroup::CgroupError),
+    /// The sandbox could not be put in its cgroup.
     #[error("wall 9 (resources): {0}")]
-    Cgroup(String),
+    Cgroup(#[source] cgroup::CgroupError),
 }
 
 /// A sandbox that is being set up or running.
@@ -98,6 +110,8 @@ pub struct Running {
     end: Option<End>,
     interrupted: Option<i32>,
     limits: Limits,
+    /// Where the plan says the cgroup is made.
+    cgroups: Cgroups,
     started: Instant,
     cgroup: Option<Cgroup>,
     resources: String,
@@ -153,24 +167,21 @@ fn prepare_landlock(plan: &SetupPlan) -> (Option<LandlockProgram>, Vec<String>) 
     (Some(program), describe)
 }
 
-/// Wall 9's second layer, always applied: (resource, soft, hard). With a
-/// cgroup, the data and process rlimits are twice the memory and pids limits,
-/// so that the cgroup (which counts what is really used, and says so) is the
-/// one that normally fires and the rlimits only catch what it cannot see;
-/// without one, they are the limits themselves.
-fn rlimits(l: &Limits, with_cgroup: bool) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
-    let factor = if with_cgroup { 2 } else { 1 };
-    let data = l.memory.saturating_mul(factor);
-    let nproc = l.pids.saturating_mul(factor) + cgroup::HELPERS;
-    vec![
-        (libc::RLIMIT_DATA, data, data),
-        (libc::RLIMIT_NPROC, nproc, nproc),
-        // SIGXCPU at the limit, SIGKILL a second later.
-        (libc::RLIMIT_CPU, l.cpu_seconds, l.cpu_seconds + 1),
-        (libc::RLIMIT_FSIZE, l.file_size, l.file_size),
-        (libc::RLIMIT_NOFILE, l.open_files, l.open_files),
-        (libc::RLIMIT_CORE, 0, 0),
-    ]
+/// The plan's rlimits as `setrlimit` takes them: (resource, soft, hard).
+fn rlimits(list: &[Rlimit]) -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
+    list.iter()
+        .map(|l| {
+            let resource = match l.resource {
+                Resource::Data => libc::RLIMIT_DATA,
+                Resource::Nproc => libc::RLIMIT_NPROC,
+                Resource::Cpu => libc::RLIMIT_CPU,
+                Resource::Fsize => libc::RLIMIT_FSIZE,
+                Resource::Nofile => libc::RLIMIT_NOFILE,
+                Resource::Core => libc::RLIMIT_CORE,
+            };
+            (resource, l.soft, l.hard)
+        })
+        .collect()
 }
 
 fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
@@ -205,7 +216,7 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
         env_store,
         envp,
         landlock,
-        rlimits: [rlimits(&plan.limits, false), rlimits(&plan.limits, true)],
+        rlimits: [rlimits(&plan.rlimits.alone), rlimits(&plan.rlimits.in_cgroup)],
         seccomp_notify: plan.seccomp.has_listener(),
         seccomp_allows_futex: plan.seccomp.allow.iter().any(|n| n == "futex")
             && !plan.seccomp.recorded.iter().any(|(n, _)| n == "futex"),
@@ -219,8 +230,7 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
     (spec, landlock_describe)
 }
 
-/// The environment variable that tells a delegating MBU its descriptor.
-pub const DELEGATE_ENV: &str = "NINEWALL_DELEGATE_FD";
+pub use crate::policy::DELEGATE_ENV;
 
 /// Forks the sandbox for `plan`. The caller's stdin becomes the MBU's; its
 /// stdout and stderr go through the supervisor, which passes them on up to the
@@ -302,6 +312,7 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
         end: None,
         interrupted: None,
         limits: plan.limits,
+        cgroups: plan.cgroups.clone(),
         started,
         cgroup: None,
         resources: String::new(),
@@ -474,16 +485,14 @@ impl Running {
         if self.failure.is_some() {
             return Ok(());
         }
-        match Cgroup::create(&self.limits) {
+        match Cgroup::create(&self.cgroups, &self.limits) {
             Ok(cg) => {
                 self.resources = format!("{} (memory, pids, cpu time) and rlimits", cg.describe());
                 self.cgroup = Some(cg);
             }
             Err(why) if self.limits.cgroups == CgroupMode::Strict => {
                 // Nothing of the MBU exists: init waits for the word below.
-                return Err(SandboxError::Cgroup(format!(
-                    "the profile requires cgroups (limits.cgroups = \"strict\") and none could be made: {why}"
-                )));
+                return Err(SandboxError::CgroupRequired(why));
             }
             Err(why) => self.resources = format!("rlimits only: no cgroup could be made ({why})"),
         }

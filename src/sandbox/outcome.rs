@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use super::child;
 use super::report::Step;
+use crate::error::exit;
 
 /// How the MBU ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,20 @@ pub enum Limit {
 }
 
 impl Limit {
+    /// The profile's setting that this limit is, with its value:
+    /// `limits.wall_seconds = 30`.
+    pub fn setting(self, l: &crate::policy::Limits) -> String {
+        use crate::policy::units::format_size;
+        match self {
+            Limit::Timeout => format!("limits.wall_seconds = {}", l.wall_seconds),
+            Limit::Oom => format!("limits.memory = {}", format_size(l.memory)),
+            Limit::Cpu => format!("limits.cpu_seconds = {}", l.cpu_seconds),
+            Limit::Pids => format!("limits.pids = {}", l.pids),
+            Limit::FileSize => format!("limits.file_size = {}", format_size(l.file_size)),
+            Limit::Output => format!("limits.output = {}", format_size(l.output)),
+        }
+    }
+
     /// Its name, as in a profile's `[limits]` and in the outcome.
     pub fn name(self) -> &'static str {
         match self {
@@ -84,24 +98,24 @@ impl Outcome {
     /// The exit code `ninewall run` returns for this outcome (shared/DESIGN.md).
     pub fn exit_code(&self) -> i32 {
         match (self.limit, &self.end) {
-            (Some(Limit::Timeout), _) => return 124,
+            (Some(Limit::Timeout), _) => return exit::TIMEOUT,
             // The supervisor cut the output, or the CPU time ran out, and killed
             // the sandbox; the MBU may have exited on its own a moment before the
             // kill landed. Either way its result is not whole: killed, not success.
-            (Some(Limit::Output | Limit::Cpu), End::Exited(_)) => return 128 + libc::SIGKILL,
+            (Some(Limit::Output | Limit::Cpu), End::Exited(_)) => return exit::SIGNALED + libc::SIGKILL,
             _ => {}
         }
         match &self.end {
             End::Exited(code) => *code,
-            End::Signaled(sig) => 128 + sig,
+            End::Signaled(sig) => exit::SIGNALED + sig,
             End::SetupFailed(f) if f.step == Step::Exec => {
                 if f.errno == libc::ENOENT {
-                    127
+                    exit::NOT_FOUND
                 } else {
-                    126
+                    exit::NOT_EXECUTABLE
                 }
             }
-            End::SetupFailed(_) => child::SETUP_FAILED,
+            End::SetupFailed(_) => exit::SANDBOX,
         }
     }
 }

@@ -534,9 +534,43 @@ pub fn never(name: &str) -> Option<&'static str> {
         .map(|(_, why)| *why)
 }
 
+/// Why an allowlist cannot become a filter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SeccompError {
+    /// A `@group` that does not exist.
+    #[error("unknown group {0:?}")]
+    UnknownGroup(String),
+    /// A syscall on the never-allowed list.
+    #[error("{name:?} is never allowed ({why})")]
+    NeverAllowed {
+        /// The syscall.
+        name: String,
+        /// Why it is never allowed.
+        why: &'static str,
+    },
+    /// A name that is no syscall of the architecture.
+    #[error("{name:?} is not a syscall on {arch:?}")]
+    NotASyscall {
+        /// The name.
+        name: String,
+        /// The architecture.
+        arch: Arch,
+    },
+    /// The program is longer than the kernel takes.
+    #[error("the filter has {0} instructions; the kernel takes at most 4096")]
+    TooLong(usize),
+    /// No syscall table for the machine ninewall runs on.
+    #[error("no syscall table for {0}")]
+    NoTable(&'static str),
+    /// seccompiler refused the rules, as it said it.
+    #[error("seccompiler: {0}")]
+    Compiler(String),
+}
+
 /// Expands groups into syscall names for `arch`. Unknown groups are errors;
 /// plain names are kept as they are (compiling checks them).
-pub fn expand(allow: &[String], arch: Arch) -> Result<BTreeSet<String>, String> {
+pub fn expand(allow: &[String], arch: Arch) -> Result<BTreeSet<String>, SeccompError> {
     let mut out = BTreeSet::new();
     let mut stack: Vec<String> = allow.to_vec();
     let mut seen: BTreeSet<String> = BTreeSet::new();
@@ -545,7 +579,7 @@ pub fn expand(allow: &[String], arch: Arch) -> Result<BTreeSet<String>, String> 
             continue;
         }
         if name.starts_with('@') {
-            let g = group(&name).ok_or_else(|| format!("unknown group {name:?}"))?;
+            let g = group(&name).ok_or_else(|| SeccompError::UnknownGroup(name.clone()))?;
             stack.extend(g.members.iter().map(|m| m.to_string()));
             if arch == Arch::X86_64 {
                 stack.extend(g.x86_64_only.iter().map(|m| m.to_string()));
@@ -614,7 +648,7 @@ const NR_CLONE3: u32 = 435;
 
 /// Compiles the allowlist for `arch`. Every name must be a syscall of `arch`
 /// and none may be never-allowable; the message names the offender.
-pub fn compile(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, String> {
+pub fn compile(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, SeccompError> {
     compile_recording(names, on_denied, arch, &[])
 }
 
@@ -626,9 +660,9 @@ pub fn compile_recording(
     on_denied: OnDenied,
     arch: Arch,
     recorded: &[u32],
-) -> Result<Vec<Insn>, String> {
+) -> Result<Vec<Insn>, SeccompError> {
     if let Some((n, why)) = names.iter().find_map(|n| never(n).map(|w| (n, w))) {
-        return Err(format!("{n:?} is never allowed ({why})"));
+        return Err(SeccompError::NeverAllowed { name: n.clone(), why });
     }
     let mut prog = prefix(arch);
     match searched(names, on_denied, arch, recorded)? {
@@ -642,10 +676,7 @@ pub fn compile_recording(
         }
     }
     if prog.len() > 4096 {
-        return Err(format!(
-            "the filter has {} instructions; the kernel takes at most 4096",
-            prog.len()
-        ));
+        return Err(SeccompError::TooLong(prog.len()));
     }
     Ok(prog)
 }
@@ -665,7 +696,7 @@ fn searched(
     on_denied: OnDenied,
     arch: Arch,
     recorded: &[u32],
-) -> Result<Option<Vec<Insn>>, String> {
+) -> Result<Option<Vec<Insn>>, SeccompError> {
     if arch != Arch::X86_64 {
         return Ok(None);
     }
@@ -717,7 +748,7 @@ fn searched(
 /// seccompiler's program for `names`: one block per syscall, in order, ending
 /// in the profile's refusal. It starts by checking the architecture and
 /// loading the syscall number itself.
-fn linear(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, String> {
+fn linear(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, SeccompError> {
     let mismatch = match on_denied {
         OnDenied::Errno => serde_json::json!({"errno": libc::EPERM}),
         OnDenied::Kill => serde_json::json!("kill_process"),
@@ -732,12 +763,12 @@ fn linear(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<V
             seccompiler::compile_from_json(one.to_string().as_bytes(), arch.target()).is_err()
         });
         match unknown {
-            Some(n) => format!("{n:?} is not a syscall on {arch:?}"),
-            None => e.to_string(),
+            Some(n) => SeccompError::NotASyscall { name: n.clone(), arch },
+            None => SeccompError::Compiler(e.to_string()),
         }
     })?;
     map.remove("main")
-        .ok_or_else(|| "seccompiler returned no filter".to_string())
+        .ok_or_else(|| SeccompError::Compiler("it returned no filter".to_string()))
 }
 
 /// Steps 1 and 2: foreign architectures and x32 killed, `clone3` ENOSYS; the
@@ -762,7 +793,7 @@ fn prefix(arch: Arch) -> Vec<Insn> {
 mod tests {
     use super::*;
 
-    fn one(name: &str, arch: Arch) -> Result<Vec<Insn>, String> {
+    fn one(name: &str, arch: Arch) -> Result<Vec<Insn>, SeccompError> {
         compile(&BTreeSet::from([name.to_string()]), OnDenied::Errno, arch)
     }
 
@@ -814,10 +845,11 @@ mod tests {
     fn never_allowable_syscalls_are_refused_by_name() {
         for (n, _) in NEVER {
             let e = one(n, Arch::X86_64).unwrap_err();
-            assert!(e.contains("is never allowed"), "{n}: {e}");
+            assert!(e.to_string().contains("is never allowed"), "{n}: {e}");
         }
         assert!(one("no_such_syscall", Arch::X86_64)
             .unwrap_err()
+            .to_string()
             .contains("is not a syscall on X86_64"));
         assert!(expand(&["@nonsense".into()], Arch::X86_64).is_err());
     }

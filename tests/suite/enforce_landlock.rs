@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use ninewall::kernel::Kernel;
-use ninewall::plan::{self, Caller, Mount, Request, SetupPlan};
+use ninewall::host::Host;
+use ninewall::plan::{self, Mount, Request, SetupPlan};
 use ninewall::sandbox::End;
 use ninewall::{Policy, Profile};
 
@@ -35,7 +35,7 @@ fn reason_policy() -> Policy {
 
 fn owned_scratch(name: &str) -> PathBuf {
     let dir = scratch_dir(name);
-    let ids = plan::id_map(Caller::current());
+    let ids = plan::id_map(ninewall::host::Caller::current());
     std::os::unix::fs::chown(&dir, Some(ids.host_uid), Some(ids.host_gid)).unwrap();
     dir
 }
@@ -68,12 +68,11 @@ r = {{
 open("/work/result.json", "w").write(json.dumps(r))
 "#
     );
-    let caller = Caller::current();
     let request = Request {
         args: vec!["-c".into(), code],
         workspace_dir: Some(ws.clone()),
     };
-    let mut setup = SetupPlan::build(&reason_policy(), &request, caller, Kernel::probe()).unwrap();
+    let mut setup = SetupPlan::build(&reason_policy(), &request, &Host::probe()).unwrap();
     assert!(setup.landlock.is_some(), "this test needs Landlock");
     setup.mounts.insert(
         0,

@@ -4,13 +4,40 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use ninewall::host::{Caller, Cgroups, Host, Unusable};
 use ninewall::kernel::Kernel;
 use ninewall::landlock::{access, Feature, PathRule};
-use ninewall::plan::{Caller, IdMap, Mount, Request, SetupPlan};
+use ninewall::plan::{IdMap, Mount, Request, Resource, Rlimit, SetupPlan};
 use ninewall::policy::{EntryKind, FsEntry, Limits, NetMode, Policy, Syscalls, Workspace};
 use ninewall::seccomp::OnDenied;
 
 const KERNEL: Kernel = Kernel { landlock_abi: 7 };
+
+/// A root-run host with v1 cgroups and the shared network namespace, or an
+/// unprivileged one without either, as `Host::probe` would find them.
+fn host(caller: Caller) -> Host {
+    let root = caller.uid == 0;
+    Host {
+        kernel: KERNEL,
+        caller,
+        cgroups: Cgroups {
+            v2: Err(Unusable::NoController {
+                controller: "memory",
+                parent: p("/sys/fs/cgroup/unified"),
+            }),
+            v1: if root {
+                Ok(vec![
+                    ("memory", p("/sys/fs/cgroup/memory")),
+                    ("pids", p("/sys/fs/cgroup/pids")),
+                    ("cpuacct", p("/sys/fs/cgroup/cpuacct")),
+                ])
+            } else {
+                Err(Unusable::NoV1 { controller: "memory" })
+            },
+        },
+        shared_netns: root.then(|| p("/run/ninewall/net-none")),
+    }
+}
 
 fn p(s: &str) -> PathBuf {
     PathBuf::from(s)
@@ -83,8 +110,7 @@ fn mounts_are_planned_parents_first_with_exact_flags() {
             args: vec!["-c".into(), "pass".into()],
             workspace_dir: None,
         },
-        Caller { uid: 1234, gid: 1234 },
-        KERNEL,
+        &host(Caller { uid: 1234, gid: 1234 }),
     )
     .unwrap();
     assert_eq!(
@@ -138,8 +164,7 @@ fn root_is_mapped_to_nobody_and_a_host_workspace_is_a_noexec_bind() {
             args: vec![],
             workspace_dir: Some(p("/var/lib/ws")),
         },
-        Caller { uid: 0, gid: 0 },
-        KERNEL,
+        &host(Caller { uid: 0, gid: 0 }),
     )
     .unwrap();
     assert_eq!(
@@ -164,7 +189,7 @@ fn init_runs_these_filesystem_operations_in_this_order() {
     pol.read.truncate(2);
     pol.libraries.clear();
     pol.write.clear();
-    let plan = SetupPlan::build(&pol, &Request::default(), Caller { uid: 1, gid: 1 }, KERNEL).unwrap();
+    let plan = SetupPlan::build(&pol, &Request::default(), &host(Caller { uid: 1, gid: 1 })).unwrap();
     let ops = ninewall::sandbox::mounts::compile(&plan.mounts).describe;
     let expected = [
         "make every mount private",
@@ -215,8 +240,7 @@ fn a_program_is_chosen_only_among_the_executables() {
                 args: args.iter().map(|s| s.to_string()).collect(),
                 workspace_dir: None,
             },
-            caller,
-            KERNEL,
+            &host(caller),
         )
     };
     assert_eq!(build(&["python3.11", "-V"]).unwrap().program, p("/usr/bin/python3.11"));
@@ -231,7 +255,7 @@ fn a_program_is_chosen_only_among_the_executables() {
 
 #[test]
 fn the_landlock_ruleset_grants_execute_only_on_the_executable_and_its_interpreter() {
-    let plan = SetupPlan::build(&policy(), &Request::default(), Caller { uid: 1, gid: 1 }, KERNEL).unwrap();
+    let plan = SetupPlan::build(&policy(), &Request::default(), &host(Caller { uid: 1, gid: 1 })).unwrap();
     let ll = plan.landlock.unwrap();
     assert_eq!(ll.abi, 7);
     assert_eq!(ll.handled_fs, (1 << 16) - 1);
@@ -264,7 +288,15 @@ fn the_landlock_ruleset_grants_execute_only_on_the_executable_and_its_interprete
 #[test]
 fn a_kernel_without_a_required_landlock_feature_gets_no_plan() {
     let old = Kernel { landlock_abi: 3 };
-    let err = SetupPlan::build(&policy(), &Request::default(), Caller { uid: 1, gid: 1 }, old).unwrap_err();
+    let err = SetupPlan::build(
+        &policy(),
+        &Request::default(),
+        &Host {
+            kernel: old,
+            ..host(Caller { uid: 1, gid: 1 })
+        },
+    )
+    .unwrap_err();
     assert!(err.is_wall_refusal());
     assert_eq!(
         err.to_string(),
@@ -272,14 +304,101 @@ fn a_kernel_without_a_required_landlock_feature_gets_no_plan() {
     );
     let mut lenient = policy();
     lenient.landlock_require = vec![Feature::Fs];
-    let plan = SetupPlan::build(&lenient, &Request::default(), Caller { uid: 1, gid: 1 }, old).unwrap();
+    let plan = SetupPlan::build(
+        &lenient,
+        &Request::default(),
+        &Host {
+            kernel: old,
+            ..host(Caller { uid: 1, gid: 1 })
+        },
+    )
+    .unwrap();
     assert_eq!(plan.landlock.unwrap().handled_net, 0);
     lenient.landlock_require.clear();
     let none = Kernel { landlock_abi: 0 };
-    assert!(
-        SetupPlan::build(&lenient, &Request::default(), Caller { uid: 1, gid: 1 }, none)
-            .unwrap()
-            .landlock
-            .is_none()
+    assert!(SetupPlan::build(
+        &lenient,
+        &Request::default(),
+        &Host {
+            kernel: none,
+            ..host(Caller { uid: 1, gid: 1 })
+        }
+    )
+    .unwrap()
+    .landlock
+    .is_none());
+}
+
+#[test]
+fn the_rlimits_are_planned_for_both_ways_wall_9_may_be_built() {
+    let mut pol = policy();
+    pol.limits = Limits {
+        memory: 256 << 20,
+        pids: 32,
+        cpu_seconds: 10,
+        file_size: 8 << 20,
+        open_files: 64,
+        ..Limits::default()
+    };
+    let plan = SetupPlan::build(&pol, &Request::default(), &host(Caller { uid: 1, gid: 1 })).unwrap();
+    let limit = |resource, soft, hard| Rlimit { resource, soft, hard };
+    // Alone, the rlimits are the limits; the 2 helpers (outer child, init)
+    // count as processes of the sandbox's user.
+    assert_eq!(
+        plan.rlimits.alone,
+        vec![
+            limit(Resource::Data, 256 << 20, 256 << 20),
+            limit(Resource::Nproc, 34, 34),
+            limit(Resource::Cpu, 10, 11),
+            limit(Resource::Fsize, 8 << 20, 8 << 20),
+            limit(Resource::Nofile, 64, 64),
+            limit(Resource::Core, 0, 0),
+        ]
     );
+    // Beside a cgroup, data and processes are twice its limits, so that the
+    // cgroup is the one that fires (and says so).
+    assert_eq!(
+        &plan.rlimits.in_cgroup[..2],
+        &[
+            limit(Resource::Data, 512 << 20, 512 << 20),
+            limit(Resource::Nproc, 66, 66)
+        ]
+    );
+    assert_eq!(&plan.rlimits.in_cgroup[2..], &plan.rlimits.alone[2..]);
+}
+
+#[test]
+fn the_cgroup_hierarchy_is_the_hosts_and_only_a_socketless_root_run_shares_the_empty_netns() {
+    let root = host(Caller { uid: 0, gid: 0 });
+    let build = |pol: &Policy, host: &Host| SetupPlan::build(pol, &Request::default(), host).unwrap();
+    let no_sockets = {
+        let mut pol = policy();
+        pol.syscalls.names.retain(|n| n != "socket" && n != "socketpair");
+        pol
+    };
+    let plan = build(&no_sockets, &root);
+    assert_eq!(
+        plan.cgroups, root.cgroups,
+        "v2 unusable, v1 beneath the supervisor's own"
+    );
+    assert_eq!(plan.shared_netns, Some(p("/run/ninewall/net-none")));
+
+    let mut sockets = no_sockets.clone();
+    sockets.syscalls.names.push("socketpair".into());
+    assert_eq!(
+        build(&sockets, &root).shared_netns,
+        None,
+        "a socket needs a namespace of its own"
+    );
+    let mut loopback = no_sockets.clone();
+    loopback.net = NetMode::Loopback;
+    assert_eq!(
+        build(&loopback, &root).shared_netns,
+        None,
+        "loopback is the sandbox's own"
+    );
+    let unprivileged = host(Caller { uid: 1, gid: 1 });
+    let plan = build(&no_sockets, &unprivileged);
+    assert_eq!(plan.shared_netns, None, "only root may share");
+    assert_eq!(plan.cgroups, unprivileged.cgroups);
 }

@@ -1,0 +1,77 @@
+//! The one error type of an execution, and the only place exit codes live.
+//!
+//! Each layer keeps its own error enum (a profile that does not load, a
+//! request the gate refuses, a plan that cannot be made, a sandbox that
+//! cannot be built, a log that cannot be written); [`Error`] has one variant
+//! per layer, chained with `#[source]`, and [`Error::exit_code`] maps each to
+//! the exit code shared/DESIGN.md gives it. [`exit`] holds the codes
+//! themselves, for the few places that must name one directly (the child
+//! between fork and exec, which has no `Error` to return).
+
+use std::path::PathBuf;
+
+/// The exit codes of `ninewall` (shared/DESIGN.md, "Exit codes").
+pub mod exit {
+    /// Bad command-line or profile input; nothing ran.
+    pub const USAGE: i32 = 2;
+    /// The wall-clock limit ended the execution.
+    pub const TIMEOUT: i32 = 124;
+    /// The sandbox could not be built, or the request was refused.
+    pub const SANDBOX: i32 = 125;
+    /// The program may not be executed.
+    pub const NOT_EXECUTABLE: i32 = 126;
+    /// The program was not found.
+    pub const NOT_FOUND: i32 = 127;
+    /// Killed by signal N: this plus N.
+    pub const SIGNALED: i32 = 128;
+}
+
+/// Why an execution did not run, or did not run to a recorded end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The command line asks for something impossible.
+    #[error("{0}")]
+    Usage(String),
+    /// The profile could not be read or parsed.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::LoadError),
+    /// The profile is not valid (every problem, located).
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// The role policy is not valid.
+    #[error(transparent)]
+    Gate(#[from] crate::gate::GateError),
+    /// Wall 1 refused the request.
+    #[error("wall 1 (policy gate): {0}; nothing ran")]
+    Refused(#[from] crate::gate::Refusal),
+    /// The profile's files changed between the gate's check and the load.
+    #[error("wall 1 (policy gate): {} changed after the gate checked it; nothing ran", .0.display())]
+    ProfileChanged(PathBuf),
+    /// No plan fits the request, or a wall the profile requires is missing.
+    #[error(transparent)]
+    Plan(#[from] crate::plan::PlanError),
+    /// The supervisor could not build or watch the sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    /// The provenance log could not be used: nothing runs unrecorded.
+    #[error("{0}; nothing ran")]
+    Provenance(#[from] crate::provenance::ProvenanceError),
+    /// No provenance log was named and none can be defaulted.
+    #[error("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set); nothing ran")]
+    NoLog,
+}
+
+impl Error {
+    /// The exit code of `ninewall` for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) | Error::Profile(_) | Error::Policy(_) | Error::Gate(_) => exit::USAGE,
+            Error::Plan(e) if e.is_exec_refusal() => exit::NOT_EXECUTABLE,
+            Error::Plan(_) => exit::USAGE,
+            Error::Refused(_) | Error::ProfileChanged(_) | Error::Sandbox(_) | Error::Provenance(_) | Error::NoLog => {
+                exit::SANDBOX
+            }
+        }
+    }
+}

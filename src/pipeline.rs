@@ -1,0 +1,608 @@
+//! One execution, from request to recorded end: the data flow of
+//! shared/DESIGN.md, one function per arrow, each taking and returning typed
+//! values.
+//!
+//! ```text
+//! Invocation ──admit──▶ Admission        wall 1: which profile, on whose behalf
+//!            ──load───▶ Loaded           profile → policy, its digest checked
+//!            ──plan───▶ Planned          policy × request × Host → SetupPlan
+//!            ──spawn──▶ Launch           the sandbox forks and builds its walls
+//!            ──record_start──▶ Running   exec.start on disk before the MBU runs
+//!            ──supervise──▶ Supervised   wait, output, limits, file events
+//!            ──record_end──▶ Finished    exec.end on disk before the caller hears
+//! ```
+//!
+//! Everything up to `record_start` fails with an [`Error`] and nothing runs;
+//! from there on the execution has an id in the log, and every way it ends
+//! is recorded. [`Messages`] carries what ninewall says to the person or
+//! program that asked.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use crate::error::{exit, Error};
+use crate::gate::delegate::{Current, Delegation};
+use crate::gate::{Gate, Peer};
+use crate::host::Host;
+use crate::plan::{IdMap, PlanError, Request, SetupPlan};
+use crate::policy::units::format_size;
+use crate::policy::Policy;
+use crate::profile::Profile;
+use crate::provenance::{self, AuditLog, Lineage};
+use crate::sandbox::{self, End, FileEvent, Limit, Outcome, Remains, Running, SandboxError, SignalForwarder};
+use crate::sys;
+
+/// What `ninewall run` was asked to do, its arguments parsed.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// The profile, given directly.
+    pub profile: Option<PathBuf>,
+    /// Or the role policy and the MBU it must grant.
+    pub policy: Option<PathBuf>,
+    /// The MBU's name, with `policy`.
+    pub mbu: Option<String>,
+    /// The worker to act as, with `policy`.
+    pub worker: Option<String>,
+    /// Who asked, when a daemon or a delegating sandbox did.
+    pub lineage: Lineage,
+    /// A host directory for the workspace.
+    pub workspace: Option<PathBuf>,
+    /// The provenance log.
+    pub audit_log: Option<PathBuf>,
+    /// Arguments after `--`.
+    pub args: Vec<String>,
+    /// Say which walls are built and what the run used.
+    pub verbose: bool,
+}
+
+/// How an execution ended, for the caller: the exit code, and for a recorded
+/// execution its id and the limit that ended it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// What `ninewall run` exits with.
+    pub code: i32,
+    /// The execution's id in the log, once its start was recorded.
+    pub exec: Option<String>,
+    /// The resource limit that ended it.
+    pub limit: Option<Limit>,
+}
+
+/// Where ninewall's own lines go: stderr (`ninewall: …`), or kept, for an
+/// outcome line that a daemon or a delegating supervisor reads.
+#[derive(Debug, Default)]
+pub struct Messages {
+    kept: Option<Vec<String>>,
+}
+
+impl Messages {
+    /// Lines go to stderr.
+    pub fn to_stderr() -> Messages {
+        Messages { kept: None }
+    }
+
+    /// Lines are kept for [`Messages::take`].
+    pub fn kept() -> Messages {
+        Messages { kept: Some(Vec::new()) }
+    }
+
+    /// Says `message`, a line at a time.
+    pub fn say(&mut self, message: impl std::fmt::Display) {
+        let text = message.to_string();
+        match &mut self.kept {
+            Some(lines) => lines.extend(text.lines().map(str::to_string)),
+            None => {
+                use std::io::Write;
+                let mut err = std::io::stderr().lock();
+                for line in text.lines() {
+                    let _ = writeln!(err, "ninewall: {line}");
+                }
+            }
+        }
+    }
+
+    /// The lines kept so far.
+    pub fn take(&mut self) -> Vec<String> {
+        self.kept.take().unwrap_or_default()
+    }
+}
+
+/// Runs one execution to its recorded end; every failure is said and
+/// becomes the exit code.
+pub fn execute(invocation: &Invocation, messages: &mut Messages) -> Finished {
+    match try_execute(invocation, messages) {
+        Ok(finished) => finished,
+        Err(e) => {
+            messages.say(&e);
+            Finished {
+                code: e.exit_code(),
+                exec: None,
+                limit: None,
+            }
+        }
+    }
+}
+
+fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finished, Error> {
+    let host = Host::probe();
+    let admission = admit(invocation, &host)?;
+    let loaded = load(&admission)?;
+    let planned = plan(&loaded, invocation, &host)?;
+    if invocation.verbose {
+        for line in sandbox::wall_lines(&planned.setup) {
+            messages.say(line);
+        }
+    }
+    let signals = SignalForwarder::install().map_err(SandboxError::Signals)?;
+    let log_path = invocation
+        .audit_log
+        .clone()
+        .or_else(|| provenance::default_log_path(host.caller.uid))
+        .ok_or(Error::NoLog)?;
+    let launch = spawn(&planned.setup, &loaded.policy);
+    let mut log = match AuditLog::open(&log_path) {
+        Ok(log) => log,
+        Err(e) => {
+            launch.abandon();
+            return Err(e.into());
+        }
+    };
+    let exec_id = provenance::new_exec_id();
+    let start = provenance::start_record(
+        &exec_id,
+        &loaded.policy,
+        &planned.setup,
+        provenance::StartContext {
+            uid: host.caller.uid,
+            workspace: planned.workspace.as_deref(),
+            profile_sha256: &loaded.digest,
+            lineage: &admission.lineage,
+            shared_network: launch.shared_network(),
+        },
+    );
+    let started = record_start(&mut log, launch, start)?;
+    if invocation.verbose {
+        messages.say(format!("provenance: execution {exec_id} in {}", log.path().display()));
+    }
+    let (running, delegation) = match started {
+        (Ok(running), delegation) => (running, delegation),
+        (Err(e), _) => {
+            messages.say(format!("sandbox not built, nothing ran: {e}"));
+            record_end(&mut log, &exec_id, Vec::new(), &Err(e.to_string()), messages);
+            return Ok(Finished::recorded(exit::SANDBOX, &exec_id, None));
+        }
+    };
+    let service = delegation.map(|socket| {
+        let parent = Parent {
+            loaded: &loaded,
+            exec_id: &exec_id,
+            lineage: &admission.lineage,
+        };
+        serve_delegation(socket, &parent, &log)
+    });
+    if invocation.verbose {
+        say_resources(&running, &planned.setup, messages);
+    }
+    let supervised = supervise(running, &signals, &mut log, &exec_id, service);
+    Ok(finish(
+        supervised,
+        &mut log,
+        &exec_id,
+        &planned.setup,
+        invocation.verbose,
+        messages,
+    ))
+}
+
+/// Which profile runs, and on whose behalf.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// The profile to load.
+    pub profile: PathBuf,
+    /// Who asked: recorded in `exec.start`.
+    pub lineage: Lineage,
+}
+
+/// Wall 1: the profile given, or the MBU the role policy grants to the
+/// worker this process is.
+pub fn admit(invocation: &Invocation, host: &Host) -> Result<Admission, Error> {
+    let (Some(policy), Some(mbu)) = (&invocation.policy, &invocation.mbu) else {
+        let profile = invocation
+            .profile
+            .clone()
+            .ok_or_else(|| Error::Usage("give --profile PROFILE, or --policy POLICY and --mbu NAME".into()))?;
+        return Ok(Admission {
+            profile,
+            lineage: invocation.lineage.clone(),
+        });
+    };
+    let gate = Gate::load(policy)?;
+    let peer = Peer {
+        uid: host.caller.uid,
+        gid: host.caller.gid,
+        groups: sys::own_groups(),
+    };
+    let worker = match &invocation.worker {
+        Some(name) => gate.named_worker(name, &peer),
+        None => gate.worker_for(&peer),
+    }?;
+    let grant = gate.grant(worker, mbu)?;
+    Ok(Admission {
+        profile: grant.profile,
+        lineage: Lineage {
+            worker: Some(grant.worker),
+            role: Some(grant.role),
+            client_uid: Some(host.caller.uid),
+            ..invocation.lineage.clone()
+        },
+    })
+}
+
+/// A profile, loaded and validated.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// As written (with the files it `extends`).
+    pub profile: Profile,
+    /// As validated against the format and this host.
+    pub policy: Policy,
+    /// [`provenance::profile_digest`] of its files.
+    pub digest: String,
+}
+
+/// Profile → policy. The files must still be the ones the gate checked,
+/// when it said which (`Lineage::expect_profile`).
+pub fn load(admission: &Admission) -> Result<Loaded, Error> {
+    let (profile, policy) = load_policy(&admission.profile)?;
+    let digest = provenance::profile_digest(&profile.files);
+    if admission
+        .lineage
+        .expect_profile
+        .as_ref()
+        .is_some_and(|expected| *expected != digest)
+    {
+        return Err(Error::ProfileChanged(admission.profile.clone()));
+    }
+    Ok(Loaded {
+        path: admission.profile.clone(),
+        profile,
+        policy,
+        digest,
+    })
+}
+
+/// Loads and validates the profile at `path` (`check`, `diff` and `run`).
+pub fn load_policy(path: &Path) -> Result<(Profile, Policy), Error> {
+    let profile = Profile::load(path)?;
+    let policy = Policy::from_profile(&profile)?;
+    Ok((profile, policy))
+}
+
+/// The plan, and the host workspace it binds.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// Everything the sandbox will do.
+    pub setup: SetupPlan,
+    /// The `--workspace` directory, resolved, if one was given.
+    pub workspace: Option<PathBuf>,
+}
+
+/// Policy × request × host → plan. The workspace directory is checked on
+/// the host here; the plan itself does no I/O.
+pub fn plan(loaded: &Loaded, invocation: &Invocation, host: &Host) -> Result<Planned, Error> {
+    let ids = crate::plan::id_map(host.caller);
+    let workspace = invocation
+        .workspace
+        .as_deref()
+        .map(|dir| workspace_dir(dir, &ids))
+        .transpose()?;
+    let request = Request {
+        args: invocation.args.clone(),
+        workspace_dir: workspace.clone(),
+    };
+    let setup = SetupPlan::build(&loaded.policy, &request, host)?;
+    Ok(Planned { setup, workspace })
+}
+
+/// Checks a `--workspace` host directory: it must be a real directory (no
+/// symlink anywhere on its path) that the sandbox's host uid can write, and not
+/// the host's root. Returns its canonical path.
+pub fn workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, PlanError> {
+    use std::os::unix::fs::MetadataExt;
+    let err = |reason: String| PlanError::Workspace {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let real = std::fs::canonicalize(dir).map_err(|e| err(format!("cannot be resolved: {e}")))?;
+    if real.as_os_str() == "/" {
+        return Err(err("the host's root directory cannot be a workspace".into()));
+    }
+    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
+        return Err(err("a directory below /proc, /sys or /dev cannot be a workspace".into()));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| err(format!("cannot be read: {e}")))?;
+    if !meta.is_dir() {
+        return Err(err("is not a directory".into()));
+    }
+    let mode = meta.mode();
+    let writable = (meta.uid() == ids.host_uid && mode & 0o200 != 0)
+        || (meta.gid() == ids.host_gid && mode & 0o020 != 0)
+        || mode & 0o002 != 0;
+    if !writable {
+        return Err(err(format!(
+            "is not writable by the sandbox's host identity {}:{} (owner {}:{}, mode {:o}); make it owned by that uid",
+            ids.host_uid,
+            ids.host_gid,
+            meta.uid(),
+            meta.gid(),
+            mode & 0o7777
+        )));
+    }
+    Ok(real)
+}
+
+/// A sandbox forked and building its walls, and the supervisor's end of the
+/// delegation socket when the profile may delegate.
+pub struct Launch {
+    sandbox: Result<Running, SandboxError>,
+    delegation: Option<UnixStream>,
+}
+
+impl Launch {
+    /// Where the shared empty network namespace the sandbox joined is.
+    fn shared_network(&self) -> Option<&Path> {
+        self.sandbox.as_ref().ok().and_then(Running::shared_network)
+    }
+
+    /// Gives the sandbox up before its start is recorded: nothing ran.
+    fn abandon(self) {
+        if let Ok(running) = self.sandbox {
+            running.abandon();
+        }
+    }
+}
+
+/// Forks the sandbox. It builds its walls while the start record is written;
+/// its MBU waits, just before Landlock, seccomp and exec, for
+/// [`Running::wait`], which is called only once that record is on disk. A
+/// failure is kept in the [`Launch`]: a sandbox that was not built is an
+/// execution all the same, recorded with its failure.
+pub fn spawn(setup: &SetupPlan, policy: &Policy) -> Launch {
+    // Wall 1 for children: a socket to the delegation service, and nothing more.
+    let pair = match policy.delegate.is_empty() {
+        true => Ok(None),
+        false => UnixStream::pair().map(Some).map_err(SandboxError::Delegation),
+    };
+    match pair {
+        Ok(pair) => {
+            let inside = pair.as_ref().map(|(_, inside)| inside.as_raw_fd());
+            Launch {
+                sandbox: sandbox::spawn_with(setup, inside),
+                delegation: pair.map(|(ours, _inside)| ours),
+            }
+        }
+        Err(e) => Launch {
+            sandbox: Err(e),
+            delegation: None,
+        },
+    }
+}
+
+/// Appends `exec.start` while the sandbox gets its cgroup; nothing of the
+/// MBU's runs before the record is on disk. `Err`: it could not be recorded
+/// (nothing ran). `Ok` with a sandbox error: recorded, but not built.
+pub fn record_start(
+    log: &mut AuditLog,
+    launch: Launch,
+    start: serde_json::Value,
+) -> Result<(Result<Running, SandboxError>, Option<UnixStream>), Error> {
+    let Launch { sandbox, delegation } = launch;
+    // The cgroup is made while the record is written and goes to disk.
+    let sandbox = sandbox.and_then(|mut running| match running.arm() {
+        Ok(()) => Ok(running),
+        Err(e) => {
+            running.abandon();
+            Err(e)
+        }
+    });
+    if let Err(e) = log.append(start) {
+        if let Ok(running) = sandbox {
+            running.abandon();
+        }
+        return Err(e.into());
+    }
+    Ok((sandbox, delegation))
+}
+
+/// The delegating execution, as its delegation service needs it.
+struct Parent<'a> {
+    loaded: &'a Loaded,
+    exec_id: &'a str,
+    lineage: &'a Lineage,
+}
+
+/// The delegation service's thread and the child it is running, if any.
+struct DelegationService {
+    thread: std::thread::JoinHandle<()>,
+    current: Current,
+}
+
+fn serve_delegation(socket: UnixStream, parent: &Parent<'_>, log: &AuditLog) -> DelegationService {
+    let service = Delegation {
+        profiles: parent
+            .loaded
+            .path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .to_path_buf(),
+        parent: parent.loaded.policy.clone(),
+        parent_exec: parent.exec_id.to_string(),
+        lineage: parent.lineage.clone(),
+        audit_log: log.path().to_path_buf(),
+    };
+    let current = Current::default();
+    let watched = std::sync::Arc::clone(&current);
+    let thread = std::thread::spawn(move || service.serve(socket, &watched));
+    DelegationService { thread, current }
+}
+
+/// What supervising the sandbox left: how it ended (or why that is not
+/// known), the file events not yet written, and how many could not be.
+pub struct Supervised {
+    waited: Result<(Outcome, Remains), SandboxError>,
+    tail: Vec<serde_json::Value>,
+    lost: u64,
+}
+
+/// File events go to the log in batches (one lock and write per batch); the
+/// batch is bounded, and its rest goes to disk with the end record. 64
+/// records (~100 KiB as JSON values) keep the supervisor under 4 MiB; 256
+/// cost ~400 KiB more and no measurable time.
+const FILE_BATCH: usize = 64;
+
+/// Lets the MBU run and waits for its end, passing output on, forwarding
+/// signals, enforcing the limits, and writing its file events as they come.
+/// A delegated child still running when the parent ends is ended too.
+fn supervise(
+    running: Running,
+    signals: &SignalForwarder,
+    log: &mut AuditLog,
+    exec_id: &str,
+    delegation: Option<DelegationService>,
+) -> Supervised {
+    let mut seq: u64 = 0;
+    let mut lost: u64 = 0;
+    let mut batch: Vec<provenance::FileRecord> = Vec::with_capacity(FILE_BATCH);
+    let mut flush = |log: &mut AuditLog, batch: &mut Vec<provenance::FileRecord>| {
+        let n = batch.len() as u64;
+        if n > 0 && log.append_batch(std::mem::take(batch)).is_err() {
+            lost += n;
+        }
+    };
+    let waited = running.wait(Some(signals), &mut |e: FileEvent| {
+        seq += 1;
+        batch.push(provenance::file_record(exec_id, seq, e));
+        if batch.len() >= FILE_BATCH {
+            flush(log, &mut batch);
+        }
+    });
+    let tail = batch.drain(..).filter_map(|r| serde_json::to_value(r).ok()).collect();
+    if let Some(service) = delegation {
+        // A child does not outlive its parent: end the one still running.
+        if let Some(child) = service.current.lock().ok().and_then(|c| c.clone()) {
+            child.signal(libc::SIGTERM);
+        }
+        let _ = service.thread.join();
+    }
+    Supervised { waited, tail, lost }
+}
+
+/// Records the end (the sandbox's remains are reaped and its cgroup removed
+/// meanwhile) and says how it went: the outcome the caller gets.
+fn finish(
+    supervised: Supervised,
+    log: &mut AuditLog,
+    exec_id: &str,
+    setup: &SetupPlan,
+    verbose: bool,
+    messages: &mut Messages,
+) -> Finished {
+    let Supervised { waited, tail, lost } = supervised;
+    if lost > 0 {
+        messages.say(format!(
+            "provenance: {lost} file events could not be written to {}",
+            log.path().display()
+        ));
+    }
+    let (outcome, _released) = match waited {
+        Ok((outcome, remains)) => (outcome, remains.release()),
+        Err(e) => {
+            messages.say(format!("sandbox failed: {e}"));
+            record_end(log, exec_id, tail, &Err(e.to_string()), messages);
+            return Finished::recorded(exit::SANDBOX, exec_id, None);
+        }
+    };
+    let result = Ok(outcome);
+    // The end is on disk before the caller learns anything.
+    if !record_end(log, exec_id, tail, &result, messages) {
+        return Finished::recorded(exit::SANDBOX, exec_id, None);
+    }
+    let Ok(outcome) = result else {
+        return Finished::recorded(exit::SANDBOX, exec_id, None);
+    };
+    say_outcome(&outcome, setup, verbose, messages);
+    Finished::recorded(outcome.exit_code(), exec_id, outcome.limit)
+}
+
+/// Appends the run's last file events and its end records (one write, one
+/// sync); says so and returns false if it cannot.
+fn record_end(
+    log: &mut AuditLog,
+    exec_id: &str,
+    mut files: Vec<serde_json::Value>,
+    result: &Result<Outcome, String>,
+    messages: &mut Messages,
+) -> bool {
+    files.extend(provenance::end_records(exec_id, result));
+    if let Err(e) = log.append_synced(files) {
+        messages.say(format!("{e}: the end of execution {exec_id} is not recorded"));
+        return false;
+    }
+    true
+}
+
+fn say_resources(running: &Running, setup: &SetupPlan, messages: &mut Messages) {
+    if let Some(path) = running.shared_network() {
+        messages.say(format!(
+            "wall 6 network: joined the shared empty network namespace {} (the MBU can make no socket)",
+            path.display()
+        ));
+    }
+    messages.say(format!("wall 9 resources: {}", running.resources()));
+    messages.say(format!("  {}", setup.limits.summary()));
+}
+
+fn say_outcome(outcome: &Outcome, setup: &SetupPlan, verbose: bool, messages: &mut Messages) {
+    if let End::SetupFailed(f) = &outcome.end {
+        messages.say(format!("sandbox not built, nothing ran: {f}"));
+    }
+    if let Some(limit) = outcome.limit {
+        messages.say(format!(
+            "ended by limit: {} ({})",
+            limit.name(),
+            limit.setting(&setup.limits)
+        ));
+    }
+    if !outcome.refused.is_empty() {
+        let list: Vec<String> = outcome.refused.iter().map(|(name, n)| format!("{name} x{n}")).collect();
+        messages.say(format!("refused syscalls (wall 8): {}", list.join(", ")));
+    }
+    if outcome.usage.output_truncated {
+        messages.say(format!(
+            "output cut after {} bytes (limits.output)",
+            outcome.usage.output_bytes
+        ));
+    }
+    if verbose {
+        let u = &outcome.usage;
+        messages.say(format!(
+            "usage: wall {} ms, cpu {}, peak memory {}, output {} bytes; supervisor peak RSS {} KiB",
+            u.wall_ms,
+            u.cpu_ms.map_or("unknown".into(), |ms| format!("{ms} ms")),
+            u.peak_memory.map_or("unknown".into(), format_size),
+            u.output_bytes,
+            sys::own_peak_rss_kib()
+        ));
+    }
+}
+
+impl Finished {
+    fn recorded(code: i32, exec_id: &str, limit: Option<Limit>) -> Finished {
+        Finished {
+            code,
+            exec: Some(exec_id.to_string()),
+            limit,
+        }
+    }
+}
