@@ -149,7 +149,7 @@ fn run(mode: Mode, program: &[String]) -> Result<ExitCode, String> {
     } else {
         128 + libc::WTERMSIG(status)
     };
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(u8::MAX)))
 }
 
 /// Answers notifications until no process uses the filter; how many.
@@ -167,7 +167,7 @@ fn listen(mode: Mode, listener: &OwnedFd, recorded: &[(u32, Vec<usize>)]) -> u64
         };
         let args = recorded
             .iter()
-            .find(|(nr, _)| *nr as i32 == n.nr)
+            .find(|(nr, _)| i32::try_from(*nr) == Ok(n.nr))
             .map_or(&[][..], |(_, a)| a);
         for &arg in args {
             let path = sys::read_remote_cstr(n.pid, n.args.get(arg).copied().unwrap_or(0));

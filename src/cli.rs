@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// ~/.local/state/ninewall/audit.jsonl for anyone else.
     #[arg(long, value_name = "LOG")]
     pub audit_log: Option<PathBuf>,
+    /// The provenance log, open on this descriptor (used by `serve` and
+    /// delegation, whose log the supervisor inherits).
+    #[arg(long, value_name = "FD", hide = true, conflicts_with = "audit_log")]
+    pub audit_log_fd: Option<i32>,
     /// Arguments appended to the profile's command; or the program and its
     /// arguments when the profile has no command.
     #[arg(last = true, value_name = "ARGS")]

@@ -66,9 +66,8 @@ impl Error {
     /// The exit code of `ninewall` for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_) | Error::Profile(_) | Error::Policy(_) | Error::Gate(_) => exit::USAGE,
             Error::Plan(e) if e.is_exec_refusal() => exit::NOT_EXECUTABLE,
-            Error::Plan(_) => exit::USAGE,
+            Error::Usage(_) | Error::Profile(_) | Error::Policy(_) | Error::Gate(_) | Error::Plan(_) => exit::USAGE,
             Error::Refused(_) | Error::ProfileChanged(_) | Error::Sandbox(_) | Error::Provenance(_) | Error::NoLog => {
                 exit::SANDBOX
             }

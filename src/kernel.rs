@@ -29,7 +29,7 @@ impl Kernel {
         let namespaces: Vec<String> = ["user", "mnt", "pid", "ipc", "uts", "net", "cgroup", "time"]
             .iter()
             .filter(|n| std::path::Path::new(&format!("/proc/self/ns/{n}")).exists())
-            .map(|n| n.to_string())
+            .map(std::string::ToString::to_string)
             .collect();
         let max_userns = read("/proc/sys/user/max_user_namespaces")
             .and_then(|v| v.parse::<u64>().ok())

@@ -48,12 +48,31 @@ pub struct Invocation {
     pub lineage: Lineage,
     /// A host directory for the workspace.
     pub workspace: Option<PathBuf>,
-    /// The provenance log.
-    pub audit_log: Option<PathBuf>,
+    /// The provenance log; default: [`provenance::default_log_path`].
+    pub audit_log: Option<LogSource>,
     /// Arguments after `--`.
     pub args: Vec<String>,
     /// Say which walls are built and what the run used.
     pub verbose: bool,
+}
+
+/// Where the provenance log comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSource {
+    /// Opened (made if missing) at this path.
+    Path(PathBuf),
+    /// Inherited open, on this descriptor, from the process that started us.
+    Inherited(i32),
+}
+
+impl LogSource {
+    /// The log, open: the one provenance handle of this process.
+    fn open(&self) -> Result<AuditLog, Error> {
+        Ok(match self {
+            LogSource::Path(path) => AuditLog::open(path)?,
+            LogSource::Inherited(fd) => AuditLog::inherited(*fd)?,
+        })
+    }
 }
 
 /// How an execution ended, for the caller: the exit code, and for a recorded
@@ -134,17 +153,26 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
         }
     }
     let signals = SignalForwarder::install().map_err(SandboxError::Signals)?;
-    let log_path = invocation
+    let log_source = invocation
         .audit_log
         .clone()
-        .or_else(|| provenance::default_log_path(host.caller.uid))
+        .or_else(|| provenance::default_log_path(host.caller.uid).map(LogSource::Path))
         .ok_or(Error::NoLog)?;
     let launch = spawn(&planned.setup, &loaded.policy);
-    let mut log = match AuditLog::open(&log_path) {
-        Ok(log) => log,
+    // The delegation service's handle is taken now: once the start is
+    // recorded, nothing may fail without an end record.
+    let opened = log_source.open().and_then(|log| {
+        let for_delegation = match launch.delegation {
+            Some(_) => Some(log.try_clone()?),
+            None => None,
+        };
+        Ok((log, for_delegation))
+    });
+    let (mut log, delegation_log) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             launch.abandon();
-            return Err(e.into());
+            return Err(e);
         }
     };
     let exec_id = provenance::new_exec_id();
@@ -172,13 +200,13 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
             return Ok(Finished::recorded(exit::SANDBOX, &exec_id, None));
         }
     };
-    let service = delegation.map(|socket| {
+    let service = delegation.zip(delegation_log).map(|(socket, log)| {
         let parent = Parent {
             loaded: &loaded,
             exec_id: &exec_id,
             lineage: &admission.lineage,
         };
-        serve_delegation(socket, &parent, &log)
+        serve_delegation(socket, &parent, log)
     });
     if invocation.verbose {
         say_resources(&running, &planned.setup, messages);
@@ -428,7 +456,7 @@ struct DelegationService {
     current: Current,
 }
 
-fn serve_delegation(socket: UnixStream, parent: &Parent<'_>, log: &AuditLog) -> DelegationService {
+fn serve_delegation(socket: UnixStream, parent: &Parent<'_>, log: AuditLog) -> DelegationService {
     let service = Delegation {
         profiles: parent
             .loaded
@@ -439,7 +467,7 @@ fn serve_delegation(socket: UnixStream, parent: &Parent<'_>, log: &AuditLog) -> 
         parent: parent.loaded.policy.clone(),
         parent_exec: parent.exec_id.to_string(),
         lineage: parent.lineage.clone(),
-        audit_log: log.path().to_path_buf(),
+        log,
     };
     let current = Current::default();
     let watched = std::sync::Arc::clone(&current);

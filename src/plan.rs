@@ -543,14 +543,14 @@ fn places(policy: &Policy) -> Vec<Place> {
             path: path.to_path_buf(),
             dir,
             grant,
-        })
+        });
     };
     for (entries, grant) in [
         (&policy.read, Grant::Read),
         (&policy.libraries, Grant::Read),
         (&policy.write, Grant::Write),
     ] {
-        for e in entries.iter() {
+        for e in entries {
             match e.kind {
                 EntryKind::Dir => add(&e.path, true, grant),
                 EntryKind::File => add(&e.path, false, grant),

@@ -63,6 +63,7 @@ pub struct Lineage {
 }
 
 /// The log file, open for appending.
+#[derive(Debug)]
 pub struct AuditLog {
     file: File,
     path: PathBuf,
@@ -132,7 +133,7 @@ fn rfc3339(d: std::time::Duration) -> String {
     let secs = d.as_secs();
     let (days, rem) = (secs / 86400, secs % 86400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
+    let z = i64::try_from(days).unwrap_or(i64::MAX - 719_468) + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
@@ -192,6 +193,19 @@ fn last_line(file: &mut File) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// A new open file description of the file `file` is open on, through its
+/// `/proc/self/fd` link (the same inode; no path is resolved again). Appends
+/// are ordered by `flock`, which holds per open file description: a `dup`
+/// or an inherited descriptor shares its holder's lock and so would not wait
+/// for it.
+fn reopen(file: &File) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 impl AuditLog {
     /// Opens (creating it and its directory, private to the caller) the log.
     pub fn open(path: &Path) -> Result<AuditLog, ProvenanceError> {
@@ -220,6 +234,44 @@ impl AuditLog {
             file,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The log a parent process opened, inherited as descriptor `fd`
+    /// (`run --audit-log-fd`, from a daemon or a delegating supervisor): the
+    /// same file, not a path resolved again.
+    pub fn inherited(fd: i32) -> Result<AuditLog, ProvenanceError> {
+        let proc_path = PathBuf::from(format!("/proc/self/fd/{fd}"));
+        let inherited = crate::sys::take_inherited_fd(fd).map_err(|source| ProvenanceError {
+            what: "cannot take the inherited log",
+            path: proc_path.clone(),
+            source,
+        })?;
+        // For messages: the path the parent opened, as the kernel has it.
+        let path = std::fs::read_link(&proc_path).unwrap_or(proc_path);
+        let file = reopen(&File::from(inherited)).map_err(|source| ProvenanceError {
+            what: "cannot reopen the inherited log",
+            path: path.clone(),
+            source,
+        })?;
+        Ok(AuditLog { file, path })
+    }
+
+    /// A second handle on the same log file, for a thread of its own: appends
+    /// through either keep one chain.
+    pub fn try_clone(&self) -> Result<AuditLog, ProvenanceError> {
+        Ok(AuditLog {
+            file: reopen(&self.file).map_err(|source| ProvenanceError {
+                what: "cannot reopen",
+                path: self.path.clone(),
+                source,
+            })?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// The open log's descriptor, for a child process to inherit.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
     }
 
     /// Where the log is.
@@ -437,7 +489,7 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                     f(r, "/cpu_ms"),
                     f(r, "/peak_memory"),
                     f(r, "/output_bytes")
-                ))
+                ));
             }
             other => s.push_str(&format!("  {time} {other}\n")),
         }
@@ -519,7 +571,7 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
 }
 
 /// A `file` record.
-pub fn file_record<'a>(id: &'a str, seq: u64, e: crate::sandbox::FileEvent) -> FileRecord<'a> {
+pub fn file_record(id: &str, seq: u64, e: crate::sandbox::FileEvent) -> FileRecord<'_> {
     FileRecord {
         access: e.access,
         exec: id,

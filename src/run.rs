@@ -12,7 +12,7 @@ use crate::gate::exec::OutcomeLine;
 use crate::gate::Gate;
 use crate::host::Caller;
 use crate::kernel::Kernel;
-use crate::pipeline::{self, Invocation, Messages};
+use crate::pipeline::{self, Invocation, LogSource, Messages};
 use crate::policy::Policy;
 use crate::provenance::{self, Lineage};
 use crate::sys;
@@ -62,7 +62,11 @@ fn run(args: RunArgs) -> i32 {
         worker: args.worker,
         lineage,
         workspace: args.workspace,
-        audit_log: args.audit_log,
+        audit_log: match (args.audit_log, args.audit_log_fd) {
+            (Some(path), _) => Some(LogSource::Path(path)),
+            (None, Some(fd)) => Some(LogSource::Inherited(fd)),
+            (None, None) => None,
+        },
         args: args.args,
         verbose: args.verbose,
     };

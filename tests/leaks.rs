@@ -46,7 +46,7 @@ fn zombie_children() -> usize {
         .flatten()
         .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
         .filter(|stat| {
-            let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+            let after = stat.rsplit_once(')').map_or("", |(_, a)| a);
             let f: Vec<&str> = after.split_whitespace().collect();
             f.first() == Some(&"Z") && f.get(1) == Some(&me.as_str())
         })

@@ -23,13 +23,12 @@ use std::sync::{Arc, Mutex};
 use super::exec::{Execution, LineReader, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
 use crate::policy::subset::excess;
 use crate::policy::{is_mbu_name, Policy};
-use crate::provenance::Lineage;
+use crate::provenance::{AuditLog, Lineage};
 
 /// How many delegations deep a chain may go.
 pub const MAX_DEPTH: u32 = 8;
 
 /// What a supervisor needs to serve its sandbox's delegation requests.
-#[derive(Debug, Clone)]
 pub struct Delegation {
     /// The directory of the parent's profile: `NAME` is `NAME.toml` there.
     pub profiles: PathBuf,
@@ -39,8 +38,9 @@ pub struct Delegation {
     pub parent_exec: String,
     /// The parent's lineage (worker, role, depth).
     pub lineage: Lineage,
-    /// The provenance log the children append to.
-    pub audit_log: PathBuf,
+    /// The parent's provenance log: refusals are recorded in it, and the
+    /// children's supervisors inherit it.
+    pub log: AuditLog,
 }
 
 /// A child execution that passed the gate.
@@ -59,7 +59,7 @@ pub type Current = Arc<Mutex<Option<crate::sys::ProcessHandle>>>;
 
 impl Delegation {
     /// Serves requests on `sock` until the sandbox closes it.
-    pub fn serve(&self, sock: UnixStream, current: &Current) {
+    pub fn serve(mut self, sock: UnixStream, current: &Current) {
         let Ok(mut writer) = sock.try_clone() else { return };
         let mut reader = LineReader::new(sock);
         loop {
@@ -80,7 +80,7 @@ impl Delegation {
         }
     }
 
-    fn answer(&self, line: &[u8], current: &Current) -> WireResponse {
+    fn answer(&mut self, line: &[u8], current: &Current) -> WireResponse {
         let req: WireRequest = match serde_json::from_slice(line) {
             Ok(r) => r,
             Err(e) => return WireResponse::refused(format!("not a request: {e}")),
@@ -106,7 +106,7 @@ impl Delegation {
             args: &req.args,
             stdin: req.stdin.as_bytes(),
             workspace: None,
-            audit_log: &self.audit_log,
+            audit_log: &self.log,
             lineage: &lineage,
             output_cap: child.policy.limits.output,
         };
@@ -127,7 +127,7 @@ impl Delegation {
     /// Records a refused request under the parent's execution. The
     /// supervisor's own handle is busy with the parent's file events; the log's
     /// lock orders the two.
-    fn record_refusal(&self, mbu: &str, why: &str) {
+    fn record_refusal(&mut self, mbu: &str, why: &str) {
         let record = serde_json::json!({
             "kind": "delegate.refused",
             "exec": self.parent_exec,
@@ -135,7 +135,7 @@ impl Delegation {
             "mbu": mbu,
             "reason": why,
         });
-        if let Err(e) = crate::provenance::AuditLog::open(&self.audit_log).and_then(|mut l| l.append(record)) {
+        if let Err(e) = self.log.append(record) {
             eprintln!("ninewall: {e}: the refused delegation to {mbu} is not recorded");
         }
     }
@@ -153,7 +153,7 @@ impl Delegation {
         let policy = Policy::from_profile(&profile).map_err(|e| format!("{mbu}: its profile is not valid: {e}"))?;
         let gained = excess(&policy, &self.parent);
         if !gained.is_empty() {
-            let list: Vec<String> = gained.iter().map(|e| e.to_string()).collect();
+            let list: Vec<String> = gained.iter().map(std::string::ToString::to_string).collect();
             return Err(format!(
                 "refused: {mbu} is not a subset of {}; it would gain: {}",
                 self.parent.name,

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use crate::provenance::Lineage;
+use crate::provenance::{AuditLog, Lineage};
 
 /// Held while a supervisor is spawned: the one descriptor it must inherit is
 /// inheritable only then, so no other spawn of this process (another client's
@@ -114,8 +114,8 @@ pub struct Execution<'a> {
     pub stdin: &'a [u8],
     /// Host workspace directory.
     pub workspace: Option<&'a Path>,
-    /// The provenance log.
-    pub audit_log: &'a Path,
+    /// The provenance log, which the supervisor inherits open.
+    pub audit_log: &'a AuditLog,
     /// Who asked.
     pub lineage: &'a Lineage,
     /// Most bytes of stdout and of stderr kept (the supervisor already
@@ -141,8 +141,8 @@ impl Execution<'_> {
         cmd.arg("run")
             .arg("--profile")
             .arg(self.profile)
-            .arg("--audit-log")
-            .arg(self.audit_log)
+            .arg("--audit-log-fd")
+            .arg(self.audit_log.raw_fd().to_string())
             .arg("--outcome-fd")
             .arg(outcome_w.as_raw_fd().to_string())
             .arg("--lineage")
@@ -160,10 +160,16 @@ impl Execution<'_> {
         // parent-death signal (`run --outcome-fd`).
         let mut child = {
             let _only_spawn = SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let log = self.audit_log.raw_fd();
             crate::sys::set_inheritable(outcome_w.as_raw_fd(), true)?;
+            crate::sys::set_inheritable(log, true)?;
             let spawned = cmd.spawn();
+            // The log stays open here: inheritable only for this one spawn.
+            let closed = crate::sys::set_inheritable(log, false);
             drop(outcome_w);
-            spawned?
+            let spawned = spawned?;
+            closed?;
+            spawned
         };
         let cap = self.output_cap;
         let mut readers = Vec::new();
@@ -184,7 +190,9 @@ impl Execution<'_> {
             })
         });
         Ok(Started {
-            handle: crate::sys::ProcessHandle::open(child.id() as i32).ok(),
+            handle: i32::try_from(child.id())
+                .ok()
+                .and_then(|pid| crate::sys::ProcessHandle::open(pid).ok()),
             child,
             outcome: std::fs::File::from(outcome_r),
             readers,

@@ -144,7 +144,7 @@ pub enum GateError {
     #[error(transparent)]
     Load(#[from] LoadError),
     /// Every problem found.
-    #[error("{}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))]
+    #[error("{}", .0.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
 }
 

@@ -57,6 +57,8 @@ struct Shared {
     gate: Gate,
     cfg: ServeConfig,
     log: Mutex<AuditLog>,
+    /// The same log, as the executions' supervisors inherit it.
+    children_log: AuditLog,
     draining: AtomicBool,
     /// The supervisors of running executions.
     running: Mutex<HashMap<u64, sys::ProcessHandle>>,
@@ -75,7 +77,7 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
     // Signals first, before any thread exists, so every thread inherits the
     // mask and only the signalfd sees them.
     let signals = [libc::SIGTERM, libc::SIGINT];
-    let sigfd = match sys::block_signals(&signals).and_then(|_| sys::signalfd(&signals)) {
+    let sigfd = match sys::block_signals(&signals).and_then(|()| sys::signalfd(&signals)) {
         Ok(fd) => fd,
         Err(e) => {
             say(format!("cannot take SIGTERM and SIGINT: {e}"));
@@ -83,6 +85,13 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
         }
     };
     let log = match AuditLog::open(&cfg.audit_log) {
+        Ok(l) => l,
+        Err(e) => {
+            say(format!("{e}; not serving"));
+            return crate::error::exit::SANDBOX;
+        }
+    };
+    let children_log = match log.try_clone() {
         Ok(l) => l,
         Err(e) => {
             say(format!("{e}; not serving"));
@@ -106,6 +115,7 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
         gate,
         cfg,
         log: Mutex::new(log),
+        children_log,
         draining: AtomicBool::new(false),
         running: Mutex::new(HashMap::new()),
         clients: Mutex::new(HashMap::new()),
@@ -311,7 +321,7 @@ fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal
         args: &req.args,
         stdin: req.stdin.as_bytes(),
         workspace: workspace.as_deref(),
-        audit_log: &shared.cfg.audit_log,
+        audit_log: &shared.children_log,
         lineage: &lineage,
         output_cap: grant.output_limit,
     };

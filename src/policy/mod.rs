@@ -288,8 +288,7 @@ impl Policy {
         let top_file = profile
             .files
             .last()
-            .map(|(p, _)| p.clone())
-            .unwrap_or_else(|| PathBuf::from("<profile>"));
+            .map_or_else(|| PathBuf::from("<profile>"), |(p, _)| p.clone());
         let mut c = Checker {
             problems: Vec::new(),
             top: Origin {
@@ -456,12 +455,9 @@ fn check_python(
         c.missing("exec.command", "is required with [python]: the interpreter the guard runs on, e.g. [\"/usr/bin/python3.11\", \"-I\", \"-S\", \"-B\"]");
         return None;
     };
-    let stdlib = match interp::stdlib_of(Path::new(interpreter)) {
-        Some(s) => s,
-        None => {
-            c.missing("exec.command", format!("{interpreter:?} is not named like a Python 3 interpreter (python3.N), so its standard library is unknown"));
-            return None;
-        }
+    let Some(stdlib) = interp::stdlib_of(Path::new(interpreter)) else {
+        c.missing("exec.command", format!("{interpreter:?} is not named like a Python 3 interpreter (python3.N), so its standard library is unknown"));
+        return None;
     };
     let visible = views
         .iter()
@@ -534,7 +530,7 @@ fn check_limits(c: &mut Checker, profile: &Profile) -> Limits {
                 origin: at.origin.clone(),
                 value: Some(at.value.to_string()),
                 message,
-            })
+            });
         };
         let size = |min: u64, max: u64| -> Result<u64, String> {
             let n = match &at.value {
@@ -564,7 +560,7 @@ fn check_limits(c: &mut Checker, profile: &Profile) -> Limits {
         };
         let count = |min: u64, max: u64| -> Result<u64, String> {
             match &at.value {
-                Scalar::Int(n) if (min as i64..=max as i64).contains(n) => Ok(*n as u64),
+                Scalar::Int(n) if u64::try_from(*n).is_ok_and(|n| (min..=max).contains(&n)) => Ok(n.unsigned_abs()),
                 Scalar::Int(_) => Err(format!("out of range; valid: from {min} to {max}")),
                 Scalar::Text(_) => Err(format!("is not a number; valid: a whole number from {min} to {max}")),
             }
@@ -840,7 +836,7 @@ fn check_executables(c: &mut Checker, list: &[At<String>], writable: &[PathBuf])
         }
         match fs::resolve_on_host(&path, false) {
             Ok(EntryKind::File) => {
-                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode()).unwrap_or(0);
+                let mode = std::fs::metadata(&path).map_or(0, |m| m.permissions().mode());
                 if mode & 0o111 == 0 {
                     c.bad(at, "has no execute permission on this host");
                     continue;

@@ -129,7 +129,10 @@ fn summary(p: &Policy) -> String {
         if l.is_empty() {
             "(none)".to_string()
         } else {
-            l.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+            l.iter()
+                .map(std::string::ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
         }
     };
     line("tcp connect", ports(&p.net_connect));
@@ -155,7 +158,11 @@ fn summary(p: &Policy) -> String {
     for chunk in p.syscalls.names.chunks(8) {
         line("", chunk.join(" "));
     }
-    let req: Vec<String> = p.landlock_require.iter().map(|f| f.to_string()).collect();
+    let req: Vec<String> = p
+        .landlock_require
+        .iter()
+        .map(std::string::ToString::to_string)
+        .collect();
     line(
         "landlock",
         format!(

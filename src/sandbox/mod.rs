@@ -700,8 +700,8 @@ impl Running {
         // microseconds (the filter has no users left); this long is a fault.
         let mut gone_since: Option<Instant> = None;
         loop {
-            let out_fd = self.stdout.as_ref().map(|f| f.as_raw_fd());
-            let err_fd = self.stderr.as_ref().map(|f| f.as_raw_fd());
+            let out_fd = self.stdout.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+            let err_fd = self.stderr.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
             let wake_fd = self.notifications.as_ref().map(|n| n.wake.as_raw_fd());
             let now = Instant::now();
             if (!report_open || self.emptied) && out_fd.is_none() && err_fd.is_none() {

@@ -87,7 +87,7 @@ impl FsOp {
             FsOp::Symlink { target, link } => sys::symlink(target, link),
             FsOp::Bind { source, target, attrs } => {
                 let tree = sys::clone_tree(source)?;
-                let r = sys::set_tree_attrs(tree, *attrs).and_then(|_| sys::attach_tree(tree, target));
+                let r = sys::set_tree_attrs(tree, *attrs).and_then(|()| sys::attach_tree(tree, target));
                 sys::close(tree);
                 r
             }

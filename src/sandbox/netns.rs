@@ -122,14 +122,13 @@ pub fn shared_for(plan: &SetupPlan) -> Result<Option<(OwnedFd, PathBuf)>, NetnsE
 fn open_checked(path: &Path) -> Result<Option<OwnedFd>, NetnsError> {
     // Not a symlink followed, nor a FIFO waited on: whatever else is there is
     // looked at below.
-    let file = match OpenOptions::new()
+    // Missing, or unreadable to us: a namespace of its own then.
+    let Ok(file) = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
-    {
-        Ok(f) => f,
-        // Missing, or unreadable to us (a sandbox of our own then).
-        Err(_) => return Ok(None),
+    else {
+        return Ok(None);
     };
     let fd = OwnedFd::from(file);
     let refuse = |what: Foreign| {

@@ -74,7 +74,7 @@ impl Notifier {
                 .iter()
                 .filter_map(|(name, nr)| {
                     let &(name, layout) = files::FILE_SYSCALLS.iter().find(|(n, _)| n == name)?;
-                    Some((*nr as i32, (name, layout)))
+                    Some((i32::try_from(*nr).ok()?, (name, layout)))
                 })
                 .collect(),
             landlock_rules: plan.landlock.as_ref().map(|ll| {
@@ -214,9 +214,7 @@ impl Notifier {
                 paths.push((dirfd, path, files::open_access(f), f & libc::O_TRUNC as u64 != 0));
             }
             Layout::Openat2 => {
-                let flags = sys::read_remote::<8>(n.pid, arg(2))
-                    .map(u64::from_ne_bytes)
-                    .unwrap_or(0);
+                let flags = sys::read_remote::<8>(n.pid, arg(2)).map_or(0, u64::from_ne_bytes);
                 paths.push((Some(0), 1, files::open_access(flags), flags & libc::O_TRUNC as u64 != 0));
             }
             Layout::One(dirfd, path, access) => paths.push((dirfd, path, access, access == Access::Write)),
@@ -239,7 +237,7 @@ impl Notifier {
                 // pivot_root are never allowed): open it once.
                 self.root = sys::open_root_of(n.pid);
             }
-            let rootfd = self.root.as_ref().map_or(-1, |r| r.as_raw_fd());
+            let rootfd = self.root.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
             // What the kernel resolves: the path with the root's fixed
             // symlinks followed (one openat2 instead of two and a readlink).
             let lookup = follow_fixed(&self.fixed_links, &path);
@@ -399,8 +397,7 @@ fn absolute(pid: i32, dirfd: i32, raw: &[u8]) -> String {
         } else {
             std::fs::read_link(format!("/proc/{pid}/fd/{dirfd}"))
         }
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "?".to_string());
+        .map_or_else(|_| "?".to_string(), |p| p.display().to_string());
         if text.is_empty() {
             base
         } else {

@@ -144,7 +144,7 @@ impl fmt::Display for SetupFailure {
 
 fn hint(step: Step, errno: i32) -> Option<&'static str> {
     match (step, errno) {
-        (Step::Unshare, libc::EPERM) | (Step::Unshare, libc::ENOSPC) | (Step::Unshare, libc::EINVAL) => Some(
+        (Step::Unshare, libc::EPERM | libc::ENOSPC | libc::EINVAL) => Some(
             "user namespaces are unavailable to this user: see /proc/sys/user/max_user_namespaces, \
              kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns",
         ),

@@ -264,7 +264,7 @@ impl Report {
             w.copy_from_slice(bytes.get(i..i + 4).unwrap_or(&[0; 4]));
             u32::from_ne_bytes(w)
         };
-        let c = word(12) as i32;
+        let c = word(12).cast_signed();
         Some(match word(0) {
             1 => Report::Armed,
             2 => Report::InitStarted { pid: c },

@@ -109,7 +109,9 @@ pub fn open_access(flags: u64) -> Access {
 /// Landlock's name for what an access needs, beneath its path (create and
 /// delete: beneath the parent directory), given whether the target is a directory.
 pub fn landlock_rights(access: Access, dir: bool, truncate: bool) -> u64 {
-    use crate::landlock::access::*;
+    use crate::landlock::access::{
+        EXECUTE, MAKE_DIR, MAKE_REG, READ_DIR, READ_FILE, REMOVE_DIR, REMOVE_FILE, TRUNCATE, WRITE_FILE,
+    };
     match access {
         Access::Read if dir => READ_DIR,
         Access::Read => READ_FILE,

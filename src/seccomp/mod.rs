@@ -580,9 +580,9 @@ pub fn expand(allow: &[String], arch: Arch) -> Result<BTreeSet<String>, SeccompE
         }
         if name.starts_with('@') {
             let g = group(&name).ok_or_else(|| SeccompError::UnknownGroup(name.clone()))?;
-            stack.extend(g.members.iter().map(|m| m.to_string()));
+            stack.extend(g.members.iter().map(std::string::ToString::to_string));
             if arch == Arch::X86_64 {
-                stack.extend(g.x86_64_only.iter().map(|m| m.to_string()));
+                stack.extend(g.x86_64_only.iter().map(std::string::ToString::to_string));
             }
         } else {
             out.insert(name);
@@ -937,7 +937,7 @@ mod tests {
                                 tree::bpf::run(&fast, x86, nr, args),
                                 tree::bpf::run(&slow, x86, nr, args),
                                 "{allow:?} {on_denied:?}: syscall {nr} ({}) with {args:x?}",
-                                syscall_name(nr as i32)
+                                syscall_name(nr.cast_signed())
                             );
                         }
                     }

@@ -52,7 +52,7 @@ pub fn clear_capabilities() -> SysResult<()> {
         inheritable: 0,
     }; 2];
     // SAFETY: version 3 takes two CapData entries, which `data` holds.
-    check_long(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) }).map(drop)
+    check_long(unsafe { libc::syscall(libc::SYS_capset, &raw mut header, data.as_ptr()) }).map(drop)
 }
 
 /// `PR_SET_NO_NEW_PRIVS` (child-safe).

@@ -30,7 +30,7 @@ pub fn close(fd: RawFd) {
 /// Marks every descriptor from `first` up close-on-exec (child-safe).
 pub fn cloexec_from(first: u32) -> SysResult<()> {
     // SAFETY: integers only; CLOSE_RANGE_CLOEXEC closes nothing now.
-    check(unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as c_int) }).map(drop)
+    check(unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC.cast_signed()) }).map(drop)
 }
 
 /// Closes every descriptor except those in `keep` (at most 8; child-safe, for
@@ -43,7 +43,7 @@ pub fn close_all_except(keep: &[RawFd]) -> SysResult<()> {
     }
     sorted.sort_unstable();
     for &fd in sorted.iter().filter(|&&fd| fd >= 0 && fd != i32::MAX) {
-        let fd = fd as u32;
+        let fd = fd.cast_unsigned();
         if fd > next {
             // SAFETY: integers only.
             check(unsafe { libc::close_range(next, fd - 1, 0) })?;
@@ -68,7 +68,7 @@ pub fn write_all(fd: RawFd, buf: &[u8]) -> SysResult<()> {
             }
             return Err(e);
         }
-        done += n as usize;
+        done += n.cast_unsigned();
     }
     Ok(())
 }
@@ -96,7 +96,7 @@ pub fn pipe_hung_up(fd: RawFd) -> bool {
         revents: 0,
     };
     // SAFETY: one valid pollfd, zero timeout.
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    let r = unsafe { libc::poll(&raw mut p, 1, 0) };
     r > 0 && (p.revents & libc::POLLHUP) != 0
 }
 
@@ -140,7 +140,7 @@ pub fn read_once(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {
         if n < 0 {
             Err(errno())
         } else {
-            Ok(n as usize)
+            Ok(n.cast_unsigned())
         }
     })
 }
@@ -201,7 +201,7 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
     let mut space = CmsgSpace { buf: [0; 64] };
     // SAFETY: msghdr is plain data; every field used is set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space_len = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
@@ -210,7 +210,7 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
     msg.msg_control = unsafe { space.buf.as_mut_ptr() }.cast();
     msg.msg_controllen = space_len;
     // SAFETY: msg_control points to space_len valid bytes, so the first header fits.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
     if cmsg.is_null() {
         return Err(libc::EINVAL);
     }
@@ -222,7 +222,7 @@ pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
         ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
     }
     // SAFETY: `msg` and everything it points to are valid for the call.
-    retry(|| check_long(unsafe { libc::sendmsg(sock, &msg, 0) } as libc::c_long)).map(drop)
+    retry(|| check_long(unsafe { libc::sendmsg(sock, &raw const msg, 0) } as libc::c_long)).map(drop)
 }
 
 /// Receives one descriptor sent with [`send_fd`]; `None` at end of stream.
@@ -235,13 +235,13 @@ pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
     let mut space = CmsgSpace { buf: [0; 64] };
     // SAFETY: msghdr is plain data; every field used is set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     // SAFETY: as in send_fd.
     msg.msg_control = unsafe { space.buf.as_mut_ptr() }.cast();
     msg.msg_controllen = 64;
     // SAFETY: `msg` points to valid buffers.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    let n = unsafe { libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -249,7 +249,7 @@ pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
         return Ok(None);
     }
     // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR checks the length.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
     // SAFETY: a non-null header from the kernel, of SCM_RIGHTS with one int.
     unsafe {
         if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
@@ -299,7 +299,7 @@ pub fn pipe_unread(fd: RawFd) -> bool {
         revents: 0,
     };
     // SAFETY: one valid pollfd, zero timeout.
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    let r = unsafe { libc::poll(&raw mut p, 1, 0) };
     r > 0 && (p.revents & libc::POLLERR) != 0
 }
 

@@ -58,7 +58,7 @@ pub fn landlock_create_ruleset(fs: u64, net: u64, scoped: u64) -> SysResult<RawF
     let fd = check_long(unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
-            &attr as *const RulesetAttr,
+            &raw const attr,
             std::mem::size_of::<RulesetAttr>(),
             0u32,
         )
@@ -80,7 +80,7 @@ pub fn landlock_add_path(ruleset: RawFd, path: &CStr, access: u64) -> SysResult<
             libc::SYS_landlock_add_rule,
             ruleset,
             LANDLOCK_RULE_PATH_BENEATH,
-            &attr as *const PathBeneathAttr,
+            &raw const attr,
             0u32,
         )
     });
@@ -100,7 +100,7 @@ pub fn landlock_add_port(ruleset: RawFd, port: u16, access: u64) -> SysResult<()
             libc::SYS_landlock_add_rule,
             ruleset,
             LANDLOCK_RULE_NET_PORT,
-            &attr as *const NetPortAttr,
+            &raw const attr,
             0u32,
         )
     })

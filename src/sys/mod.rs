@@ -81,7 +81,7 @@ fn check_long(ret: libc::c_long) -> SysResult<libc::c_long> {
 fn retry<T>(mut f: impl FnMut() -> SysResult<T>) -> SysResult<T> {
     loop {
         match f() {
-            Err(libc::EINTR) => continue,
+            Err(libc::EINTR) => {}
             other => return other,
         }
     }

@@ -127,7 +127,7 @@ pub fn open_path_no_symlinks(path: &CStr) -> SysResult<RawFd> {
             libc::SYS_openat2,
             libc::AT_FDCWD,
             path.as_ptr(),
-            &how as *const OpenHow,
+            &raw const how,
             std::mem::size_of::<OpenHow>(),
         )
     })? as RawFd;
@@ -165,8 +165,8 @@ fn mount_setattr(dirfd: RawFd, path: &CStr, flags: c_int, set: u64) -> SysResult
             libc::SYS_mount_setattr,
             dirfd,
             path.as_ptr(),
-            flags as libc::c_uint,
-            &attr as *const MountAttr,
+            flags.cast_unsigned(),
+            &raw const attr,
             std::mem::size_of::<MountAttr>(),
         )
     })

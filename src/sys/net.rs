@@ -3,6 +3,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 
 use libc::{c_int, c_ulong};
 
@@ -31,8 +32,7 @@ fn with_loopback<T>(f: impl FnOnce(RawFd, IfreqFlags) -> SysResult<T>) -> SysRes
     };
     req.name[..2].copy_from_slice(b"lo");
     // SAFETY: `req` is a valid ifreq-sized buffer with a NUL-terminated name.
-    let r =
-        check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req as *mut IfreqFlags) }).and_then(|_| f(sock, req));
+    let r = check(unsafe { libc::ioctl(sock, libc::SIOCGIFFLAGS, &raw mut req) }).and_then(|_| f(sock, req));
     close(sock);
     r
 }
@@ -42,7 +42,7 @@ pub fn loopback_up() -> SysResult<()> {
     with_loopback(|sock, mut req| {
         req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
         // SAFETY: `req` is a valid ifreq-sized buffer with a NUL-terminated name.
-        check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &req as *const IfreqFlags) }).map(drop)
+        check(unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &raw const req) }).map(drop)
     })
 }
 
@@ -90,7 +90,7 @@ pub fn namespace_of(fd: RawFd) -> io::Result<Option<(c_int, (u64, u64))>> {
     // SAFETY: an all-zero statfs is a valid value of this plain C struct.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `fs` is a valid, writable statfs.
-    if unsafe { libc::fstatfs(fd, &mut fs) } < 0 {
+    if unsafe { libc::fstatfs(fd, &raw mut fs) } < 0 {
         return Err(io::Error::last_os_error());
     }
     if fs.f_type as libc::c_long != NSFS_MAGIC {
@@ -109,7 +109,6 @@ pub fn namespace_of(fd: RawFd) -> io::Result<Option<(c_int, (u64, u64))>> {
     // SAFETY: a fresh descriptor we now own.
     let owner = unsafe { OwnedFd::from_raw_fd(owner) };
     let meta = std::fs::File::from(owner).metadata()?;
-    use std::os::unix::fs::MetadataExt;
     Ok(Some((kind, (meta.dev(), meta.ino()))))
 }
 

@@ -119,7 +119,7 @@ fn futex_wait(word: &std::sync::atomic::AtomicI32, expected: i32, timeout: Optio
             word.as_ptr(),
             libc::FUTEX_WAIT,
             expected,
-            timeout.map_or(ptr::null(), |t| t as *const libc::timespec),
+            timeout.map_or(ptr::null(), std::ptr::from_ref::<libc::timespec>),
         )
     };
 }
@@ -137,7 +137,7 @@ pub fn nap(us: i64) {
         tv_nsec: us * 1000,
     };
     // SAFETY: `ts` is a valid timespec; no remainder is asked for.
-    unsafe { libc::nanosleep(&ts, ptr::null_mut()) };
+    unsafe { libc::nanosleep(&raw const ts, ptr::null_mut()) };
 }
 
 /// Copies descriptor `fd` of process `pid` into this process (child-safe).
@@ -181,7 +181,7 @@ pub fn notif_recv(listener: RawFd) -> io::Result<Notification> {
     let notif = unsafe { &*(buf.as_ptr().cast::<libc::seccomp_notif>()) };
     Ok(Notification {
         id: notif.id,
-        pid: notif.pid as i32,
+        pid: notif.pid.cast_signed(),
         nr: notif.data.nr,
         args: notif.data.args,
     })
@@ -192,7 +192,7 @@ pub fn notif_recv(listener: RawFd) -> io::Result<Notification> {
 pub fn notif_valid(listener: RawFd, id: u64) -> bool {
     let mut id = id;
     // SAFETY: `id` is a valid u64 for the ioctl to read.
-    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id as *mut u64) == 0 }
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &raw mut id) == 0 }
 }
 
 /// Lets notification `id`'s syscall run as if no filter had stopped it (the
@@ -209,14 +209,7 @@ fn notif_send(listener: RawFd, id: u64, error: i32, flags: u32) -> io::Result<()
         flags,
     };
     // SAFETY: `resp` is a valid seccomp_notif_resp.
-    if unsafe {
-        libc::ioctl(
-            listener,
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            &mut resp as *mut libc::seccomp_notif_resp,
-        )
-    } < 0
-    {
+    if unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &raw mut resp) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -252,14 +245,7 @@ fn notif_sizes() -> Option<libc::seccomp_notif_sizes> {
         seccomp_data: 0,
     };
     // SAFETY: `sizes` is a valid, writable seccomp_notif_sizes.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_GET_NOTIF_SIZES,
-            0u32,
-            &mut sizes as *mut libc::seccomp_notif_sizes,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_GET_NOTIF_SIZES, 0u32, &raw mut sizes) };
     (r == 0).then_some(sizes)
 }
 

@@ -15,8 +15,8 @@ pub fn peer_credentials(sock: RawFd) -> io::Result<(u32, u32, i32)> {
             sock,
             libc::SOL_SOCKET,
             libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
+            (&raw mut cred).cast(),
+            &raw mut len,
         )
     };
     if r < 0 {
@@ -37,7 +37,7 @@ pub fn peer_groups(sock: RawFd) -> io::Result<Vec<u32>> {
                 libc::SOL_SOCKET,
                 libc::SO_PEERGROUPS,
                 groups.as_mut_ptr().cast(),
-                &mut len,
+                &raw mut len,
             )
         };
         if r == 0 {
@@ -64,9 +64,9 @@ pub fn own_groups() -> Vec<u32> {
     if n <= 0 {
         return Vec::new();
     }
-    let mut groups = vec![0 as libc::gid_t; n as usize];
+    let mut groups = vec![0 as libc::gid_t; n.unsigned_abs() as usize];
     // SAFETY: `groups` has room for `n` entries.
     let m = unsafe { libc::getgroups(n, groups.as_mut_ptr()) };
-    groups.truncate(m.max(0) as usize);
+    groups.truncate(m.max(0).unsigned_abs() as usize);
     groups
 }

@@ -41,7 +41,7 @@ pub fn unshare(flags: c_int) -> SysResult<()> {
 /// Kill this process with `sig` when the thread that forked it exits (child-safe).
 pub fn set_parent_death_signal(sig: c_int) -> SysResult<()> {
     // SAFETY: PR_SET_PDEATHSIG takes an integer signal number.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as c_ulong, 0, 0, 0) }).map(drop)
+    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, c_ulong::from(sig.cast_unsigned()), 0, 0, 0) }).map(drop)
 }
 
 /// `PR_SET_DUMPABLE 0`: no core dumps, no ptrace, `/proc/PID` owned by root
@@ -85,7 +85,7 @@ pub fn set_hostname(name: &[u8]) -> SysResult<()> {
 pub fn clock_seconds(clock: libc::clockid_t) -> SysResult<i64> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec.
-    check(unsafe { libc::clock_gettime(clock, &mut ts) })?;
+    check(unsafe { libc::clock_gettime(clock, &raw mut ts) })?;
     Ok(ts.tv_sec)
 }
 
@@ -100,7 +100,7 @@ pub fn waitpid(pid: i32, flags: c_int) -> SysResult<(i32, c_int)> {
     retry(|| {
         let mut status: c_int = 0;
         // SAFETY: `status` is a valid, writable int.
-        let r = check(unsafe { libc::waitpid(pid, &mut status, flags) })?;
+        let r = check(unsafe { libc::waitpid(pid, &raw mut status, flags) })?;
         Ok((r, status))
     })
 }
@@ -143,8 +143,8 @@ pub fn has_exited(pid: i32) -> bool {
     let r = unsafe {
         libc::waitid(
             libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
+            pid.cast_unsigned(),
+            &raw mut info,
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
     };

@@ -28,17 +28,17 @@ pub fn read_remote_cstr(pid: i32, addr: u64) -> io::Result<Vec<u8>> {
             iov_len: chunk.len(),
         };
         // SAFETY: `local` describes `chunk`; the kernel checks `remote`.
-        let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+        let n = unsafe { libc::process_vm_readv(pid, &raw const local, 1, &raw const remote, 1, 0) };
         if n <= 0 {
             return Err(io::Error::last_os_error());
         }
-        let got = chunk.get(..n as usize).unwrap_or_default();
+        let got = chunk.get(..n.unsigned_abs()).unwrap_or_default();
         if let Some(end) = got.iter().position(|&b| b == 0) {
             out.extend_from_slice(got.get(..end).unwrap_or_default());
             return Ok(out);
         }
         out.extend_from_slice(got);
-        addr += n as u64;
+        addr += n.unsigned_abs() as u64;
     }
     Ok(out)
 }
@@ -55,8 +55,8 @@ pub fn read_remote<const N: usize>(pid: i32, addr: u64) -> io::Result<[u8; N]> {
         iov_len: N,
     };
     // SAFETY: `local` describes `buf`; the kernel checks `remote`.
-    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    if n != N as isize {
+    let n = unsafe { libc::process_vm_readv(pid, &raw const local, 1, &raw const remote, 1, 0) };
+    if usize::try_from(n) != Ok(N) {
         return Err(io::Error::last_os_error());
     }
     Ok(buf)
@@ -155,7 +155,7 @@ fn is_dir_fd(fd: RawFd) -> Option<bool> {
     // SAFETY: stat is plain data, filled by fstat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open; `st` is valid and writable.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+    (unsafe { libc::fstat(fd, &raw mut st) } == 0).then_some(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
 }
 
 /// An `O_PATH` descriptor of `rel` beneath `rootfd`, resolved as if `rootfd`
@@ -173,7 +173,7 @@ fn open_in_root(rootfd: RawFd, rel: &CStr, extra: u64) -> SysResult<RawFd> {
                 libc::SYS_openat2,
                 rootfd,
                 rel.as_ptr(),
-                &how as *const OpenHow,
+                &raw const how,
                 std::mem::size_of::<OpenHow>(),
             )
         })

@@ -12,14 +12,14 @@ pub fn lower_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -
         rlim_max: 0,
     };
     // SAFETY: `cur` is a valid, writable rlimit.
-    check(unsafe { libc::getrlimit(resource, &mut cur) })?;
+    check(unsafe { libc::getrlimit(resource, &raw mut cur) })?;
     let hard = hard.min(cur.rlim_max);
     let new = libc::rlimit {
         rlim_cur: soft.min(hard),
         rlim_max: hard,
     };
     // SAFETY: `new` is a valid rlimit.
-    check(unsafe { libc::setrlimit(resource, &new) }).map(drop)
+    check(unsafe { libc::setrlimit(resource, &raw const new) }).map(drop)
 }
 
 /// Waits for any child, `EINTR` retried; returns (pid, status, CPU ms, max
@@ -30,8 +30,8 @@ pub fn wait_any() -> SysResult<(i32, c_int, u32, u32)> {
         // SAFETY: rusage is plain data, filled by wait4.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: `status` and `ru` are valid and writable.
-        let pid = check(unsafe { libc::wait4(-1, &mut status, 0, &mut ru) })?;
-        let ms = |t: libc::timeval| (t.tv_sec as u64) * 1000 + (t.tv_usec as u64) / 1000;
+        let pid = check(unsafe { libc::wait4(-1, &raw mut status, 0, &raw mut ru) })?;
+        let ms = |t: libc::timeval| t.tv_sec.unsigned_abs() * 1000 + t.tv_usec.unsigned_abs() / 1000;
         let cpu = ms(ru.ru_utime) + ms(ru.ru_stime);
         Ok((
             pid,
@@ -47,7 +47,7 @@ pub fn own_peak_rss_kib() -> i64 {
     // SAFETY: rusage is plain data, filled by getrusage.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is valid and writable.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut ru) };
     ru.ru_maxrss
 }
 

@@ -23,12 +23,5 @@ pub(super) fn seccomp_filter(program: &[crate::seccomp::Insn], flags: libc::c_ul
     };
     // SAFETY: `prog` points to `len` valid BPF instructions that outlive the
     // call; the kernel copies them.
-    check_long(unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            flags,
-            &prog as *const SockFprog,
-        )
-    })
+    check_long(unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, flags, &raw const prog) })
 }

@@ -13,10 +13,10 @@ pub fn sigset(signals: &[c_int]) -> libc::sigset_t {
     // SAFETY: sigset_t is plain data; sigemptyset initialises it fully.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset_t.
-    unsafe { libc::sigemptyset(&mut set) };
+    unsafe { libc::sigemptyset(&raw mut set) };
     for &s in signals {
         // SAFETY: `set` is a valid sigset_t; invalid numbers are rejected by the call.
-        unsafe { libc::sigaddset(&mut set, s) };
+        unsafe { libc::sigaddset(&raw mut set, s) };
     }
     set
 }
@@ -36,7 +36,7 @@ pub fn set_signal_mask(set: &libc::sigset_t) -> SysResult<()> {
 pub fn block_signals(signals: &[c_int]) -> io::Result<()> {
     let set = sigset(signals);
     // SAFETY: `set` is a valid sigset_t.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, ptr::null_mut()) };
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &raw const set, ptr::null_mut()) };
     if r != 0 {
         return Err(io::Error::from_raw_os_error(r));
     }
@@ -47,7 +47,7 @@ pub fn block_signals(signals: &[c_int]) -> io::Result<()> {
 pub fn signalfd(signals: &[c_int]) -> io::Result<OwnedFd> {
     let set = sigset(signals);
     // SAFETY: `set` is a valid sigset_t; -1 asks for a new descriptor.
-    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    let fd = unsafe { libc::signalfd(-1, &raw const set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -61,8 +61,8 @@ pub fn read_signal(fd: RawFd) -> Option<c_int> {
     let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     // SAFETY: `info` is a writable buffer of `size` bytes.
-    let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
-    (n == size as isize).then_some(info.ssi_signo as c_int)
+    let n = unsafe { libc::read(fd, (&raw mut info).cast(), size) };
+    (usize::try_from(n) == Ok(size)).then_some(info.ssi_signo.cast_signed())
 }
 
 /// Sets every signal's disposition to the default (child-safe). Ignored signals
@@ -86,7 +86,7 @@ pub fn set_handler(signals: &[c_int], handler: extern "C" fn(c_int)) -> SysResul
         act.sa_sigaction = handler as usize;
         act.sa_flags = libc::SA_RESTART;
         // SAFETY: `act` is a valid sigaction whose handler only calls kill(2).
-        check(unsafe { libc::sigaction(sig, &act, ptr::null_mut()) })?;
+        check(unsafe { libc::sigaction(sig, &raw const act, ptr::null_mut()) })?;
     }
     Ok(())
 }

@@ -80,9 +80,8 @@ fn a_program_whose_interpreter_is_not_visible_is_refused_before_it_runs() {
 
 #[test]
 fn a_wall_that_cannot_be_built_stops_the_run_with_125_naming_it() {
-    let who = match identities().into_iter().find(|w| *w != Who::Root) {
-        Some(w) => w,
-        None => return,
+    let Some(who) = identities().into_iter().find(|w| *w != Who::Root) else {
+        return;
     };
     let dir = scratch_dir("nproc");
     let marker = dir.join("ran");
@@ -104,7 +103,7 @@ fn a_wall_that_cannot_be_built_stops_the_run_with_125_naming_it() {
                 rlim_cur: 1,
                 rlim_max: 1,
             };
-            if libc::setrlimit(libc::RLIMIT_NPROC, &lim) != 0 {
+            if libc::setrlimit(libc::RLIMIT_NPROC, &raw const lim) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -29,12 +29,11 @@ fn has_cgroup(who: Who) -> bool {
     r.assert_code(0);
     let cg = r.stderr.contains("wall 9 resources: cgroup v");
     assert!(cg || r.stderr.contains("wall 9 resources: rlimits only"), "{r:#?}");
-    if who == Who::Root && !cg && in_ci() {
-        panic!(
-            "CI runs as root on a host with cgroups, and no cgroup was made: {}",
-            r.stderr
-        );
-    }
+    assert!(
+        !(who == Who::Root && !cg && in_ci()),
+        "CI runs as root on a host with cgroups, and no cgroup was made: {}",
+        r.stderr
+    );
     cg
 }
 
@@ -236,8 +235,7 @@ fn cgroup_of_a_run(who: Who) -> std::path::PathBuf {
         .lines()
         .find_map(|l| l.split(" e.g. ").nth(1))
         .and_then(|rest| rest.split(' ').next())
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| panic!("no cgroup path in -v: {r:#?}"))
+        .map_or_else(|| panic!("no cgroup path in -v: {r:#?}"), std::path::PathBuf::from)
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -300,8 +301,9 @@ fn sigterm_to_the_supervisor_reaches_the_mbu() {
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ready");
+        let pid = i32::try_from(child.id()).unwrap();
         // SAFETY: plain kill(2) of our own child.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
         let mut rest = String::new();
         out.read_line(&mut rest).unwrap();
         let status = child.wait().unwrap();
@@ -502,7 +504,6 @@ fn a_shared_network_namespace_changed_outside_ninewall_stops_the_run() {
     let r = Run::from_output(r);
     r.assert_code(0);
     let _cleanup = Unmount(shared.clone());
-    use std::os::unix::fs::MetadataExt;
     assert_eq!(
         r.stdout.trim(),
         format!("net:[{}]", std::fs::metadata(&shared).unwrap().ino())

@@ -498,7 +498,7 @@ impl Daemon {
     }
 
     fn pid(&self) -> i32 {
-        self.child.as_ref().map_or(0, |c| c.id() as i32)
+        self.child.as_ref().map_or(0, |c| i32::try_from(c.id()).unwrap())
     }
 
     fn rss_kib(&self) -> u64 {
@@ -514,7 +514,7 @@ impl Daemon {
     fn stop(&mut self) -> Run {
         let child = self.child.take().unwrap();
         // SAFETY: kill with a pid we started.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
         Run::from_output(child.wait_with_output().unwrap())
     }
 }
@@ -816,7 +816,7 @@ fn eight_clients_times_fifty_requests_are_all_answered_with_flat_memory() {
             for c in clients {
                 c.join().unwrap();
             }
-        })
+        });
     };
     round(5);
     let early = d.rss_kib();

@@ -237,7 +237,7 @@ fn a_program_is_chosen_only_among_the_executables() {
         SetupPlan::build(
             &pol,
             &Request {
-                args: args.iter().map(|s| s.to_string()).collect(),
+                args: args.iter().map(std::string::ToString::to_string).collect(),
                 workspace_dir: None,
             },
             &host(caller),

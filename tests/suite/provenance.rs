@@ -126,7 +126,7 @@ fn tampering_is_found_at_the_line_it_breaks() {
         std::fs::write(&bad, ls.join("\n") + "\n").unwrap();
         bad
     };
-    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let own = |v: &[&str]| v.iter().map(std::string::ToString::to_string).collect::<Vec<_>>();
     // One byte changed in line 4 (the second run's end: exit code 2 becomes 7):
     // line 5 no longer matches.
     let mut flipped = own(&lines);
@@ -178,7 +178,7 @@ fn eight_concurrent_supervisors_keep_one_chain() {
         .filter(|r| r["kind"] == "exec.end")
         .map(|r| r["code"].as_i64().unwrap())
         .collect();
-    codes.sort();
+    codes.sort_unstable();
     assert_eq!(codes, (0..8).collect::<Vec<i64>>());
 }
 

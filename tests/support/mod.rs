@@ -40,9 +40,7 @@ pub fn in_ci() -> bool {
 
 /// Skips (returns true) outside CI; fails in CI.
 pub fn skip(why: &str) -> bool {
-    if in_ci() {
-        panic!("CI=true refuses to skip: {why}");
-    }
+    assert!(!in_ci(), "CI=true refuses to skip: {why}");
     eprintln!("SKIPPED: {why}");
     true
 }
@@ -164,8 +162,7 @@ pub fn exec_dir() -> PathBuf {
 /// `NINEWALL_TEST_PROFILES` (scripts/test.sh, for its unprivileged pass).
 pub fn source_profiles() -> PathBuf {
     std::env::var_os("NINEWALL_TEST_PROFILES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"))
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"), PathBuf::from)
 }
 
 /// A shipped profile, staged.
@@ -304,7 +301,7 @@ pub fn host_processes_with(marker: &str) -> Vec<i32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if pid == std::process::id() as i32 {
+        if pid == i32::try_from(std::process::id()).unwrap() {
             continue;
         }
         if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
