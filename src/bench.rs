@@ -4,6 +4,8 @@
 //! which answers each one with as little as ninewall's listener could do,
 //! built from ninewall's own syscall layer.
 //!
+//! No wall: a measuring instrument.
+//!
 //! ```text
 //! notify_floor MODE PROGRAM [ARGS...]
 //!   none     the filter notifies nothing (the baseline: same fork, same exec)

@@ -1,4 +1,6 @@
 //! The command line: clap types only.
+//!
+//! No wall: the user's words, parsed.
 
 use std::path::PathBuf;
 

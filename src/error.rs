@@ -1,30 +1,19 @@
-//! The one error type of an execution, and the only place exit codes live.
+//! The one error type of an execution, and the one mapping from errors to
+//! exit codes.
+//!
+//! Every wall: each variant names the one that refused.
 //!
 //! Each layer keeps its own error enum (a profile that does not load, a
 //! request the gate refuses, a plan that cannot be made, a sandbox that
 //! cannot be built, a log that cannot be written); [`Error`] has one variant
 //! per layer, chained with `#[source]`, and [`Error::exit_code`] maps each to
-//! the exit code shared/DESIGN.md gives it. [`exit`] holds the codes
-//! themselves, for the few places that must name one directly (the child
-//! between fork and exec, which has no `Error` to return).
+//! the exit code shared/DESIGN.md gives it. The codes themselves are
+//! [`crate::exit`]'s, which the lowest layers use too (the child between fork
+//! and exec has no `Error` to return).
 
 use std::path::PathBuf;
 
-/// The exit codes of `ninewall` (shared/DESIGN.md, "Exit codes").
-pub mod exit {
-    /// Bad command-line or profile input; nothing ran.
-    pub const USAGE: i32 = 2;
-    /// The wall-clock limit ended the execution.
-    pub const TIMEOUT: i32 = 124;
-    /// The sandbox could not be built, or the request was refused.
-    pub const SANDBOX: i32 = 125;
-    /// The program may not be executed.
-    pub const NOT_EXECUTABLE: i32 = 126;
-    /// The program was not found.
-    pub const NOT_FOUND: i32 = 127;
-    /// Killed by signal N: this plus N.
-    pub const SIGNALED: i32 = 128;
-}
+use crate::exit;
 
 /// Why an execution did not run, or did not run to a recorded end.
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,8 @@
 //! kernel's features, who ninewall runs as, where an execution's cgroup can be
 //! made, and where the shared empty network namespace lives.
 //!
+//! Host facts for walls 3, 6, 7 and 9.
+//!
 //! [`Host::probe`] is the only I/O before the plan. [`crate::plan::SetupPlan::build`]
 //! takes its value, so every decision the plan makes (id maps, mounts, rlimits,
 //! which cgroup hierarchy, whether to join the shared network namespace) is a

@@ -1,5 +1,7 @@
 //! What the running kernel offers, asked once per run: the plan is built for
 //! this kernel, and a profile that needs more than it offers is refused.
+//!
+//! Host facts for walls 7 and 8 (the plan); `ninewall probe` for all nine.
 
 use serde::Serialize;
 

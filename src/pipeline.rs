@@ -2,6 +2,10 @@
 //! shared/DESIGN.md, one function per arrow, each taking and returning typed
 //! values.
 //!
+//! Every wall, in order: wall 1 in `admit`, walls 2 to 9 planned in `plan`,
+//! built by `sandbox` in `spawn`; provenance in `record_start`, `supervise`
+//! and `record_end`.
+//!
 //! ```text
 //! Invocation ──admit──▶ Admission        wall 1: which profile, on whose behalf
 //!            ──load───▶ Loaded           profile → policy, its digest checked
@@ -21,7 +25,8 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use crate::error::{exit, Error};
+use crate::error::Error;
+use crate::exit;
 use crate::gate::delegate::{Current, Delegation};
 use crate::gate::{Gate, Peer};
 use crate::host::Host;
@@ -427,7 +432,7 @@ pub fn record_start(
 ) -> Result<(Result<Running, SandboxError>, Option<UnixStream>), Error> {
     let Launch { sandbox, delegation } = launch;
     // The cgroup is made while the record is written and goes to disk.
-    let sandbox = sandbox.and_then(|mut running| match running.arm() {
+    let sandbox = sandbox.and_then(|mut running| match running.enter_cgroup() {
         Ok(()) => Ok(running),
         Err(e) => {
             running.abandon();

@@ -1,20 +1,26 @@
 //! The setup plan: everything the sandbox's processes will do, computed before
 //! anything forks.
 //!
-//! `SetupPlan::build` is pure: a [`Policy`], a [`Request`] and the caller's
-//! identity in, plain data out, so the exact mount order can be tested without
-//! privileges. The child processes only carry the plan out.
+//! `SetupPlan::build` is pure: a [`Policy`], a [`Request`] and the [`Host`]'s
+//! facts in, plain data out, so every decision (id maps, mounts, Landlock
+//! rules, the seccomp program, rlimits, which cgroup hierarchy, whether to join
+//! the shared network namespace) can be tested without privileges. The
+//! processes of `sandbox/` only carry the plan out.
 //!
-//! Mount order inside the new root (a tmpfs):
+//! Mount order inside the new root (a tmpfs), as [`SetupPlan::mounts`] lists it:
 //! 1. the profile's binds and symlinks, sorted by path so that a parent is
 //!    mounted before anything below it: `fs.read` (read-only, `noexec`),
-//!    `fs.libraries` (read-only), `exec.executables` (read-only, one file each),
-//!    `fs.write` (read-write, `noexec`);
-//! 2. a fresh `/proc` (`hidepid=invisible`), a minimal `/dev`, a private `/tmp`;
-//! 3. the workspace (tmpfs, or the `--workspace` host directory);
-//! 4. the root itself made read-only.
+//!    `fs.libraries` (read-only), the ld.so cache, `exec.executables`
+//!    (read-only, one file each), `fs.write` (read-write, `noexec`);
+//! 2. with a `[python]` section, wall 2's interpreter guard: the guard script
+//!    (a read-only file ninewall writes), its site directory, and the
+//!    whitelisted packages bound into it;
+//! 3. a fresh `/proc` (`hidepid=invisible`), a minimal `/dev`, a private `/tmp`;
+//! 4. the workspace (tmpfs, or the `--workspace` host directory).
 //!
-//! Every mount is `nosuid,nodev`, except the five device nodes bound into `/dev`.
+//! `sandbox::mounts` compiles this list into init's operations, and then
+//! makes the root itself read-only before `pivot_root`. Every mount is
+//! `nosuid,nodev`, except the five device nodes bound into `/dev`.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

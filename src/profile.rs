@@ -1,5 +1,7 @@
 //! The profile's TOML wire format, and loading it with `extends`.
 //!
+//! The input of every wall: nothing here is enforced, only read and located.
+//!
 //! Invariant: nothing in this module decides what a sandbox may do. It reads the
 //! files an admin wrote, rejects anything that is not part of the format (unknown
 //! keys, duplicate keys, wrong types), follows `extends` to the base profiles and

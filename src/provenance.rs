@@ -1,5 +1,7 @@
 //! Provenance: an append-only, hash-chained JSON Lines log of every execution.
 //!
+//! Over all nine walls: what each built, and what the sandbox did.
+//!
 //! Each line is one JSON object whose `prev` is the SHA-256 (hex) of the line
 //! before it (64 zeros for the first line), so an edit, insertion, deletion or
 //! reordering anywhere but at the very end breaks the chain at that line, and

@@ -2,12 +2,14 @@
 //! turns its arguments into the library's typed values, calls the library,
 //! and prints the result. `run` is [`crate::pipeline`]'s; every message goes
 //! to stderr prefixed `ninewall:`; nothing here panics on input.
+//!
+//! No wall: argument handling.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{AuditAction, Cli, Command, RunArgs, ServeArgs};
-use crate::error::exit::{SANDBOX as EXIT_SANDBOX, USAGE as EXIT_USAGE};
+use crate::exit::{SANDBOX as EXIT_SANDBOX, USAGE as EXIT_USAGE};
 use crate::gate::exec::OutcomeLine;
 use crate::gate::Gate;
 use crate::host::Caller;

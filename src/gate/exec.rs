@@ -2,6 +2,8 @@
 //! sandbox): the request and answer on the wire, and running it as its own
 //! `ninewall run` process.
 //!
+//! Wall 1's executions: each one a separate supervisor.
+//!
 //! Each execution is a separate supervisor process, started from this binary
 //! (`/proc/self/exe`): executions share nothing (a crash or a leak in one is
 //! not in the next), the requester's memory stays flat however many it runs,

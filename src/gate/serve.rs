@@ -81,28 +81,28 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
         Ok(fd) => fd,
         Err(e) => {
             say(format!("cannot take SIGTERM and SIGINT: {e}"));
-            return crate::error::exit::SANDBOX;
+            return crate::exit::SANDBOX;
         }
     };
     let log = match AuditLog::open(&cfg.audit_log) {
         Ok(l) => l,
         Err(e) => {
             say(format!("{e}; not serving"));
-            return crate::error::exit::SANDBOX;
+            return crate::exit::SANDBOX;
         }
     };
     let children_log = match log.try_clone() {
         Ok(l) => l,
         Err(e) => {
             say(format!("{e}; not serving"));
-            return crate::error::exit::SANDBOX;
+            return crate::exit::SANDBOX;
         }
     };
     let listener = match bind(&cfg.socket, cfg.socket_mode) {
         Ok(l) => l,
         Err(e) => {
             say(format!("{}: {e}", cfg.socket.display()));
-            return crate::error::exit::SANDBOX;
+            return crate::exit::SANDBOX;
         }
     };
     say(format!(

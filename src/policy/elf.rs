@@ -1,6 +1,8 @@
 //! What an executable needs from the kernel to run: the ELF interpreter named in
 //! its `PT_INTERP` header, or the interpreter of a `#!` script.
 //!
+//! Wall 7 (what may be executed).
+//!
 //! Read once, on the host, while the policy is validated: the Landlock wall
 //! grants `EXECUTE` on exactly the executables and these interpreters.
 

@@ -1,5 +1,7 @@
 //! Paths in a profile: their syntax, and what they are on this host.
 //!
+//! Walls 4 and 7 (the paths they grant).
+//!
 //! A profile path is absolute and already normal: no `.` or `..` component, no
 //! repeated or trailing `/`. Every directory above it is a real directory on the
 //! host (no symlink): the sandbox sees the path where the profile says, and a

@@ -1,6 +1,8 @@
 //! The host's dynamic loader cache, shown to a sandbox that can see every
 //! library it names anyway.
 //!
+//! Wall 4.
+//!
 //! Without `/etc/ld.so.cache` the loader looks for each library in every
 //! directory it knows, and in each one's `glibc-hwcaps` subdirectories: 25
 //! opens for `/bin/true` where the cache makes it 6, every one a seccomp

@@ -1,6 +1,8 @@
 //! The validated policy: what one MBU's sandbox may do, with every invariant of
 //! the profile format checked.
 //!
+//! The input of walls 2 to 9; wall 1 compares policies (`subset`).
+//!
 //! `Policy::from_profile` is the only way to get a [`Policy`]; it checks every
 //! value against the format's rules and against this host (paths that must exist
 //! do, executables are executable files), and reports *all* problems at once,

@@ -1,5 +1,7 @@
 //! Human-readable sizes: `"64M"`, `"1G"`, `"512KiB"`, `"4096"`.
 //!
+//! Walls 4 and 9 (tmpfs sizes, limits).
+//!
 //! Units are binary (K = 1024), as in systemd's `MemoryMax=` and bubblewrap's
 //! `--size`; `B` and `iB` suffixes are accepted and mean the same.
 

@@ -2,9 +2,12 @@
 //! cgroup, with memory (no swap) and pids limits and CPU accounting, removed at
 //! the end.
 //!
-//! cgroup v2 is used where the supervisor's v2 cgroup can delegate the memory
-//! and pids controllers to a child; otherwise the v1 hierarchies of memory,
-//! pids and cpuacct, each beneath the supervisor's cgroup in that hierarchy.
+//! Which hierarchy is the plan's (`host::Cgroups`, probed before the fork):
+//! cgroup v2 where the supervisor's v2 cgroup can delegate the memory and pids
+//! controllers to a child; otherwise the v1 hierarchies of memory, pids and
+//! cpuacct, each beneath the supervisor's cgroup in that hierarchy. Making it
+//! (mkdir, limits) happens here, after the fork, while the sandbox builds its
+//! walls.
 //! When neither can be made (typically: ninewall runs unprivileged without a
 //! delegated cgroup), the caller falls back to rlimits alone, or refuses when
 //! the profile says `cgroups = "strict"`.

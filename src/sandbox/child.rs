@@ -1,9 +1,15 @@
 //! The three processes of a sandbox, from fork to exec.
 //!
+//! Walls 3 to 9 are built here, in this order: 6 (network namespace), 3 (user
+//! namespace, ids, capabilities, `no_new_privs`), 5 (pid, ipc, uts, cgroup,
+//! time namespaces), 4 (the filesystem view), 9 (rlimits), 7 (Landlock),
+//! 8 (seccomp, last).
+//!
 //! ```text
 //! supervisor ── fork ──▶ outer child (host pid namespace)
 //!                          (join the shared empty net namespace, see netns)
-//!                          unshare user+mount+pid+ipc+uts(+net) ─▶ Armed
+//!                          unshare user+mount+pid+ipc+uts(+net)
+//!                          ─▶ NamespacesMade
 //!                          (supervisor writes the id maps, then sync word 1,
 //!                          then makes the cgroup while the rest goes on)
 //!                          unshare time; clock offsets; groups, gid, uid;
@@ -38,7 +44,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use libc::c_char;
 
-use crate::error::exit;
+use crate::exit;
 use crate::plan::IdMap;
 use crate::policy::NetMode;
 use crate::sandbox::mounts::FsProgram;
@@ -46,7 +52,7 @@ use crate::sandbox::report::{Report, Step};
 use crate::sys;
 
 /// Exit code of a sandbox process whose setup failed.
-const SETUP_FAILED: i32 = crate::error::exit::SANDBOX;
+const SETUP_FAILED: i32 = crate::exit::SANDBOX;
 
 /// Signals the supervisor forwards to init and init forwards to the MBU.
 pub const FORWARDED_SIGNALS: [libc::c_int; 6] = [
@@ -101,16 +107,20 @@ pub struct ChildSpec {
     pub rlimits: [Vec<(libc::__rlimit_resource_t, u64, u64)>; 2],
 }
 
+// The sync pipe carries three words from the supervisor, in this order; each
+// value is distinct, so that a word read at the wrong step is an error, not
+// a misunderstanding.
+
 /// Sync word 1 (the outer child reads it): the id maps are written.
-pub const WORD_ARMED: u8 = 1;
-/// Sync word 2 (init reads it, before it forks the MBU): there is no cgroup.
-pub const WORD_NO_CGROUP: u8 = 4;
+pub const WORD_MAPS_WRITTEN: u8 = 1;
 /// Sync word 2 (init reads it, before it forks the MBU): the outer child and
 /// init are in the sandbox's cgroup, so the MBU is born in it.
-pub const WORD_IN_CGROUP: u8 = 3;
+pub const WORD_IN_CGROUP: u8 = 2;
+/// Sync word 2, the other answer: there is no cgroup (rlimits alone).
+pub const WORD_NO_CGROUP: u8 = 3;
 /// Sync word 3 (the MBU reads it, just before its own code): the start record
 /// is on disk.
-pub const WORD_RECORDED: u8 = 2;
+pub const WORD_RECORDED: u8 = 4;
 
 /// Whether the sandbox is in a cgroup, as sync word 2 said: set by init
 /// before it forks the MBU, read by the MBU (this memory is copied at fork,
@@ -228,9 +238,9 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     let net = if spec.shared_net >= 0 { 0 } else { libc::CLONE_NEWNET };
     must(fds, Step::Unshare, sys::unshare(flags | net));
-    send(fds, Report::Armed);
+    send(fds, Report::NamespacesMade);
 
-    if read_word(fds, Step::WaitForIdMaps) != WORD_ARMED {
+    if read_word(fds, Step::WaitForIdMaps) != WORD_MAPS_WRITTEN {
         sys::exit_now(SETUP_FAILED);
     }
 
@@ -240,7 +250,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     // /proc/self/timens_offsets is writable only while we are dumpable, which
     // a uid change ends. (The cgroup namespace is init's, made once init is
     // in the sandbox's cgroup.)
-    must(fds, Step::UnshareCgroupTime, sys::unshare(libc::CLONE_NEWTIME));
+    must(fds, Step::UnshareTime, sys::unshare(libc::CLONE_NEWTIME));
     let mut buf = [0u8; 96];
     let len = must(fds, Step::TimeOffsets, time_offsets(&mut buf));
     must(

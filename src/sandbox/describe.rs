@@ -1,4 +1,6 @@
 //! What `ninewall run -v` says about the walls a plan builds.
+//!
+//! Walls 3 to 9, as `-v` prints them.
 
 use std::path::Path;
 

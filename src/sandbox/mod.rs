@@ -1,5 +1,8 @@
 //! The only code that forks, execs or calls into the kernel for the walls.
 //!
+//! Walls 3 to 9, as `plan::SetupPlan` says; the supervisor's half of wall 9
+//! (cgroup, timeouts, output cap) and of provenance (file events) too.
+//!
 //! [`spawn`] prepares a [`ChildSpec`] from a [`SetupPlan`], forks the outer
 //! child, and writes the user namespace's id maps when it asks; [`Running::wait`]
 //! reads the children's typed reports and turns them into an [`Outcome`].
@@ -88,8 +91,8 @@ pub struct Running {
     /// Sync word 1 (id maps written) was sent.
     maps_written: bool,
     /// Sync word 2 (in the cgroup, or none) was sent.
-    armed: bool,
-    /// The caller let the MBU go: sync word 3 is sent once armed.
+    cgroup_word_sent: bool,
+    /// The caller let the MBU go: sync word 3 is sent once sync word 2 is.
     released: bool,
     /// Init reaped everything but itself: nothing of the MBU runs any more.
     emptied: bool,
@@ -296,7 +299,7 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
         report: report_r,
         sync: Some(sync_w),
         maps_written: false,
-        armed: false,
+        cgroup_word_sent: false,
         released: false,
         emptied: false,
         stdout: Some(out_r),
@@ -401,7 +404,7 @@ impl Running {
 
     fn handle(&mut self, r: Report) -> Result<(), SandboxError> {
         match r {
-            Report::Armed => {
+            Report::NamespacesMade => {
                 let pid = self.outer;
                 let ids = self.ids;
                 if !ids.clear_groups {
@@ -409,7 +412,7 @@ impl Running {
                 }
                 write_proc(pid, "uid_map", &format!("{} {} 1\n", ids.inside_uid, ids.host_uid))?;
                 write_proc(pid, "gid_map", &format!("{} {} 1\n", ids.inside_gid, ids.host_gid))?;
-                self.send_word(child::WORD_ARMED)?;
+                self.send_word(child::WORD_MAPS_WRITTEN)?;
                 self.maps_written = true;
             }
             Report::InitStarted { pid } => self.init = Some(pid),
@@ -476,7 +479,7 @@ impl Running {
     /// and init into it before init forks the MBU, which is born there. The
     /// MBU then waits for [`Running::wait`], so a caller can make its start
     /// record durable meanwhile. A setup failure is kept for `wait` to report.
-    pub fn arm(&mut self) -> Result<(), SandboxError> {
+    pub fn enter_cgroup(&mut self) -> Result<(), SandboxError> {
         while !self.maps_written && self.failure.is_none() {
             if !self.next_report()? {
                 return Ok(());
@@ -512,7 +515,7 @@ impl Running {
             (_, None) => return Ok(()),
         };
         self.send_word(word)?;
-        self.armed = true;
+        self.cgroup_word_sent = true;
         if self.released {
             self.send_recorded();
         }
@@ -522,7 +525,7 @@ impl Running {
     /// Lets the MBU exec: the caller has made its start record durable.
     fn release(&mut self) {
         self.released = true;
-        if self.armed {
+        if self.cgroup_word_sent {
             self.send_recorded();
         }
     }
@@ -587,7 +590,7 @@ impl Running {
         on_file: &mut dyn FnMut(FileEvent),
     ) -> Result<(Outcome, Remains), SandboxError> {
         if !self.maps_written {
-            self.arm()?;
+            self.enter_cgroup()?;
         }
         self.release();
         let result = self.pump(signals, on_file);

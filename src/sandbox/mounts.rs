@@ -1,6 +1,8 @@
 //! Turns the plan's [`Mount`] list into the exact filesystem operations init
 //! runs, in order, with the strings prepared before fork.
 //!
+//! Wall 4.
+//!
 //! Layout while building (bubblewrap's scheme): a small staging tmpfs is
 //! mounted on the host's `/tmp` path and made the root with `pivot_root`, so the
 //! host's root is reachable at `/old` (host `/tmp` included, since the staging

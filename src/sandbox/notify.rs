@@ -2,6 +2,8 @@
 //! each notification is a refused syscall (counted, answered `EPERM`) or a
 //! recorded file access (decoded, judged as Landlock would, then continued).
 //!
+//! Provenance (every file access) and wall 8 (every refusal it counts).
+//!
 //! The thread does nothing else, so that a recorded access costs the MBU one
 //! round trip to it and no more: it blocks in `SECCOMP_IOCTL_NOTIF_RECV`
 //! (no poll), and hands the accesses it saw to the supervisor's main thread

@@ -1,9 +1,11 @@
 //! How an execution ended, why, and what it used.
+//!
+//! Wall 9 says which limit ended it; provenance records all of it.
 
 use std::fmt;
 
 use super::report::Step;
-use crate::error::exit;
+use crate::exit;
 
 /// How the MBU ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

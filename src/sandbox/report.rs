@@ -1,6 +1,8 @@
 //! The typed messages the sandbox's processes send the supervisor over one
 //! close-on-exec pipe.
 //!
+//! Walls 3 to 9: each step that builds one is named in a report when it fails.
+//!
 //! Each message is one 16-byte record, written with a single `write` (atomic on
 //! a pipe), so the three writers (the outer child, init, the MBU before exec)
 //! never interleave. Declaration order of [`Step`] is the order setup runs in.
@@ -25,7 +27,7 @@ pub enum Step {
     /// Outer child: switching to the inside uid.
     SetUid,
     /// Outer child: `unshare` of the time namespace.
-    UnshareCgroupTime,
+    UnshareTime,
     /// Outer child: clock offsets of the time namespace.
     TimeOffsets,
     /// Outer child: the hostname.
@@ -90,7 +92,7 @@ impl Step {
         Step::ClearGroups,
         Step::SetGid,
         Step::SetUid,
-        Step::UnshareCgroupTime,
+        Step::UnshareTime,
         Step::TimeOffsets,
         Step::Hostname,
         Step::Loopback,
@@ -126,7 +128,7 @@ impl Step {
     /// The wall of shared/DESIGN.md this step builds.
     pub fn wall(self) -> &'static str {
         match self {
-            Step::Unshare | Step::UnshareCgroupTime | Step::UnshareCgroup | Step::TimeOffsets | Step::Hostname => {
+            Step::Unshare | Step::UnshareTime | Step::UnshareCgroup | Step::TimeOffsets | Step::Hostname => {
                 "wall 5 (process isolation: namespaces)"
             }
             Step::Lifeline | Step::InitLifeline | Step::ForkInit | Step::InitSignals | Step::ForkMbu | Step::Setsid => {
@@ -161,7 +163,7 @@ impl Step {
             Step::ClearGroups => "setgroups([])",
             Step::SetGid => "setresgid to the sandbox gid",
             Step::SetUid => "setresuid to the sandbox uid",
-            Step::UnshareCgroupTime => "unshare(time namespace)",
+            Step::UnshareTime => "unshare(time namespace)",
             Step::UnshareCgroup => "unshare(cgroup namespace)",
             Step::WaitForCgroup => "waiting for the sandbox's cgroup",
             Step::TimeOffsets => "writing the time namespace's clock offsets",
@@ -196,7 +198,7 @@ impl Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Report {
     /// The outer child has its namespaces and lifeline: write the id maps now.
-    Armed,
+    NamespacesMade,
     /// The outer child forked init; `pid` is init's pid on the host.
     InitStarted {
         /// Host pid of init.
@@ -241,7 +243,7 @@ impl Report {
     /// The record's bytes (child-safe: no allocation).
     pub fn encode(self) -> [u8; RECORD] {
         let (kind, a, b, c): (u32, u32, u32, i32) = match self {
-            Report::Armed => (1, 0, 0, 0),
+            Report::NamespacesMade => (1, 0, 0, 0),
             Report::InitStarted { pid } => (2, 0, 0, pid),
             Report::Failed { step, index, errno } => (3, step as u32, index, errno),
             Report::Exited { code } => (4, 0, 0, code),
@@ -266,7 +268,7 @@ impl Report {
         };
         let c = word(12).cast_signed();
         Some(match word(0) {
-            1 => Report::Armed,
+            1 => Report::NamespacesMade,
             2 => Report::InitStarted { pid: c },
             3 => Report::Failed {
                 step: Step::from_u32(word(4))?,
@@ -292,7 +294,7 @@ mod tests {
     #[test]
     fn every_report_round_trips() {
         let mut all = vec![
-            Report::Armed,
+            Report::NamespacesMade,
             Report::Emptied,
             Report::InitStarted { pid: 4242 },
             Report::Exited { code: 3 },

@@ -1,6 +1,8 @@
 //! The path-taking syscalls whose calls the supervisor records (provenance),
 //! and where each keeps its paths.
 //!
+//! Provenance, on wall 8's listener.
+//!
 //! The filter sends these to the supervisor as user notifications *before* they
 //! run; the supervisor reads the path from the caller's memory, records it, and
 //! lets the call continue, so the kernel walls decide as always. What it reads

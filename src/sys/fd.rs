@@ -1,4 +1,7 @@
-//! File descriptors: pipes, socket pairs, descriptor passing, reads and writes that retry, `poll`, `flock`.
+//! File descriptors: pipes, socket pairs, descriptor passing, reads and
+//! writes that retry, `poll`, `flock`.
+//!
+//! No wall by itself: the plumbing of all of them.
 
 use std::ffi::CStr;
 use std::io;

@@ -1,4 +1,5 @@
-//! Wall 4's mount calls: `mount`, `pivot_root`, and the new mount API (`open_tree`, `mount_setattr`, `move_mount`).
+//! Wall 4's mount calls: `mount`, `pivot_root`, and the new mount API
+//! (`open_tree`, `mount_setattr`, `move_mount`).
 
 use std::ffi::CStr;
 use std::os::fd::RawFd;

@@ -1,4 +1,7 @@
-//! The seccomp user-notification listener: receive, answer, and the hand-over between the listener's thread and the supervisor.
+//! The seccomp user-notification listener: receive, answer, and the hand-over
+//! between the listener's thread and the supervisor.
+//!
+//! Wall 8 and provenance.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -10,7 +13,7 @@ use super::{check_long, errno, SysResult};
 
 /// Installs a seccomp filter and returns its notification listener fd
 /// (child-safe; needs `no_new_privs`).
-pub fn seccomp_install_listener(program: &[crate::seccomp::Insn]) -> SysResult<RawFd> {
+pub fn seccomp_install_listener(program: &[seccompiler::sock_filter]) -> SysResult<RawFd> {
     seccomp_filter(program, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER).map(|fd| fd as RawFd)
 }
 

@@ -1,4 +1,5 @@
-//! Who is on the other end of a socket (wall 1: the policy gate), and this process's own groups.
+//! Who is on the other end of a socket (wall 1: the policy gate), and this
+//! process's own groups.
 
 use std::io;
 use std::os::fd::RawFd;

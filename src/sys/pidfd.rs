@@ -1,4 +1,6 @@
 //! Process handles that cannot reach a process that reused the pid.
+//!
+//! Wall 5 and the daemon.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

@@ -1,4 +1,7 @@
-//! Identity and process: ids, fork, namespaces by `unshare`, credentials, `wait`, `kill`, `execve`.
+//! Identity and process: ids, fork, namespaces by `unshare`, credentials,
+//! `wait`, `kill`, `execve`.
+//!
+//! Walls 3 and 5.
 
 use std::ffi::CStr;
 use std::ptr;

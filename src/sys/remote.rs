@@ -1,4 +1,7 @@
-//! Reading a sandboxed process's memory and resolving paths beneath its root, for the file records of provenance.
+//! Reading a sandboxed process's memory and resolving paths beneath its root,
+//! for the file records of provenance.
+//!
+//! Provenance.
 
 use std::ffi::{CStr, CString};
 use std::io;

@@ -5,15 +5,15 @@ use super::{check_long, SysResult};
 #[repr(C)]
 struct SockFprog {
     len: libc::c_ushort,
-    filter: *const crate::seccomp::Insn,
+    filter: *const seccompiler::sock_filter,
 }
 
 /// Installs a seccomp filter on this thread (child-safe; needs `no_new_privs`).
-pub fn seccomp_install(program: &[crate::seccomp::Insn]) -> SysResult<()> {
+pub fn seccomp_install(program: &[seccompiler::sock_filter]) -> SysResult<()> {
     seccomp_filter(program, 0).map(drop)
 }
 
-pub(super) fn seccomp_filter(program: &[crate::seccomp::Insn], flags: libc::c_ulong) -> SysResult<libc::c_long> {
+pub(super) fn seccomp_filter(program: &[seccompiler::sock_filter], flags: libc::c_ulong) -> SysResult<libc::c_long> {
     let Ok(len) = libc::c_ushort::try_from(program.len()) else {
         return Err(libc::E2BIG);
     };

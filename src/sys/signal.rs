@@ -1,4 +1,6 @@
 //! Signal masks, dispositions and the supervisor's `signalfd`.
+//!
+//! Wall 5 (signals forwarded to the sandbox, none lost).
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
