@@ -373,109 +373,9 @@ impl SetupPlan {
             return Err(PlanError::NulInArgument { index });
         }
 
-        let mut binds: Vec<Mount> = Vec::new();
-        let mut add_entries = |entries: &[crate::policy::FsEntry], writable: bool, exec: bool| {
-            for e in entries {
-                binds.push(match &e.kind {
-                    EntryKind::Symlink { target } => Mount::Symlink {
-                        link: e.path.clone(),
-                        target: target.clone(),
-                    },
-                    kind => Mount::Bind {
-                        source: e.path.clone(),
-                        target: e.path.clone(),
-                        dir: *kind == EntryKind::Dir,
-                        writable,
-                        exec,
-                    },
-                });
-            }
-        };
-        add_entries(&policy.read, false, false);
-        add_entries(&policy.libraries, false, true);
-        add_entries(&policy.write, true, false);
-        if let Some(cache) = &policy.library_cache {
-            binds.push(Mount::Bind {
-                source: cache.clone(),
-                target: cache.clone(),
-                dir: false,
-                writable: false,
-                exec: false,
-            });
-        }
-        for exe in &policy.executables {
-            binds.push(Mount::Bind {
-                source: exe.clone(),
-                target: exe.clone(),
-                dir: false,
-                writable: false,
-                exec: true,
-            });
-        }
-        // Parents first. Path's order is component-wise, so "/usr" < "/usr/lib".
-        // The sort is stable: for one path, a directory comes before a file bind.
-        binds.sort_by(|a, b| mount_target(a).cmp(mount_target(b)));
-        // A symlink inside a bound directory is already there (same host tree).
-        let dirs: Vec<PathBuf> = binds
-            .iter()
-            .filter_map(|m| match m {
-                Mount::Bind { target, dir: true, .. } => Some(target.clone()),
-                _ => None,
-            })
-            .collect();
-        binds.retain(|m| match m {
-            Mount::Symlink { link, .. } => !dirs.iter().any(|d| link.starts_with(d) && link != d),
-            _ => true,
-        });
-
-        let mut mounts = binds;
-        if let Some(py) = &policy.python {
-            let mut writable: Vec<PathBuf> = vec![policy.workspace.path.clone(), PathBuf::from("/tmp")];
-            writable.extend(policy.write.iter().map(|e| e.path.clone()));
-            mounts.push(Mount::File {
-                target: PathBuf::from(crate::interpreter::GUARD_PATH),
-                contents: crate::interpreter::guard_source(&policy.name, py, &writable, &policy.workspace.path),
-            });
-            mounts.push(Mount::Dir {
-                target: PathBuf::from(crate::interpreter::SITE_DIR),
-            });
-            for pkg in &py.packages {
-                let name = pkg.source.file_name().map(PathBuf::from).unwrap_or_default();
-                mounts.push(Mount::Bind {
-                    source: pkg.source.clone(),
-                    target: Path::new(crate::interpreter::SITE_DIR).join(name),
-                    dir: pkg.dir,
-                    writable: false,
-                    exec: true,
-                });
-            }
-        }
-        mounts.push(Mount::Proc {
-            target: PathBuf::from("/proc"),
-        });
-        mounts.push(Mount::Dev {
-            target: PathBuf::from("/dev"),
-        });
-        mounts.push(Mount::Tmpfs {
-            target: PathBuf::from("/tmp"),
-            size: policy.tmp_size,
-            mode: 0o1777,
-        });
-        mounts.push(match &request.workspace_dir {
-            Some(dir) => Mount::Bind {
-                source: dir.clone(),
-                target: policy.workspace.path.clone(),
-                dir: true,
-                writable: true,
-                exec: false,
-            },
-            None => Mount::Tmpfs {
-                target: policy.workspace.path.clone(),
-                size: policy.workspace.size,
-                mode: 0o755,
-            },
-        });
-
+        let mut mounts = profile_binds(policy);
+        mounts.extend(guard_mounts(policy));
+        mounts.extend(fixed_mounts(policy, request));
         let landlock = landlock::plan(
             host.kernel.landlock_abi,
             &policy.landlock_require,
@@ -484,37 +384,7 @@ impl SetupPlan {
             &policy.net_bind,
         )?;
 
-        let arch = crate::seccomp::Arch::native().ok_or(PlanError::Seccomp(crate::seccomp::SeccompError::NoTable(
-            std::env::consts::ARCH,
-        )))?;
-        let names: std::collections::BTreeSet<String> = policy.syscalls.names.iter().cloned().collect();
-        let recorded: Vec<(String, u32)> = crate::seccomp::files::FILE_SYSCALLS
-            .iter()
-            .filter(|(name, layout)| {
-                names.contains(*name as &str)
-                    && match policy.record_files {
-                        crate::policy::RecordFiles::All => true,
-                        crate::policy::RecordFiles::Writes => !crate::seccomp::files::only_looks(*layout),
-                        crate::policy::RecordFiles::None => false,
-                    }
-            })
-            .filter_map(|(name, _)| crate::seccomp::syscall_number(name).map(|nr| (name.to_string(), nr)))
-            .collect();
-        let nrs: Vec<u32> = recorded.iter().map(|(_, nr)| *nr).collect();
-        let mut bpf = crate::seccomp::compile_recording(&names, policy.syscalls.on_denied, arch, &nrs)
-            .map_err(PlanError::Seccomp)?;
-        let notify = policy.syscalls.on_denied == crate::seccomp::OnDenied::Errno;
-        if notify {
-            crate::seccomp::notify_instead_of_errno(&mut bpf);
-        }
-        let seccomp = SeccompPlan {
-            allow: policy.syscalls.names.clone(),
-            on_denied: policy.syscalls.on_denied,
-            notify,
-            recorded,
-            program: bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect(),
-        };
-
+        let seccomp = seccomp_plan(policy)?;
         // A sandbox that can make no socket has no use for a network
         // namespace of its own: it joins the shared empty one where there is.
         let no_sockets = !policy.syscalls.names.iter().any(|n| n == "socket" || n == "socketpair");
@@ -539,6 +409,163 @@ impl SetupPlan {
             rlimits: Rlimits::for_limits(&policy.limits),
         })
     }
+}
+
+/// Wall 4, step 1: the profile's binds and symlinks, parents first.
+fn profile_binds(policy: &Policy) -> Vec<Mount> {
+    let mut binds: Vec<Mount> = Vec::new();
+    let mut add_entries = |entries: &[crate::policy::FsEntry], writable: bool, exec: bool| {
+        for e in entries {
+            binds.push(match &e.kind {
+                EntryKind::Symlink { target } => Mount::Symlink {
+                    link: e.path.clone(),
+                    target: target.clone(),
+                },
+                kind => Mount::Bind {
+                    source: e.path.clone(),
+                    target: e.path.clone(),
+                    dir: *kind == EntryKind::Dir,
+                    writable,
+                    exec,
+                },
+            });
+        }
+    };
+    add_entries(&policy.read, false, false);
+    add_entries(&policy.libraries, false, true);
+    add_entries(&policy.write, true, false);
+    if let Some(cache) = &policy.library_cache {
+        binds.push(Mount::Bind {
+            source: cache.clone(),
+            target: cache.clone(),
+            dir: false,
+            writable: false,
+            exec: false,
+        });
+    }
+    for exe in &policy.executables {
+        binds.push(Mount::Bind {
+            source: exe.clone(),
+            target: exe.clone(),
+            dir: false,
+            writable: false,
+            exec: true,
+        });
+    }
+    // Parents first. Path's order is component-wise, so "/usr" < "/usr/lib".
+    // The sort is stable: for one path, a directory comes before a file bind.
+    binds.sort_by(|a, b| mount_target(a).cmp(mount_target(b)));
+    // A symlink inside a bound directory is already there (same host tree).
+    let dirs: Vec<PathBuf> = binds
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Bind { target, dir: true, .. } => Some(target.clone()),
+            _ => None,
+        })
+        .collect();
+    binds.retain(|m| match m {
+        Mount::Symlink { link, .. } => !dirs.iter().any(|d| link.starts_with(d) && link != d),
+        _ => true,
+    });
+
+    binds
+}
+
+/// Wall 2's mounts, with a `[python]` section: the guard, its site
+/// directory, the whitelisted packages in it.
+fn guard_mounts(policy: &Policy) -> Vec<Mount> {
+    let mut mounts = Vec::new();
+    if let Some(py) = &policy.python {
+        let mut writable: Vec<PathBuf> = vec![policy.workspace.path.clone(), PathBuf::from("/tmp")];
+        writable.extend(policy.write.iter().map(|e| e.path.clone()));
+        mounts.push(Mount::File {
+            target: PathBuf::from(crate::interpreter::GUARD_PATH),
+            contents: crate::interpreter::guard_source(&policy.name, py, &writable, &policy.workspace.path),
+        });
+        mounts.push(Mount::Dir {
+            target: PathBuf::from(crate::interpreter::SITE_DIR),
+        });
+        for pkg in &py.packages {
+            let name = pkg.source.file_name().map(PathBuf::from).unwrap_or_default();
+            mounts.push(Mount::Bind {
+                source: pkg.source.clone(),
+                target: Path::new(crate::interpreter::SITE_DIR).join(name),
+                dir: pkg.dir,
+                writable: false,
+                exec: true,
+            });
+        }
+    }
+    mounts
+}
+
+/// Wall 4, steps 3 and 4: `/proc`, `/dev`, `/tmp` and the workspace.
+fn fixed_mounts(policy: &Policy, request: &Request) -> [Mount; 4] {
+    let workspace = match &request.workspace_dir {
+        Some(dir) => Mount::Bind {
+            source: dir.clone(),
+            target: policy.workspace.path.clone(),
+            dir: true,
+            writable: true,
+            exec: false,
+        },
+        None => Mount::Tmpfs {
+            target: policy.workspace.path.clone(),
+            size: policy.workspace.size,
+            mode: 0o755,
+        },
+    };
+    [
+        Mount::Proc {
+            target: PathBuf::from("/proc"),
+        },
+        Mount::Dev {
+            target: PathBuf::from("/dev"),
+        },
+        Mount::Tmpfs {
+            target: PathBuf::from("/tmp"),
+            size: policy.tmp_size,
+            mode: 0o1777,
+        },
+        workspace,
+    ]
+}
+
+/// Wall 8: the allowlist compiled for this machine, the recorded syscalls
+/// sent to the listener, and refusals too under `on_denied = "errno"`.
+fn seccomp_plan(policy: &Policy) -> Result<SeccompPlan, PlanError> {
+    let arch = crate::seccomp::Arch::native().ok_or(PlanError::Seccomp(crate::seccomp::SeccompError::NoTable(
+        std::env::consts::ARCH,
+    )))?;
+    let names: std::collections::BTreeSet<String> = policy.syscalls.names.iter().cloned().collect();
+    let recorded: Vec<(String, u32)> = crate::seccomp::files::FILE_SYSCALLS
+        .iter()
+        .filter(|(name, layout)| {
+            names.contains(*name as &str)
+                && match policy.record_files {
+                    crate::policy::RecordFiles::All => true,
+                    crate::policy::RecordFiles::Writes => !crate::seccomp::files::only_looks(*layout),
+                    crate::policy::RecordFiles::None => false,
+                }
+        })
+        .filter_map(|(name, _)| crate::seccomp::syscall_number(name).map(|nr| (name.to_string(), nr)))
+        .collect();
+    let nrs: Vec<u32> = recorded.iter().map(|(_, nr)| *nr).collect();
+    let mut bpf =
+        crate::seccomp::compile_recording(&names, policy.syscalls.on_denied, arch, &nrs).map_err(PlanError::Seccomp)?;
+    let notify = policy.syscalls.on_denied == crate::seccomp::OnDenied::Errno;
+    if notify {
+        crate::seccomp::notify_instead_of_errno(&mut bpf);
+    }
+    let seccomp = SeccompPlan {
+        allow: policy.syscalls.names.clone(),
+        on_denied: policy.syscalls.on_denied,
+        notify,
+        recorded,
+        program: bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect(),
+    };
+
+    Ok(seccomp)
 }
 
 /// Every place the sandbox may use, with what it may do there (wall 7).
