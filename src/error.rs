@@ -56,6 +56,10 @@ impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Plan(e) if e.is_exec_refusal() => exit::NOT_EXECUTABLE,
+            // The profile requires a wall this kernel cannot build.
+            Error::Plan(e) if e.is_wall_refusal() => exit::SANDBOX,
+            // The profile requires a wall this kernel cannot build.
+            Error::Plan(e) if e.is_wall_refusal() => exit::SANDBOX,
             Error::Usage(_) | Error::Profile(_) | Error::Policy(_) | Error::Gate(_) | Error::Plan(_) => exit::USAGE,
             Error::Refused(_) | Error::ProfileChanged(_) | Error::Sandbox(_) | Error::Provenance(_) | Error::NoLog => {
                 exit::SANDBOX

@@ -298,6 +298,8 @@ fn a_kernel_without_a_required_landlock_feature_gets_no_plan() {
     )
     .unwrap_err();
     assert!(err.is_wall_refusal());
+    // A wall that cannot be built: 125, as for every other (not 2, bad input).
+    assert_eq!(ninewall::error::Error::from(err.clone()).exit_code(), 125);
     assert_eq!(
         err.to_string(),
         "wall 7 (Landlock): the profile requires tcp (Landlock ABI 4), and this kernel's Landlock ABI is 3; a profile can accept less with landlock.require (the walls actually built are listed by -v)"
