@@ -286,6 +286,9 @@ pub struct SeccompPlan {
     /// The path-taking syscalls the supervisor records (provenance), by name
     /// and number; they go to the supervisor and then continue.
     pub recorded: Vec<(String, u32)>,
+    /// The families `socket` may create, when the allowlist has `socket`
+    /// (`socketpair`: `unix` only); empty when it has not.
+    pub socket_families: Vec<crate::seccomp::Family>,
     /// The BPF program as (code, jt, jf, k), compiled for this architecture.
     #[serde(skip)]
     pub program: Vec<(u16, u8, u8, u32)>,
@@ -551,8 +554,13 @@ fn seccomp_plan(policy: &Policy) -> Result<SeccompPlan, PlanError> {
         .filter_map(|(name, _)| crate::seccomp::syscall_number(name).map(|nr| (name.to_string(), nr)))
         .collect();
     let nrs: Vec<u32> = recorded.iter().map(|(_, nr)| *nr).collect();
-    let mut bpf =
-        crate::seccomp::compile_recording(&names, policy.syscalls.on_denied, arch, &nrs).map_err(PlanError::Seccomp)?;
+    let socket_families = if names.contains("socket") {
+        policy.socket_families()
+    } else {
+        Vec::new()
+    };
+    let mut bpf = crate::seccomp::compile_recording(&names, policy.syscalls.on_denied, arch, &nrs, &socket_families)
+        .map_err(PlanError::Seccomp)?;
     let notify = policy.syscalls.on_denied == crate::seccomp::OnDenied::Errno;
     if notify {
         crate::seccomp::notify_instead_of_errno(&mut bpf);
@@ -562,6 +570,7 @@ fn seccomp_plan(policy: &Policy) -> Result<SeccompPlan, PlanError> {
         on_denied: policy.syscalls.on_denied,
         notify,
         recorded,
+        socket_families,
         program: bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect(),
     };
 

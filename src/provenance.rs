@@ -566,7 +566,14 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
             "network": plan.net,
             "shared_net_namespace": cx.shared_network,
             "landlock": landlock,
-            "seccomp": {"on_denied": plan.seccomp.on_denied, "allowed": plan.seccomp.allow.len(), "notify": plan.seccomp.notify},
+            "seccomp": {
+                "on_denied": plan.seccomp.on_denied,
+                "allowed": plan.seccomp.allow.len(),
+                "notify": plan.seccomp.notify,
+                "socket_families": plan.seccomp.socket_families,
+                "setid_modes": "refused",
+                "openat2": "enosys",
+            },
             "limits": plan.limits,
         },
     })

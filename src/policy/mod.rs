@@ -285,6 +285,20 @@ impl Checker {
 }
 
 impl Policy {
+    /// Wall 8: the address families `socket` may create, from the network
+    /// the profile has: `AF_UNIX` always; with loopback `AF_INET`,
+    /// `AF_INET6` and `NETLINK_ROUTE` netlink. Nothing else, ever (vsock,
+    /// packet, other netlink protocols, …).
+    pub fn socket_families(&self) -> Vec<crate::seccomp::Family> {
+        use crate::seccomp::Family;
+        match self.net {
+            NetMode::None => vec![Family::Unix],
+            NetMode::Loopback => vec![Family::Unix, Family::Inet, Family::Inet6, Family::NetlinkRoute],
+        }
+    }
+}
+
+impl Policy {
     /// Validates a merged profile against the format's rules and this host.
     pub fn from_profile(profile: &Profile) -> Result<Policy, PolicyError> {
         let top_file = profile

@@ -158,6 +158,20 @@ fn summary(p: &Policy) -> String {
     for chunk in p.syscalls.names.chunks(8) {
         line("", chunk.join(" "));
     }
+    if p.syscalls.names.iter().any(|n| n == "socket" || n == "socketpair") {
+        let families: Vec<&str> = p.socket_families().iter().map(|f| f.name()).collect();
+        line(
+            "sockets",
+            format!(
+                "socket: {} only; socketpair: unix only (no vsock, packet, other netlink, ...)",
+                families.join(", ")
+            ),
+        );
+    }
+    line(
+        "setid",
+        "no setuid/setgid mode: chmod, mkdir, mknod, creat, open(O_CREAT) with one refused; openat2 ENOSYS".into(),
+    );
     let req: Vec<String> = p
         .landlock_require
         .iter()

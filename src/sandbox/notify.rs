@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use crate::seccomp::files;
+use crate::seccomp::{files, guard};
 use crate::sys;
 
 /// Accesses handed over at once: one wake-up of the main thread per batch.
@@ -154,7 +154,17 @@ impl Notifier {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return !sys::pipe_hung_up(listener),
             Err(_) => return false,
         };
-        match self.recorded.get(&n.nr).copied() {
+        // A recorded call whose arguments wall 8's guard refuses (a setid
+        // mode) reached us only because the filter refuses with a
+        // notification under `errno`: it is a refusal, never continued. The
+        // arguments are the registers the kernel snapshotted: the filter saw
+        // the same.
+        let recorded = self
+            .recorded
+            .get(&n.nr)
+            .copied()
+            .filter(|(name, _)| !guard::guard_of(name).is_some_and(|g| g.refuses(&n.args)));
+        match recorded {
             Some((name, layout)) => {
                 let known = (self.root.is_some(), self.nspids.contains_key(&n.pid));
                 let events = self.file_events(&n, name, layout);

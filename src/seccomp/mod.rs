@@ -22,8 +22,11 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 pub mod files;
+pub mod guard;
 pub mod names_x86_64;
 mod tree;
+
+pub use guard::Family;
 
 /// The number of syscall `name` on this architecture, where ninewall has a
 /// table for it (x86_64).
@@ -600,11 +603,15 @@ const MFD_EXEC_BITS: u64 = 0x18; // MFD_NOEXEC_SEAL | MFD_EXEC
 const MFD_NOEXEC_SEAL: u64 = 0x08;
 
 /// The seccompiler rules (JSON form) for one allowed syscall.
-/// The syscalls [`rules_for`] allows only with certain arguments.
-const ARGUMENT_RULES: [&str; 4] = ["clone", "ioctl", "personality", "memfd_create"];
+/// The syscalls [`rules_for`] allows only with certain arguments (besides
+/// the mode guards of [`guard::GUARDED`]).
+const ARGUMENT_RULES: [&str; 6] = ["clone", "ioctl", "personality", "memfd_create", "socket", "socketpair"];
 
-fn rules_for(name: &str) -> Vec<serde_json::Value> {
+fn rules_for(name: &str, families: &[Family]) -> Vec<serde_json::Value> {
     use serde_json::json;
+    if let Some(guard) = guard::guard_of(name) {
+        return guard.rules(name);
+    }
     let cond = |index: u8, ty: &str, op: serde_json::Value, val: u64| json!({"index": index, "type": ty, "op": op, "val": val});
     match name {
         "clone" => {
@@ -622,6 +629,7 @@ fn rules_for(name: &str) -> Vec<serde_json::Value> {
                 json!({"syscall": "memfd_create", "args": [cond(1, "dword", json!({"masked_eq": MFD_EXEC_BITS}), MFD_NOEXEC_SEAL)]}),
             ]
         }
+        "socket" | "socketpair" => guard::socket_rules(name, families),
         _ => vec![json!({"syscall": name})],
     }
 }
@@ -645,34 +653,37 @@ const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 const NR_CLONE3: u32 = 435;
+/// The same on every architecture (asm-generic), as `clone3`'s number is.
+const NR_OPENAT2: u32 = 437;
 
 /// Compiles the allowlist for `arch`. Every name must be a syscall of `arch`
 /// and none may be never-allowable; the message names the offender.
 pub fn compile(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, SeccompError> {
-    compile_recording(names, on_denied, arch, &[])
+    compile_recording(names, on_denied, arch, &[], &[Family::Unix])
 }
 
 /// [`compile`], and the syscalls numbered in `recorded` (allowed ones only)
 /// become user notifications, for the supervisor to record before letting
-/// them continue.
+/// them continue; `socket` creates sockets of `families` only.
 pub fn compile_recording(
     names: &BTreeSet<String>,
     on_denied: OnDenied,
     arch: Arch,
     recorded: &[u32],
+    families: &[Family],
 ) -> Result<Vec<Insn>, SeccompError> {
     if let Some((n, why)) = names.iter().find_map(|n| never(n).map(|w| (n, w))) {
         return Err(SeccompError::NeverAllowed { name: n.clone(), why });
     }
     let mut prog = prefix(arch);
-    match searched(names, on_denied, arch, recorded)? {
+    match searched(names, on_denied, arch, recorded, families)? {
         Some(tree) => prog.extend(tree),
         None => {
             for &nr in recorded {
                 prog.push(jump(JEQ_K, nr, 0, 1));
                 prog.push(stmt(RET_K, RET_USER_NOTIF));
             }
-            prog.extend(linear(names, on_denied, arch)?);
+            prog.extend(linear(names, on_denied, arch, families)?);
         }
     }
     if prog.len() > 4096 {
@@ -696,6 +707,7 @@ fn searched(
     on_denied: OnDenied,
     arch: Arch,
     recorded: &[u32],
+    families: &[Family],
 ) -> Result<Option<Vec<Insn>>, SeccompError> {
     if arch != Arch::X86_64 {
         return Ok(None);
@@ -704,11 +716,14 @@ fn searched(
     let mut allowed = BTreeSet::new();
     let mut with_arguments = BTreeSet::new();
     let mut argument_nrs = BTreeSet::new();
+    let mut guarded = std::collections::BTreeMap::new();
     let mut found = 0;
     for &(nr, name) in names_x86_64::NAMES {
         if names.contains(name) {
             found += 1;
-            if ARGUMENT_RULES.contains(&name) {
+            if let Some(guard) = guard::guard_of(name) {
+                guarded.insert(nr, guard);
+            } else if ARGUMENT_RULES.contains(&name) {
                 with_arguments.insert(name.to_string());
                 argument_nrs.insert(nr);
             } else {
@@ -723,12 +738,14 @@ fn searched(
     let arguments = if with_arguments.is_empty() {
         Vec::new()
     } else {
-        linear(&with_arguments, on_denied, arch)?
+        linear(&with_arguments, on_denied, arch, families)?
     };
     let last = names_x86_64::NAMES.last().map_or(0, |(nr, _)| *nr);
     Ok(Some(tree::compile(
         |nr| {
-            if recorded.contains(&nr) {
+            if let Some(&guard) = guarded.get(&nr) {
+                tree::Answer::Guarded(guard, recorded.contains(&nr))
+            } else if recorded.contains(&nr) {
                 tree::Answer::Notify
             } else if allowed.contains(&nr) {
                 tree::Answer::Allow
@@ -748,12 +765,17 @@ fn searched(
 /// seccompiler's program for `names`: one block per syscall, in order, ending
 /// in the profile's refusal. It starts by checking the architecture and
 /// loading the syscall number itself.
-fn linear(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<Vec<Insn>, SeccompError> {
+fn linear(
+    names: &BTreeSet<String>,
+    on_denied: OnDenied,
+    arch: Arch,
+    families: &[Family],
+) -> Result<Vec<Insn>, SeccompError> {
     let mismatch = match on_denied {
         OnDenied::Errno => serde_json::json!({"errno": libc::EPERM}),
         OnDenied::Kill => serde_json::json!("kill_process"),
     };
-    let rules: Vec<serde_json::Value> = names.iter().flat_map(|n| rules_for(n)).collect();
+    let rules: Vec<serde_json::Value> = names.iter().flat_map(|n| rules_for(n, families)).collect();
     let doc = serde_json::json!({"main": {"mismatch_action": mismatch, "match_action": "allow", "filter": rules}});
     let text = doc.to_string();
     let mut map = seccompiler::compile_from_json(text.as_bytes(), arch.target()).map_err(|e| {
@@ -771,8 +793,8 @@ fn linear(names: &BTreeSet<String>, on_denied: OnDenied, arch: Arch) -> Result<V
         .ok_or_else(|| SeccompError::Compiler("it returned no filter".to_string()))
 }
 
-/// Steps 1 and 2: foreign architectures and x32 killed, `clone3` ENOSYS; the
-/// syscall number loaded.
+/// Steps 1 and 2: foreign architectures and x32 killed, `clone3` and
+/// `openat2` answered `ENOSYS`; the syscall number loaded.
 fn prefix(arch: Arch) -> Vec<Insn> {
     let mut prog = vec![
         stmt(LD_W_ABS, 4), // seccomp_data.arch
@@ -784,8 +806,13 @@ fn prefix(arch: Arch) -> Vec<Insn> {
         prog.push(jump(JGE_K, X32_SYSCALL_BIT, 0, 1));
         prog.push(stmt(RET_K, RET_KILL_PROCESS));
     }
-    prog.push(jump(JEQ_K, NR_CLONE3, 0, 1));
-    prog.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
+    // clone3's flags and openat2's mode are in memory, where the filter
+    // cannot look: ENOSYS, and libc falls back to clone and openat, whose
+    // arguments it can.
+    for nr in [NR_CLONE3, NR_OPENAT2] {
+        prog.push(jump(JEQ_K, nr, 0, 1));
+        prog.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
+    }
     prog
 }
 
@@ -800,8 +827,9 @@ mod tests {
     #[test]
     fn argument_rules_names_exactly_the_syscalls_with_argument_conditions() {
         for &(_, name) in names_x86_64::NAMES {
-            let plain = rules_for(name) == [serde_json::json!({ "syscall": name })];
-            assert_eq!(!plain, ARGUMENT_RULES.contains(&name), "{name}");
+            let plain = rules_for(name, &[Family::Unix]) == [serde_json::json!({ "syscall": name })];
+            let checked = ARGUMENT_RULES.contains(&name) || guard::guard_of(name).is_some();
+            assert_eq!(!plain, checked, "{name}");
         }
     }
 
@@ -882,23 +910,72 @@ mod tests {
         assert_eq!(syscall_name(100_000), "syscall 100000");
     }
 
+    #[test]
+    fn setid_modes_foreign_socket_families_and_openat2_are_refused() {
+        let x86 = Arch::X86_64.audit();
+        let names = expand(&["@default".to_string(), "@network-io".to_string()], Arch::X86_64).unwrap();
+        let nr = |n: &str| syscall_number(n).unwrap();
+        let eperm = RET_ERRNO | libc::EPERM as u32;
+        let creat = u64::try_from(libc::O_CREAT | libc::O_WRONLY).unwrap();
+        for recorded in [vec![], vec![nr("openat"), nr("fchmodat"), nr("mkdirat")]] {
+            let prog = compile_recording(&names, OnDenied::Errno, Arch::X86_64, &recorded, &[Family::Unix]).unwrap();
+            let run = |name: &str, args: [u64; 6]| tree::bpf::run(&prog, x86, nr(name), args);
+            let passes = |name: &str| {
+                if recorded.contains(&nr(name)) {
+                    RET_USER_NOTIF
+                } else {
+                    0x7fff_0000
+                }
+            };
+            assert_eq!(run("fchmodat", [0, 0, 0o4755, 0, 0, 0]), eperm);
+            assert_eq!(run("fchmodat", [0, 0, 0o755, 0, 0, 0]), passes("fchmodat"));
+            assert_eq!(run("fchmod", [3, 0o2750, 0, 0, 0, 0]), eperm);
+            assert_eq!(run("openat", [0, 0, creat, 0o6755, 0, 0]), eperm);
+            assert_eq!(run("openat", [0, 0, creat, 0o644, 0, 0]), passes("openat"));
+            assert_eq!(run("openat", [0, 0, 0, 0o6755, 0, 0]), passes("openat"));
+            assert_eq!(run("mkdirat", [0, 0, 0o2775, 0, 0, 0]), eperm);
+            assert_eq!(run("openat2", [0; 6]), RET_ERRNO | libc::ENOSYS as u32);
+            assert_eq!(run("socket", [1, 1, 0, 0, 0, 0]), 0x7fff_0000, "AF_UNIX");
+            for family in [2u64, 10, 16, 17, 40] {
+                assert_eq!(run("socket", [family, 1, 0, 0, 0, 0]), eperm, "family {family}");
+            }
+            assert_eq!(run("socketpair", [1, 1, 0, 0, 0, 0]), 0x7fff_0000);
+            assert_eq!(run("socketpair", [2, 1, 0, 0, 0, 0]), eperm);
+        }
+    }
+
     /// The program as it was compiled before the search tree: the recorded
-    /// syscalls one by one, then seccompiler's blocks.
-    fn reference(names: &BTreeSet<String>, on_denied: OnDenied, recorded: &[u32]) -> Vec<Insn> {
+    /// syscalls one by one (a guarded one checked first), then seccompiler's
+    /// blocks.
+    fn reference(names: &BTreeSet<String>, on_denied: OnDenied, recorded: &[u32], families: &[Family]) -> Vec<Insn> {
         let mut prog = prefix(Arch::X86_64);
         for &nr in recorded {
-            prog.push(jump(JEQ_K, nr, 0, 1));
-            prog.push(stmt(RET_K, RET_USER_NOTIF));
+            let name = syscall_name(nr.cast_signed());
+            let block = match guard::guard_of(&name) {
+                Some(g) => g.bpf(RET_USER_NOTIF, deny_return(on_denied)),
+                None => vec![stmt(RET_K, RET_USER_NOTIF)],
+            };
+            prog.push(jump(JEQ_K, nr, 0, u8::try_from(block.len()).unwrap()));
+            prog.extend(block);
         }
-        prog.extend(linear(names, on_denied, Arch::X86_64).unwrap());
+        prog.extend(linear(names, on_denied, Arch::X86_64, families).unwrap());
         prog
     }
 
     #[test]
     fn the_search_tree_answers_every_syscall_as_the_linear_program_does() {
         let x86 = Arch::X86_64.audit();
-        let argument_cases: [[u64; 6]; 8] = [
+        let creat = u64::try_from(libc::O_CREAT | libc::O_WRONLY).unwrap();
+        let argument_cases: [[u64; 6]; 14] = [
             [0; 6],
+            // socket(AF_UNIX), socket(AF_INET6), socket(AF_VSOCK), socket(AF_NETLINK)
+            [1, 1, 0, 0, 0, 0],
+            [10, 1, 0, 0, 0, 0],
+            [40, 1, 0, 0, 0, 0],
+            [16, 3, 0, 0, 0, 0],
+            // modes with setid bits in each guarded position, creating or not
+            [0, 0o4755, creat, 0o2755, 0, 0],
+            [0, creat, 0o6755, 0o755, 0, 0],
             [CLONE_NAMESPACES, 0, 0, 0, 0, 0],
             [0x1_0000_0000 | libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
             [0, TIOCSTI, 0, 0, 0, 0],
@@ -923,8 +1000,9 @@ mod tests {
                         .copied()
                         .filter(|nr| names.iter().any(|n| syscall_number(n) == Some(*nr)))
                         .collect();
-                    let fast = compile_recording(&names, on_denied, Arch::X86_64, &rec).unwrap();
-                    let slow = reference(&names, on_denied, &rec);
+                    let families = [Family::Unix, Family::Inet6];
+                    let fast = compile_recording(&names, on_denied, Arch::X86_64, &rec, &families).unwrap();
+                    let slow = reference(&names, on_denied, &rec, &families);
                     assert!(
                         fast.len() * 2 < slow.len(),
                         "{} vs {} instructions",

@@ -5,11 +5,13 @@
 //! answered, on every call, and the kernel has a thousand instructions to check
 //! and JIT at install. Here the numbers are split into ranges that get the same
 //! answer (allow, notify, deny, or "look at the arguments"), and a balanced
-//! tree of `jge` finds the range in about eight comparisons. Only the few
-//! syscalls whose arguments are checked (`clone`, `ioctl`, `personality`,
-//! `memfd_create`) go on to a block compiled by seccompiler, which ends in the
-//! profile's refusal.
+//! tree of `jge` finds the range in about eight comparisons. The syscalls
+//! whose mode argument is guarded ([`super::guard`]) are checked in their
+//! leaf; the few others whose arguments are checked (`clone`, `ioctl`,
+//! `personality`, `memfd_create`, `socket`, `socketpair`) go on to a block
+//! compiled by seccompiler, which ends in the profile's refusal.
 
+use super::guard::Guard;
 use super::{Insn, JGE_K, RET_K};
 
 /// What the tree answers for a syscall number.
@@ -23,6 +25,9 @@ pub enum Answer {
     Deny,
     /// Decided by the argument block that follows the tree.
     Arguments,
+    /// Refused if the guard refuses its arguments, else allowed (`false`)
+    /// or notified (`true`).
+    Guarded(Guard, bool),
 }
 
 const JA: u16 = 0x05; // BPF_JMP | BPF_JA
@@ -64,17 +69,18 @@ fn subtree(ranges: &[(u32, Answer)], deny: u32, notify: u32) -> Vec<Insn> {
     };
     match ranges {
         [] => vec![ret(deny)],
-        [(_, a)] => vec![match a {
-            Answer::Allow => ret(RET_ALLOW),
-            Answer::Notify => ret(notify),
-            Answer::Deny => ret(deny),
-            Answer::Arguments => Insn {
+        [(_, a)] => match *a {
+            Answer::Allow => vec![ret(RET_ALLOW)],
+            Answer::Notify => vec![ret(notify)],
+            Answer::Deny => vec![ret(deny)],
+            Answer::Arguments => vec![Insn {
                 code: JA,
                 jt: 0,
                 jf: 0,
                 k: TO_ARGUMENTS,
-            },
-        }],
+            }],
+            Answer::Guarded(guard, notified) => guard.bpf(if notified { notify } else { RET_ALLOW }, deny),
+        },
         _ => {
             let mid = ranges.len() / 2;
             let (lower, upper) = ranges.split_at(mid);

@@ -8,6 +8,12 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use ninewall::host::Host;
+use ninewall::plan::{Request, SetupPlan};
+use ninewall::sandbox::End;
+use ninewall::seccomp::Family;
+use ninewall::{Policy, Profile};
+
 use crate::support::*;
 
 fn loopback_profile(host_port: u16) -> String {
@@ -76,6 +82,10 @@ print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "pids": pids, "sid":
     }
 }
 
+/// Wall 6 on its own: under `net = "none"` wall 8 refuses `AF_INET` and
+/// `AF_INET6` sockets, so this plan's filter is widened to let them through,
+/// and the sandbox runs through the library as this test's own identity
+/// (scripts/test.sh runs the tests as root and as the unprivileged user).
 #[test]
 fn no_network_means_no_interface_and_no_route_to_the_host() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -84,12 +94,11 @@ fn no_network_means_no_interface_and_no_route_to_the_host() {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_nonblocking(true).unwrap();
     let udp_port = udp.local_addr().unwrap().port();
-    for who in identities() {
-        let r = python(
-            who,
-            &net_profile(),
-            &format!(
-                r#"
+    let ws = scratch_dir("net-none");
+    let ids = ninewall::plan::id_map(ninewall::host::Caller::current());
+    std::os::unix::fs::chown(&ws, Some(ids.host_uid), Some(ids.host_gid)).unwrap();
+    let code = format!(
+        r#"
 import json, socket, errno, fcntl, struct
 def err(f):
     try:
@@ -105,27 +114,55 @@ def udp(host, port):
     return err(lambda: s.sendto(b"escape", (host, port)))
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 flags = struct.unpack("16sH", fcntl.ioctl(s.fileno(), 0x8913, struct.pack("16sH", b"lo", 0))[:18])[1]
-print(json.dumps({{"ifaces": [n for _, n in socket.if_nameindex()], "lo_up": bool(flags & 1),
+open("/work/result.json", "w").write(json.dumps({{
+  "ifaces": [l.split(":")[0].strip() for l in open("/proc/self/net/dev").read().splitlines()[2:]],
+  "lo_up": bool(flags & 1),
   "tcp": connect("127.0.0.1", {port}), "v6": connect("::1", {port}, socket.AF_INET6), "dns": connect("8.8.8.8", 53),
   "udp": udp("127.0.0.1", {udp_port}), "udp_dns": udp("8.8.8.8", 53)}}))
 "#
-            ),
-        );
-        r.assert_code(0);
-        let v = r.json();
-        assert_eq!(v["ifaces"], serde_json::json!(["lo"]), "{who:?}: {v}");
-        assert_eq!(v["lo_up"], false, "{who:?}: {v}");
-        // Wall 6: no interface is up, so nothing routes (UDP is not Landlock's).
-        assert_eq!(v["udp"], "ENETUNREACH", "{who:?}: {v}");
-        assert_eq!(v["udp_dns"], "ENETUNREACH", "{who:?}: {v}");
-        // Wall 7 refuses TCP connect to any unlisted port before routing is asked.
-        for k in ["tcp", "v6", "dns"] {
-            assert_eq!(v[k], "EACCES", "{who:?}: {k}: {v}");
-        }
+    );
+    let policy = Policy::from_profile(&Profile::load(&net_profile()).unwrap()).unwrap();
+    let request = Request {
+        args: vec!["-c".into(), code],
+        workspace_dir: Some(ws.clone()),
+    };
+    let mut setup = SetupPlan::build(&policy, &request, &Host::probe()).unwrap();
+    assert_eq!(
+        setup.seccomp.socket_families,
+        [Family::Unix],
+        "wall 8 alone would refuse AF_INET"
+    );
+    allow_socket_families(&mut setup, &[Family::Unix, Family::Inet, Family::Inet6]);
+    let outcome = ninewall::sandbox::run(&setup, None).unwrap();
+    assert_eq!(outcome.end, End::Exited(0), "{outcome:?}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ws.join("result.json")).unwrap()).unwrap();
+    assert_eq!(v["ifaces"], serde_json::json!(["lo"]), "{v}");
+    assert_eq!(v["lo_up"], false, "{v}");
+    // Wall 6: no interface is up, so nothing routes (UDP is not Landlock's).
+    assert_eq!(v["udp"], "ENETUNREACH", "{v}");
+    assert_eq!(v["udp_dns"], "ENETUNREACH", "{v}");
+    // Wall 7 refuses TCP connect to any unlisted port before routing is asked.
+    for k in ["tcp", "v6", "dns"] {
+        assert_eq!(v[k], "EACCES", "{k}: {v}");
     }
     assert!(listener.accept().is_err(), "the host listener was reached");
     let mut buf = [0u8; 16];
     assert!(udp.recv(&mut buf).is_err(), "the host UDP socket received a datagram");
+}
+
+/// Recompiles `setup`'s filter with `socket` allowed for `families`, as it
+/// is otherwise (recorded syscalls, refusals sent to the supervisor).
+fn allow_socket_families(setup: &mut SetupPlan, families: &[Family]) {
+    let names: std::collections::BTreeSet<String> = setup.seccomp.allow.iter().cloned().collect();
+    let recorded: Vec<u32> = setup.seccomp.recorded.iter().map(|(_, nr)| *nr).collect();
+    let arch = ninewall::seccomp::Arch::native().unwrap();
+    let mut bpf =
+        ninewall::seccomp::compile_recording(&names, setup.seccomp.on_denied, arch, &recorded, families).unwrap();
+    if setup.seccomp.notify {
+        ninewall::seccomp::notify_instead_of_errno(&mut bpf);
+    }
+    setup.seccomp.program = bpf.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect();
+    setup.seccomp.socket_families = families.to_vec();
 }
 
 #[test]
@@ -412,7 +449,10 @@ fn a_sandbox_allowed_sockets_gets_a_network_namespace_of_its_own() {
     for who in identities() {
         let (a, start) = probe_netns(who, &net_profile());
         let (b, _) = probe_netns(who, &net_profile());
-        assert_eq!(a["socket"], "ok", "{who:?}: {a}");
+        // Sockets, but only of the families its network needs: AF_UNIX
+        // (wall 8 refuses AF_INET under net = "none").
+        assert_eq!(a["unix"], "ok", "{who:?}: {a}");
+        assert_eq!(a["socket"], "EPERM", "{who:?}: {a}");
         assert_ne!(
             a["ns"], b["ns"],
             "{who:?}: two sandboxes with sockets share a network namespace"

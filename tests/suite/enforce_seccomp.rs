@@ -275,3 +275,117 @@ fn the_listener_reaches_the_supervisor_when_the_filter_refuses_futex() {
         );
     }
 }
+
+/// Every bit of a file's mode under `dir`, recursively, with its path.
+fn modes_under(dir: &std::path::Path) -> Vec<(PathBuf, u32)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+        out.push((entry.path(), meta.permissions().mode()));
+        if meta.is_dir() {
+            out.extend(modes_under(&entry.path()));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_call_may_set_a_setuid_or_setgid_bit_and_no_host_file_ever_has_one() {
+    let Some(p) = helper_profile("sc-setid", &["@default"], "errno") else {
+        return;
+    };
+    for who in identities() {
+        let ws = scratch_dir("setid");
+        let (uid, gid) = who.sandbox_host_id();
+        std::os::unix::fs::chown(&ws, Some(uid), Some(gid)).unwrap();
+        let workspace = ["--workspace", ws.to_str().unwrap()];
+        let mut n = 0;
+        let mut attempt = |call: &str, mode: &str, expect: &str| {
+            n += 1;
+            let path = format!("/work/{call}-{mode}-{n}");
+            let r = run(who, &p, &workspace, &[call, &path, mode], None);
+            r.assert_code(0);
+            assert_eq!(
+                r.stdout.trim(),
+                format!("{call} {expect}"),
+                "{who:?} {call} {mode}: {r:#?}"
+            );
+        };
+        for mode in ["4755", "2755", "6777", "4000"] {
+            for call in ["chmod", "fchmod", "fchmodat", "open_creat", "mkdir", "mknod"] {
+                attempt(call, mode, "EPERM");
+            }
+        }
+        // The same calls without the bits work: the guard is about the bits.
+        for call in ["chmod", "fchmod", "fchmodat", "open_creat", "mkdir", "mknod"] {
+            attempt(call, "1755", "ok");
+        }
+        // openat2 hides its mode in memory: ENOSYS, as for clone3.
+        let r = run(who, &p, &workspace, &["openat2", "/work/openat2"], None);
+        assert_eq!(r.stdout.trim(), "openat2 ENOSYS", "{who:?}: {r:#?}");
+        let modes = modes_under(&ws);
+        assert!(
+            modes.len() >= 6,
+            "{who:?}: the allowed calls made their files: {modes:?}"
+        );
+        let setid: Vec<_> = modes.iter().filter(|(_, m)| m & 0o6000 != 0).collect();
+        assert!(setid.is_empty(), "{who:?}: setid files on the host: {setid:?}");
+    }
+}
+
+/// The helper under `[syscalls] allow` with sockets, and `net` as given.
+fn socket_profile(name: &str, net: &str) -> Option<PathBuf> {
+    let bin = helper()?;
+    Some(write_profile(
+        name,
+        &format!(
+            "[mbu]\nname = {name:?}\n[exec]\nexecutables = [{b:?}]\ncommand = [{b:?}]\n[net]\nmode = {net:?}\n\
+             [syscalls]\nallow = [\"@default\", \"@network-io\"]\non_denied = \"errno\"\n",
+            b = bin.to_str().unwrap()
+        ),
+    ))
+}
+
+#[test]
+fn sockets_are_only_of_the_families_the_network_needs_never_vsock_packet_or_other_netlink() {
+    let (Some(none), Some(lo)) = (
+        socket_profile("sc-sock-none", "none"),
+        socket_profile("sc-sock-lo", "loopback"),
+    ) else {
+        return;
+    };
+    // (family, type, protocol, name): AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
+    // with NETLINK_ROUTE and with NETLINK_KOBJECT_UEVENT, AF_PACKET, AF_VSOCK.
+    let families = [
+        ("1", "1", "0", "unix"),
+        ("2", "1", "0", "inet"),
+        ("10", "1", "0", "inet6"),
+        ("16", "3", "0", "netlink-route"),
+        ("16", "3", "15", "netlink-uevent"),
+        ("17", "3", "0", "packet"),
+        ("40", "1", "0", "vsock"),
+    ];
+    for who in identities() {
+        let with_network = ["unix", "inet", "inet6", "netlink-route"];
+        for (profile, allowed) in [(&none, &["unix"][..]), (&lo, &with_network[..])] {
+            for (family, ty, protocol, name) in families {
+                let r = run(who, profile, &[], &["socket_family", family, ty, protocol], None);
+                r.assert_code(0);
+                let expect = if allowed.contains(&name) { "ok" } else { "EPERM" };
+                assert_eq!(
+                    r.stdout.trim(),
+                    format!("socket_family {expect}"),
+                    "{who:?} {profile:?} {name}: {r:#?}"
+                );
+            }
+            for (family, expect) in [("1", "ok"), ("2", "EPERM"), ("40", "EPERM")] {
+                let r = run(who, profile, &[], &["socketpair_family", family], None);
+                assert_eq!(
+                    r.stdout.trim(),
+                    format!("socketpair_family {expect}"),
+                    "{who:?}: {r:#?}"
+                );
+            }
+        }
+    }
+}

@@ -1,9 +1,13 @@
 /* try-syscall: makes one system call from inside a sandbox and prints what the
  * kernel answered: "NAME ok" or "NAME ERRNO-NAME". Built statically by the
  * tests, so it needs nothing in the sandbox but itself. Every call is safe to
- * make unsandboxed: bad or empty arguments, no effect on the host. */
+ * make unsandboxed: bad or empty arguments, no effect on the host, except the
+ * file calls (chmod, open_creat, mkdir, mknod, openat2), which act on the path
+ * they are given. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -97,6 +101,32 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(c, "x32")) return report(c, syscall(0x40000000L | 39 /* x32 getpid */));
 #endif
+    /* Wall 8's argument guards: socket families, setid modes. */
+    if (!strcmp(c, "socket_family") && (argc == 4 || argc == 5))
+        return report(c, socket(atoi(argv[2]), atoi(argv[3]), argc == 5 ? atoi(argv[4]) : 0));
+    if (!strcmp(c, "socketpair_family") && argc == 3) {
+        int sv[2];
+        return report(c, socketpair(atoi(argv[2]), SOCK_STREAM, 0, sv));
+    }
+    /* MODE is octal; PATH is made (0600) first where the call needs a file. */
+    if (argc == 4 && (!strcmp(c, "chmod") || !strcmp(c, "fchmod") || !strcmp(c, "fchmodat"))) {
+        int fd = open(argv[2], O_CREAT | O_WRONLY, 0600);
+        mode_t mode = (mode_t)strtol(argv[3], NULL, 8);
+        if (fd < 0) return report("create", -1);
+        if (!strcmp(c, "chmod")) return report(c, syscall(SYS_chmod, argv[2], mode));
+        if (!strcmp(c, "fchmod")) return report(c, fchmod(fd, mode));
+        return report(c, fchmodat(AT_FDCWD, argv[2], mode, 0));
+    }
+    if (argc == 4 && !strcmp(c, "open_creat"))
+        return report(c, open(argv[2], O_CREAT | O_WRONLY, (mode_t)strtol(argv[3], NULL, 8)));
+    if (argc == 4 && !strcmp(c, "mkdir"))
+        return report(c, mkdir(argv[2], (mode_t)strtol(argv[3], NULL, 8)));
+    if (argc == 4 && !strcmp(c, "mknod"))
+        return report(c, mknod(argv[2], S_IFREG | (mode_t)strtol(argv[3], NULL, 8), 0));
+    if (argc == 3 && !strcmp(c, "openat2")) {
+        struct { unsigned long long flags, mode, resolve; } how = { O_CREAT | O_WRONLY, 06755, 0 };
+        return report(c, syscall(SYS_openat2, AT_FDCWD, argv[2], &how, sizeof how));
+    }
     printf("%s unknown\n", c);
     return 3;
 }
