@@ -46,6 +46,21 @@ pub enum Error {
     /// The provenance log could not be used: nothing runs unrecorded.
     #[error("{0}; nothing ran")]
     Provenance(#[from] crate::provenance::ProvenanceError),
+    /// No identity of its own could be had for the execution.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// The workspace's filesystem cannot be idmapped: refused, never bound
+    /// weaker.
+    #[error("wall 3 (credentials): the workspace {} is on {filesystem}, which cannot be mounted idmapped here ({source}); nothing ran", path.display())]
+    Idmap {
+        /// The workspace.
+        path: PathBuf,
+        /// Its filesystem, by name.
+        filesystem: String,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
     /// No provenance log was named and none can be defaulted.
     #[error("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set); nothing ran")]
     NoLog,
@@ -58,12 +73,14 @@ impl Error {
             Error::Plan(e) if e.is_exec_refusal() => exit::NOT_EXECUTABLE,
             // The profile requires a wall this kernel cannot build.
             Error::Plan(e) if e.is_wall_refusal() => exit::SANDBOX,
-            // The profile requires a wall this kernel cannot build.
-            Error::Plan(e) if e.is_wall_refusal() => exit::SANDBOX,
             Error::Usage(_) | Error::Profile(_) | Error::Policy(_) | Error::Gate(_) | Error::Plan(_) => exit::USAGE,
-            Error::Refused(_) | Error::ProfileChanged(_) | Error::Sandbox(_) | Error::Provenance(_) | Error::NoLog => {
-                exit::SANDBOX
-            }
+            Error::Refused(_)
+            | Error::ProfileChanged(_)
+            | Error::Sandbox(_)
+            | Error::Provenance(_)
+            | Error::Identity(_)
+            | Error::Idmap { .. }
+            | Error::NoLog => exit::SANDBOX,
         }
     }
 }

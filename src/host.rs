@@ -232,15 +232,19 @@ pub const DEFAULT_RUNTIME_DIR: &str = "/run/ninewall";
 /// The file in the runtime directory the shared namespace is mounted on.
 pub const SHARED_NETNS_NAME: &str = "net-none";
 
-/// Where the shared empty network namespace is (or would be) mounted: in
-/// [`RUNTIME_DIR_ENV`] if that is an absolute path, else in
-/// [`DEFAULT_RUNTIME_DIR`].
-pub fn shared_netns_path() -> PathBuf {
-    let dir = std::env::var_os(RUNTIME_DIR_ENV)
+/// ninewall's runtime directory: [`RUNTIME_DIR_ENV`] if that is an absolute
+/// path, else [`DEFAULT_RUNTIME_DIR`].
+pub fn runtime_dir() -> PathBuf {
+    std::env::var_os(RUNTIME_DIR_ENV)
         .map(PathBuf::from)
         .filter(|d| d.is_absolute())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR));
-    dir.join(SHARED_NETNS_NAME)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNTIME_DIR))
+}
+
+/// Where the shared empty network namespace is (or would be) mounted, in the
+/// runtime directory.
+pub fn shared_netns_path() -> PathBuf {
+    runtime_dir().join(SHARED_NETNS_NAME)
 }
 
 /// Everything about this host that a plan depends on.
@@ -256,6 +260,10 @@ pub struct Host {
     /// supervisor may join and make it (as root); `None` otherwise
     /// (`sandbox::netns` says why only root).
     pub shared_netns: Option<PathBuf>,
+    /// The host uid and gid allocated to this execution alone, when ninewall
+    /// runs as root (`crate::identity`); not a probe but an allocation, set
+    /// by the pipeline before the plan.
+    pub identity: Option<u32>,
 }
 
 impl Host {
@@ -267,6 +275,7 @@ impl Host {
             caller,
             cgroups: Cgroups::probe(),
             shared_netns: (caller.uid == 0).then(shared_netns_path),
+            identity: None,
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod error;
 pub mod exit;
 pub mod gate;
 pub mod host;
+pub mod identity;
 pub mod interpreter;
 pub mod kernel;
 pub mod landlock;

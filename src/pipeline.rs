@@ -21,7 +21,7 @@
 //! is recorded. [`Messages`] carries what ninewall says to the person or
 //! program that asked.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,7 @@ use crate::exit;
 use crate::gate::delegate::{Current, Delegation};
 use crate::gate::{Gate, Peer};
 use crate::host::Host;
+use crate::identity::{IdRange, Identity};
 use crate::plan::{IdMap, PlanError, Request, SetupPlan};
 use crate::policy::units::format_size;
 use crate::policy::Policy;
@@ -148,10 +149,14 @@ pub fn execute(invocation: &Invocation, messages: &mut Messages) -> Finished {
 }
 
 fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finished, Error> {
-    let host = Host::probe();
+    let mut host = Host::probe();
     let admission = admit(invocation, &host)?;
     let loaded = load(&admission)?;
-    let planned = plan(&loaded, invocation, &host)?;
+    // Wall 3: held until the end of this function, and until the sandbox's
+    // processes are gone.
+    let identity = identity_for(&host)?;
+    host.identity = identity.as_ref().map(Identity::id);
+    let planned = plan(&loaded, invocation, &host, &admission.lineage)?;
     if invocation.verbose {
         for line in sandbox::wall_lines(&planned.setup) {
             messages.say(line);
@@ -163,17 +168,8 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
         .clone()
         .or_else(|| provenance::default_log_path(host.caller.uid).map(LogSource::Path))
         .ok_or(Error::NoLog)?;
-    let launch = spawn(&planned.setup, &loaded.policy);
-    // The delegation service's handle is taken now: once the start is
-    // recorded, nothing may fail without an end record.
-    let opened = log_source.open().and_then(|log| {
-        let for_delegation = match launch.delegation {
-            Some(_) => Some(log.try_clone()?),
-            None => None,
-        };
-        Ok((log, for_delegation))
-    });
-    let (mut log, delegation_log) = match opened {
+    let launch = spawn(&planned, &loaded.policy, identity.as_ref());
+    let (mut log, delegation_log) = match open_log(&log_source, launch.delegation.is_some()) {
         Ok(opened) => opened,
         Err(e) => {
             launch.abandon();
@@ -225,6 +221,29 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
         invocation.verbose,
         messages,
     ))
+}
+
+/// Wall 3: as root, an identity of this execution's own
+/// (`crate::identity`); unprivileged, none (the sandbox maps onto the
+/// caller).
+fn identity_for(host: &Host) -> Result<Option<Identity>, Error> {
+    if host.caller.uid != 0 {
+        return Ok(None);
+    }
+    let dir = crate::host::runtime_dir().join("ids");
+    Ok(Some(Identity::allocate(IdRange::configured()?, &dir)?))
+}
+
+/// The log, and a second handle on it for the delegation service when
+/// there is one. Both are had before the start is recorded: after it,
+/// nothing may fail without an end record.
+fn open_log(source: &LogSource, delegates: bool) -> Result<(AuditLog, Option<AuditLog>), Error> {
+    let log = source.open()?;
+    let for_delegation = match delegates {
+        true => Some(log.try_clone()?),
+        false => None,
+    };
+    Ok((log, for_delegation))
 }
 
 /// Which profile runs, and on whose behalf.
@@ -313,29 +332,111 @@ pub fn load_policy(path: &Path) -> Result<(Profile, Policy), Error> {
 }
 
 /// The plan, and the host workspace it binds.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Planned {
     /// Everything the sandbox will do.
     pub setup: SetupPlan,
     /// The `--workspace` directory, resolved, if one was given.
     pub workspace: Option<PathBuf>,
+    /// As root: the workspace as a detached, idmapped mount, made from the
+    /// one descriptor it was checked on; init attaches it.
+    workspace_tree: Option<OwnedFd>,
 }
 
 /// Policy × request × host → plan. The workspace directory is checked on
-/// the host here; the plan itself does no I/O.
-pub fn plan(loaded: &Loaded, invocation: &Invocation, host: &Host) -> Result<Planned, Error> {
-    let ids = crate::plan::id_map(host.caller);
-    let workspace = invocation
-        .workspace
-        .as_deref()
-        .map(|dir| workspace_dir(dir, &ids))
-        .transpose()?;
+/// the host here (as root: opened once, checked and mounted from that
+/// descriptor); the plan itself does no I/O.
+pub fn plan(loaded: &Loaded, invocation: &Invocation, host: &Host, lineage: &Lineage) -> Result<Planned, Error> {
+    let ids = crate::plan::id_map(host.caller, host.identity);
+    let (workspace, owner, workspace_tree) = match invocation.workspace.as_deref() {
+        None => (None, None, None),
+        Some(dir) if ids.own_namespace => {
+            let prepared = idmapped_workspace(dir, ids.host_uid, lineage.client_uid)?;
+            (Some(prepared.path), Some(prepared.owner), Some(prepared.tree))
+        }
+        Some(dir) => (Some(workspace_dir(dir, &ids)?), None, None),
+    };
     let request = Request {
         args: invocation.args.clone(),
         workspace_dir: workspace.clone(),
+        workspace_owner: owner,
     };
     let setup = SetupPlan::build(&loaded.policy, &request, host)?;
-    Ok(Planned { setup, workspace })
+    Ok(Planned {
+        setup,
+        workspace,
+        workspace_tree,
+    })
+}
+
+/// A root run's workspace, ready to attach.
+struct IdmappedWorkspace {
+    path: PathBuf,
+    owner: (u32, u32),
+    tree: OwnedFd,
+}
+
+/// Opens `dir` once, following no symlink in any component, checks on that
+/// descriptor that it is a directory its owner may write (and, for a
+/// request made on a client's behalf, that the owner is that client), and
+/// makes a detached mount of it, `nosuid,nodev,noexec`, idmapped so that the
+/// owner's files are the sandbox's (`sandbox_id`) and what the sandbox makes
+/// is the owner's. No path is resolved again: init attaches this mount.
+fn idmapped_workspace(dir: &Path, sandbox_id: u32, client: Option<u32>) -> Result<IdmappedWorkspace, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let err = |reason: String| PlanError::Workspace {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let path = std::path::absolute(dir).map_err(|e| err(format!("cannot be resolved: {e}")))?;
+    if path.as_os_str() == "/" || ["/proc", "/sys", "/dev"].iter().any(|p| path.starts_with(p)) {
+        return Err(err("the host's root, /proc, /sys or /dev cannot be a workspace".into()).into());
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err("contains a NUL byte".into()))?;
+    let fd = sys::open_path_no_symlinks(&c_path).map_err(|e| {
+        err(match e {
+            libc::ELOOP => "a component of it is a symlink; name the real path".into(),
+            e => format!("cannot be opened: {}", std::io::Error::from_raw_os_error(e)),
+        })
+    })?;
+    let fd = sys::own_fd(fd);
+    let meta = std::fs::File::from(fd.try_clone().map_err(|e| err(format!("cannot be read: {e}")))?)
+        .metadata()
+        .map_err(|e| err(format!("cannot be read: {e}")))?;
+    if !meta.is_dir() {
+        return Err(err("is not a directory".into()).into());
+    }
+    if client.is_some_and(|c| c != meta.uid()) {
+        return Err(err("is not the requester's own directory".into()).into());
+    }
+    if meta.mode() & 0o200 == 0 {
+        return Err(err(format!(
+            "its owner {} may not write it (mode {:o})",
+            meta.uid(),
+            meta.mode() & 0o7777
+        ))
+        .into());
+    }
+    let owner = (meta.uid(), meta.gid());
+    let unsupported = |errno: i32| Error::Idmap {
+        path: path.clone(),
+        filesystem: sys::filesystem_name(fd.as_raw_fd()),
+        source: std::io::Error::from_raw_os_error(errno),
+    };
+    let userns = sys::idmap_userns(owner.0, owner.1, sandbox_id)
+        .map_err(|e| unsupported(e.raw_os_error().unwrap_or(libc::EPERM)))?;
+    let tree = sys::idmapped_tree(
+        fd.as_raw_fd(),
+        userns.as_raw_fd(),
+        sys::ATTR_NOSUID | sys::ATTR_NODEV | sys::ATTR_NOEXEC,
+    )
+    .map_err(unsupported)?;
+    Ok(IdmappedWorkspace {
+        path,
+        owner,
+        tree: sys::own_fd(tree),
+    })
 }
 
 /// Checks a `--workspace` host directory: it must be a real directory (no
@@ -401,7 +502,7 @@ impl Launch {
 /// [`Running::wait`], which is called only once that record is on disk. A
 /// failure is kept in the [`Launch`]: a sandbox that was not built is an
 /// execution all the same, recorded with its failure.
-pub fn spawn(setup: &SetupPlan, policy: &Policy) -> Launch {
+pub fn spawn(planned: &Planned, policy: &Policy, identity: Option<&Identity>) -> Launch {
     // Wall 1 for children: a socket to the delegation service, and nothing more.
     let pair = match policy.delegate.is_empty() {
         true => Ok(None),
@@ -409,9 +510,13 @@ pub fn spawn(setup: &SetupPlan, policy: &Policy) -> Launch {
     };
     match pair {
         Ok(pair) => {
-            let inside = pair.as_ref().map(|(_, inside)| inside.as_raw_fd());
+            let inherit = sandbox::Inherit {
+                delegate: pair.as_ref().map(|(_, inside)| inside.as_raw_fd()),
+                identity: identity.map(Identity::lock_fd),
+                workspace: planned.workspace_tree.as_ref().map(AsRawFd::as_raw_fd),
+            };
             Launch {
-                sandbox: sandbox::spawn_with(setup, inside),
+                sandbox: sandbox::spawn_with(&planned.setup, inherit),
                 delegation: pair.map(|(ours, _inside)| ours),
             }
         }

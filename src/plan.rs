@@ -34,7 +34,8 @@ use crate::policy::{EntryKind, NetMode, Policy};
 
 /// The id the sandbox sees itself as, inside its user namespace.
 pub const INSIDE_ID: u32 = 1000;
-/// The host id a sandbox runs as when ninewall runs as root: `nobody`.
+/// The host id a sandbox runs as when ninewall runs as root and no identity
+/// of its own was allocated (a library caller that allocates none): `nobody`.
 pub const ROOT_SANDBOX_HOST_ID: u32 = 65534;
 /// Size of the root tmpfs (it holds only mount points and symlinks).
 pub const ROOT_TMPFS_SIZE: u64 = 1 << 20;
@@ -49,6 +50,11 @@ pub struct Request {
     pub args: Vec<String>,
     /// A host directory to use as the workspace instead of a tmpfs.
     pub workspace_dir: Option<PathBuf>,
+    /// The owner (uid, gid) of `workspace_dir` when the supervisor bound it
+    /// from a descriptor as an idmapped mount (root): the owner's files show
+    /// as the sandbox's, what the sandbox makes is the owner's. `None`: bound
+    /// by its path, as the caller's own id sees it (unprivileged).
+    pub workspace_owner: Option<(u32, u32)>,
 }
 
 /// ninewall's own processes in the sandbox's cgroup and pid count besides
@@ -70,6 +76,12 @@ pub struct IdMap {
     /// privileged caller can write a gid map that leaves `setgroups` allowed; an
     /// unprivileged caller must deny it, and the sandbox keeps the caller's groups.
     pub clear_groups: bool,
+    /// Whether the outer child becomes the host ids before it makes the user
+    /// namespace, so that the namespace is theirs and the kernel's per-user
+    /// counters (inotify instances, pending signals, …) are charged to them,
+    /// not to root: when ninewall runs as root with an identity of the
+    /// execution's own.
+    pub own_namespace: bool,
 }
 
 /// One mount-namespace operation, in sandbox paths.
@@ -119,6 +131,17 @@ pub enum Mount {
         /// Path inside.
         target: PathBuf,
     },
+    /// The host workspace, attached from the detached mount the supervisor
+    /// made from its descriptor (no path is resolved again), idmapped so that
+    /// `owner`'s files are the sandbox's: read-write, `nosuid,nodev,noexec`.
+    Workspace {
+        /// The host directory, for messages.
+        source: PathBuf,
+        /// Path inside.
+        target: PathBuf,
+        /// Its owner's (uid, gid) on the host, mapped to the sandbox's ids.
+        owner: (u32, u32),
+    },
     /// A writable, `noexec` tmpfs.
     Tmpfs {
         /// Path inside.
@@ -139,6 +162,7 @@ impl Mount {
             | Mount::Dev { target }
             | Mount::File { target, .. }
             | Mount::Dir { target }
+            | Mount::Workspace { target, .. }
             | Mount::Tmpfs { target, .. } => target,
             Mount::Symlink { link, .. } => link,
         }
@@ -364,7 +388,7 @@ impl SetupPlan {
     /// I/O. A `request.workspace_dir` must already have been checked on the
     /// host (`pipeline::workspace_dir`).
     pub fn build(policy: &Policy, request: &Request, host: &Host) -> Result<SetupPlan, PlanError> {
-        let ids = id_map(host.caller);
+        let ids = id_map(host.caller, host.identity);
         let (program, mut argv) = resolve_program(policy, &request.args)?;
         if policy.python.is_some() {
             // The guard runs first and then the user's code: python [flags]
@@ -504,15 +528,20 @@ fn guard_mounts(policy: &Policy) -> Vec<Mount> {
 
 /// Wall 4, steps 3 and 4: `/proc`, `/dev`, `/tmp` and the workspace.
 fn fixed_mounts(policy: &Policy, request: &Request) -> [Mount; 4] {
-    let workspace = match &request.workspace_dir {
-        Some(dir) => Mount::Bind {
+    let workspace = match (&request.workspace_dir, request.workspace_owner) {
+        (Some(dir), Some(owner)) => Mount::Workspace {
+            source: dir.clone(),
+            target: policy.workspace.path.clone(),
+            owner,
+        },
+        (Some(dir), None) => Mount::Bind {
             source: dir.clone(),
             target: policy.workspace.path.clone(),
             dir: true,
             writable: true,
             exec: false,
         },
-        None => Mount::Tmpfs {
+        (None, _) => Mount::Tmpfs {
             target: policy.workspace.path.clone(),
             size: policy.workspace.size,
             mode: 0o755,
@@ -626,22 +655,26 @@ fn mount_target(m: &Mount) -> &Path {
         | Mount::Dev { target }
         | Mount::Tmpfs { target, .. }
         | Mount::File { target, .. }
+        | Mount::Workspace { target, .. }
         | Mount::Dir { target } => target,
         Mount::Symlink { link, .. } => link,
     }
 }
 
 /// The id mapping for a caller: the sandbox always sees [`INSIDE_ID`]; behind it
-/// is the caller itself, or `nobody` when the caller is root (a sandbox never
-/// runs as host root).
-pub fn id_map(caller: Caller) -> IdMap {
+/// is the caller itself, or, when the caller is root (a sandbox never runs as
+/// host root), the `identity` allocated for this execution alone
+/// (`crate::identity`), else `nobody`.
+pub fn id_map(caller: Caller, identity: Option<u32>) -> IdMap {
     if caller.uid == 0 {
+        let host = identity.unwrap_or(ROOT_SANDBOX_HOST_ID);
         IdMap {
             inside_uid: INSIDE_ID,
             inside_gid: INSIDE_ID,
-            host_uid: ROOT_SANDBOX_HOST_ID,
-            host_gid: ROOT_SANDBOX_HOST_ID,
+            host_uid: host,
+            host_gid: host,
             clear_groups: true,
+            own_namespace: identity.is_some(),
         }
     } else {
         IdMap {
@@ -650,6 +683,7 @@ pub fn id_map(caller: Caller) -> IdMap {
             host_uid: caller.uid,
             host_gid: caller.gid,
             clear_groups: false,
+            own_namespace: false,
         }
     }
 }

@@ -560,7 +560,13 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
         "workspace": cx.workspace,
         "walls": {
             "interpreter_guard": policy.python.is_some(),
-            "credentials": {"inside": [plan.ids.inside_uid, plan.ids.inside_gid], "host": [plan.ids.host_uid, plan.ids.host_gid], "capabilities": "none", "no_new_privs": true},
+            "credentials": {
+                "inside": [plan.ids.inside_uid, plan.ids.inside_gid],
+                "host": [plan.ids.host_uid, plan.ids.host_gid],
+                "identity": if plan.ids.own_namespace { "own" } else if cx.uid == 0 { "nobody" } else { "caller" },
+                "capabilities": "none",
+                "no_new_privs": true,
+            },
             "filesystem": {"mounts": plan.mounts.len()},
             "namespaces": ["user", "mount", "pid", "ipc", "uts", "net", "cgroup", "time"],
             "network": plan.net,

@@ -60,6 +60,7 @@ fn two_hundred_runs_leave_no_cgroup_mount_process_or_descriptor_behind() {
         let request = Request {
             args: vec!["-c".into(), code.into()],
             workspace_dir: None,
+            ..Request::default()
         };
         SetupPlan::build(&policy, &request, &Host::probe()).unwrap()
     };

@@ -180,6 +180,13 @@ pub struct ChildFds {
     pub notify: RawFd,
     /// The delegation socket the MBU inherits, or -1.
     pub delegate: RawFd,
+    /// The lock on the execution's identity (`crate::identity`), or -1: the
+    /// outer child and init keep it open until they exit, so the identity is
+    /// free again only once the sandbox is gone. Close-on-exec: the MBU
+    /// never has it.
+    pub identity: RawFd,
+    /// The prepared workspace tree init attaches, or -1.
+    pub workspace: RawFd,
 }
 
 fn send(fds: ChildFds, r: Report) {
@@ -200,10 +207,44 @@ fn must<T>(fds: ChildFds, step: Step, r: sys::SysResult<T>) -> T {
     }
 }
 
+/// Init's host pid, once the outer child has forked it; read by the outer
+/// child's parent-death handler.
+static OUTER_INIT_PID: AtomicI32 = AtomicI32::new(0);
+
+/// The outer child's parent-death signal: not `SIGKILL`, so that when the
+/// supervisor dies the outer child kills init and then reaps it, and exits
+/// only once init's pid namespace, and so everything of the sandbox, is
+/// gone. Until then it holds the identity's lock (`crate::identity`), which
+/// must not be free while a process of the identity is left. Outside the
+/// forwarded signals, and not one glibc keeps for itself.
+fn outer_lifeline_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+extern "C" fn supervisor_died(_sig: libc::c_int) {
+    match OUTER_INIT_PID.load(Ordering::Relaxed) {
+        // Init is running: end it; the wait below reaps it, then we exit.
+        init if init > 0 => {
+            let _ = sys::kill(init, libc::SIGKILL);
+        }
+        // Nothing of the sandbox runs yet.
+        _ => sys::exit_now(SETUP_FAILED),
+    }
+}
+
 /// The outer child: namespaces, identity, then init. Never returns.
 pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
-    // Lifeline: die with the supervisor; if it is already gone, stop now.
-    must(fds, Step::Lifeline, sys::set_parent_death_signal(libc::SIGKILL));
+    // Lifeline: end with the supervisor; if it is already gone, stop now.
+    must(
+        fds,
+        Step::Lifeline,
+        sys::set_handler(&[outer_lifeline_signal()], supervisor_died),
+    );
+    must(
+        fds,
+        Step::Lifeline,
+        sys::set_parent_death_signal(outer_lifeline_signal()),
+    );
     if sys::getppid() != spec.supervisor_pid {
         sys::exit_now(SETUP_FAILED);
     }
@@ -232,8 +273,29 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
             fds.stderr,
             fds.notify,
             fds.delegate,
+            fds.identity,
+            fds.workspace,
         ]),
     );
+    // Wall 3: an identity of the execution's own (as root) makes the user
+    // namespace, so that it is that identity's and so are the kernel's
+    // per-user counts of what the sandbox uses. After the switch we are no
+    // longer dumpable, which the time namespace's offsets need (below): made
+    // dumpable again until the inside switch makes us not.
+    if spec.ids.own_namespace {
+        must(fds, Step::BecomeIdentity, sys::clear_groups());
+        must(fds, Step::BecomeIdentity, sys::set_gid(spec.ids.host_gid));
+        must(fds, Step::BecomeIdentity, sys::set_uid(spec.ids.host_uid));
+        must(fds, Step::BecomeIdentity, sys::set_dumpable());
+        must(
+            fds,
+            Step::Lifeline,
+            sys::set_parent_death_signal(outer_lifeline_signal()),
+        );
+        if sys::getppid() != spec.supervisor_pid {
+            sys::exit_now(SETUP_FAILED);
+        }
+    }
 
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     let net = if spec.shared_net >= 0 { 0 } else { libc::CLONE_NEWNET };
@@ -270,7 +332,11 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     // A change of effective uid or gid clears the parent-death signal (as root,
     // the switch above is one): arm it again, and check again that the
     // supervisor is still there.
-    must(fds, Step::Lifeline, sys::set_parent_death_signal(libc::SIGKILL));
+    must(
+        fds,
+        Step::Lifeline,
+        sys::set_parent_death_signal(outer_lifeline_signal()),
+    );
     if sys::getppid() != spec.supervisor_pid {
         sys::exit_now(SETUP_FAILED);
     }
@@ -287,10 +353,15 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
         sys::close(life_w);
         init(spec, fds, life_r);
     }
+    OUTER_INIT_PID.store(pid, Ordering::Relaxed);
     sys::close(life_r);
     send(fds, Report::InitStarted { pid });
-    // We keep only the report pipe and init's lifeline.
-    must(fds, Step::ForkInit, sys::close_all_except(&[fds.report, life_w]));
+    // We keep only the report pipe, init's lifeline and the identity's lock.
+    must(
+        fds,
+        Step::ForkInit,
+        sys::close_all_except(&[fds.report, life_w, fds.identity]),
+    );
     loop {
         match sys::waitpid(pid, 0) {
             Ok((p, _)) if p == pid => sys::exit_now(0),
@@ -385,7 +456,7 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
     must(fds, Step::InitLifeline, sys::set_not_dumpable());
 
     for (i, op) in spec.fs.ops.iter().enumerate() {
-        if let Err(e) = op.run() {
+        if let Err(e) = op.run(fds.workspace) {
             fail(fds, Step::Filesystem, i as u32, e);
         }
     }

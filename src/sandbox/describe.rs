@@ -11,11 +11,12 @@ use crate::plan::SetupPlan;
 pub fn wall_lines(plan: &SetupPlan) -> Vec<String> {
     let mut out = vec![
         format!(
-            "wall 3 credentials: user namespace, uid {} gid {} inside = {} {} on the host{}; every capability dropped; no_new_privs",
+            "wall 3 credentials: user namespace, uid {} gid {} inside = {} {} on the host{}{}; every capability dropped; no_new_privs",
             plan.ids.inside_uid,
             plan.ids.inside_gid,
             plan.ids.host_uid,
             plan.ids.host_gid,
+            if plan.ids.own_namespace { " (this execution's own, which owns the namespace)" } else { "" },
             if plan.ids.clear_groups { "; supplementary groups cleared" } else { "; setgroups denied" }
         ),
         "wall 4 filesystem view: mount namespace, new tmpfs root, pivot_root, old root detached".to_string(),

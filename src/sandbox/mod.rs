@@ -243,12 +243,26 @@ pub use crate::policy::DELEGATE_ENV;
 /// The sandbox dies with the calling *thread* (`PR_SET_PDEATHSIG`): call this
 /// from a thread that outlives the execution.
 pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
-    spawn_with(plan, None)
+    spawn_with(plan, Inherit::default())
 }
 
-/// [`spawn`], and the MBU inherits `delegate` (a socket to its supervisor's
-/// delegation service), its number in `NINEWALL_DELEGATE_FD`.
-pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, SandboxError> {
+/// Descriptors the sandbox's processes inherit besides their pipes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Inherit {
+    /// A socket to the supervisor's delegation service: the MBU's, its
+    /// number in `NINEWALL_DELEGATE_FD`.
+    pub delegate: Option<RawFd>,
+    /// The lock on the execution's own identity (`crate::identity`): the
+    /// outer child's and init's, so that it is held until they are gone.
+    pub identity: Option<RawFd>,
+    /// The prepared (idmapped) workspace tree the plan's
+    /// `Mount::Workspace` attaches: init's.
+    pub workspace: Option<RawFd>,
+}
+
+/// [`spawn`], with `inherit`'s descriptors passed on.
+pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, SandboxError> {
+    let delegate = inherit.delegate;
     let started = Instant::now();
     let (mut spec, landlock_describe) = prepare(plan);
     if let Some(fd) = delegate {
@@ -289,6 +303,8 @@ pub fn spawn_with(plan: &SetupPlan, delegate: Option<RawFd>) -> Result<Running, 
             stderr: err_w.as_raw_fd(),
             notify: notify_w.as_raw_fd(),
             delegate: delegate.unwrap_or(-1),
+            identity: inherit.identity.unwrap_or(-1),
+            workspace: inherit.workspace.unwrap_or(-1),
         };
         child::outer(&spec, fds);
     }

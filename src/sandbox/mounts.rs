@@ -51,6 +51,12 @@ pub enum FsOp {
         /// `MOUNT_ATTR_*` to set.
         attrs: u64,
     },
+    /// Attach the detached tree the supervisor prepared (the idmapped
+    /// workspace), inherited as descriptor `ChildFds::workspace`, at `target`.
+    AttachWorkspace {
+        /// Path under `/new`.
+        target: CString,
+    },
     /// A new read-only file with these contents.
     WriteFile {
         /// Path under `/new`.
@@ -76,8 +82,9 @@ pub enum FsOp {
 }
 
 impl FsOp {
-    /// Carries the operation out (child-safe).
-    pub fn run(&self) -> sys::SysResult<()> {
+    /// Carries the operation out (child-safe); `workspace` is the prepared
+    /// tree's descriptor, or -1.
+    pub fn run(&self, workspace: std::os::fd::RawFd) -> sys::SysResult<()> {
         match self {
             FsOp::MakePrivate => sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None),
             FsOp::Tmpfs { target, flags, data } => {
@@ -93,6 +100,8 @@ impl FsOp {
                 sys::close(tree);
                 r
             }
+            FsOp::AttachWorkspace { target } if workspace >= 0 => sys::attach_tree(workspace, target),
+            FsOp::AttachWorkspace { .. } => Err(libc::EBADF),
             FsOp::Proc(target) => sys::mount(
                 Some(c"proc"),
                 target,
@@ -302,6 +311,21 @@ pub fn compile(mounts: &[Mount]) -> FsProgram {
                     );
                 }
                 p.push(FsOp::ReadOnly(c(&t)), format!("make {} read-only", target.display()));
+            }
+            Mount::Workspace { source, target, owner } => {
+                p.parents(target);
+                let t = under("/new", target);
+                p.push(FsOp::Mkdir(c(&t)), format!("mkdir {}", target.display()));
+                p.push(
+                    FsOp::AttachWorkspace { target: c(t) },
+                    format!(
+                        "attach {} at {} (read-write, noexec, idmapped: {}:{} on the host)",
+                        source.display(),
+                        target.display(),
+                        owner.0,
+                        owner.1
+                    ),
+                );
             }
             Mount::Tmpfs { target, size, mode } => {
                 p.parents(target);

@@ -81,10 +81,13 @@ pub enum Step {
     Seccomp,
     /// MBU: `execve` of the program.
     Exec,
+    /// Outer child: becoming the execution's own host uid and gid, so that
+    /// the user namespace it makes next is theirs.
+    BecomeIdentity,
 }
 
 impl Step {
-    const ALL: [Step; 34] = [
+    const ALL: [Step; 35] = [
         Step::JoinNetwork,
         Step::Unshare,
         Step::Lifeline,
@@ -119,6 +122,7 @@ impl Step {
         Step::LandlockRestrict,
         Step::Seccomp,
         Step::Exec,
+        Step::BecomeIdentity,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -134,7 +138,7 @@ impl Step {
             Step::Lifeline | Step::InitLifeline | Step::ForkInit | Step::InitSignals | Step::ForkMbu | Step::Setsid => {
                 "wall 5 (process isolation)"
             }
-            Step::WaitForIdMaps | Step::ClearGroups | Step::SetGid | Step::SetUid => {
+            Step::WaitForIdMaps | Step::ClearGroups | Step::SetGid | Step::SetUid | Step::BecomeIdentity => {
                 "wall 3 (credentials: user namespace)"
             }
             Step::DropBounding
@@ -189,6 +193,7 @@ impl Step {
             Step::DropAmbient => "clearing ambient capabilities",
             Step::DropCapabilities => "clearing all capability sets",
             Step::NoNewPrivs => "setting no_new_privs",
+            Step::BecomeIdentity => "becoming the execution's own host uid and gid",
             Step::Exec => "execve",
         }
     }

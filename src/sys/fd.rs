@@ -306,6 +306,12 @@ pub fn pipe_unread(fd: RawFd) -> bool {
     r > 0 && (p.revents & libc::POLLERR) != 0
 }
 
+/// Takes ownership of `fd`, a descriptor a wrapper here just opened.
+pub fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the callers pass a descriptor they opened and own alone.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 /// Takes ownership of a descriptor this process was started with (the caller
 /// vouches that nothing else owns it), marking it close-on-exec so that no
 /// child inherits it.

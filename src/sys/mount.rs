@@ -180,6 +180,77 @@ pub fn set_tree_attrs(tree: RawFd, set: u64) -> SysResult<()> {
     mount_setattr(tree, c"", libc::AT_EMPTY_PATH | AT_RECURSIVE, set)
 }
 
+/// `MOUNT_ATTR_IDMAP`: the mount shows its files' owners through the id
+/// mapping of a user namespace.
+const ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// A detached clone of the one mount `dir` (an `O_PATH` directory
+/// descriptor) is on, from `dir` down, without its submounts, with `set` and
+/// the id mapping of the user namespace `userns`: an owner the mapping names
+/// shows as its mapped id, and what that id creates is stored as the owner.
+/// Fails with `EINVAL` (or `EPERM`) where the filesystem cannot be idmapped.
+pub fn idmapped_tree(dir: RawFd, userns: RawFd, set: u64) -> SysResult<RawFd> {
+    // SAFETY: `dir` is an open descriptor; the path is "".
+    let tree = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dir,
+            c"".as_ptr(),
+            (OPEN_TREE_CLONE | libc::O_CLOEXEC | libc::AT_EMPTY_PATH).cast_unsigned() as c_ulong,
+        )
+    })? as RawFd;
+    let attr = MountAttr {
+        attr_set: set | ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: u64::from(userns.cast_unsigned()),
+    };
+    // SAFETY: `tree` was just opened; `attr` is a valid mount_attr of the size passed.
+    let set = check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH.cast_unsigned(),
+            &raw const attr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    });
+    match set {
+        Ok(_) => Ok(tree),
+        Err(e) => {
+            close(tree);
+            Err(e)
+        }
+    }
+}
+
+/// The type of the filesystem `fd` is on, by name where it is a common one
+/// (for messages).
+pub fn filesystem_name(fd: RawFd) -> String {
+    // SAFETY: plain data, filled by fstatfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable statfs.
+    if unsafe { libc::fstatfs(fd, &raw mut st) } != 0 {
+        return "an unknown filesystem".into();
+    }
+    let magic = st.f_type.unsigned_abs();
+    let name = match magic {
+        0xEF53 => "ext4",
+        0x5846_5342 => "xfs",
+        0x9123_683E => "btrfs",
+        0x0102_1994 => "tmpfs",
+        0x794C_7630 => "overlayfs",
+        0x6969 => "nfs",
+        0x6573_5546 => "fuse",
+        0x0102_1997 => "9p",
+        0x4D44 => "vfat",
+        0x2FC1_2FC1 => "zfs",
+        _ => return format!("a filesystem of type {magic:#x}"),
+    };
+    name.into()
+}
+
 /// Sets mount attributes on the one mount at `path` (child-safe).
 pub fn set_mount_attrs(path: &CStr, set: u64) -> SysResult<()> {
     mount_setattr(libc::AT_FDCWD, path, 0, set)

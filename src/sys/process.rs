@@ -4,6 +4,7 @@
 //! Walls 3 and 5.
 
 use std::ffi::CStr;
+use std::os::fd::OwnedFd;
 use std::ptr;
 
 use libc::{c_char, c_int, c_ulong};
@@ -76,6 +77,52 @@ pub fn set_gid(gid: u32) -> SysResult<()> {
 pub fn set_uid(uid: u32) -> SysResult<()> {
     // SAFETY: integers only.
     check(unsafe { libc::setresuid(uid, uid, uid) }).map(drop)
+}
+
+/// A user namespace whose only purpose is its id mapping (for an idmapped
+/// mount): uid `from_uid` and gid `from_gid` map to `to`. A child made for it
+/// unshares, waits for its maps, and exits; its namespace lives on through
+/// the returned descriptor.
+pub fn idmap_userns(from_uid: u32, from_gid: u32, to: u32) -> std::io::Result<OwnedFd> {
+    use std::io::{Error, ErrorKind};
+    let (ready_r, ready_w) = super::fd::pipe_raw().map_err(Error::from_raw_os_error)?;
+    let (go_r, go_w) = match super::fd::pipe_raw() {
+        Ok(p) => p,
+        Err(e) => {
+            super::fd::close(ready_r);
+            super::fd::close(ready_w);
+            return Err(Error::from_raw_os_error(e));
+        }
+    };
+    let pid = fork().map_err(Error::from_raw_os_error)?;
+    if pid == 0 {
+        // The child: nothing but syscalls until it exits. It keeps only its
+        // own ends, or it would never see the parent close "go".
+        super::fd::close(ready_r);
+        super::fd::close(go_w);
+        let mut byte = [0u8; 1];
+        let ok = unshare(libc::CLONE_NEWUSER).is_ok();
+        let _ = super::fd::write_all(ready_w, if ok { b"y" } else { b"n" });
+        let _ = super::fd::read_full(go_r, &mut byte);
+        exit_now(0);
+    }
+    super::fd::close(ready_w);
+    super::fd::close(go_r);
+    let result = (|| {
+        let mut byte = [0u8; 1];
+        if super::fd::read_full(ready_r, &mut byte) != Ok(1) || byte[0] != b'y' {
+            return Err(Error::new(ErrorKind::PermissionDenied, "cannot make a user namespace"));
+        }
+        std::fs::write(format!("/proc/{pid}/uid_map"), format!("{from_uid} {to} 1\n"))?;
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), format!("{from_gid} {to} 1\n"))?;
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
+        Ok(OwnedFd::from(ns))
+    })();
+    super::fd::close(ready_r);
+    super::fd::close(go_w);
+    let _ = waitpid(pid, 0);
+    result
 }
 
 /// `sethostname` (child-safe).

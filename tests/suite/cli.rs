@@ -85,7 +85,7 @@ fn a_wall_that_cannot_be_built_stops_the_run_with_125_naming_it() {
     };
     let dir = scratch_dir("nproc");
     let marker = dir.join("ran");
-    std::os::unix::fs::chown(&dir, Some(who.sandbox_host_id().0), None).unwrap();
+    std::os::unix::fs::chown(&dir, Some(who.workspace_owner().0), None).unwrap();
     let mut cmd = ninewall(who);
     cmd.args(["run", "--profile"])
         .arg(profile("document_generation"))
@@ -123,14 +123,23 @@ fn verbose_lists_the_walls_it_builds() {
     for who in identities() {
         let r = run(who, &profile("reason"), &["-v"], &["-c", "pass"], None);
         r.assert_code(0);
-        let (uid, gid) = who.sandbox_host_id();
-        for line in [
-            format!("wall 3 credentials: user namespace, uid 1000 gid 1000 inside = {uid} {gid} on the host"),
+        let credentials = r
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("ninewall: wall 3 credentials: user namespace, uid 1000 gid 1000 inside = "))
+            .unwrap_or_else(|| panic!("no wall 3 line in {}", r.stderr));
+        let ids: Vec<u32> = credentials.split(' ').take(2).map(|n| n.parse().unwrap()).collect();
+        assert!(who.is_sandbox_host_id(ids[0], ids[1]), "{who:?}: {credentials}");
+        if who == Who::Root {
+            assert!(credentials.contains("(this execution's own, which owns the namespace)"));
+        }
+        let lines: [String; 4] = [
             "wall 4 filesystem view: mount namespace, new tmpfs root, pivot_root, old root detached".into(),
             "bind /usr/lib/python3.11 at /usr/lib/python3.11 (read-only, noexec)".into(),
             "wall 5 process isolation: pid, ipc, uts (hostname \"reason\"), cgroup, time namespaces".into(),
             "wall 6 network: network namespace, no interface up".into(),
-        ] {
+        ];
+        for line in lines {
             assert!(r.stderr.contains(&line), "missing {line:?} in {}", r.stderr);
         }
     }

@@ -35,7 +35,7 @@ fn reason_policy() -> Policy {
 
 fn owned_scratch(name: &str) -> PathBuf {
     let dir = scratch_dir(name);
-    let ids = plan::id_map(ninewall::host::Caller::current());
+    let ids = plan::id_map(ninewall::host::Caller::current(), None);
     std::os::unix::fs::chown(&dir, Some(ids.host_uid), Some(ids.host_gid)).unwrap();
     dir
 }
@@ -71,6 +71,7 @@ open("/work/result.json", "w").write(json.dumps(r))
     let request = Request {
         args: vec!["-c".into(), code],
         workspace_dir: Some(ws.clone()),
+        ..Request::default()
     };
     let mut setup = SetupPlan::build(&reason_policy(), &request, &Host::probe()).unwrap();
     assert!(setup.landlock.is_some(), "this test needs Landlock");

@@ -192,7 +192,7 @@ fn strict_cgroups_refuse_to_run_on_rlimits_alone() {
     let p = write_profile("strict", &format!("{LIMITS}cgroups = \"strict\"\n"));
     for who in identities() {
         let dir = scratch_dir("strict");
-        std::os::unix::fs::chown(&dir, Some(who.sandbox_host_id().0), Some(who.sandbox_host_id().1)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(who.workspace_owner().0), Some(who.workspace_owner().1)).unwrap();
         let r = run(
             who,
             &p,

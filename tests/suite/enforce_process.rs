@@ -95,7 +95,7 @@ fn no_network_means_no_interface_and_no_route_to_the_host() {
     udp.set_nonblocking(true).unwrap();
     let udp_port = udp.local_addr().unwrap().port();
     let ws = scratch_dir("net-none");
-    let ids = ninewall::plan::id_map(ninewall::host::Caller::current());
+    let ids = ninewall::plan::id_map(ninewall::host::Caller::current(), None);
     std::os::unix::fs::chown(&ws, Some(ids.host_uid), Some(ids.host_gid)).unwrap();
     let code = format!(
         r#"
@@ -125,6 +125,7 @@ open("/work/result.json", "w").write(json.dumps({{
     let request = Request {
         args: vec!["-c".into(), code],
         workspace_dir: Some(ws.clone()),
+        ..Request::default()
     };
     let mut setup = SetupPlan::build(&policy, &request, &Host::probe()).unwrap();
     assert_eq!(

@@ -296,7 +296,7 @@ fn no_call_may_set_a_setuid_or_setgid_bit_and_no_host_file_ever_has_one() {
     };
     for who in identities() {
         let ws = scratch_dir("setid");
-        let (uid, gid) = who.sandbox_host_id();
+        let (uid, gid) = who.workspace_owner();
         std::os::unix::fs::chown(&ws, Some(uid), Some(gid)).unwrap();
         let workspace = ["--workspace", ws.to_str().unwrap()];
         let mut n = 0;

@@ -715,7 +715,7 @@ fn a_client_that_is_no_worker_is_refused_and_recorded() {
         a[0]["error"].as_str().unwrap(),
         format!(
             "not a worker: uid {uid} gid {} is not named in the policy",
-            who.sandbox_host_id().1
+            who.workspace_owner().1
         )
     );
     d.stop();

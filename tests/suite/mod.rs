@@ -11,3 +11,4 @@ mod plan_golden;
 mod profile_merge;
 mod provenance;
 mod shipped_profiles;
+mod tenants;

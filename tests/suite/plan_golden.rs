@@ -36,6 +36,7 @@ fn host(caller: Caller) -> Host {
             },
         },
         shared_netns: root.then(|| p("/run/ninewall/net-none")),
+        identity: root.then_some(0x7000_0042),
     }
 }
 
@@ -109,6 +110,7 @@ fn mounts_are_planned_parents_first_with_exact_flags() {
         &Request {
             args: vec!["-c".into(), "pass".into()],
             workspace_dir: None,
+            ..Request::default()
         },
         &host(Caller { uid: 1234, gid: 1234 }),
     )
@@ -151,25 +153,53 @@ fn mounts_are_planned_parents_first_with_exact_flags() {
             inside_gid: 1000,
             host_uid: 1234,
             host_gid: 1234,
-            clear_groups: false
+            clear_groups: false,
+            own_namespace: false
         }
     );
 }
 
 #[test]
-fn root_is_mapped_to_nobody_and_a_host_workspace_is_a_noexec_bind() {
-    let plan = SetupPlan::build(
-        &policy(),
-        &Request {
-            args: vec![],
-            workspace_dir: Some(p("/var/lib/ws")),
-        },
-        &host(Caller { uid: 0, gid: 0 }),
-    )
-    .unwrap();
+fn root_runs_as_an_identity_of_its_own_and_binds_a_workspace_idmapped_from_its_descriptor() {
+    let workspace = Request {
+        workspace_dir: Some(p("/var/lib/ws")),
+        workspace_owner: Some((1234, 1235)),
+        ..Request::default()
+    };
+    let plan = SetupPlan::build(&policy(), &workspace, &host(Caller { uid: 0, gid: 0 })).unwrap();
     assert_eq!(
-        (plan.ids.host_uid, plan.ids.host_gid, plan.ids.clear_groups),
-        (65534, 65534, true)
+        plan.ids,
+        IdMap {
+            inside_uid: 1000,
+            inside_gid: 1000,
+            host_uid: 0x7000_0042,
+            host_gid: 0x7000_0042,
+            clear_groups: true,
+            own_namespace: true
+        }
+    );
+    assert_eq!(
+        plan.mounts.last(),
+        Some(&Mount::Workspace {
+            source: p("/var/lib/ws"),
+            target: p("/work"),
+            owner: (1234, 1235)
+        })
+    );
+    // The library, as root, without an identity: nobody, and a workspace
+    // bound by its path (noexec), as before identities.
+    let library = Host {
+        identity: None,
+        ..host(Caller { uid: 0, gid: 0 })
+    };
+    let by_path = Request {
+        workspace_dir: Some(p("/var/lib/ws")),
+        ..Request::default()
+    };
+    let plan = SetupPlan::build(&policy(), &by_path, &library).unwrap();
+    assert_eq!(
+        (plan.ids.host_uid, plan.ids.host_gid, plan.ids.own_namespace),
+        (65534, 65534, false)
     );
     assert_eq!(
         plan.mounts.last(),
@@ -239,6 +269,7 @@ fn a_program_is_chosen_only_among_the_executables() {
             &Request {
                 args: args.iter().map(std::string::ToString::to_string).collect(),
                 workspace_dir: None,
+                ..Request::default()
             },
             &host(caller),
         )

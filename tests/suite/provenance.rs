@@ -217,7 +217,7 @@ fn a_log_that_cannot_be_written_means_nothing_runs() {
     for who in identities() {
         let dir = scratch_dir("unwritable");
         let marker = dir.join("ran");
-        std::os::unix::fs::chown(&dir, Some(who.sandbox_host_id().0), Some(who.sandbox_host_id().1)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(who.workspace_owner().0), Some(who.workspace_owner().1)).unwrap();
         for bad in ["/proc/ninewall/audit.jsonl", "/sys/kernel/audit.jsonl"] {
             let r = run(
                 who,
@@ -243,7 +243,7 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
         let ws = scratch_dir("files-ws");
         std::fs::write(ws.join("in1.txt"), "one").unwrap();
         std::fs::write(ws.join("in2.txt"), "two").unwrap();
-        let (uid, gid) = who.sandbox_host_id();
+        let (uid, gid) = who.workspace_owner();
         for p in [ws.clone(), ws.join("in1.txt"), ws.join("in2.txt")] {
             std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
         }
@@ -392,7 +392,7 @@ fn the_program_waits_until_its_start_record_is_written() {
     for who in identities() {
         let dir = scratch_dir("start-first-ws");
         let marker = dir.join("ran");
-        let (uid, gid) = who.sandbox_host_id();
+        let (uid, gid) = who.workspace_owner();
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
         // Held until the holder's stdin closes.
         let (log, mut holder) = locked_log("start-first", who, &["cat"]);

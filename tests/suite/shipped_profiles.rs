@@ -62,7 +62,7 @@ fn knowledge_reads_the_knowledge_directory_and_writes_nothing() {
 fn document_generation_writes_into_the_workspace_only() {
     for who in identities() {
         let dir = scratch_dir("docs");
-        std::os::unix::fs::chown(&dir, Some(who.sandbox_host_id().0), Some(who.sandbox_host_id().1)).unwrap();
+        std::os::unix::fs::chown(&dir, Some(who.workspace_owner().0), Some(who.workspace_owner().1)).unwrap();
         let r = run(
             who,
             &profile("document_generation"),

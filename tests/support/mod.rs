@@ -25,11 +25,23 @@ pub enum Who {
 }
 
 impl Who {
-    /// The host id the sandbox should run as for this caller.
-    pub fn sandbox_host_id(self) -> (u32, u32) {
+    /// The owner a host workspace of this caller's has, and what the
+    /// sandbox makes in it belongs to: the caller itself (as root, the
+    /// workspace is mounted idmapped onto the execution's own identity).
+    pub fn workspace_owner(self) -> (u32, u32) {
         match self {
-            Who::Root => (65534, 65534),
+            Who::Root => (0, 0),
             Who::User { uid, gid } => (uid, gid),
+        }
+    }
+
+    /// Whether `(uid, gid)` are the host ids a sandbox of this caller may
+    /// run as: the caller's own unprivileged; as root, an identity of the
+    /// execution's own from ninewall's default range, never `nobody`.
+    pub fn is_sandbox_host_id(self, uid: u32, gid: u32) -> bool {
+        match self {
+            Who::Root => uid == gid && (0x7000_0000..=0x7000_ffff).contains(&uid),
+            Who::User { uid: u, gid: g } => (uid, gid) == (u, g),
         }
     }
 }
