@@ -10,11 +10,11 @@
 //!
 //! Allocation is a lock: `/run/ninewall/ids/ID` (in the runtime directory,
 //! root's alone), held with `flock` for as long as the execution lasts. The
-//! supervisor holds it, and so do the sandbox's outer child and init, which
-//! inherit it (one open file description, so one lock): it is released only
-//! when the last of them has closed it, that is once the sandbox's init (and
-//! so its whole pid namespace) is gone, whether the supervisor ended or was
-//! killed with `SIGKILL`. Concurrent supervisors cannot take the same id; the
+//! supervisor holds it, and so does the sandbox's outer child, which
+//! inherits it (one open file description, so one lock) and exits only
+//! after it has reaped init, that is once the sandbox's whole pid namespace
+//! is gone, whether the supervisor ended or was killed with `SIGKILL`
+//! (`sandbox::child`'s lifeline). Concurrent supervisors cannot take the same id; the
 //! files stay (removing a lock file under a lock is a race), one per id ever
 //! used.
 
@@ -105,8 +105,8 @@ impl Identity {
         self.id
     }
 
-    /// The lock's descriptor, for the sandbox's outer child and init to
-    /// inherit (it is close-on-exec: the MBU never has it).
+    /// The lock's descriptor, for the sandbox's outer child to inherit (it
+    /// is close-on-exec: the MBU never has it).
     pub fn lock_fd(&self) -> RawFd {
         self.lock.as_raw_fd()
     }

@@ -181,8 +181,8 @@ pub struct ChildFds {
     /// The delegation socket the MBU inherits, or -1.
     pub delegate: RawFd,
     /// The lock on the execution's identity (`crate::identity`), or -1: the
-    /// outer child and init keep it open until they exit, so the identity is
-    /// free again only once the sandbox is gone. Close-on-exec: the MBU
+    /// outer child keeps it open until it has reaped init, so the identity
+    /// is free again only once the sandbox is gone. Close-on-exec: the MBU
     /// never has it.
     pub identity: RawFd,
     /// The prepared workspace tree init attaches, or -1.
@@ -232,14 +232,10 @@ extern "C" fn supervisor_died(_sig: libc::c_int) {
     }
 }
 
-/// The outer child: namespaces, identity, then init. Never returns.
-pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
-    // Lifeline: end with the supervisor; if it is already gone, stop now.
-    must(
-        fds,
-        Step::Lifeline,
-        sys::set_handler(&[outer_lifeline_signal()], supervisor_died),
-    );
+/// Arms the outer child's parent-death signal (again: a change of uid or gid
+/// clears it), then checks that the supervisor is still its parent: if it
+/// died before the signal was armed, nothing would ever say so.
+fn lifeline(spec: &ChildSpec, fds: ChildFds) {
     must(
         fds,
         Step::Lifeline,
@@ -248,6 +244,17 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     if sys::getppid() != spec.supervisor_pid {
         sys::exit_now(SETUP_FAILED);
     }
+}
+
+/// The outer child: namespaces, identity, then init. Never returns.
+pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
+    // Lifeline: end with the supervisor; if it is already gone, stop now.
+    must(
+        fds,
+        Step::Lifeline,
+        sys::set_handler(&[outer_lifeline_signal()], supervisor_died),
+    );
+    lifeline(spec, fds);
     // Wall 6, shared: join the empty namespace while we are still the
     // supervisor's uid in the host's user namespace (the only one with
     // CAP_SYS_ADMIN over it), and refuse it unless it is still empty.
@@ -287,14 +294,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
         must(fds, Step::BecomeIdentity, sys::set_gid(spec.ids.host_gid));
         must(fds, Step::BecomeIdentity, sys::set_uid(spec.ids.host_uid));
         must(fds, Step::BecomeIdentity, sys::set_dumpable());
-        must(
-            fds,
-            Step::Lifeline,
-            sys::set_parent_death_signal(outer_lifeline_signal()),
-        );
-        if sys::getppid() != spec.supervisor_pid {
-            sys::exit_now(SETUP_FAILED);
-        }
+        lifeline(spec, fds);
     }
 
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -330,16 +330,8 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     must(fds, Step::SetUid, sys::set_uid(spec.ids.inside_uid));
     must(fds, Step::SetUid, sys::set_not_dumpable());
     // A change of effective uid or gid clears the parent-death signal (as root,
-    // the switch above is one): arm it again, and check again that the
-    // supervisor is still there.
-    must(
-        fds,
-        Step::Lifeline,
-        sys::set_parent_death_signal(outer_lifeline_signal()),
-    );
-    if sys::getppid() != spec.supervisor_pid {
-        sys::exit_now(SETUP_FAILED);
-    }
+    // the switch above is one): arm it again.
+    lifeline(spec, fds);
 
     must(fds, Step::Hostname, sys::set_hostname(&spec.hostname));
     if spec.net == NetMode::Loopback {
