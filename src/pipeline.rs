@@ -390,8 +390,8 @@ fn idmapped_workspace(dir: &Path, sandbox_id: u32, client: Option<u32>) -> Resul
         reason,
     };
     let path = std::path::absolute(dir).map_err(|e| err(format!("cannot be resolved: {e}")))?;
-    if path.as_os_str() == "/" || ["/proc", "/sys", "/dev"].iter().any(|p| path.starts_with(p)) {
-        return Err(err("the host's root, /proc, /sys or /dev cannot be a workspace".into()).into());
+    if let Some(why) = never_a_workspace(&path) {
+        return Err(err(why.into()).into());
     }
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err("contains a NUL byte".into()))?;
     let fd = sys::open_path_no_symlinks(&c_path).map_err(|e| {
@@ -439,6 +439,18 @@ fn idmapped_workspace(dir: &Path, sandbox_id: u32, client: Option<u32>) -> Resul
     })
 }
 
+/// Why `path` (absolute) can never be a workspace, if it cannot: the
+/// host's root, or a directory of the kernel's (`/proc`, `/sys`, `/dev`).
+fn never_a_workspace(path: &Path) -> Option<&'static str> {
+    if path.as_os_str() == "/" {
+        return Some("the host's root directory cannot be a workspace");
+    }
+    ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        .then_some("a directory below /proc, /sys or /dev cannot be a workspace")
+}
+
 /// Checks a `--workspace` host directory: it must be a real directory (no
 /// symlink anywhere on its path) that the sandbox's host uid can write, and not
 /// the host's root. Returns its canonical path.
@@ -449,11 +461,8 @@ pub fn workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, PlanError> {
         reason,
     };
     let real = std::fs::canonicalize(dir).map_err(|e| err(format!("cannot be resolved: {e}")))?;
-    if real.as_os_str() == "/" {
-        return Err(err("the host's root directory cannot be a workspace".into()));
-    }
-    if ["/proc", "/sys", "/dev"].iter().any(|p| real.starts_with(p)) {
-        return Err(err("a directory below /proc, /sys or /dev cannot be a workspace".into()));
+    if let Some(why) = never_a_workspace(&real) {
+        return Err(err(why.into()));
     }
     let meta = std::fs::metadata(&real).map_err(|e| err(format!("cannot be read: {e}")))?;
     if !meta.is_dir() {
