@@ -927,3 +927,90 @@ fn sigterm_drains_running_executions_and_kills_them_past_the_grace_period() {
         assert!(!d.socket.exists(), "the socket is removed");
     }
 }
+
+/// The workspace race: while a client's requests name its own directory, that
+/// path is swapped again and again (`renameat2(RENAME_EXCHANGE)`) with a
+/// symlink to a directory only root can open. The daemon checks the path; the
+/// supervisor opens it again without following symlinks and checks the owner
+/// on the descriptor it binds: no request may ever see the other directory.
+#[test]
+fn a_workspace_swapped_for_a_symlink_while_requests_run_never_binds_what_the_client_cannot_open() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    if !identities().contains(&Who::Root) {
+        return;
+    }
+    let who = agent();
+    let Who::User { uid, gid } = who else { return };
+    let victim = fresh_dir("race-victim");
+    std::fs::write(victim.join("secret.txt"), "root's secret").unwrap();
+    std::fs::set_permissions(&victim, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let base = fresh_dir("race-base");
+    let ws = base.join("ws");
+    let link = base.join("link");
+    std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    for p in [&base, &ws] {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid)).unwrap();
+    }
+    let policy = analyst_policy("daemon-race", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swaps = std::sync::Arc::new(AtomicU64::new(0));
+    let racer = {
+        let (stop, swaps) = (stop.clone(), swaps.clone());
+        let a = std::ffi::CString::new(ws.to_str().unwrap()).unwrap();
+        let b = std::ffi::CString::new(link.to_str().unwrap()).unwrap();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: two NUL-terminated paths; renameat2 touches nothing else.
+                let r = unsafe {
+                    libc::renameat2(
+                        libc::AT_FDCWD,
+                        a.as_ptr(),
+                        libc::AT_FDCWD,
+                        b.as_ptr(),
+                        libc::RENAME_EXCHANGE,
+                    )
+                };
+                assert_eq!(r, 0, "RENAME_EXCHANGE: {}", std::io::Error::last_os_error());
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let code = "import os\nfor n in os.listdir('/work'):\n    print(n, open('/work/' + n).read())\nprint('listed')";
+    let requests: Vec<Value> = (0..60)
+        .map(|_| json!({"mbu": "reason", "workspace": ws, "args": ["-c", code]}))
+        .collect();
+    let answers = ask(who, &d.socket, &requests);
+    stop.store(true, Ordering::Relaxed);
+    racer.join().unwrap();
+    d.stop();
+    assert_eq!(answers.len(), 60, "{answers:#?}");
+    assert!(swaps.load(Ordering::Relaxed) > 1000, "the racer barely ran");
+    let mut ran = 0;
+    for a in &answers {
+        let text = a.to_string();
+        assert!(!text.contains("root's secret") && !text.contains("secret.txt"), "{a:#}");
+        if a["stdout"] == "listed\n" {
+            ran += 1;
+        } else {
+            assert!(
+                a["ok"] == false || a["exit_code"] != 0,
+                "neither ran nor refused: {a:#}"
+            );
+        }
+    }
+    eprintln!(
+        "{ran} of 60 requests ran in the client's own directory, {} swaps",
+        swaps.load(Ordering::Relaxed)
+    );
+    let left: Vec<_> = std::fs::read_dir(&victim)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("secret.txt")],
+        "the victim directory changed"
+    );
+}
