@@ -123,6 +123,10 @@ pub struct RunArgs {
     /// of a fresh tmpfs.
     #[arg(long, value_name = "DIR")]
     pub workspace: Option<PathBuf>,
+    /// The --workspace directory, already opened and checked by the daemon
+    /// on its client's behalf, on this descriptor (used by `serve`).
+    #[arg(long, value_name = "FD", hide = true, requires = "workspace")]
+    pub workspace_fd: Option<i32>,
     /// Print the walls being built to stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,

@@ -54,6 +54,9 @@ pub struct Invocation {
     pub lineage: Lineage,
     /// A host directory for the workspace.
     pub workspace: Option<PathBuf>,
+    /// That directory, inherited open from the daemon that checked it for
+    /// its client: bound from this descriptor, its path not resolved again.
+    pub workspace_fd: Option<i32>,
     /// The provenance log; default: [`provenance::default_log_path`].
     pub audit_log: Option<LogSource>,
     /// Arguments after `--`.
@@ -348,13 +351,22 @@ pub struct Planned {
 /// descriptor); the plan itself does no I/O.
 pub fn plan(loaded: &Loaded, invocation: &Invocation, host: &Host, lineage: &Lineage) -> Result<Planned, Error> {
     let ids = crate::plan::id_map(host.caller, host.identity);
+    let opened = invocation
+        .workspace_fd
+        .map(|fd| {
+            sys::take_inherited_fd(fd).map_err(|e| PlanError::Workspace {
+                path: invocation.workspace.clone().unwrap_or_default(),
+                reason: format!("--workspace-fd {fd}: {e}"),
+            })
+        })
+        .transpose()?;
     let (workspace, owner, workspace_tree) = match invocation.workspace.as_deref() {
         None => (None, None, None),
         Some(dir) if ids.own_namespace => {
-            let prepared = idmapped_workspace(dir, ids.host_uid, lineage.client_uid)?;
+            let prepared = idmapped_workspace(dir, opened, ids.host_uid, lineage.client_uid)?;
             (Some(prepared.path), Some(prepared.owner), Some(prepared.tree))
         }
-        Some(dir) => (Some(workspace_dir(dir, &ids)?), None, None),
+        Some(dir) => (Some(workspace_dir(dir, opened.as_ref(), &ids)?), None, None),
     };
     let request = Request {
         args: invocation.args.clone(),
@@ -376,13 +388,19 @@ struct IdmappedWorkspace {
     tree: OwnedFd,
 }
 
-/// Opens `dir` once, following no symlink in any component, checks on that
+/// Opens `dir` once, following no symlink in any component (or takes it as
+/// `opened`, the daemon's descriptor of it, opened as its client), checks on that
 /// descriptor that it is a directory its owner may write (and, for a
 /// request made on a client's behalf, that the owner is that client), and
 /// makes a detached mount of it, `nosuid,nodev,noexec`, idmapped so that the
 /// owner's files are the sandbox's (`sandbox_id`) and what the sandbox makes
 /// is the owner's. No path is resolved again: init attaches this mount.
-fn idmapped_workspace(dir: &Path, sandbox_id: u32, client: Option<u32>) -> Result<IdmappedWorkspace, Error> {
+fn idmapped_workspace(
+    dir: &Path,
+    opened: Option<OwnedFd>,
+    sandbox_id: u32,
+    client: Option<u32>,
+) -> Result<IdmappedWorkspace, Error> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
     let err = |reason: String| PlanError::Workspace {
@@ -393,14 +411,20 @@ fn idmapped_workspace(dir: &Path, sandbox_id: u32, client: Option<u32>) -> Resul
     if let Some(why) = never_a_workspace(&path) {
         return Err(err(why.into()).into());
     }
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err("contains a NUL byte".into()))?;
-    let fd = sys::open_path_no_symlinks(&c_path).map_err(|e| {
-        err(match e {
-            libc::ELOOP => "a component of it is a symlink; name the real path".into(),
-            e => format!("cannot be opened: {}", std::io::Error::from_raw_os_error(e)),
-        })
-    })?;
-    let fd = sys::own_fd(fd);
+    let fd = match opened {
+        Some(fd) => fd,
+        None => {
+            let c_path =
+                std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| err("contains a NUL byte".into()))?;
+            let fd = sys::open_path_no_symlinks(&c_path).map_err(|e| {
+                err(match e {
+                    libc::ELOOP => "a component of it is a symlink; name the real path".into(),
+                    e => format!("cannot be opened: {}", std::io::Error::from_raw_os_error(e)),
+                })
+            })?;
+            sys::own_fd(fd)
+        }
+    };
     let meta = std::fs::File::from(fd.try_clone().map_err(|e| err(format!("cannot be read: {e}")))?)
         .metadata()
         .map_err(|e| err(format!("cannot be read: {e}")))?;
@@ -453,8 +477,9 @@ fn never_a_workspace(path: &Path) -> Option<&'static str> {
 
 /// Checks a `--workspace` host directory: it must be a real directory (no
 /// symlink anywhere on its path) that the sandbox's host uid can write, and not
-/// the host's root. Returns its canonical path.
-pub fn workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, PlanError> {
+/// the host's root; and, when the daemon `opened` it for its client, still the
+/// directory it opened. Returns its canonical path.
+pub fn workspace_dir(dir: &Path, opened: Option<&OwnedFd>, ids: &IdMap) -> Result<PathBuf, PlanError> {
     use std::os::unix::fs::MetadataExt;
     let err = |reason: String| PlanError::Workspace {
         path: dir.to_path_buf(),
@@ -467,6 +492,14 @@ pub fn workspace_dir(dir: &Path, ids: &IdMap) -> Result<PathBuf, PlanError> {
     let meta = std::fs::metadata(&real).map_err(|e| err(format!("cannot be read: {e}")))?;
     if !meta.is_dir() {
         return Err(err("is not a directory".into()));
+    }
+    if let Some(fd) = opened {
+        let was = std::fs::File::from(fd.try_clone().map_err(|e| err(format!("cannot be read: {e}")))?)
+            .metadata()
+            .map_err(|e| err(format!("cannot be read: {e}")))?;
+        if (was.dev(), was.ino()) != (meta.dev(), meta.ino()) {
+            return Err(err("is no longer the directory the daemon opened".into()));
+        }
     }
     let mode = meta.mode();
     let writable = (meta.uid() == ids.host_uid && mode & 0o200 != 0)

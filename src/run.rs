@@ -64,6 +64,7 @@ fn run(args: RunArgs) -> i32 {
         worker: args.worker,
         lineage,
         workspace: args.workspace,
+        workspace_fd: args.workspace_fd,
         audit_log: match (args.audit_log, args.audit_log_fd) {
             (Some(path), _) => Some(LogSource::Path(path)),
             (None, Some(fd)) => Some(LogSource::Inherited(fd)),

@@ -13,7 +13,7 @@
 //! MBU's alone.
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -114,8 +114,8 @@ pub struct Execution<'a> {
     pub args: &'a [String],
     /// Standard input.
     pub stdin: &'a [u8],
-    /// Host workspace directory.
-    pub workspace: Option<&'a Path>,
+    /// The host workspace directory, opened by whoever checked it.
+    pub workspace: Option<Workspace<'a>>,
     /// The provenance log, which the supervisor inherits open.
     pub audit_log: &'a AuditLog,
     /// Who asked.
@@ -123,6 +123,17 @@ pub struct Execution<'a> {
     /// Most bytes of stdout and of stderr kept (the supervisor already
     /// enforces the profile's output limit; this bounds what we hold).
     pub output_cap: u64,
+}
+
+/// A host workspace, as the daemon opened it for its client: the supervisor
+/// inherits the descriptor and binds that directory; the path is for the
+/// record and for messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Workspace<'a> {
+    /// The path the client named.
+    pub path: &'a Path,
+    /// The directory, open.
+    pub fd: std::os::fd::BorrowedFd<'a>,
 }
 
 /// The running supervisor of an [`Execution`]; [`Started::finish`] collects it.
@@ -150,7 +161,10 @@ impl Execution<'_> {
             .arg("--lineage")
             .arg(lineage);
         if let Some(ws) = self.workspace {
-            cmd.arg("--workspace").arg(ws);
+            cmd.arg("--workspace")
+                .arg(ws.path)
+                .arg("--workspace-fd")
+                .arg(ws.fd.as_raw_fd().to_string());
         }
         cmd.arg("--").args(self.args);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -162,16 +176,27 @@ impl Execution<'_> {
         // parent-death signal (`run --outcome-fd`).
         let mut child = {
             let _only_spawn = SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let log = self.audit_log.raw_fd();
             crate::sys::set_inheritable(outcome_w.as_raw_fd(), true)?;
-            crate::sys::set_inheritable(log, true)?;
-            let spawned = cmd.spawn();
-            // The log stays open here: inheritable only for this one spawn.
-            let closed = crate::sys::set_inheritable(log, false);
+            // The log and the workspace stay open here: inheritable only for
+            // this one spawn.
+            let shared: Vec<RawFd> = std::iter::once(self.audit_log.raw_fd())
+                .chain(self.workspace.map(|ws| ws.fd.as_raw_fd()))
+                .collect();
+            let mut spawned = shared
+                .iter()
+                .try_for_each(|&fd| crate::sys::set_inheritable(fd, true))
+                .and_then(|()| cmd.spawn());
+            let mut closed = Ok(());
+            for &fd in &shared {
+                closed = closed.and(crate::sys::set_inheritable(fd, false));
+            }
             drop(outcome_w);
-            let spawned = spawned?;
-            closed?;
-            spawned
+            if let (Ok(child), Err(e)) = (&mut spawned, closed) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+            spawned?
         };
         let cap = self.output_cap;
         let mut readers = Vec::new();

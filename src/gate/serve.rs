@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::exec::{Execution, LineReader, NextLine, WireRequest, WireResponse, MAX_REQUEST_BYTES};
+use super::exec::{Execution, LineReader, NextLine, WireRequest, WireResponse, Workspace, MAX_REQUEST_BYTES};
 use super::{Gate, Peer, Worker};
 use crate::provenance::Lineage;
 use crate::provenance::{self, AuditLog};
@@ -301,8 +301,9 @@ fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal
         Ok(g) => g,
         Err(r) => return refuse(r.to_string(), Some(&worker.name)),
     };
-    // The resolved path is what runs: a symlink swapped in later is not followed.
-    let workspace = match req.workspace.as_deref().map(|ws| owned_by(ws, peer.uid)).transpose() {
+    // Opened here, once, as the client: the supervisor gets this descriptor
+    // and resolves no path again.
+    let workspace = match req.workspace.as_deref().map(|ws| open_workspace(ws, peer)).transpose() {
         Ok(w) => w,
         Err(why) => return refuse(format!("workspace: {why}"), Some(&worker.name)),
     };
@@ -320,7 +321,7 @@ fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal
         profile: &grant.profile,
         args: &req.args,
         stdin: req.stdin.as_bytes(),
-        workspace: workspace.as_deref(),
+        workspace: workspace.as_ref().map(|(path, fd)| Workspace { path, fd: fd.as_fd() }),
         audit_log: &shared.children_log,
         lineage: &lineage,
         output_cap: grant.output_limit,
@@ -340,21 +341,54 @@ fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal
     answer
 }
 
-/// A workspace a client names must be its own: a directory owned by its uid.
-fn owned_by(dir: &Path, uid: u32) -> Result<PathBuf, String> {
-    let real = std::fs::canonicalize(dir).map_err(|e| format!("{}: cannot be resolved: {e}", dir.display()))?;
-    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot be read: {e}"))?;
-    if !meta.is_dir() {
-        return Err("is not a directory".into());
+/// Opens the workspace a client names, as that client: with its uid, gid
+/// and groups, following no symlink in any component. So a directory the
+/// client could not open itself is refused with the error the client would
+/// get itself (a path below a directory it may not search is "Permission
+/// denied" whether or not it exists), and what the daemon's root could see
+/// beyond that is never told. It must then be the client's own directory.
+fn open_workspace(dir: &Path, peer: &Peer) -> Result<(PathBuf, OwnedFd), String> {
+    use std::os::unix::ffi::OsStrExt;
+    if !dir.is_absolute() {
+        return Err(format!("{}: name it by its absolute path", dir.display()));
     }
-    if meta.uid() != uid {
+    if dir.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("{}: name it without '..'", dir.display()));
+    }
+    let c_dir = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: contains a NUL byte", dir.display()))?;
+    let (euid, _) = sys::effective_ids();
+    let opened = if euid == 0 {
+        sys::open_dir(
+            &c_dir,
+            Some(sys::Person {
+                uid: peer.uid,
+                gid: peer.gid,
+                groups: &peer.groups,
+            }),
+        )
+    } else if euid == peer.uid {
+        sys::open_dir(&c_dir, None)
+    } else {
+        return Err("this daemon does not run as root: it opens workspaces for its own user only".into());
+    };
+    let fd = opened.map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => format!("{}: a component of it is a symlink; name the real path", dir.display()),
+        Some(libc::ENOTDIR) => format!("{}: is not a directory", dir.display()),
+        _ => format!("{}: cannot be opened: {e}", dir.display()),
+    })?;
+    let meta = std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?)
+        .metadata()
+        .map_err(|e| format!("{}: cannot be read: {e}", dir.display()))?;
+    if meta.uid() != peer.uid {
         return Err(format!(
-            "{} is owned by uid {}, not by the client (uid {uid})",
-            real.display(),
-            meta.uid()
+            "{} is owned by uid {}, not by the client (uid {})",
+            dir.display(),
+            meta.uid(),
+            peer.uid
         ));
     }
-    Ok(real)
+    Ok((dir.to_path_buf(), fd))
 }
 
 fn record_refusal(shared: &Shared, peer: &Peer, worker: Option<&str>, mbu: &str, why: &str) {

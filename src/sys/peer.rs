@@ -71,3 +71,123 @@ pub fn own_groups() -> Vec<u32> {
     groups.truncate(m.max(0).unsigned_abs() as usize);
     groups
 }
+
+/// The thread's file-system ids and supplementary groups (`setfsuid`,
+/// `setfsgid`, `setgroups` as raw system calls: in the kernel each acts on
+/// the calling thread alone; glibc's `setgroups` would change every thread).
+struct ThreadIds {
+    fsuid: u32,
+    fsgid: u32,
+    groups: Vec<u32>,
+}
+
+impl ThreadIds {
+    fn current() -> io::Result<ThreadIds> {
+        let mut groups = vec![0 as libc::gid_t; 65536];
+        // SAFETY: `groups` has room for the kernel's maximum of 65536 entries.
+        let n = unsafe { libc::syscall(libc::SYS_getgroups, groups.len(), groups.as_mut_ptr()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        groups.truncate(usize::try_from(n).unwrap_or(0));
+        Ok(ThreadIds {
+            // An invalid id (-1) changes nothing and returns the current one.
+            fsuid: set_fsuid(u32::MAX),
+            fsgid: set_fsgid(u32::MAX),
+            groups,
+        })
+    }
+
+    /// Makes these the thread's ids; `Err` if the kernel kept others.
+    fn enter(&self) -> io::Result<()> {
+        // SAFETY: `groups` holds `len` valid gids.
+        let r = unsafe { libc::syscall(libc::SYS_setgroups, self.groups.len(), self.groups.as_ptr()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        set_fsgid(self.fsgid);
+        set_fsuid(self.fsuid);
+        if set_fsgid(u32::MAX) != self.fsgid || set_fsuid(u32::MAX) != self.fsuid {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        Ok(())
+    }
+}
+
+fn set_fsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid takes an id and returns the previous one; no memory.
+    let previous = unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
+    u32::try_from(previous).unwrap_or(u32::MAX)
+}
+
+fn set_fsgid(gid: u32) -> u32 {
+    // SAFETY: setfsgid takes an id and returns the previous one; no memory.
+    let previous = unsafe { libc::syscall(libc::SYS_setfsgid, gid) };
+    u32::try_from(previous).unwrap_or(u32::MAX)
+}
+
+/// Whose permissions an open is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct Person<'a> {
+    /// The uid.
+    pub uid: u32,
+    /// The primary gid.
+    pub gid: u32,
+    /// The supplementary groups.
+    pub groups: &'a [u32],
+}
+
+/// Opens the directory `path`, following no symlink or magic link in any
+/// component; with `as_person`, as that user would: every permission check on
+/// the way is made against their ids (root's file capabilities are not in
+/// effect while they are). Only the calling thread borrows the ids, for this
+/// one `openat2`, and has its own back before this returns.
+///
+/// Borrowing ids needs `CAP_SETUID` and `CAP_SETGID`; without them the
+/// switch fails (`EPERM`) and nothing is opened. A thread that could not get
+/// its own ids back aborts the process: it must not go on acting as someone
+/// else.
+pub fn open_dir(path: &std::ffi::CStr, as_person: Option<Person<'_>>) -> io::Result<std::os::fd::OwnedFd> {
+    let Some(person) = as_person else {
+        return open_dir_no_symlinks(path);
+    };
+    let own = ThreadIds::current()?;
+    let theirs = ThreadIds {
+        fsuid: person.uid,
+        fsgid: person.gid,
+        groups: person.groups.to_vec(),
+    };
+    let opened = theirs.enter().and_then(|()| open_dir_no_symlinks(path));
+    if own.enter().is_err() {
+        eprintln!(
+            "ninewall: a thread could not take back its own ids after acting as uid {}; stopping",
+            person.uid
+        );
+        std::process::abort();
+    }
+    opened
+}
+
+fn open_dir_no_symlinks(path: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let how = super::mount::OpenHow {
+        flags: (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `path` is NUL-terminated; `how` is a valid open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &raw const how,
+            std::mem::size_of_val(&how),
+        )
+    };
+    match RawFd::try_from(fd) {
+        // SAFETY: openat2 just returned this descriptor; nothing else owns it.
+        Ok(fd) if fd >= 0 => Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }),
+        _ => Err(io::Error::last_os_error()),
+    }
+}

@@ -930,9 +930,9 @@ fn sigterm_drains_running_executions_and_kills_them_past_the_grace_period() {
 
 /// The workspace race: while a client's requests name its own directory, that
 /// path is swapped again and again (`renameat2(RENAME_EXCHANGE)`) with a
-/// symlink to a directory only root can open. The daemon checks the path; the
-/// supervisor opens it again without following symlinks and checks the owner
-/// on the descriptor it binds: no request may ever see the other directory.
+/// symlink to a directory only root can open. The daemon opens the path once,
+/// as the client, following no symlink, and the supervisor binds that
+/// descriptor: no request may ever see the other directory.
 #[test]
 fn a_workspace_swapped_for_a_symlink_while_requests_run_never_binds_what_the_client_cannot_open() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1013,4 +1013,90 @@ fn a_workspace_swapped_for_a_symlink_while_requests_run_never_binds_what_the_cli
         vec![std::ffi::OsString::from("secret.txt")],
         "the victim directory changed"
     );
+}
+
+/// A directory the client cannot open itself is refused, and the answer is
+/// the one the client would get itself: the same whether what lies below a
+/// directory it may not search exists or not, and even when that directory
+/// is the client's own (so no path the daemon's root can see is bound).
+#[test]
+fn a_workspace_the_client_cannot_open_is_refused_alike_whether_it_exists_or_not() {
+    if !identities().contains(&Who::Root) {
+        return;
+    }
+    let who = agent();
+    let Who::User { uid, gid } = who else { return };
+    let private = fresh_dir("ws-private");
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let inner = private.join("inner");
+    std::fs::create_dir(&inner).unwrap();
+    std::os::unix::fs::chown(&inner, Some(uid), Some(gid)).unwrap();
+    let missing = private.join("missing");
+    let policy = analyst_policy("daemon-ws-private", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let code = "open('/work/ran', 'w').write('x')";
+    let a = ask(
+        who,
+        &d.socket,
+        &[
+            json!({"mbu": "reason", "workspace": inner, "args": ["-c", code]}),
+            json!({"mbu": "reason", "workspace": missing, "args": ["-c", code]}),
+            json!({"mbu": "reason", "workspace": "relative/dir", "args": ["-c", code]}),
+        ],
+    );
+    d.stop();
+    assert_eq!(a.len(), 3, "{a:#?}");
+    let without_path = |v: &Value, path: &Path| v["error"].as_str().unwrap().replace(path.to_str().unwrap(), "PATH");
+    assert_eq!(a[0]["ok"], false, "{a:#?}");
+    assert_eq!(
+        without_path(&a[0], &inner),
+        without_path(&a[1], &missing),
+        "existing and missing below a directory the client may not search"
+    );
+    assert_eq!(
+        without_path(&a[0], &inner),
+        "workspace: PATH: cannot be opened: Permission denied (os error 13)"
+    );
+    assert!(
+        a[2]["error"].as_str().unwrap().contains("name it by its absolute path"),
+        "{a:#?}"
+    );
+    assert!(!inner.join("ran").exists());
+    let recs = records(&d.log);
+    assert!(recs.iter().all(|r| r["kind"] != "exec.start"), "nothing ran");
+    assert_eq!(recs.iter().filter(|r| r["kind"] == "gate.refused").count(), 3);
+}
+
+/// Through the daemon as through `run`: a client's mode-0700 directory works
+/// as its workspace, and what the sandbox makes there is the client's.
+#[test]
+fn a_clients_private_workspace_works_through_the_daemon_and_stays_the_clients() {
+    use std::os::unix::fs::MetadataExt;
+    if !identities().contains(&Who::Root) {
+        return;
+    }
+    let who = agent();
+    let Who::User { uid, gid } = who else { return };
+    let ws = fresh_dir("ws-own").join("mine");
+    std::fs::create_dir(&ws).unwrap();
+    std::os::unix::fs::chown(&ws, Some(uid), Some(gid)).unwrap();
+    std::fs::set_permissions(&ws, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let policy = analyst_policy("daemon-ws-own", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let a = ask(
+        who,
+        &d.socket,
+        &[
+            json!({"mbu": "document_generation", "workspace": ws, "args": ["-c", "open('/work/made.txt', 'w').write('made'); print('ok')"]}),
+        ],
+    );
+    d.stop();
+    assert_eq!(a[0]["stdout"], "ok\n", "{a:#?}");
+    let made = ws.join("made.txt");
+    assert_eq!(std::fs::read_to_string(&made).unwrap(), "made");
+    let meta = std::fs::metadata(&made).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (uid, gid), "owned by the client on the host");
+    let recs = records(&d.log);
+    let start = recs.iter().find(|r| r["kind"] == "exec.start").unwrap();
+    assert!(start.to_string().contains(ws.to_str().unwrap()), "{start:#}");
 }
