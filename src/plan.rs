@@ -230,6 +230,35 @@ pub struct SetupPlan {
     pub cgroups: Cgroups,
     /// Wall 9's second layer: the MBU's rlimits, always applied.
     pub rlimits: Rlimits,
+    /// Wall 9: the sandbox's own user namespace's limits, written to its
+    /// `/proc/sys/user/` before anything of the MBU runs. They bound the
+    /// sandbox; what it holds is also counted, one level up, against the
+    /// host uid that owns the namespace (as root: the execution's own).
+    pub user_limits: Vec<UserLimit>,
+}
+
+/// One limit of a user namespace: `/proc/sys/user/{name}` = `value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UserLimit {
+    /// The file under `/proc/sys/user/`.
+    pub name: &'static str,
+    /// Its value.
+    pub value: u64,
+}
+
+impl UserLimit {
+    fn for_limits(l: &crate::policy::Limits) -> Vec<UserLimit> {
+        vec![
+            UserLimit {
+                name: "max_inotify_instances",
+                value: l.inotify_instances,
+            },
+            UserLimit {
+                name: "max_inotify_watches",
+                value: l.inotify_watches,
+            },
+        ]
+    }
 }
 
 /// A resource limited by `setrlimit`.
@@ -434,6 +463,7 @@ impl SetupPlan {
             limits: policy.limits,
             cgroups: host.cgroups.clone(),
             rlimits: Rlimits::for_limits(&policy.limits),
+            user_limits: UserLimit::for_limits(&policy.limits),
         })
     }
 }

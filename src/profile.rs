@@ -192,6 +192,8 @@ struct RawLimits {
     file_size: Option<Spanned<Scalar>>,
     open_files: Option<Spanned<Scalar>>,
     output: Option<Spanned<Scalar>>,
+    inotify_instances: Option<Spanned<Scalar>>,
+    inotify_watches: Option<Spanned<Scalar>>,
     cgroups: Option<Spanned<Scalar>>,
 }
 
@@ -424,6 +426,8 @@ impl Profile {
                 ("file_size", l.file_size),
                 ("open_files", l.open_files),
                 ("output", l.output),
+                ("inotify_instances", l.inotify_instances),
+                ("inotify_watches", l.inotify_watches),
                 ("cgroups", l.cgroups),
             ] {
                 if let Some(v) = value {

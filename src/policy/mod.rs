@@ -159,6 +159,12 @@ pub struct Limits {
     pub open_files: u64,
     /// Bytes of stdout and stderr passed on, together.
     pub output: u64,
+    /// inotify instances the sandbox may hold, all its processes together
+    /// (its user namespace's `max_inotify_instances`).
+    pub inotify_instances: u64,
+    /// inotify watches the sandbox may hold, all its processes together
+    /// (its user namespace's `max_inotify_watches`).
+    pub inotify_watches: u64,
     /// Whether cgroups are required.
     pub cgroups: CgroupMode,
 }
@@ -173,6 +179,8 @@ impl Default for Limits {
             file_size: 64 << 20,
             open_files: 256,
             output: 8 << 20,
+            inotify_instances: 16,
+            inotify_watches: 4096,
             cgroups: CgroupMode::BestEffort,
         }
     }
@@ -589,6 +597,8 @@ fn check_limits(c: &mut Checker, profile: &Profile) -> Limits {
             "file_size" => size(0, 1 << 40).map(|n| limits.file_size = n),
             "open_files" => count(16, 1 << 20).map(|n| limits.open_files = n),
             "output" => size(0, 1 << 40).map(|n| limits.output = n),
+            "inotify_instances" => count(0, 1 << 16).map(|n| limits.inotify_instances = n),
+            "inotify_watches" => count(0, 1 << 20).map(|n| limits.inotify_watches = n),
             "cgroups" => match &at.value {
                 Scalar::Text(t) if t == "strict" => {
                     limits.cgroups = CgroupMode::Strict;

@@ -144,6 +144,13 @@ fn limit_excess(a: &Limits, b: &Limits, gained: &mut impl FnMut(&'static str, St
         ("limits.file_size", a.file_size, b.file_size, &size),
         ("limits.open_files", a.open_files, b.open_files, &count),
         ("limits.output", a.output, b.output, &size),
+        (
+            "limits.inotify_instances",
+            a.inotify_instances,
+            b.inotify_instances,
+            &count,
+        ),
+        ("limits.inotify_watches", a.inotify_watches, b.inotify_watches, &count),
     ] {
         if x > y {
             gained(key, format!("{} > {}", show(x), show(y)));
@@ -247,6 +254,8 @@ pub fn intersect(a: &Policy, b: &Policy) -> Policy {
         file_size: a.limits.file_size.min(b.limits.file_size),
         open_files: a.limits.open_files.min(b.limits.open_files),
         output: a.limits.output.min(b.limits.output),
+        inotify_instances: a.limits.inotify_instances.min(b.limits.inotify_instances),
+        inotify_watches: a.limits.inotify_watches.min(b.limits.inotify_watches),
         cgroups: if a.limits.cgroups == CgroupMode::Strict || b.limits.cgroups == CgroupMode::Strict {
             CgroupMode::Strict
         } else {
@@ -385,6 +394,8 @@ mod tests {
                 file_size: rng.pick(&sizes),
                 open_files: rng.pick(&counts),
                 output: rng.pick(&sizes),
+                inotify_instances: rng.pick(&counts),
+                inotify_watches: rng.pick(&counts),
                 cgroups: if rng.chance(2) {
                     CgroupMode::Strict
                 } else {

@@ -8,14 +8,16 @@ impl Limits {
     /// One line: every limit with its unit.
     pub fn summary(&self) -> String {
         format!(
-            "memory {}, pids {}, cpu {} s, wall {} s, file size {}, open files {}, output {}",
+            "memory {}, pids {}, cpu {} s, wall {} s, file size {}, open files {}, output {}, inotify {} instances / {} watches",
             format_size(self.memory),
             self.pids,
             self.cpu_seconds,
             self.wall_seconds,
             format_size(self.file_size),
             self.open_files,
-            format_size(self.output)
+            format_size(self.output),
+            self.inotify_instances,
+            self.inotify_watches
         )
     }
 }

@@ -105,6 +105,10 @@ pub struct ChildSpec {
     /// (the supervisor makes the cgroup while the filesystem view is built,
     /// and says with sync word 2 which applies).
     pub rlimits: [Vec<(libc::__rlimit_resource_t, u64, u64)>; 2],
+    /// Wall 9: the user namespace's limits, (`/proc/sys/user/…` file, value
+    /// as decimal text), written by the outer child while it holds the
+    /// namespace's capabilities.
+    pub user_limits: Vec<(CString, Vec<u8>)>,
 }
 
 // The sync pipe carries three words from the supervisor, in this order; each
@@ -334,6 +338,15 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
     lifeline(spec, fds);
 
     must(fds, Step::Hostname, sys::set_hostname(&spec.hostname));
+    // Wall 9: the namespace's own limits. Written from inside it (the kernel
+    // picks the namespace of the writer) with its CAP_SYS_RESOURCE, before
+    // init and the MBU exist.
+    for (i, (file, value)) in spec.user_limits.iter().enumerate() {
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        if let Err(e) = sys::write_file(file, value) {
+            fail(fds, Step::UserLimits, index, e);
+        }
+    }
     if spec.net == NetMode::Loopback {
         must(fds, Step::Loopback, sys::loopback_up());
     }

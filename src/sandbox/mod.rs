@@ -109,6 +109,7 @@ pub struct Running {
     init: Option<i32>,
     fs_describe: Vec<String>,
     landlock_describe: Vec<String>,
+    user_limits_describe: Vec<String>,
     failure: Option<SetupFailure>,
     end: Option<End>,
     interrupted: Option<i32>,
@@ -220,6 +221,16 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
         envp,
         landlock,
         rlimits: [rlimits(&plan.rlimits.alone), rlimits(&plan.rlimits.in_cgroup)],
+        user_limits: plan
+            .user_limits
+            .iter()
+            .map(|l| {
+                (
+                    cstring(format!("/proc/sys/user/{}", l.name).as_bytes()),
+                    l.value.to_string().into_bytes(),
+                )
+            })
+            .collect(),
         seccomp_notify: plan.seccomp.has_listener(),
         seccomp_allows_futex: plan.seccomp.allow.iter().any(|n| n == "futex")
             && !plan.seccomp.recorded.iter().any(|(n, _)| n == "futex"),
@@ -327,6 +338,11 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
         init: None,
         fs_describe: spec.fs.describe,
         landlock_describe,
+        user_limits_describe: plan
+            .user_limits
+            .iter()
+            .map(|l| format!("writing {} to /proc/sys/user/{}", l.value, l.name))
+            .collect(),
         failure: None,
         end: None,
         interrupted: None,
@@ -437,6 +453,7 @@ impl Running {
                     let list = match step {
                         Step::Filesystem => Some(&self.fs_describe),
                         Step::LandlockRule => Some(&self.landlock_describe),
+                        Step::UserLimits => Some(&self.user_limits_describe),
                         _ => None,
                     };
                     let what = match (list, &self.shared_net) {

@@ -84,10 +84,12 @@ pub enum Step {
     /// Outer child: becoming the execution's own host uid and gid, so that
     /// the user namespace it makes next is theirs.
     BecomeIdentity,
+    /// Outer child: one of the user namespace's limits; `index` says which.
+    UserLimits,
 }
 
 impl Step {
-    const ALL: [Step; 35] = [
+    const ALL: [Step; 36] = [
         Step::JoinNetwork,
         Step::Unshare,
         Step::Lifeline,
@@ -123,6 +125,7 @@ impl Step {
         Step::Seccomp,
         Step::Exec,
         Step::BecomeIdentity,
+        Step::UserLimits,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -151,7 +154,7 @@ impl Step {
             Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
             Step::Seccomp | Step::SeccompHandoff => "wall 8 (seccomp)",
-            Step::Rlimits | Step::WaitForCgroup => "wall 9 (resources)",
+            Step::Rlimits | Step::WaitForCgroup | Step::UserLimits => "wall 9 (resources)",
             Step::WaitForRecord => "provenance",
             Step::Exec => "exec",
         }
@@ -182,6 +185,7 @@ impl Step {
             Step::Seccomp => "installing the syscall filter",
             Step::SeccompHandoff => "passing the filter's notification listener to the supervisor",
             Step::Rlimits => "setting rlimits",
+            Step::UserLimits => "setting the user namespace's limits (/proc/sys/user)",
             Step::WaitForRecord => "waiting for the start record to be on disk",
             Step::InitSignals => "installing init's signal forwarding",
             Step::ForkMbu => "forking the MBU process",

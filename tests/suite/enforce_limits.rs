@@ -168,7 +168,7 @@ fn a_profile_without_limits_is_not_unlimited() {
     r.assert_code(0);
     assert!(
         r.stdout.contains(
-            "memory 256M, pids 64, cpu 30 s, wall 60 s, file size 64M, open files 256, output 8M; cgroups best-effort"
+            "memory 256M, pids 64, cpu 30 s, wall 60 s, file size 64M, open files 256, output 8M, inotify 16 instances / 4096 watches; cgroups best-effort"
         ),
         "{}",
         r.stdout

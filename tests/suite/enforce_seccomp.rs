@@ -15,7 +15,7 @@ const SIGSYS_EXIT: i32 = 128 + 31;
 
 /// The helper, built once per test process into a world-readable directory
 /// outside /tmp (which is ninewall's own inside a sandbox).
-fn helper() -> Option<PathBuf> {
+pub(crate) fn helper() -> Option<PathBuf> {
     static HELPER: OnceLock<Option<PathBuf>> = OnceLock::new();
     HELPER
         .get_or_init(|| {

@@ -227,3 +227,122 @@ fn a_workspace_path_through_a_symlink_is_refused_not_followed() {
     assert!(r.stderr.contains("is a symlink; name the real path"), "{r:#?}");
     assert!(!real.join("ran").exists());
 }
+
+/// The test helper under a profile that allows inotify, with `limits`.
+fn inotify_profile(name: &str, limits: &str) -> Option<std::path::PathBuf> {
+    let bin = super::enforce_seccomp::helper()?;
+    Some(write_profile(
+        name,
+        &format!(
+            "[mbu]\nname = {name:?}\n[exec]\nexecutables = [{b:?}]\ncommand = [{b:?}]\n\
+             [syscalls]\nallow = [\"@default\", \"inotify_init1\", \"inotify_add_watch\"]\non_denied = \"errno\"\n\
+             [limits]\n{limits}\n",
+            b = bin.to_str().unwrap()
+        ),
+    ))
+}
+
+/// Starts `inotify_instances N` (or `_watches`) in a sandbox; returns it,
+/// holding what it got until its stdin closes, and its report line.
+fn start_inotify_holder(who: Who, profile: &Path, what: &str, n: u32) -> (Child, String) {
+    let mut child = ninewall(who)
+        .args(["run", "--profile"])
+        .arg(profile)
+        .args(["--", what, &n.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().to_string())
+}
+
+fn inotify_count(who: Who, profile: &Path, what: &str, n: u32) -> String {
+    let (mut child, line) = start_inotify_holder(who, profile, what, n);
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "{what}: {line}");
+    line
+}
+
+/// A sandbox's inotify instances and watches are bounded by its own user
+/// namespace's limits, set from `[limits]` (and their defaults).
+#[test]
+fn a_sandboxes_inotify_instances_and_watches_are_its_namespaces_limits() {
+    let Some(set) = inotify_profile("ino-set", "inotify_instances = 5\ninotify_watches = 7") else {
+        return;
+    };
+    let Some(default) = inotify_profile("ino-default", "") else {
+        return;
+    };
+    for who in identities() {
+        assert_eq!(
+            inotify_count(who, &set, "inotify_instances", 50),
+            "inotify_instances 5 EMFILE",
+            "{who:?}"
+        );
+        assert_eq!(
+            inotify_count(who, &set, "inotify_watches", 50),
+            "inotify_watches 7 ENOSPC",
+            "{who:?}"
+        );
+        assert_eq!(
+            inotify_count(who, &default, "inotify_instances", 50),
+            "inotify_instances 16 EMFILE",
+            "{who:?}: the default"
+        );
+    }
+}
+
+fn host_inotify_works() -> bool {
+    // SAFETY: inotify_init1 takes flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    if fd >= 0 {
+        // SAFETY: `fd` was just opened here.
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
+}
+
+/// What a root-run sandbox holds of the kernel's per-user inotify count is
+/// its own identity's, not host root's: a sandbox that takes every instance
+/// the host allows one user leaves root and another sandbox theirs.
+#[test]
+fn a_sandbox_holding_every_inotify_instance_it_can_leaves_root_and_other_sandboxes_theirs() {
+    if !root_only() {
+        return;
+    }
+    let Some(greedy) = inotify_profile("ino-greedy", "inotify_instances = 65536") else {
+        return;
+    };
+    let Some(modest) = inotify_profile("ino-modest", "") else {
+        return;
+    };
+    assert!(
+        host_inotify_works(),
+        "host root has no inotify instance to spare before the test"
+    );
+    let per_user: u32 = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let (mut holder, line) = start_inotify_holder(Who::Root, &greedy, "inotify_instances", per_user + 10);
+    assert_eq!(
+        line,
+        format!("inotify_instances {per_user} EMFILE"),
+        "the sandbox's identity has the host's per-user count to itself"
+    );
+    let root_can = host_inotify_works();
+    let other = inotify_count(Who::Root, &modest, "inotify_instances", 3);
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert!(
+        root_can,
+        "host root could not open an inotify instance while a sandbox held its count"
+    );
+    assert_eq!(other, "inotify_instances 3 all", "another sandbox got its own");
+}

@@ -3,7 +3,8 @@
  * tests, so it needs nothing in the sandbox but itself. Every call is safe to
  * make unsandboxed: bad or empty arguments, no effect on the host, except the
  * file calls (chmod, open_creat, mkdir, mknod, openat2), which act on the path
- * they are given. */
+ * they are given, and inotify_watches, which makes files in the working
+ * directory. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/personality.h>
@@ -126,6 +128,29 @@ int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(c, "openat2")) {
         struct { unsigned long long flags, mode, resolve; } how = { O_CREAT | O_WRONLY, 06755, 0 };
         return report(c, syscall(SYS_openat2, AT_FDCWD, argv[2], &how, sizeof how));
+    }
+    /* Wall 9's per-namespace counts: how many of N inotify instances (or
+     * watches, on files made in the working directory) the kernel gives,
+     * and what stopped it; then they are held until stdin ends. */
+    if (argc == 3 && (!strcmp(c, "inotify_instances") || !strcmp(c, "inotify_watches"))) {
+        int n = atoi(argv[2]), got = 0, watches = !strcmp(c, "inotify_watches");
+        int fd = watches ? inotify_init1(IN_CLOEXEC) : 0;
+        const char *why = "all";
+        for (; got < n; got++) {
+            char name[32];
+            snprintf(name, sizeof name, "w%d", got);
+            int made = watches ? open(name, O_CREAT | O_WRONLY | O_CLOEXEC, 0600) : 0;
+            if (made < 0 || (watches ? inotify_add_watch(fd, name, IN_MODIFY) : inotify_init1(IN_CLOEXEC)) < 0) {
+                why = strerrorname_np(errno);
+                break;
+            }
+            if (watches) close(made);
+        }
+        printf("%s %d %s\n", c, got, why);
+        fflush(stdout);
+        char byte;
+        while (read(0, &byte, 1) > 0) {}
+        return 0;
     }
     printf("%s unknown\n", c);
     return 3;
