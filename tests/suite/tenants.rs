@@ -346,3 +346,62 @@ fn a_sandbox_holding_every_inotify_instance_it_can_leaves_root_and_other_sandbox
     );
     assert_eq!(other, "inotify_instances 3 all", "another sandbox got its own");
 }
+
+/// 200 executions from a range of two identities, one supervisor in ten
+/// killed with SIGKILL while its sandbox runs: every execution gets an
+/// identity (a leaked one would leave one id, a second leak none), and at the
+/// end both are free and no process runs as either.
+#[test]
+fn two_hundred_executions_with_supervisors_killed_leak_no_identity() {
+    if !root_only() {
+        return;
+    }
+    let Some(p) = inotify_profile("ids-leak", "") else {
+        return;
+    };
+    let first = 0x7100_0000 + (std::process::id() % 100_000) * 2;
+    let range = format!("{first}-{}", first + 1);
+    let start = |args: &[&str], stdin: Stdio| {
+        ninewall(Who::Root)
+            .env("NINEWALL_ID_RANGE", &range)
+            .args(["run", "--profile"])
+            .arg(&p)
+            .arg("--")
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for i in 0..200 {
+        if i % 10 == 9 {
+            let mut held = start(&["inotify_instances", "1"], Stdio::piped());
+            let mut line = String::new();
+            BufReader::new(held.stdout.take().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line.trim(), "inotify_instances 1 all", "run {i}");
+            held.kill().unwrap();
+            held.wait().unwrap();
+            continue;
+        }
+        let out = start(&["getpid"], Stdio::null()).wait_with_output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "getpid ok",
+            "run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for uid in [first, first + 1] {
+        // An id never handed out has no lock file yet: free all the same.
+        let free = || !Path::new("/run/ninewall/ids").join(uid.to_string()).exists() || identity_free(uid);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !free() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(free(), "identity {uid} still taken after all ran");
+        assert_eq!(live_pids_of_uid(uid), Vec::<i32>::new(), "processes of {uid} left");
+    }
+}
