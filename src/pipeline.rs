@@ -154,12 +154,13 @@ pub fn execute(invocation: &Invocation, messages: &mut Messages) -> Finished {
 fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finished, Error> {
     let mut host = Host::probe();
     let admission = admit(invocation, &host)?;
-    let loaded = load(&admission)?;
     // Wall 3: held until the end of this function, and until the sandbox's
     // processes are gone.
     let identity = identity_for(&host)?;
     host.identity = identity.as_ref().map(Identity::id);
-    let planned = plan(&loaded, invocation, &host, &admission.lineage)?;
+    let loaded = load(&admission)?;
+    let workspace = prepare_workspace(invocation, &host, &admission.lineage)?;
+    let planned = plan(&loaded, invocation, workspace, &host)?;
     if invocation.verbose {
         for line in sandbox::wall_lines(&planned.setup) {
             messages.say(line);
@@ -334,6 +335,49 @@ pub fn load_policy(path: &Path) -> Result<(Profile, Policy), Error> {
     Ok((profile, policy))
 }
 
+/// The host workspace, checked; as root, also mounted (detached, idmapped).
+#[derive(Debug)]
+pub struct Workspace {
+    /// The directory, resolved.
+    path: PathBuf,
+    /// As root: its owner, whose files are the sandbox's inside.
+    owner: Option<(u32, u32)>,
+    /// As root: the detached, idmapped mount init attaches.
+    tree: Option<OwnedFd>,
+}
+
+/// Checks the `--workspace` directory on the host (as root: opens it once,
+/// or takes the daemon's descriptor of it, checks it and mounts it from that
+/// descriptor).
+fn prepare_workspace(invocation: &Invocation, host: &Host, lineage: &Lineage) -> Result<Option<Workspace>, Error> {
+    let Some(dir) = invocation.workspace.as_deref() else {
+        return Ok(None);
+    };
+    let ids = crate::plan::id_map(host.caller, host.identity);
+    let opened = invocation
+        .workspace_fd
+        .map(|fd| {
+            sys::take_inherited_fd(fd).map_err(|e| PlanError::Workspace {
+                path: dir.to_path_buf(),
+                reason: format!("--workspace-fd {fd}: {e}"),
+            })
+        })
+        .transpose()?;
+    if ids.own_namespace {
+        let prepared = idmapped_workspace(dir, opened, ids.host_uid, lineage.client_uid)?;
+        return Ok(Some(Workspace {
+            path: prepared.path,
+            owner: Some(prepared.owner),
+            tree: Some(prepared.tree),
+        }));
+    }
+    Ok(Some(Workspace {
+        path: workspace_dir(dir, opened.as_ref(), &ids)?,
+        owner: None,
+        tree: None,
+    }))
+}
+
 /// The plan, and the host workspace it binds.
 #[derive(Debug)]
 pub struct Planned {
@@ -346,38 +390,28 @@ pub struct Planned {
     workspace_tree: Option<OwnedFd>,
 }
 
-/// Policy × request × host → plan. The workspace directory is checked on
-/// the host here (as root: opened once, checked and mounted from that
-/// descriptor); the plan itself does no I/O.
-pub fn plan(loaded: &Loaded, invocation: &Invocation, host: &Host, lineage: &Lineage) -> Result<Planned, Error> {
-    let ids = crate::plan::id_map(host.caller, host.identity);
-    let opened = invocation
-        .workspace_fd
-        .map(|fd| {
-            sys::take_inherited_fd(fd).map_err(|e| PlanError::Workspace {
-                path: invocation.workspace.clone().unwrap_or_default(),
-                reason: format!("--workspace-fd {fd}: {e}"),
-            })
-        })
-        .transpose()?;
-    let (workspace, owner, workspace_tree) = match invocation.workspace.as_deref() {
+/// Policy × request × host → plan. The plan itself does no I/O; the
+/// workspace was checked on the host before ([`prepare_workspace`]).
+pub fn plan(
+    loaded: &Loaded,
+    invocation: &Invocation,
+    workspace: Option<Workspace>,
+    host: &Host,
+) -> Result<Planned, Error> {
+    let (path, owner, tree) = match workspace {
+        Some(w) => (Some(w.path), w.owner, w.tree),
         None => (None, None, None),
-        Some(dir) if ids.own_namespace => {
-            let prepared = idmapped_workspace(dir, opened, ids.host_uid, lineage.client_uid)?;
-            (Some(prepared.path), Some(prepared.owner), Some(prepared.tree))
-        }
-        Some(dir) => (Some(workspace_dir(dir, opened.as_ref(), &ids)?), None, None),
     };
     let request = Request {
         args: invocation.args.clone(),
-        workspace_dir: workspace.clone(),
+        workspace_dir: path.clone(),
         workspace_owner: owner,
     };
     let setup = SetupPlan::build(&loaded.policy, &request, host)?;
     Ok(Planned {
         setup,
-        workspace,
-        workspace_tree,
+        workspace: path,
+        workspace_tree: tree,
     })
 }
 

@@ -80,48 +80,46 @@ pub fn set_uid(uid: u32) -> SysResult<()> {
 }
 
 /// A user namespace whose only purpose is its id mapping (for an idmapped
-/// mount): uid `from_uid` and gid `from_gid` map to `to`. A child made for it
-/// unshares, waits for its maps, and exits; its namespace lives on through
-/// the returned descriptor.
+/// mount): uid `from_uid` and gid `from_gid` map to `to`.
+///
+/// A child is born in the new namespace (`clone` with `CLONE_NEWUSER`), and
+/// exits at once; it shares our memory and we sleep until it has exited
+/// (`CLONE_VM | CLONE_VFORK`), so there is no copy of this process and no
+/// pipe. Its maps are written, and its namespace opened, while it is a
+/// zombie (its credentials, and so its namespace, live until it is reaped);
+/// then it is reaped and the namespace lives on through the returned
+/// descriptor. The maps are written by root (`CAP_SETUID`, `CAP_SETGID`
+/// over the parent namespace), which needs no `setgroups` "deny".
 pub fn idmap_userns(from_uid: u32, from_gid: u32, to: u32) -> std::io::Result<OwnedFd> {
-    use std::io::{Error, ErrorKind};
-    let (ready_r, ready_w) = super::fd::pipe_raw().map_err(Error::from_raw_os_error)?;
-    let (go_r, go_w) = match super::fd::pipe_raw() {
-        Ok(p) => p,
-        Err(e) => {
-            super::fd::close(ready_r);
-            super::fd::close(ready_w);
-            return Err(Error::from_raw_os_error(e));
-        }
-    };
-    let pid = fork().map_err(Error::from_raw_os_error)?;
-    if pid == 0 {
-        // The child: nothing but syscalls until it exits. It keeps only its
-        // own ends, or it would never see the parent close "go".
-        super::fd::close(ready_r);
-        super::fd::close(go_w);
-        let mut byte = [0u8; 1];
-        let ok = unshare(libc::CLONE_NEWUSER).is_ok();
-        let _ = super::fd::write_all(ready_w, if ok { b"y" } else { b"n" });
-        let _ = super::fd::read_full(go_r, &mut byte);
-        exit_now(0);
+    extern "C" fn born(_: *mut libc::c_void) -> c_int {
+        0
     }
-    super::fd::close(ready_w);
-    super::fd::close(go_r);
+    const STACK: usize = 16 * 1024;
+    let mut stack = vec![0u8; STACK];
+    // The stack grows down: its top, 16-byte aligned.
+    let top = stack.as_mut_ptr().wrapping_add(STACK);
+    let top = top.wrapping_sub(top as usize % 16);
+    // SAFETY: `born` touches nothing but its own frame on `stack`, which
+    // outlives the child (CLONE_VFORK: we resume only once it has exited).
+    let pid = unsafe {
+        libc::clone(
+            born,
+            top.cast(),
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::null_mut(),
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     let result = (|| {
-        let mut byte = [0u8; 1];
-        if super::fd::read_full(ready_r, &mut byte) != Ok(1) || byte[0] != b'y' {
-            return Err(Error::new(ErrorKind::PermissionDenied, "cannot make a user namespace"));
-        }
         std::fs::write(format!("/proc/{pid}/uid_map"), format!("{from_uid} {to} 1\n"))?;
-        std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
         std::fs::write(format!("/proc/{pid}/gid_map"), format!("{from_gid} {to} 1\n"))?;
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/user"))?;
         Ok(OwnedFd::from(ns))
     })();
-    super::fd::close(ready_r);
-    super::fd::close(go_w);
     let _ = waitpid(pid, 0);
+    drop(stack);
     result
 }
 
