@@ -171,4 +171,13 @@ pub struct ServeArgs {
     /// Clients served at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_clients: usize,
+    /// Connections one client uid may hold at once (so that no user can
+    /// take every slot).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_clients_per_uid: usize,
+    /// Use a --socket path in a directory that users other than this one
+    /// (and root) can write, where another user could have put something
+    /// first. Refused without this.
+    #[arg(long)]
+    pub socket_in_shared_dir: bool,
 }

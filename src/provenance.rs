@@ -409,12 +409,15 @@ pub fn gate_refusals(text: &[u8]) -> Vec<Value> {
 pub fn describe_refusal(r: &Value) -> String {
     let text = |p: &str| r.pointer(p).and_then(Value::as_str).unwrap_or("?").to_string();
     let num = |p: &str| r.pointer(p).map_or("?".to_string(), Value::to_string);
+    let asked = match r.pointer("/mbu").and_then(Value::as_str) {
+        Some(mbu) => format!("asked for {mbu}"),
+        None => "connected".to_string(),
+    };
     format!(
-        "{} refused  uid {} (worker {}) asked for {}: {}",
+        "{} refused  uid {} (worker {}) {asked}: {}",
         text("/time"),
         num("/client/uid"),
         r.pointer("/worker").and_then(Value::as_str).unwrap_or("none"),
-        text("/mbu"),
         text("/reason")
     )
 }

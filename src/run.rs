@@ -230,8 +230,8 @@ fn serve(a: ServeArgs) -> i32 {
         say("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set)");
         return EXIT_SANDBOX;
     };
-    if a.max_clients == 0 || a.request_timeout == 0 {
-        say("--max-clients and --request-timeout must be at least 1");
+    if a.max_clients == 0 || a.request_timeout == 0 || a.max_clients_per_uid == 0 {
+        say("--max-clients, --max-clients-per-uid and --request-timeout must be at least 1");
         return EXIT_USAGE;
     }
     crate::gate::serve::serve(
@@ -243,6 +243,8 @@ fn serve(a: ServeArgs) -> i32 {
             grace: std::time::Duration::from_secs(a.grace),
             request_timeout: std::time::Duration::from_secs(a.request_timeout),
             max_clients: a.max_clients,
+            max_clients_per_uid: a.max_clients_per_uid,
+            socket_in_shared_dir: a.socket_in_shared_dir,
         },
     )
 }

@@ -51,6 +51,10 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Connections served at once.
     pub max_clients: usize,
+    /// Connections of one client uid served at once.
+    pub max_clients_per_uid: usize,
+    /// Whether the socket may be in a directory others can write.
+    pub socket_in_shared_dir: bool,
 }
 
 struct Shared {
@@ -64,6 +68,8 @@ struct Shared {
     running: Mutex<HashMap<u64, sys::ProcessHandle>>,
     /// Open connections, to end their reads when draining.
     clients: Mutex<HashMap<u64, UnixStream>>,
+    /// Open connections per client uid.
+    per_uid: Mutex<HashMap<u32, usize>>,
     next: AtomicU64,
 }
 
@@ -119,6 +125,7 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
         draining: AtomicBool::new(false),
         running: Mutex::new(HashMap::new()),
         clients: Mutex::new(HashMap::new()),
+        per_uid: Mutex::new(HashMap::new()),
         next: AtomicU64::new(0),
     });
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
@@ -147,18 +154,32 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
             continue;
         }
         let Ok((stream, _)) = listener.accept() else { continue };
+        // Who it is, as the kernel recorded when it connected.
+        let fd = stream.as_raw_fd();
+        let Ok((uid, gid, _pid)) = sys::peer_credentials(fd) else {
+            continue;
+        };
+        let peer = Peer {
+            uid,
+            gid,
+            groups: sys::peer_groups(fd).unwrap_or_default(),
+        };
         if threads.len() >= shared.cfg.max_clients {
-            let mut s = stream;
-            let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = s.write_all(
-                WireResponse::refused("busy: too many clients; try again")
-                    .line()
-                    .as_bytes(),
-            );
+            refuse_connection(stream, "busy: too many clients; try again");
             continue;
         }
+        let Some(slot) = Slot::take(&shared, uid) else {
+            refuse_connection(
+                stream,
+                &format!(
+                    "busy: uid {uid} already has {} connections open (--max-clients-per-uid); close one",
+                    shared.cfg.max_clients_per_uid
+                ),
+            );
+            continue;
+        };
         let shared = Arc::clone(&shared);
-        match std::thread::Builder::new().spawn(move || client(&shared, stream)) {
+        match std::thread::Builder::new().spawn(move || client(&shared, stream, &peer, slot)) {
             Ok(t) => threads.push(t),
             Err(e) => say(format!("cannot start a client thread: {e}")),
         }
@@ -233,31 +254,80 @@ fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-fn client(shared: &Shared, stream: UnixStream) {
+/// Answers a connection that is not served once, without waiting for the
+/// client (a fresh socket's buffer takes one line), and closes it.
+fn refuse_connection(mut stream: UnixStream, why: &str) {
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write_all(WireResponse::refused(why).line().as_bytes());
+}
+
+/// One of a client uid's connections, given back when dropped.
+struct Slot {
+    shared: Arc<Shared>,
+    uid: u32,
+}
+
+impl Slot {
+    /// A slot for `uid`, if it holds fewer than its share.
+    fn take(shared: &Arc<Shared>, uid: u32) -> Option<Slot> {
+        let mut per_uid = shared.per_uid.lock().ok()?;
+        let held = per_uid.entry(uid).or_insert(0);
+        if *held >= shared.cfg.max_clients_per_uid {
+            return None;
+        }
+        *held += 1;
+        Some(Slot {
+            shared: Arc::clone(shared),
+            uid,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut per_uid) = self.shared.per_uid.lock() {
+            if let Some(held) = per_uid.get_mut(&self.uid) {
+                *held = held.saturating_sub(1);
+                if *held == 0 {
+                    per_uid.remove(&self.uid);
+                }
+            }
+        }
+    }
+}
+
+/// Serves one connection: its requests one after another, until it ends,
+/// idles past the request timeout, or is refused. A connection that is no
+/// worker's, or that sends what is not a request, is answered once and
+/// closed; a request the gate refuses is answered, and the next may follow.
+fn client(shared: &Shared, stream: UnixStream, peer: &Peer, slot: Slot) {
+    let _slot = slot;
     let _ = stream.set_nonblocking(false);
     let id = shared.next.fetch_add(1, Ordering::Relaxed);
-    let fd = stream.as_raw_fd();
-    let peer = match sys::peer_credentials(fd) {
-        Ok((uid, gid, _pid)) => Peer {
-            uid,
-            gid,
-            groups: sys::peer_groups(fd).unwrap_or_default(),
-        },
-        Err(_) => return,
-    };
     let _ = stream.set_write_timeout(Some(shared.cfg.request_timeout));
     let Ok(mut writer) = stream.try_clone() else { return };
     if let (Ok(mut clients), Ok(c)) = (shared.clients.lock(), stream.try_clone()) {
         clients.insert(id, c);
     }
-    let worker = shared.gate.worker_for(&peer).cloned();
+    let worker = match shared.gate.worker_for(peer) {
+        Ok(w) => w.clone(),
+        Err(refusal) => {
+            // Refused as soon as it connects: nothing it sends matters.
+            let why = refusal.to_string();
+            record_refusal(shared, peer, None, None, &why);
+            let _ = writer.write_all(WireResponse::refused(why).line().as_bytes());
+            close_after_answer(&writer);
+            forget(shared, id);
+            return;
+        }
+    };
     let mut reader = LineReader::new(stream);
     loop {
         if shared.draining.load(Ordering::SeqCst) {
             break;
         }
         let (answer, close) = match reader.next_line(MAX_REQUEST_BYTES, Some(shared.cfg.request_timeout)) {
-            NextLine::Line(line) => (request(shared, &peer, worker.as_ref(), &line), false),
+            NextLine::Line(line) => request(shared, peer, &worker, &line),
             NextLine::TooLong => (
                 WireResponse::refused(format!("request longer than {MAX_REQUEST_BYTES} bytes")),
                 true,
@@ -275,27 +345,61 @@ fn client(shared: &Shared, stream: UnixStream) {
             ),
             NextLine::End | NextLine::Idle => break,
         };
-        if writer.write_all(answer.line().as_bytes()).is_err() || close {
+        if writer.write_all(answer.line().as_bytes()).is_err() {
+            break;
+        }
+        if close {
+            close_after_answer(&writer);
             break;
         }
     }
+    forget(shared, id);
+}
+
+/// Ends a connection whose last answer is written: the client sees the end
+/// after it, and what it still sends is read and dropped for a moment
+/// (bounded in bytes and time), so that closing does not turn that answer
+/// into a reset (a unix socket closed with unread data resets its peer).
+fn close_after_answer(stream: &UnixStream) {
+    use std::io::Read;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut left = MAX_REQUEST_BYTES;
+    let mut buf = [0u8; 16 * 1024];
+    let mut reader = stream;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || reader.set_read_timeout(Some(wait)).is_err() {
+            break;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// The connection `id` is closed: draining need not end its reads.
+fn forget(shared: &Shared, id: u64) {
     if let Ok(mut clients) = shared.clients.lock() {
         clients.remove(&id);
     }
 }
 
-fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal>, line: &[u8]) -> WireResponse {
+/// One request line: its answer, and whether the connection ends with it
+/// (a line that is not a request).
+fn request(shared: &Shared, peer: &Peer, worker: &Worker, line: &[u8]) -> (WireResponse, bool) {
     let req: WireRequest = match serde_json::from_slice(line) {
         Ok(r) => r,
-        Err(e) => return WireResponse::refused(format!("not a request: {e}")),
+        Err(e) => return (WireResponse::refused(format!("not a request: {e}")), true),
     };
+    (answer(shared, peer, worker, &req), false)
+}
+
+fn answer(shared: &Shared, peer: &Peer, worker: &Worker, req: &WireRequest) -> WireResponse {
     let refuse = |why: String, worker: Option<&str>| {
-        record_refusal(shared, peer, worker, &req.mbu, &why);
+        record_refusal(shared, peer, worker, Some(&req.mbu), &why);
         WireResponse::refused(why)
-    };
-    let worker = match worker {
-        Ok(w) => w,
-        Err(r) => return refuse(r.to_string(), None),
     };
     let grant = match shared.gate.grant(worker, &req.mbu) {
         Ok(g) => g,
@@ -342,11 +446,11 @@ fn request(shared: &Shared, peer: &Peer, worker: Result<&Worker, &super::Refusal
 }
 
 /// Opens the workspace a client names, as that client: with its uid, gid
-/// and groups, following no symlink in any component. So a directory the
-/// client could not open itself is refused with the error the client would
-/// get itself (a path below a directory it may not search is "Permission
-/// denied" whether or not it exists), and what the daemon's root could see
-/// beyond that is never told. It must then be the client's own directory.
+/// and groups, following no symlink in any component, so that nothing the
+/// client could not open itself is ever opened for it. It must then be the
+/// client's own directory. Missing, someone else's, not a directory, or
+/// below a directory the client may not search: one answer for all, so the
+/// answer tells nothing about a path beyond "not yours to use".
 fn open_workspace(dir: &Path, peer: &Peer) -> Result<(PathBuf, OwnedFd), String> {
     use std::os::unix::ffi::OsStrExt;
     if !dir.is_absolute() {
@@ -372,26 +476,24 @@ fn open_workspace(dir: &Path, peer: &Peer) -> Result<(PathBuf, OwnedFd), String>
     } else {
         return Err("this daemon does not run as root: it opens workspaces for its own user only".into());
     };
+    let not_yours = || format!("{}: not a directory of yours that you can open", dir.display());
     let fd = opened.map_err(|e| match e.raw_os_error() {
+        // Reached only through components the client may search: it can
+        // see the symlink itself.
         Some(libc::ELOOP) => format!("{}: a component of it is a symlink; name the real path", dir.display()),
-        Some(libc::ENOTDIR) => format!("{}: is not a directory", dir.display()),
+        Some(libc::ENOENT | libc::EACCES | libc::EPERM | libc::ENOTDIR) => not_yours(),
         _ => format!("{}: cannot be opened: {e}", dir.display()),
     })?;
     let meta = std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?)
         .metadata()
         .map_err(|e| format!("{}: cannot be read: {e}", dir.display()))?;
     if meta.uid() != peer.uid {
-        return Err(format!(
-            "{} is owned by uid {}, not by the client (uid {})",
-            dir.display(),
-            meta.uid(),
-            peer.uid
-        ));
+        return Err(not_yours());
     }
     Ok((dir.to_path_buf(), fd))
 }
 
-fn record_refusal(shared: &Shared, peer: &Peer, worker: Option<&str>, mbu: &str, why: &str) {
+fn record_refusal(shared: &Shared, peer: &Peer, worker: Option<&str>, mbu: Option<&str>, why: &str) {
     let record = json!({
         "kind": "gate.refused",
         "time": provenance::now_rfc3339(),
@@ -403,7 +505,8 @@ fn record_refusal(shared: &Shared, peer: &Peer, worker: Option<&str>, mbu: &str,
     let written = shared.log.lock().map(|mut l| l.append(record));
     if !matches!(written, Ok(Ok(()))) {
         say(format!(
-            "the refusal of {mbu} for uid {} could not be recorded",
+            "the refusal of {} for uid {} could not be recorded",
+            mbu.unwrap_or("a connection"),
             peer.uid
         ));
     }
