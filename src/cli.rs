@@ -152,7 +152,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "POLICY")]
     pub policy: PathBuf,
     /// The socket. Default: /run/ninewall/ninewall.sock for root,
-    /// $XDG_RUNTIME_DIR/ninewall.sock (else /tmp/ninewall-UID.sock) for anyone else.
+    /// $XDG_RUNTIME_DIR/ninewall.sock for anyone else (without
+    /// XDG_RUNTIME_DIR there is no default). Its directory must be writable
+    /// by this user (and root) alone.
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// The socket's mode, octal. Anyone who can connect reaches the gate,

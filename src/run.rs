@@ -222,9 +222,12 @@ fn serve(a: ServeArgs) -> i32 {
         return EXIT_USAGE;
     };
     let caller = Caller::current();
-    let Some(socket) = a.socket.or_else(|| default_socket(caller.uid)) else {
-        say("no socket: give --socket PATH");
-        return EXIT_USAGE;
+    let socket = match a.socket.map_or_else(|| default_socket(caller.uid), Ok) {
+        Ok(s) => s,
+        Err(e) => {
+            say(e);
+            return EXIT_USAGE;
+        }
     };
     let Some(audit_log) = a.audit_log.or_else(|| provenance::default_log_path(caller.uid)) else {
         say("provenance: no log: give --audit-log LOG or set NINEWALL_AUDIT_LOG (HOME is not set)");
@@ -249,17 +252,21 @@ fn serve(a: ServeArgs) -> i32 {
     )
 }
 
-/// /run/ninewall/ninewall.sock for root; $XDG_RUNTIME_DIR/ninewall.sock, else
-/// /tmp/ninewall-UID.sock, for anyone else.
-fn default_socket(uid: u32) -> Option<PathBuf> {
+/// /run/ninewall/ninewall.sock for root (made 0755, root's); for anyone
+/// else $XDG_RUNTIME_DIR/ninewall.sock, a directory the session manager made
+/// for that user alone. Without one, there is no default: a socket path that
+/// is guessed (`/tmp/…`) is one another user can take first.
+fn default_socket(uid: u32) -> Result<PathBuf, String> {
     if uid == 0 {
         let dir = Path::new("/run/ninewall");
-        std::fs::create_dir_all(dir).ok()?;
-        return Some(dir.join("ninewall.sock"));
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        return Ok(dir.join("ninewall.sock"));
     }
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => Some(PathBuf::from(d).join("ninewall.sock")),
-        None => Some(PathBuf::from(format!("/tmp/ninewall-{uid}.sock"))),
+        Some(d) => Ok(PathBuf::from(d).join("ninewall.sock")),
+        None => {
+            Err("no socket: XDG_RUNTIME_DIR is not set; give --socket PATH in a directory only you can write".into())
+        }
     }
 }
 

@@ -104,7 +104,7 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
             return crate::exit::SANDBOX;
         }
     };
-    let listener = match bind(&cfg.socket, cfg.socket_mode) {
+    let listener = match bind(&cfg.socket, cfg.socket_mode, cfg.socket_in_shared_dir) {
         Ok(l) => l,
         Err(e) => {
             say(format!("{}: {e}", cfg.socket.display()));
@@ -230,15 +230,46 @@ fn drain(shared: &Shared, listener: UnixListener, threads: Vec<std::thread::Join
     say("stopped");
 }
 
-/// Binds the socket, replacing a stale one (a socket nobody listens on) and
-/// refusing to replace anything else.
-fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+/// Binds the socket, replacing a stale one of ours (a socket nobody listens
+/// on) and refusing to replace anything else. Its directory must be one that
+/// only we (and root) can write, unless `shared_dir_ok`: in any other,
+/// another user could have put a listener there first, or could replace ours
+/// after, and clients would talk to it.
+fn bind(path: &Path, mode: u32, shared_dir_ok: bool) -> std::io::Result<UnixListener> {
+    let refuse = |kind, why: String| Err(std::io::Error::new(kind, why));
+    let (me, _) = sys::effective_ids();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir_meta = std::fs::metadata(dir)?;
+    if !shared_dir_ok && ((dir_meta.uid() != me && dir_meta.uid() != 0) || dir_meta.mode() & 0o022 != 0) {
+        return refuse(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "its directory {} can be written by others (owner uid {}, mode {:o}), who could take the socket's place; \
+                 use a directory only you can write, or --socket-in-shared-dir",
+                dir.display(),
+                dir_meta.uid(),
+                dir_meta.mode() & 0o7777
+            ),
+        );
+    }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(std::io::Error::new(
+            return refuse(
                 std::io::ErrorKind::AlreadyExists,
-                "exists and is not a socket; not replacing it",
-            ));
+                "exists and is not a socket; not replacing it".into(),
+            );
+        }
+        if meta.uid() != me {
+            return refuse(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "exists and belongs to uid {}, not to this daemon; not using it",
+                    meta.uid()
+                ),
+            );
         }
         if UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(

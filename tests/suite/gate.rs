@@ -467,7 +467,9 @@ struct Daemon {
 impl Daemon {
     /// `ninewall serve` as root when the tests are root, else as ourselves.
     fn start(policy: &Path, extra: &[&str]) -> Daemon {
-        let dir = fresh_dir("daemon");
+        // Only the daemon's user may write here: the daemon refuses a socket
+        // where another user could have put one.
+        let dir = scratch_dir("daemon");
         let socket = dir.join("ninewall.sock");
         let log = dir.join("audit.jsonl");
         let who = if identities().contains(&Who::Root) {
@@ -1187,4 +1189,104 @@ fn two_hundred_idle_connections_from_one_uid_do_not_stop_another_worker() {
     drop(hoarder.stdin.take());
     hoarder.wait().unwrap();
     d.stop();
+}
+
+/// A listener of `who` at `path`: prints "listening", then, when its stdin
+/// closes, how many connections it accepted.
+const SQUATTER_PY: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+s.listen(16)
+s.setblocking(False)
+print("listening", flush=True)
+sys.stdin.read()
+n = 0
+while True:
+    try:
+        s.accept()
+        n += 1
+    except BlockingIOError:
+        break
+print(n)
+"#;
+
+/// No socket where another user could have put one first: a directory
+/// others can write is refused (unless --socket-in-shared-dir), a socket
+/// someone else made is never used (nor connected to), and without
+/// XDG_RUNTIME_DIR an unprivileged daemon has no default to guess.
+#[test]
+fn the_daemon_refuses_a_socket_another_user_could_have_taken() {
+    let who = agent();
+    let policy = analyst_policy("daemon-squat", who);
+    let daemon_who = if identities().contains(&Who::Root) {
+        Who::Root
+    } else {
+        who
+    };
+    let shared = fresh_dir("squat");
+    let serve = |socket: &Path, extra: &[&str]| {
+        let out = ninewall(daemon_who)
+            .arg("serve")
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--socket")
+            .arg(socket)
+            .args(["--audit-log", shared.join("audit.jsonl").to_str().unwrap()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Run::from_output(out)
+    };
+    let r = serve(&shared.join("d.sock"), &[]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("can be written by others"), "{r:#?}");
+    assert!(r.stderr.contains("--socket-in-shared-dir"), "{r:#?}");
+    assert!(!shared.join("d.sock").exists());
+
+    if daemon_who == Who::Root {
+        // Another user's listener already there: not used, never connected to.
+        let path = shared.join("taken.sock");
+        let mut squatter = Command::new("/usr/bin/python3");
+        squatter
+            .args(["-I", "-S", "-c", SQUATTER_PY])
+            .arg(&path)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Who::User { uid, gid } = who {
+            squatter.uid(uid).gid(gid);
+        }
+        let mut squatter = squatter.spawn().unwrap();
+        let mut out = std::io::BufReader::new(squatter.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "listening");
+        let r = serve(&path, &["--socket-in-shared-dir"]);
+        assert_ne!(r.code, 0);
+        assert!(
+            r.stderr
+                .contains(&format!("belongs to uid {}, not to this daemon", uid_of(who))),
+            "{r:#?}"
+        );
+        drop(squatter.stdin.take());
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        squatter.wait().unwrap();
+        assert_eq!(rest.trim(), "0", "the daemon connected to the squatter");
+    }
+
+    // Unprivileged, no XDG_RUNTIME_DIR, no --socket: no guess.
+    let r = Run::from_output(
+        ninewall(who)
+            .args(["serve", "--policy"])
+            .arg(&policy)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2, "{r:#?}");
+    assert!(r.stderr.contains("XDG_RUNTIME_DIR is not set"), "{r:#?}");
 }
