@@ -63,6 +63,10 @@ pub struct Invocation {
     pub args: Vec<String>,
     /// Say which walls are built and what the run used.
     pub verbose: bool,
+    /// Whoever asked for the run, when someone did (`run --outcome-fd`):
+    /// the write end of the pipe it reads the outcome from. The run is
+    /// ended (limit `cancelled`) once nobody can read it.
+    pub requester: Option<std::os::fd::RawFd>,
 }
 
 /// Where the provenance log comes from.
@@ -197,7 +201,7 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     if invocation.verbose {
         messages.say(format!("provenance: execution {exec_id} in {}", log.path().display()));
     }
-    let (running, delegation) = match started {
+    let (mut running, delegation) = match started {
         (Ok(running), delegation) => (running, delegation),
         (Err(e), _) => {
             messages.say(format!("sandbox not built, nothing ran: {e}"));
@@ -213,6 +217,9 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
         };
         serve_delegation(socket, &parent, log)
     });
+    if let Some(fd) = invocation.requester {
+        running.cancel_when_gone(fd);
+    }
     if invocation.verbose {
         say_resources(&running, &planned.setup, messages);
     }
@@ -729,8 +736,8 @@ fn finish(
             log.path().display()
         ));
     }
-    let (outcome, _released) = match waited {
-        Ok((outcome, remains)) => (outcome, remains.release()),
+    let (outcome, unsent, _released) = match waited {
+        Ok((outcome, mut remains)) => (outcome, remains.take_unsent(), remains.release()),
         Err(e) => {
             messages.say(format!("sandbox failed: {e}"));
             record_end(log, exec_id, tail, &Err(e.to_string()), messages);
@@ -738,8 +745,11 @@ fn finish(
         }
     };
     let result = Ok(outcome);
-    // The end is on disk before the caller learns anything.
-    if !record_end(log, exec_id, tail, &result, messages) {
+    // The end is on disk before the caller learns anything, and before
+    // waiting for a slow reader to take the last of the output.
+    let recorded = record_end(log, exec_id, tail, &result, messages);
+    unsent.pass_on();
+    if !recorded {
         return Finished::recorded(exit::SANDBOX, exec_id, None);
     }
     let Ok(outcome) = result else {

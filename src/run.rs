@@ -72,6 +72,7 @@ fn run(args: RunArgs) -> i32 {
         },
         args: args.args,
         verbose: args.verbose,
+        requester: None,
     };
     let Some(fd) = outcome_fd else {
         return pipeline::execute(&invocation, &mut Messages::to_stderr()).code;
@@ -92,6 +93,10 @@ fn run(args: RunArgs) -> i32 {
         return EXIT_SANDBOX;
     }
     let mut messages = Messages::kept();
+    let invocation = Invocation {
+        requester: Some(std::os::fd::AsRawFd::as_raw_fd(&out)),
+        ..invocation
+    };
     let finished = pipeline::execute(&invocation, &mut messages);
     let line = OutcomeLine {
         exec: finished.exec,

@@ -122,6 +122,15 @@ pub struct Running {
     limit: Option<Limit>,
     output_bytes: u64,
     truncated: bool,
+    /// Output read from the sandbox and not yet passed on (stdout, stderr),
+    /// each at most one read: while one is not empty, that stream of the
+    /// sandbox is not read (back pressure reaches the MBU, never our memory).
+    unsent: [Vec<u8>; 2],
+    /// Whoever asked for this execution, as the write end of a pipe it
+    /// reads: when it is gone (the read end closed), the run is ended.
+    requester: Option<RawFd>,
+    /// When a cancelled run that ignored SIGTERM is killed.
+    cancel_kill_at: Option<Instant>,
     rusage: Option<(u32, u32)>,
 }
 
@@ -252,6 +261,9 @@ pub use crate::policy::DELEGATE_ENV;
 /// the caller first (see [`SignalForwarder`]) so that none is lost during setup.
 ///
 /// The sandbox dies with the calling *thread* (`PR_SET_PDEATHSIG`): call this
+/// How long a cancelled MBU has, after SIGTERM, before it is killed.
+pub const CANCEL_GRACE: Duration = Duration::from_secs(2);
+
 /// from a thread that outlives the execution.
 pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
     spawn_with(plan, Inherit::default())
@@ -354,6 +366,9 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
         limit: None,
         output_bytes: 0,
         truncated: false,
+        unsent: [Vec::new(), Vec::new()],
+        requester: None,
+        cancel_kill_at: None,
         rusage: None,
     })
 }
@@ -371,6 +386,23 @@ fn write_proc(pid: i32, name: &str, content: &str) -> Result<(), SandboxError> {
 pub struct Remains {
     outer: Option<i32>,
     cgroup: Option<Cgroup>,
+    unsent: Unsent,
+}
+
+/// Output the sandbox wrote that was not passed on by the time it ended
+/// (the reader was slow): at most one read per stream.
+#[derive(Debug, Default)]
+pub struct Unsent([Vec<u8>; 2]);
+
+impl Unsent {
+    /// Passes it on, waiting for the reader as long as it takes; called once
+    /// the end is recorded, so that a reader that never reads delays nothing
+    /// but itself. A reader that is gone gets nothing.
+    pub fn pass_on(self) {
+        for (fd, data) in [1, 2].into_iter().zip(self.0) {
+            let _ = sys::write_all(fd, &data);
+        }
+    }
 }
 
 impl Remains {
@@ -392,6 +424,11 @@ impl Drop for Remains {
 }
 
 impl Remains {
+    /// The output not yet passed on.
+    pub fn take_unsent(&mut self) -> Unsent {
+        std::mem::take(&mut self.unsent)
+    }
+
     /// Reaps and removes them on a thread of their own, so that the caller's
     /// end record goes to disk meanwhile; the guard waits for that thread
     /// when dropped, so nothing outlives the caller. (If no thread can be
@@ -639,6 +676,7 @@ impl Running {
         let mut remains = Remains {
             outer: Some(self.outer),
             cgroup: None,
+            unsent: Unsent(std::mem::take(&mut self.unsent)),
         };
         let status = match (self.emptied, &result) {
             (true, Ok(())) => None,
@@ -704,12 +742,50 @@ impl Running {
     }
 
     /// Passes a chunk of the MBU's output on, up to the output limit.
+    /// Passes on what our stream `to` (1 or 2), which poll found writable,
+    /// takes without blocking: at most `PIPE_BUF` bytes, which a writable
+    /// pipe takes whole. A reader that is gone gets nothing more (the bytes
+    /// still counted against the limit).
+    fn send_some(&mut self, to: i32) {
+        let Some(unsent) = self.unsent.get_mut(if to == 1 { 0 } else { 1 }) else {
+            return;
+        };
+        let piece = unsent.get(..unsent.len().min(libc::PIPE_BUF)).unwrap_or_default();
+        match sys::write_once(to, piece) {
+            Ok(n) => {
+                unsent.drain(..n.min(unsent.len()));
+            }
+            Err(libc::EAGAIN) => {}
+            Err(_) => unsent.clear(),
+        }
+    }
+
+    /// Whoever asked for the run is gone: the MBU gets SIGTERM (through
+    /// init), and SIGKILL after [`CANCEL_GRACE`] if it is still there.
+    fn cancel(&mut self) {
+        self.requester = None;
+        if self.limit.is_none() {
+            self.limit = Some(Limit::Cancelled);
+        }
+        self.forward(libc::SIGTERM);
+        self.cancel_kill_at = Some(Instant::now() + CANCEL_GRACE);
+    }
+
+    /// Ends the run when whoever asked for it is gone: `requester` is the
+    /// write end of a pipe it reads (the outcome pipe of `run
+    /// --outcome-fd`), which reports an error once nobody can read it.
+    pub fn cancel_when_gone(&mut self, requester: RawFd) {
+        self.requester = Some(requester);
+    }
+
+    /// Takes one read of the sandbox's stream `to` (1 or 2) to pass on, as
+    /// much of it as the output limit allows.
     fn pass_output(&mut self, to: i32, data: &[u8]) {
         let allowance = self.limits.output.saturating_sub(self.output_bytes);
         let n = data.len().min(usize::try_from(allowance).unwrap_or(usize::MAX));
-        // A closed stdout of our own caller is not the sandbox's problem: the
-        // bytes still count.
-        let _ = sys::write_all(to, data.get(..n).unwrap_or_default());
+        if let Some(unsent) = self.unsent.get_mut(if to == 1 { 0 } else { 1 }) {
+            unsent.extend_from_slice(data.get(..n).unwrap_or_default());
+        }
         self.output_bytes += n as u64;
         if n < data.len() {
             self.truncated = true;
@@ -757,6 +833,10 @@ impl Running {
             if now >= deadline && self.limit.is_none() {
                 self.kill_all(Limit::Timeout);
             }
+            if self.cancel_kill_at.is_some_and(|at| now >= at) {
+                self.cancel_kill_at = None;
+                let _ = sys::kill(self.init.unwrap_or(self.outer), libc::SIGKILL);
+            }
             if self.limit.is_none() && now >= next_cpu_check {
                 next_cpu_check = now + Duration::from_millis(100);
                 if let Some(ns) = self.cgroup.as_ref().and_then(Cgroup::cpu_ns) {
@@ -773,28 +853,43 @@ impl Running {
                 // Killed, or gone: just drain until everything has closed.
                 timeout = Duration::from_millis(100);
             }
+            // A stream of the sandbox is read only once what was read of it
+            // has been passed on; meanwhile our reader is waited for. Once
+            // the sandbox is gone, what is left in its pipes (no more than
+            // a pipe holds) is read all the same, to see them end.
+            let gone = !report_open || self.emptied;
+            let [unsent_out, unsent_err] = [0, 1].map(|i| self.unsent.get(i).is_some_and(|u| !u.is_empty()));
+            let [read_out, read_err] = [unsent_out, unsent_err].map(|unsent| !unsent || gone);
             let watch = [
-                Some(report_fd).filter(|_| report_open),
-                signals.map(|s| s.fd.as_raw_fd()),
-                out_fd,
-                err_fd,
-                wake_fd,
+                (Some(report_fd).filter(|_| report_open), libc::POLLIN),
+                (signals.map(|s| s.fd.as_raw_fd()), libc::POLLIN),
+                (out_fd.filter(|_| read_out), libc::POLLIN),
+                (err_fd.filter(|_| read_err), libc::POLLIN),
+                (wake_fd, libc::POLLIN),
+                (Some(1).filter(|_| unsent_out), libc::POLLOUT),
+                (Some(2).filter(|_| unsent_err), libc::POLLOUT),
+                // Only POLLERR/POLLHUP: the requester's read end closed.
+                (self.requester, 0),
             ];
             let mut fds: Vec<libc::pollfd> = watch
                 .iter()
-                .flatten()
-                .map(|&fd| libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
+                .filter_map(|&(fd, events)| fd.map(|fd| libc::pollfd { fd, events, revents: 0 }))
                 .collect();
             let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX).max(1);
             sys::poll_readable(&mut fds, ms).map_err(SandboxError::Report)?;
             let ready = |fd: Option<i32>| {
                 fd.and_then(|fd| fds.iter().find(|p| p.fd == fd))
-                    .is_some_and(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+                    .is_some_and(|p| p.revents & (libc::POLLIN | libc::POLLOUT | libc::POLLHUP | libc::POLLERR) != 0)
             };
+            if ready(self.requester) {
+                self.cancel();
+            }
+            if unsent_out && ready(Some(1)) {
+                self.send_some(1);
+            }
+            if unsent_err && ready(Some(2)) {
+                self.send_some(2);
+            }
             // Reports first: a signal or a line of output that arrived with
             // them must see their effect (init's pid, above all).
             if report_open && ready(Some(report_fd)) {
@@ -836,7 +931,7 @@ impl Running {
                     Err(e) => return Err(SandboxError::Report(std::io::Error::from_raw_os_error(e))),
                 }
             }
-            for (fd, to) in [(out_fd, 1), (err_fd, 2)] {
+            for (fd, to) in [(out_fd.filter(|_| read_out), 1), (err_fd.filter(|_| read_err), 2)] {
                 if !ready(fd) {
                     continue;
                 }
@@ -862,7 +957,8 @@ impl Running {
 /// Runs `plan` to completion with the caller's stdio, forwarding signals;
 /// file events are dropped.
 pub fn run(plan: &SetupPlan, signals: Option<&SignalForwarder>) -> Result<Outcome, SandboxError> {
-    spawn(plan)?
-        .wait(signals, &mut |_| {})
-        .map(|(outcome, _remains)| outcome)
+    spawn(plan)?.wait(signals, &mut |_| {}).map(|(outcome, mut remains)| {
+        remains.take_unsent().pass_on();
+        outcome
+    })
 }

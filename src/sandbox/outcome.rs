@@ -35,6 +35,9 @@ pub enum Limit {
     FileSize,
     /// More than `output` bytes were written; the rest was cut.
     Output,
+    /// Whoever asked for the execution (a daemon's client, a delegating
+    /// parent) went away: it was ended (SIGTERM, SIGKILL after a grace).
+    Cancelled,
 }
 
 impl Limit {
@@ -49,6 +52,7 @@ impl Limit {
             Limit::Pids => format!("limits.pids = {}", l.pids),
             Limit::FileSize => format!("limits.file_size = {}", format_size(l.file_size)),
             Limit::Output => format!("limits.output = {}", format_size(l.output)),
+            Limit::Cancelled => "its requester went away".to_string(),
         }
     }
 
@@ -61,6 +65,7 @@ impl Limit {
             Limit::Pids => "pids",
             Limit::FileSize => "file_size",
             Limit::Output => "output",
+            Limit::Cancelled => "cancelled",
         }
     }
 }

@@ -76,6 +76,19 @@ pub fn write_all(fd: RawFd, buf: &[u8]) -> SysResult<()> {
     Ok(())
 }
 
+/// One `write`, `EINTR` retried: how many bytes of `buf` it took.
+pub fn write_once(fd: RawFd, buf: &[u8]) -> SysResult<usize> {
+    retry(|| {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(errno())
+        } else {
+            Ok(n.cast_unsigned())
+        }
+    })
+}
+
 /// Reads into `buf` until it is full or end of file; returns the bytes read
 /// (child-safe).
 pub fn read_full(fd: RawFd, buf: &mut [u8]) -> SysResult<usize> {

@@ -271,3 +271,49 @@ fn cgroups_left_by_killed_supervisors_are_removed_by_a_later_run() {
     }
     assert_eq!(exists, [false, true, true], "abandoned, live, recent");
 }
+
+/// A reader that never reads holds up only itself: the MBU blocks on its
+/// output, the wall limit still ends it, and the end is on disk while the
+/// reader has still read nothing; what was left is passed on once it reads.
+#[test]
+fn a_reader_that_never_reads_stops_neither_the_wall_limit_nor_the_end_record() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::{Duration, Instant};
+    let p = write_profile(
+        "stalled",
+        "extends = \"base/python\"\n[mbu]\nname = \"stalled\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\", \"-B\"]\n\
+         [limits]\nwall_seconds = 2\noutput = \"64M\"\n",
+    );
+    for who in identities() {
+        let dir = scratch_dir("stalled");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let log = dir.join("audit.jsonl");
+        let started = Instant::now();
+        let child = ninewall(who)
+            .args(["run", "--profile"])
+            .arg(&p)
+            .arg("--audit-log")
+            .arg(&log)
+            .args(["--", "-c", "while True: print('x' * 4096)"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let ended = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("\"kind\":\"exec.end\"")) {
+                break line.to_string();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{who:?}: no end recorded while the reader does not read"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(ended.contains("\"reason\":\"timeout\""), "{who:?}: {ended}");
+        let r = Run::from_output(child.wait_with_output().unwrap());
+        r.assert_code(124);
+        assert!(r.stdout.len() > 64 * 1024, "{who:?}: what was held back is passed on");
+    }
+}
