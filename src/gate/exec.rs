@@ -43,7 +43,15 @@ pub struct WireRequest {
     /// A host directory to use as the workspace (daemon only).
     #[serde(default)]
     pub workspace: Option<PathBuf>,
+    /// The protocol: 1 (the default), one answer line with the output in it;
+    /// 2 (daemon only), the output streamed in frames (see [`Started::stream`]).
+    #[serde(default)]
+    pub v: Option<u32>,
 }
+
+/// Most bytes of stdout and of stderr one answer line of protocol 1 carries;
+/// the rest is cut (and said). Protocol 2 streams any amount.
+pub const V1_OUTPUT_CAP: u64 = 256 << 10;
 
 /// The answer, one JSON line.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -71,6 +79,9 @@ pub struct WireResponse {
     /// What ninewall itself said about the execution.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub messages: Vec<String>,
+    /// The protocol, when it is not 1: on protocol 2's first line and end line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v: Option<u32>,
 }
 
 impl WireResponse {
@@ -81,6 +92,24 @@ impl WireResponse {
             error: Some(error.to_string()),
             ..WireResponse::default()
         }
+    }
+
+    /// Protocol 2's first line: the execution runs, its output follows.
+    pub fn started() -> WireResponse {
+        WireResponse {
+            ok: true,
+            v: Some(2),
+            ..WireResponse::default()
+        }
+    }
+
+    /// Writes the response as one line, encoded straight onto `w` (no copy
+    /// of the whole line is held).
+    pub fn write_to(&self, w: impl Write) -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::new(w);
+        serde_json::to_writer(&mut w, self).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")?;
+        w.flush()
     }
 
     /// The response as one line, newline included.
@@ -136,13 +165,25 @@ pub struct Workspace<'a> {
     pub fd: std::os::fd::BorrowedFd<'a>,
 }
 
-/// The running supervisor of an [`Execution`]; [`Started::finish`] collects it.
+/// The running supervisor of an [`Execution`]; [`Started::finish`] collects
+/// it into one answer, [`Started::stream`] passes its output on as it comes.
 pub struct Started {
     child: std::process::Child,
     handle: Option<crate::sys::ProcessHandle>,
-    outcome: std::fs::File,
-    readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
+    /// The supervisor's outcome pipe; closing it lets the supervisor go.
+    outcome: Option<std::fs::File>,
+    cap: u64,
     writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How a streamed execution ended for its client.
+#[derive(Debug)]
+pub enum Streamed {
+    /// All output was passed on; this is the end line's content.
+    Ended(WireResponse),
+    /// The client hung up (or stopped reading while the daemon drains): the
+    /// supervisor was let go, and ends the run as cancelled.
+    ClientGone,
 }
 
 impl Execution<'_> {
@@ -198,17 +239,6 @@ impl Execution<'_> {
             }
             spawned?
         };
-        let cap = self.output_cap;
-        let mut readers = Vec::new();
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            readers.push(std::thread::spawn(move || read_capped(stream, cap)));
-        }
         let writer = child.stdin.take().map(|mut w| {
             let input = self.stdin.to_vec();
             std::thread::spawn(move || {
@@ -221,8 +251,8 @@ impl Execution<'_> {
                 .ok()
                 .and_then(|pid| crate::sys::ProcessHandle::open(pid).ok()),
             child,
-            outcome: std::fs::File::from(outcome_r),
-            readers,
+            outcome: Some(std::fs::File::from(outcome_r)),
+            cap: self.output_cap,
             writer,
         })
     }
@@ -234,13 +264,45 @@ impl Started {
         self.handle.clone()
     }
 
-    /// Waits for the supervisor and builds the answer.
+    /// Waits for the supervisor and builds the answer, with at most `cap`
+    /// bytes of each stream (the rest is read and dropped, so the supervisor
+    /// is never held up by us).
     pub fn finish(mut self) -> WireResponse {
+        let cap = self.cap;
+        let readers: Vec<_> = [
+            self.child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            self.child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|stream| std::thread::spawn(move || read_capped(stream, cap)))
+        .collect();
+        let mut outputs = readers.into_iter().map(|h| h.join().unwrap_or_default());
+        let (stdout, stdout_cut) = outputs.next().unwrap_or_default();
+        let (stderr, stderr_cut) = outputs.next().unwrap_or_default();
+        let mut answer = self.end();
+        if answer.exec.is_some() {
+            answer.stdout = Some(String::from_utf8_lossy(&stdout).into_owned());
+            answer.stderr = Some(String::from_utf8_lossy(&stderr).into_owned());
+            for (name, cut) in [("stdout", stdout_cut), ("stderr", stderr_cut)] {
+                if cut {
+                    answer.messages.push(format!(
+                        "{name} cut after {cap} bytes in this answer; ask with \"v\": 2 to have all of it streamed"
+                    ));
+                }
+            }
+        }
+        answer
+    }
+
+    /// Once its output is all read: the supervisor's outcome, as an answer
+    /// without the output.
+    fn end(&mut self) -> WireResponse {
         let mut text = Vec::new();
-        let read = (&mut self.outcome).take(1 << 20).read_to_end(&mut text);
-        let mut outputs = self.readers.into_iter().map(|h| h.join().unwrap_or_default());
-        let stdout = outputs.next().unwrap_or_default();
-        let stderr = outputs.next().unwrap_or_default();
+        let read = match self.outcome.take() {
+            Some(outcome) => outcome.take(1 << 20).read_to_end(&mut text),
+            None => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+        };
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
@@ -264,12 +326,117 @@ impl Started {
             exec: o.exec,
             exit_code: Some(o.exit_code),
             limit: o.limit,
-            stdout: Some(String::from_utf8_lossy(&stdout).into_owned()),
-            stderr: Some(String::from_utf8_lossy(&stderr).into_owned()),
+            stdout: None,
+            stderr: None,
             messages: o.messages,
+            v: None,
         }
     }
+
+    /// Passes the output on to `client` as it comes, in frames (protocol
+    /// 2): a byte saying which stream (`o` stdout, `e` stderr), its length
+    /// (4 bytes, big-endian) and that many bytes, raw. At most one frame is
+    /// held: while the client has not taken it, the supervisor's pipes are
+    /// not read, so a client that does not read stalls its own execution
+    /// (which the supervisor still ends at its wall limit), never our
+    /// memory. A client that hangs up lets the supervisor go (it then ends
+    /// the run, recorded as cancelled). `draining` is asked now and then: a
+    /// client that has not taken a frame for a second while it says yes is
+    /// treated as gone.
+    pub fn stream(mut self, client: &std::os::unix::net::UnixStream, draining: &dyn Fn() -> bool) -> Streamed {
+        use std::os::fd::OwnedFd;
+        let mut pipes: [Option<OwnedFd>; 2] = [
+            self.child.stdout.take().map(OwnedFd::from),
+            self.child.stderr.take().map(OwnedFd::from),
+        ];
+        let mut frame: Vec<u8> = Vec::with_capacity(FRAME_DATA + 5);
+        let mut sent = 0;
+        let mut chunk = vec![0u8; FRAME_DATA];
+        let mut stalled_since: Option<std::time::Instant> = None;
+        let gone = loop {
+            if pipes.iter().all(Option::is_none) && sent == frame.len() {
+                break false;
+            }
+            let pending = sent < frame.len();
+            let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
+                fd: client.as_raw_fd(),
+                // Asked to write only with a frame to send; a hang-up is
+                // reported either way.
+                events: if pending { libc::POLLOUT } else { 0 },
+                revents: 0,
+            }];
+            if !pending {
+                fds.extend(pipes.iter().flatten().map(|p| libc::pollfd {
+                    fd: p.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                }));
+            }
+            if crate::sys::poll_readable(&mut fds, 200).is_err() {
+                break true;
+            }
+            let client_ready = fds.first().map_or(0, |p| p.revents);
+            if client_ready & (libc::POLLHUP | libc::POLLERR) != 0 {
+                break true;
+            }
+            if pending {
+                if client_ready & libc::POLLOUT != 0 {
+                    match crate::sys::send_nowait(client.as_raw_fd(), frame.get(sent..).unwrap_or_default()) {
+                        Ok(n) => {
+                            sent += n;
+                            stalled_since = None;
+                        }
+                        Err(libc::EAGAIN) => {}
+                        Err(_) => break true,
+                    }
+                }
+                let since = *stalled_since.get_or_insert_with(std::time::Instant::now);
+                if sent < frame.len() && draining() && since.elapsed() > std::time::Duration::from_secs(1) {
+                    break true;
+                }
+                continue;
+            }
+            for (i, kind) in [(0, b'o'), (1, b'e')] {
+                let Some(fd) = pipes.get(i).and_then(Option::as_ref).map(AsRawFd::as_raw_fd) else {
+                    continue;
+                };
+                let readable = fds
+                    .iter()
+                    .skip(1)
+                    .any(|p| p.fd == fd && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0);
+                if !readable || sent < frame.len() {
+                    continue;
+                }
+                match crate::sys::read_once(fd, &mut chunk) {
+                    Ok(0) | Err(_) => {
+                        if let Some(p) = pipes.get_mut(i) {
+                            *p = None;
+                        }
+                    }
+                    Ok(n) => {
+                        frame.clear();
+                        sent = 0;
+                        frame.push(kind);
+                        frame.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
+                        frame.extend_from_slice(chunk.get(..n).unwrap_or_default());
+                    }
+                }
+            }
+        };
+        if gone {
+            // The supervisor's requester is gone: it sees its outcome pipe
+            // and output pipes closed, ends the run and records it.
+            drop(pipes);
+            self.outcome.take();
+            let _ = self.child.wait();
+            return Streamed::ClientGone;
+        }
+        Streamed::Ended(self.end())
+    }
 }
+
+/// Most bytes of output one frame carries.
+const FRAME_DATA: usize = 64 * 1024;
 
 /// Reads request lines from a stream, each bounded in size and, optionally,
 /// in the time it may take to arrive whole (a per-read timeout alone would let
@@ -349,11 +516,11 @@ impl LineReader {
     }
 }
 
-fn read_capped(stream: impl Read, cap: u64) -> Vec<u8> {
+fn read_capped(stream: impl Read, cap: u64) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut limited = stream.take(cap);
     let _ = limited.read_to_end(&mut kept);
     // Drain the rest so the writer is never blocked by us.
-    let _ = std::io::copy(&mut limited.into_inner(), &mut std::io::sink());
-    kept
+    let dropped = std::io::copy(&mut limited.into_inner(), &mut std::io::sink()).unwrap_or(0);
+    (kept, dropped > 0)
 }

@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::exec::{Execution, LineReader, NextLine, WireRequest, WireResponse, Workspace, MAX_REQUEST_BYTES};
+use super::exec::{
+    Execution, LineReader, NextLine, Started, Streamed, WireRequest, WireResponse, Workspace, MAX_REQUEST_BYTES,
+    V1_OUTPUT_CAP,
+};
 use super::{Gate, Peer, Worker};
 use crate::provenance::Lineage;
 use crate::provenance::{self, AuditLog};
@@ -358,7 +361,12 @@ fn client(shared: &Shared, stream: UnixStream, peer: &Peer, slot: Slot) {
             break;
         }
         let (answer, close) = match reader.next_line(MAX_REQUEST_BYTES, Some(shared.cfg.request_timeout)) {
-            NextLine::Line(line) => request(shared, peer, &worker, &line),
+            NextLine::Line(line) => match request(shared, peer, &worker, &line, &writer) {
+                (Some(answer), close) => (answer, close),
+                // Answered as it ran (protocol 2).
+                (None, false) => continue,
+                (None, true) => break,
+            },
             NextLine::TooLong => (
                 WireResponse::refused(format!("request longer than {MAX_REQUEST_BYTES} bytes")),
                 true,
@@ -376,7 +384,7 @@ fn client(shared: &Shared, stream: UnixStream, peer: &Peer, slot: Slot) {
             ),
             NextLine::End | NextLine::Idle => break,
         };
-        if writer.write_all(answer.line().as_bytes()).is_err() {
+        if answer.write_to(&writer).is_err() {
             break;
         }
         if close {
@@ -417,30 +425,106 @@ fn forget(shared: &Shared, id: u64) {
     }
 }
 
-/// One request line: its answer, and whether the connection ends with it
-/// (a line that is not a request).
-fn request(shared: &Shared, peer: &Peer, worker: &Worker, line: &[u8]) -> (WireResponse, bool) {
+/// One request line: its answer (`None` when it was answered as it ran,
+/// protocol 2), and whether the connection ends with it (a line that is not
+/// a request, a client that hung up).
+fn request(
+    shared: &Shared,
+    peer: &Peer,
+    worker: &Worker,
+    line: &[u8],
+    client: &UnixStream,
+) -> (Option<WireResponse>, bool) {
     let req: WireRequest = match serde_json::from_slice(line) {
         Ok(r) => r,
-        Err(e) => return (WireResponse::refused(format!("not a request: {e}")), true),
+        Err(e) => return (Some(WireResponse::refused(format!("not a request: {e}"))), true),
     };
-    (answer(shared, peer, worker, &req), false)
+    if !matches!(req.v, None | Some(1 | 2)) {
+        let why = format!("protocol version {} is not served; valid: 1, 2", req.v.unwrap_or(0));
+        return (Some(WireResponse::refused(why)), true);
+    }
+    let flight = match start(shared, peer, worker, &req) {
+        Ok(f) => f,
+        Err(refusal) => return (Some(WireResponse::refused(refusal)), false),
+    };
+    if req.v != Some(2) {
+        return (Some(flight.finish()), false);
+    }
+    // Protocol 2: a first line that says it runs, its output in frames,
+    // then the end line (the caller writes it).
+    if WireResponse::started().write_to(client).is_err() {
+        return (None, true);
+    }
+    match flight.stream(client, &|| shared.draining.load(Ordering::SeqCst)) {
+        Streamed::Ended(mut end) => {
+            end.v = Some(2);
+            (Some(end), false)
+        }
+        Streamed::ClientGone => (None, true),
+    }
 }
 
-fn answer(shared: &Shared, peer: &Peer, worker: &Worker, req: &WireRequest) -> WireResponse {
+/// An execution started for a client: known to the daemon (to end it when
+/// draining) until it is collected.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    key: u64,
+    started: Option<Started>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(shared: &'a Shared, started: Started) -> InFlight<'a> {
+        let key = shared.next.fetch_add(1, Ordering::Relaxed);
+        if let (Ok(mut r), Some(h)) = (shared.running.lock(), started.handle()) {
+            r.insert(key, h);
+        }
+        InFlight {
+            shared,
+            key,
+            started: Some(started),
+        }
+    }
+
+    /// Protocol 1: the whole answer at the end.
+    fn finish(mut self) -> WireResponse {
+        self.started
+            .take()
+            .map_or_else(|| WireResponse::refused("no execution"), Started::finish)
+    }
+
+    /// Protocol 2: the output as it comes.
+    fn stream(mut self, client: &UnixStream, draining: &dyn Fn() -> bool) -> Streamed {
+        match self.started.take() {
+            Some(s) => s.stream(client, draining),
+            None => Streamed::ClientGone,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut r) = self.shared.running.lock() {
+            r.remove(&self.key);
+        }
+    }
+}
+
+/// Checks a request with the gate and starts its supervisor; or why not
+/// (a refusal is recorded).
+fn start<'a>(shared: &'a Shared, peer: &Peer, worker: &Worker, req: &WireRequest) -> Result<InFlight<'a>, String> {
     let refuse = |why: String, worker: Option<&str>| {
         record_refusal(shared, peer, worker, Some(&req.mbu), &why);
-        WireResponse::refused(why)
+        why
     };
     let grant = match shared.gate.grant(worker, &req.mbu) {
         Ok(g) => g,
-        Err(r) => return refuse(r.to_string(), Some(&worker.name)),
+        Err(r) => return Err(refuse(r.to_string(), Some(&worker.name))),
     };
     // Opened here, once, as the client: the supervisor gets this descriptor
     // and resolves no path again.
     let workspace = match req.workspace.as_deref().map(|ws| open_workspace(ws, peer)).transpose() {
         Ok(w) => w,
-        Err(why) => return refuse(format!("workspace: {why}"), Some(&worker.name)),
+        Err(why) => return Err(refuse(format!("workspace: {why}"), Some(&worker.name))),
     };
     // The profile itself is loaded and validated once, by the supervisor:
     // the gate decided by role, not by its contents.
@@ -459,21 +543,13 @@ fn answer(shared: &Shared, peer: &Peer, worker: &Worker, req: &WireRequest) -> W
         workspace: workspace.as_ref().map(|(path, fd)| Workspace { path, fd: fd.as_fd() }),
         audit_log: &shared.children_log,
         lineage: &lineage,
-        output_cap: grant.output_limit,
+        // Protocol 1 holds the output for its one answer line: bounded.
+        output_cap: grant.output_limit.min(V1_OUTPUT_CAP),
     };
-    let started = match exec.start() {
-        Ok(s) => s,
-        Err(e) => return WireResponse::refused(format!("cannot start the supervisor: {e}")),
-    };
-    let key = shared.next.fetch_add(1, Ordering::Relaxed);
-    if let (Ok(mut r), Some(h)) = (shared.running.lock(), started.handle()) {
-        r.insert(key, h);
+    match exec.start() {
+        Ok(started) => Ok(InFlight::new(shared, started)),
+        Err(e) => Err(format!("cannot start the supervisor: {e}")),
     }
-    let answer = started.finish();
-    if let Ok(mut r) = shared.running.lock() {
-        r.remove(&key);
-    }
-    answer
 }
 
 /// Opens the workspace a client names, as that client: with its uid, gid

@@ -76,6 +76,28 @@ pub fn write_all(fd: RawFd, buf: &[u8]) -> SysResult<()> {
     Ok(())
 }
 
+/// One `send` on a connected socket that neither blocks nor raises SIGPIPE
+/// (`MSG_DONTWAIT | MSG_NOSIGNAL`): how many bytes of `buf` it took; `EAGAIN`
+/// when it would have blocked.
+pub fn send_nowait(sock: RawFd, buf: &[u8]) -> SysResult<usize> {
+    retry(|| {
+        // SAFETY: the pointer and length describe `buf`.
+        let n = unsafe {
+            libc::send(
+                sock,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            Err(errno())
+        } else {
+            Ok(n.cast_unsigned())
+        }
+    })
+}
+
 /// One `write`, `EINTR` retried: how many bytes of `buf` it took.
 pub fn write_once(fd: RawFd, buf: &[u8]) -> SysResult<usize> {
     retry(|| {

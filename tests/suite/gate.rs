@@ -1290,3 +1290,193 @@ fn the_daemon_refuses_a_socket_another_user_could_have_taken() {
     assert_eq!(r.code, 2, "{r:#?}");
     assert!(r.stderr.contains("XDG_RUNTIME_DIR is not set"), "{r:#?}");
 }
+
+/// A protocol-2 client: sends one request line, then, by its mode,
+/// - `read`: reads the first line, the frames and the end line, and prints
+///   them as one JSON object (the streams hex-encoded);
+/// - `stall`: prints "sent" and reads nothing until its stdin closes;
+/// - `hangup`: reads the first line, prints it and closes the connection.
+const V2_CLIENT_PY: &str = r#"
+import json, socket, struct, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+mode = sys.argv[2]
+s.sendall(sys.stdin.buffer.readline())
+if mode == "stall":
+    print("sent", flush=True)
+    sys.stdin.read()
+    sys.exit(0)
+f = s.makefile("rb")
+first = json.loads(f.readline())
+if mode == "hangup" or not first.get("ok"):
+    print(json.dumps({"first": first}), flush=True)
+    s.close()
+    sys.stdin.read()
+    sys.exit(0)
+streams = {b"o": b"", b"e": b""}
+frames = 0
+while True:
+    kind = f.read(1)
+    if kind == b"{":
+        end = json.loads(b"{" + f.readline())
+        break
+    (n,) = struct.unpack(">I", f.read(4))
+    streams[kind] += f.read(n)
+    frames += 1
+print(json.dumps({"first": first, "stdout": streams[b"o"].hex(), "stderr": streams[b"e"].hex(), "frames": frames, "end": end}))
+"#;
+
+fn v2_client(who: Who, socket: &Path, mode: &str, request: &Value) -> Child {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.args(["-I", "-S", "-c", V2_CLIENT_PY])
+        .arg(socket)
+        .arg(mode)
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Who::User { uid, gid } = who {
+        cmd.uid(uid).gid(gid);
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(format!("{request}\n").as_bytes())
+        .unwrap();
+    child
+}
+
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.as_mut().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    line
+}
+
+/// Protocol 2: output streamed in frames arrives byte for byte, every byte
+/// value on both streams, then the end line with the outcome.
+#[test]
+fn streamed_output_arrives_byte_for_byte() {
+    let who = agent();
+    let policy = analyst_policy("daemon-v2-bytes", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let code = "import sys\nb = bytes(range(256))\nfor _ in range(300): sys.stdout.buffer.write(b); sys.stdout.flush()\nsys.stderr.buffer.write(b[::-1])\nsys.exit(3)";
+    let mut c = v2_client(
+        who,
+        &d.socket,
+        "read",
+        &json!({"v": 2, "mbu": "reason", "args": ["-c", code]}),
+    );
+    drop(c.stdin.take());
+    let got: Value = serde_json::from_str(&first_line(&mut c)).unwrap();
+    c.wait().unwrap();
+    d.stop();
+    assert_eq!(got["first"], json!({"ok": true, "v": 2}), "{got:#}");
+    let all: Vec<u8> = (0..=255u8).collect();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(got["stdout"], hex(&all.repeat(300)), "stdout, {} frames", got["frames"]);
+    let reversed: Vec<u8> = all.iter().rev().copied().collect();
+    assert_eq!(got["stderr"], hex(&reversed));
+    assert_eq!(got["end"]["exit_code"], 3, "{got:#}");
+    assert_eq!(got["end"]["v"], 2);
+    assert!(got["end"]["exec"].is_string());
+    verify(&d.log);
+}
+
+/// A client that hangs up mid-run cancels its execution: nothing of it is
+/// left running, and the log, which verifies, records the end as cancelled.
+#[test]
+fn a_client_that_hangs_up_cancels_its_execution_and_the_log_says_so() {
+    let who = agent();
+    let policy = analyst_policy("daemon-v2-hangup", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let marker = format!("hangup-marker-{}", unique());
+    let code = format!("import time\n# {marker}\nprint('started', flush=True)\ntime.sleep(60)");
+    let mut c = v2_client(
+        who,
+        &d.socket,
+        "hangup",
+        &json!({"v": 2, "mbu": "reason", "args": ["-c", code]}),
+    );
+    let first: Value = serde_json::from_str(&first_line(&mut c)).unwrap();
+    assert_eq!(first["first"]["ok"], true, "{first:#}");
+    wait_until("the MBU runs", || !host_processes_with(&marker).is_empty());
+    drop(c.stdin.take());
+    c.wait().unwrap();
+    wait_until("the execution ends", || {
+        records(&d.log).iter().any(|r| r["kind"] == "exec.end")
+    });
+    wait_until("nothing of it is left", || host_processes_with(&marker).is_empty());
+    d.stop();
+    let recs = records(&d.log);
+    let end = recs.iter().find(|r| r["kind"] == "exec.end").unwrap();
+    assert_eq!(end["reason"], "cancelled", "{end:#}");
+    verify(&d.log);
+}
+
+/// 16 clients that ask for 8 MiB of output each (control bytes, which cost
+/// 6 bytes each in a JSON string) and never read it hold no more than one
+/// frame each in the daemon: its RSS stays under 64 MiB, and another client
+/// is served meanwhile. When they hang up, their executions are cancelled.
+#[test]
+fn clients_that_never_read_their_output_do_not_swell_the_daemon() {
+    let who = agent();
+    let policy = analyst_policy("daemon-v2-stall", who);
+    let mut d = Daemon::start(&policy, &["--max-clients-per-uid", "32"]);
+    let code = "import sys\nb = bytes(1 << 20)\nfor _ in range(8): sys.stdout.buffer.write(b)";
+    let mut stalled: Vec<Child> = (0..16)
+        .map(|_| {
+            v2_client(
+                who,
+                &d.socket,
+                "stall",
+                &json!({"v": 2, "mbu": "reason", "args": ["-c", code]}),
+            )
+        })
+        .collect();
+    for c in &mut stalled {
+        assert_eq!(first_line(c).trim(), "sent");
+    }
+    wait_until("16 executions run", || {
+        records(&d.log).iter().filter(|r| r["kind"] == "exec.start").count() >= 16
+    });
+    // Let them fill every pipe and buffer they can.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_kib = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", d.pid()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
+    };
+    let rss = rss_kib();
+    eprintln!("daemon RSS with 16 stalled clients: {rss} KiB");
+    let a = ask(
+        who,
+        &d.socket,
+        &[json!({"mbu": "reason", "args": ["-c", "print('served')"]})],
+    );
+    assert_eq!(a[0]["stdout"], "served\n", "{a:#?}");
+    assert!(
+        rss < 64 * 1024,
+        "daemon RSS {rss} KiB with 16 stalled clients of 8 MiB each"
+    );
+    for mut c in stalled {
+        drop(c.stdin.take());
+        c.wait().unwrap();
+    }
+    wait_until("the stalled executions end", || {
+        records(&d.log).iter().filter(|r| r["kind"] == "exec.end").count() >= 17
+    });
+    d.stop();
+    let recs = records(&d.log);
+    let cancelled = recs
+        .iter()
+        .filter(|r| r["kind"] == "exec.end" && r["reason"] == "cancelled")
+        .count();
+    assert_eq!(cancelled, 16, "{recs:#?}");
+    verify(&d.log);
+}
