@@ -121,6 +121,54 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// Longest string a record carries whole when someone else chose it (a
+/// client's MBU name, an argument): longer ones are recorded by
+/// [`bounded`].
+pub const RECORDED_STRING_MAX: usize = 256;
+/// Most arguments an `exec.start` record lists one by one.
+const RECORDED_ARGS_MAX: usize = 64;
+
+/// A string someone else chose, as a record carries it: whole up to
+/// [`RECORDED_STRING_MAX`] bytes; beyond, its first 64 characters, its
+/// length and its SHA-256, which identify it without letting it fill the
+/// log.
+pub fn bounded(text: &str) -> Value {
+    if text.len() <= RECORDED_STRING_MAX {
+        return Value::String(text.to_string());
+    }
+    let prefix: String = text.chars().take(64).collect();
+    json!({"prefix": prefix, "bytes": text.len(), "sha256": sha256_hex(text.as_bytes())})
+}
+
+/// A list of strings someone else chose (an argv): each [`bounded`], and
+/// past [`RECORDED_ARGS_MAX`] items, the rest as a count and the SHA-256 of
+/// them NUL-joined.
+pub fn bounded_list(items: &[String]) -> Value {
+    let listed: Vec<Value> = items.iter().take(RECORDED_ARGS_MAX).map(|a| bounded(a)).collect();
+    let Some(rest) = items.get(RECORDED_ARGS_MAX..).filter(|r| !r.is_empty()) else {
+        return Value::Array(listed);
+    };
+    json!({
+        "first": listed,
+        "more": rest.len(),
+        "more_sha256": sha256_hex(rest.join("\0").as_bytes()),
+    })
+}
+
+/// A [`bounded`] string as a human reads it.
+pub fn bounded_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => format!(
+            "{}… ({} bytes, sha256 {})",
+            o.get("prefix").and_then(Value::as_str).unwrap_or(""),
+            o.get("bytes").map_or_else(|| "?".to_string(), Value::to_string),
+            o.get("sha256").and_then(Value::as_str).unwrap_or("?")
+        ),
+        _ => "?".to_string(),
+    }
+}
+
 /// The time as RFC 3339 UTC with nanoseconds (fixed width, so ids sort).
 pub fn now_rfc3339() -> String {
     rfc3339(
@@ -409,16 +457,16 @@ pub fn gate_refusals(text: &[u8]) -> Vec<Value> {
 pub fn describe_refusal(r: &Value) -> String {
     let text = |p: &str| r.pointer(p).and_then(Value::as_str).unwrap_or("?").to_string();
     let num = |p: &str| r.pointer(p).map_or("?".to_string(), Value::to_string);
-    let asked = match r.pointer("/mbu").and_then(Value::as_str) {
-        Some(mbu) => format!("asked for {mbu}"),
-        None => "connected".to_string(),
+    let asked = match r.pointer("/mbu") {
+        Some(mbu) if !mbu.is_null() => format!("asked for {}", bounded_text(mbu)),
+        _ => "connected".to_string(),
     };
     format!(
         "{} refused  uid {} (worker {}) {asked}: {}",
         text("/time"),
         num("/client/uid"),
         r.pointer("/worker").and_then(Value::as_str).unwrap_or("none"),
-        text("/reason")
+        r.pointer("/reason").map_or_else(|| "?".to_string(), bounded_text)
     )
 }
 
@@ -558,7 +606,7 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
         "role": l.role,
         "mbu": policy.name,
         "profile": {"files": files, "sha256": cx.profile_sha256},
-        "argv": plan.argv,
+        "argv": bounded_list(&plan.argv),
         "program": plan.program,
         "workspace": cx.workspace,
         "walls": {

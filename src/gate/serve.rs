@@ -73,6 +73,8 @@ struct Shared {
     clients: Mutex<HashMap<u64, UnixStream>>,
     /// Open connections per client uid.
     per_uid: Mutex<HashMap<u32, usize>>,
+    /// How many refusals each client uid may still have recorded one by one.
+    refusals: Mutex<HashMap<u32, RefusalBudget>>,
     next: AtomicU64,
 }
 
@@ -129,6 +131,7 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
         running: Mutex::new(HashMap::new()),
         clients: Mutex::new(HashMap::new()),
         per_uid: Mutex::new(HashMap::new()),
+        refusals: Mutex::new(HashMap::new()),
         next: AtomicU64::new(0),
     });
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
@@ -230,6 +233,7 @@ fn drain(shared: &Shared, listener: UnixListener, threads: Vec<std::thread::Join
     for t in threads {
         let _ = t.join();
     }
+    record_suppressed(shared);
     say("stopped");
 }
 
@@ -514,7 +518,12 @@ impl Drop for InFlight<'_> {
 fn start<'a>(shared: &'a Shared, peer: &Peer, worker: &Worker, req: &WireRequest) -> Result<InFlight<'a>, String> {
     let refuse = |why: String, worker: Option<&str>| {
         record_refusal(shared, peer, worker, Some(&req.mbu), &why);
-        why
+        // What the client chose comes back bounded too.
+        if why.len() > provenance::RECORDED_STRING_MAX * 4 {
+            provenance::bounded_text(&provenance::bounded(&why))
+        } else {
+            why
+        }
     };
     let grant = match shared.gate.grant(worker, &req.mbu) {
         Ok(g) => g,
@@ -600,21 +609,86 @@ fn open_workspace(dir: &Path, peer: &Peer) -> Result<(PathBuf, OwnedFd), String>
     Ok((dir.to_path_buf(), fd))
 }
 
+/// Refusals of one client uid recorded one by one: a burst of
+/// [`REFUSAL_BURST`], then one a second; the others are counted, and the
+/// count goes into the next record (or a record of its own when the daemon
+/// stops).
+struct RefusalBudget {
+    tokens: f64,
+    refilled: Instant,
+    suppressed: u64,
+}
+
+const REFUSAL_BURST: f64 = 10.0;
+
+impl RefusalBudget {
+    /// Whether this refusal is recorded; if so, how many were not since.
+    fn spend(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64()).min(REFUSAL_BURST);
+        self.refilled = now;
+        if self.tokens < 1.0 {
+            self.suppressed += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+/// Records a refusal (`gate.refused`), what the client chose in it bounded
+/// ([`provenance::bounded`]), within the client's [`RefusalBudget`].
 fn record_refusal(shared: &Shared, peer: &Peer, worker: Option<&str>, mbu: Option<&str>, why: &str) {
+    let suppressed = match shared.refusals.lock() {
+        Ok(mut budgets) => budgets
+            .entry(peer.uid)
+            .or_insert_with(|| RefusalBudget {
+                tokens: REFUSAL_BURST,
+                refilled: Instant::now(),
+                suppressed: 0,
+            })
+            .spend(),
+        Err(_) => Some(0),
+    };
+    let Some(suppressed) = suppressed else { return };
     let record = json!({
         "kind": "gate.refused",
         "time": provenance::now_rfc3339(),
         "client": {"uid": peer.uid, "gid": peer.gid},
         "worker": worker,
-        "mbu": mbu,
-        "reason": why,
+        "mbu": mbu.map(provenance::bounded),
+        "reason": provenance::bounded(why),
+        "suppressed_before": (suppressed > 0).then_some(suppressed),
     });
+    append_refusal(shared, record, peer.uid);
+}
+
+/// When the daemon stops: the refusals not recorded one by one since each
+/// client's last record, as one record per client.
+fn record_suppressed(shared: &Shared) {
+    let pending: Vec<(u32, u64)> = match shared.refusals.lock() {
+        Ok(mut budgets) => budgets
+            .iter_mut()
+            .filter(|(_, b)| b.suppressed > 0)
+            .map(|(uid, b)| (*uid, std::mem::take(&mut b.suppressed)))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for (uid, n) in pending {
+        let record = json!({
+            "kind": "gate.refused",
+            "time": provenance::now_rfc3339(),
+            "client": {"uid": uid},
+            "suppressed": n,
+            "reason": format!("{n} more refusals of this client, past one a second, not recorded one by one"),
+        });
+        append_refusal(shared, record, uid);
+    }
+}
+
+fn append_refusal(shared: &Shared, record: serde_json::Value, uid: u32) {
     let written = shared.log.lock().map(|mut l| l.append(record));
     if !matches!(written, Ok(Ok(()))) {
-        say(format!(
-            "the refusal of {} for uid {} could not be recorded",
-            mbu.unwrap_or("a connection"),
-            peer.uid
-        ));
+        say(format!("a refusal of uid {uid} could not be recorded"));
     }
 }

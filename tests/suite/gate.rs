@@ -1480,3 +1480,50 @@ fn clients_that_never_read_their_output_do_not_swell_the_daemon() {
     assert_eq!(cancelled, 16, "{recs:#?}");
     verify(&d.log);
 }
+
+/// What a client chooses reaches the log bounded: a refused 1000 KiB MBU
+/// name costs a few hundred bytes, a flood of refusals is counted rather
+/// than written one by one, and a huge argv is recorded by prefix, count and
+/// hash. The log still verifies and the counts add up.
+#[test]
+fn huge_names_and_floods_of_refusals_cost_the_log_a_few_hundred_bytes_each() {
+    let who = agent();
+    let policy = analyst_policy("daemon-flood", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let name = "n".repeat(1000 << 10);
+    let mut requests: Vec<Value> = (0..20).map(|_| json!({"mbu": name})).collect();
+    let mut args = vec!["-c".to_string(), "pass".to_string(), "y".repeat(100_000)];
+    args.extend((0..100).map(|i| format!("a{i}")));
+    requests.push(json!({"mbu": "reason", "args": args}));
+    let a = ask(who, &d.socket, &requests);
+    assert_eq!(a.len(), 21);
+    assert_eq!(a[20]["exit_code"], 0, "{:#}", a[20]);
+    d.stop();
+    let size = std::fs::metadata(&d.log).unwrap().len();
+    let recs = records(&d.log);
+    let refused: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "gate.refused").collect();
+    let counted: u64 = refused
+        .iter()
+        .map(|r| r["suppressed"].as_u64().unwrap_or(1) + r["suppressed_before"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(counted, 20, "every refusal is recorded or counted: {refused:#?}");
+    assert!(
+        refused.len() < 20,
+        "a flood is not written one by one: {}",
+        refused.len()
+    );
+    let one = refused.first().unwrap();
+    assert_eq!(one["mbu"]["bytes"], 1000 << 10);
+    assert_eq!(one["mbu"]["sha256"].as_str().unwrap().len(), 64, "{one:#}");
+    let start = recs.iter().find(|r| r["kind"] == "exec.start").unwrap();
+    // The profile's command (4 words), then the request's 103 arguments.
+    assert_eq!(start["argv"]["more"], 4 + 103 - 64, "{:#}", start["argv"]);
+    assert_eq!(start["argv"]["first"][6]["bytes"], 100_000);
+    let start_bytes = start.to_string().len();
+    assert!(start_bytes < 16 << 10, "exec.start is {start_bytes} bytes");
+    assert!(
+        size < 40 << 10,
+        "20 refusals of a 1000 KiB name and one huge argv made {size} bytes of log"
+    );
+    verify(&d.log);
+}
