@@ -26,7 +26,7 @@ impl Rng {
         let seed = std::env::var("NINEWALL_FUZZ_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_0f_9_a11);
+            .unwrap_or(0x005e_ed0f_9a11);
         Rng((seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1)
     }
 
