@@ -227,7 +227,18 @@ fn serve(a: ServeArgs) -> i32 {
         return EXIT_USAGE;
     };
     let caller = Caller::current();
-    let socket = match a.socket.map_or_else(|| default_socket(caller.uid), Ok) {
+    let activated = match crate::gate::serve::activated_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            say(e);
+            return EXIT_USAGE;
+        }
+    };
+    let named = activated
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let socket = match a.socket.or(named).map_or_else(|| default_socket(caller.uid), Ok) {
         Ok(s) => s,
         Err(e) => {
             say(e);
@@ -254,6 +265,7 @@ fn serve(a: ServeArgs) -> i32 {
             max_clients_per_uid: a.max_clients_per_uid,
             socket_in_shared_dir: a.socket_in_shared_dir,
         },
+        activated,
     )
 }
 

@@ -76,14 +76,60 @@ struct Shared {
     /// How many refusals each client uid may still have recorded one by one.
     refusals: Mutex<HashMap<u32, RefusalBudget>>,
     next: AtomicU64,
+    /// Whether the daemon made its socket (and so removes it), rather than
+    /// being handed it by socket activation.
+    bound_here: bool,
 }
 
 fn say(m: impl std::fmt::Display) {
     eprintln!("ninewall serve: {m}");
 }
 
-/// Runs the daemon until SIGTERM or SIGINT; returns the exit code.
-pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
+/// The listening socket systemd passed, when the daemon was started by
+/// socket activation (`LISTEN_PID` is this process, `LISTEN_FDS=1`: the
+/// socket is descriptor 3); `None` when it was not.
+pub fn activated_listener() -> Result<Option<UnixListener>, String> {
+    const FIRST: i32 = 3;
+    let ours = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<i32>().ok()) == Some(sys::getpid());
+    let Some(count) = std::env::var("LISTEN_FDS").ok().filter(|_| ours) else {
+        return Ok(None);
+    };
+    if count != "1" {
+        return Err(format!(
+            "socket activation passed LISTEN_FDS={count}; give the daemon exactly one socket"
+        ));
+    }
+    sys::take_activated_listener(FIRST)
+        .map(Some)
+        .map_err(|e| format!("socket activation: {e}"))
+}
+
+/// Tells the service manager how the daemon is (`sd_notify`): `READY=1`
+/// once it serves, `STOPPING=1` when it drains. Nothing without
+/// `NOTIFY_SOCKET`.
+fn notify(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+    let sent = match bytes.strip_prefix(b"@") {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr)),
+        None => sock.send_to(state.as_bytes(), &path),
+    };
+    if let Err(e) = sent {
+        say(format!("NOTIFY_SOCKET: {e}"));
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; returns the exit code. With
+/// `activated`, it serves that socket (socket activation) and leaves its
+/// path alone; else it binds `cfg.socket`.
+pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i32 {
     sys::keep_heap_flat();
     // Signals first, before any thread exists, so every thread inherits the
     // mask and only the signalfd sees them.
@@ -109,12 +155,22 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
             return crate::exit::SANDBOX;
         }
     };
-    let listener = match bind(&cfg.socket, cfg.socket_mode, cfg.socket_in_shared_dir) {
-        Ok(l) => l,
-        Err(e) => {
-            say(format!("{}: {e}", cfg.socket.display()));
-            return crate::exit::SANDBOX;
-        }
+    let bound_here = activated.is_none();
+    let listener = match activated {
+        Some(l) => match l.set_nonblocking(true) {
+            Ok(()) => l,
+            Err(e) => {
+                say(format!("the activated socket: {e}"));
+                return crate::exit::SANDBOX;
+            }
+        },
+        None => match bind(&cfg.socket, cfg.socket_mode, cfg.socket_in_shared_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                say(format!("{}: {e}", cfg.socket.display()));
+                return crate::exit::SANDBOX;
+            }
+        },
     };
     say(format!(
         "serving {} workers on {} (log {})",
@@ -133,7 +189,9 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
         per_uid: Mutex::new(HashMap::new()),
         refusals: Mutex::new(HashMap::new()),
         next: AtomicU64::new(0),
+        bound_here,
     });
+    notify("READY=1");
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     loop {
         let mut fds = [
@@ -196,9 +254,13 @@ pub fn serve(gate: Gate, cfg: ServeConfig) -> i32 {
 
 fn drain(shared: &Shared, listener: UnixListener, threads: Vec<std::thread::JoinHandle<()>>) {
     shared.draining.store(true, Ordering::SeqCst);
-    // No more connections: the socket goes, and what the kernel queued with it.
+    notify("STOPPING=1");
+    // No more connections: the socket goes, and what the kernel queued with
+    // it (an activated socket's path is the service manager's).
     drop(listener);
-    let _ = std::fs::remove_file(&shared.cfg.socket);
+    if shared.bound_here {
+        let _ = std::fs::remove_file(&shared.cfg.socket);
+    }
     if let Ok(clients) = shared.clients.lock() {
         for s in clients.values() {
             let _ = s.shutdown(std::net::Shutdown::Read);

@@ -191,3 +191,34 @@ fn open_dir_no_symlinks(path: &std::ffi::CStr) -> io::Result<std::os::fd::OwnedF
         _ => Err(io::Error::last_os_error()),
     }
 }
+
+/// Takes descriptor `fd`, which socket activation passed this process to
+/// own, as the listening unix stream socket it must be (close-on-exec from
+/// now on); an error if it is anything else.
+pub fn take_activated_listener(fd: RawFd) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::fd::FromRawFd;
+    if !is_listening_unix_socket(fd) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is not a listening unix stream socket"),
+        ));
+    }
+    super::fd::set_inheritable(fd, false)?;
+    // SAFETY: `fd` is open (checked above: a listening socket) and was passed
+    // to this process to own; nothing else here has taken it.
+    Ok(unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) })
+}
+
+/// Whether `fd` is a listening unix stream socket.
+fn is_listening_unix_socket(fd: RawFd) -> bool {
+    let get = |option: libc::c_int| {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `value` and `len` describe a buffer of exactly one int.
+        let r = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, option, (&raw mut value).cast(), &raw mut len) };
+        (r == 0).then_some(value)
+    };
+    get(libc::SO_ACCEPTCONN) == Some(1)
+        && get(libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        && get(libc::SO_TYPE) == Some(libc::SOCK_STREAM)
+}

@@ -1527,3 +1527,88 @@ fn huge_names_and_floods_of_refusals_cost_the_log_a_few_hundred_bytes_each() {
     );
     verify(&d.log);
 }
+
+/// Socket activation as systemd does it: the listening socket on
+/// descriptor 3, LISTEN_PID and LISTEN_FDS=1, and NOTIFY_SOCKET, to which
+/// the daemon says READY=1 once it serves and STOPPING=1 when it drains.
+/// The socket's path is the service manager's: left in place.
+#[test]
+fn socket_activation_serves_the_passed_socket_and_says_when_it_is_ready() {
+    use std::os::fd::AsRawFd;
+    let who = agent();
+    let daemon_who = if identities().contains(&Who::Root) {
+        Who::Root
+    } else {
+        who
+    };
+    let policy = analyst_policy("daemon-activated", who);
+    let dir = scratch_dir("activated");
+    let socket = dir.join("ninewall.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let notify_path = dir.join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    if let Who::User { uid, gid } = daemon_who {
+        std::os::unix::fs::chown(&notify_path, Some(uid), Some(gid)).unwrap();
+    }
+    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let log = dir.join("audit.jsonl");
+    let fd = listener.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.args([
+        "-c",
+        "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" serve --policy \"$1\" --audit-log \"$2\"",
+    ])
+    .arg(&stage().bin)
+    .arg(&policy)
+    .arg(&log)
+    .env_clear()
+    .env("NOTIFY_SOCKET", &notify_path)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    if let Who::User { uid, gid } = daemon_who {
+        cmd.uid(uid).gid(gid);
+    }
+    // SAFETY: dup2 and fcntl are async-signal-safe; they put the listening
+    // socket on descriptor 3, inheritable, where socket activation passes it.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            match r {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    if let Who::User { uid, gid } = daemon_who {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+    }
+    let mut daemon = cmd.spawn().unwrap();
+    drop(listener);
+    let mut said = [0u8; 64];
+    let Ok(n) = notify.recv(&mut said) else {
+        let _ = daemon.kill();
+        let out = daemon.wait_with_output().unwrap();
+        panic!("no READY=1: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    assert_eq!(&said[..n], b"READY=1");
+    let a = ask(
+        who,
+        &socket,
+        &[json!({"mbu": "reason", "args": ["-c", "print('activated')"]})],
+    );
+    assert_eq!(a[0]["stdout"], "activated\n", "{a:#?}");
+    // SAFETY: a signal to the daemon we started.
+    unsafe { libc::kill(i32::try_from(daemon.id()).unwrap(), libc::SIGTERM) };
+    let n = notify.recv(&mut said).unwrap();
+    assert_eq!(&said[..n], b"STOPPING=1");
+    let out = daemon.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(socket.exists(), "an activated socket's path is the service manager's");
+    verify(&log);
+}
