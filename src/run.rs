@@ -35,6 +35,13 @@ fn load_policy(path: &Path) -> Result<Policy, i32> {
 
 /// Runs the parsed command line; returns the process exit code.
 pub fn main(cli: Cli) -> i32 {
+    // The daemon says a line per request (to the journal, under systemd);
+    // the rest say nothing beyond their own messages unless asked.
+    let quiet = match cli.command {
+        Command::Serve(_) => tracing::Level::INFO,
+        _ => tracing::Level::WARN,
+    };
+    init_logging(quiet);
     match cli.command {
         Command::Check { profile, json } => check(&profile, json),
         Command::Run(args) => run(args),
@@ -44,6 +51,30 @@ pub fn main(cli: Cli) -> i32 {
         Command::Audit { action } => audit(action),
         Command::Probe { json } => probe(json),
     }
+}
+
+/// The `tracing` subscriber: events on stderr, one line each, filtered by
+/// `RUST_LOG` (`info`, `debug`, `ninewall::gate=debug,warn`: targets and
+/// levels), else at `default` and above. A `RUST_LOG` that does not parse is
+/// said and the default used.
+fn init_logging(default: tracing::Level) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(text) if !text.is_empty() => text.parse::<Targets>().unwrap_or_else(|e| {
+            say(format!("RUST_LOG={text:?}: {e}; logging at {default}"));
+            Targets::new().with_default(default)
+        }),
+        _ => Targets::new().with_default(default),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false),
+        )
+        .with(filter)
+        .try_init();
 }
 
 /// `ninewall run`: the arguments as an [`Invocation`], and for a run started

@@ -509,7 +509,38 @@ fn request(
         let why = format!("protocol version {} is not served; valid: 1, 2", req.v.unwrap_or(0));
         return (Some(WireResponse::refused(why)), true);
     }
-    let flight = match start(shared, peer, worker, &req) {
+    let answered = answer(shared, peer, worker, &req, client);
+    let mbu = provenance::bounded_text(&provenance::bounded(&req.mbu));
+    match &answered {
+        (Some(a), _) if a.exec.is_some() || a.exit_code.is_some() => tracing::info!(
+            uid = peer.uid,
+            worker = %worker.name,
+            mbu = %mbu,
+            exec = a.exec.as_deref().unwrap_or("-"),
+            exit_code = a.exit_code.unwrap_or(-1),
+            limit = a.limit.as_deref().unwrap_or("-"),
+            "ran"
+        ),
+        (Some(a), _) => tracing::info!(
+            uid = peer.uid,
+            worker = %worker.name,
+            mbu = %mbu,
+            error = a.error.as_deref().unwrap_or("-"),
+            "refused"
+        ),
+        (None, _) => tracing::info!(uid = peer.uid, worker = %worker.name, mbu = %mbu, "cancelled: the client hung up"),
+    }
+    answered
+}
+
+fn answer(
+    shared: &Shared,
+    peer: &Peer,
+    worker: &Worker,
+    req: &WireRequest,
+    client: &UnixStream,
+) -> (Option<WireResponse>, bool) {
+    let flight = match start(shared, peer, worker, req) {
         Ok(f) => f,
         Err(refusal) => return (Some(WireResponse::refused(refusal)), false),
     };

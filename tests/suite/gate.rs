@@ -462,6 +462,9 @@ struct Daemon {
     child: Option<Child>,
     socket: PathBuf,
     log: PathBuf,
+    /// Its stderr, read as it comes (a line per request: unread, the pipe
+    /// would fill and stop the daemon).
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Daemon {
@@ -477,7 +480,7 @@ impl Daemon {
         } else {
             agent()
         };
-        let child = ninewall(who)
+        let mut child = ninewall(who)
             .arg("serve")
             .arg("--policy")
             .arg(policy)
@@ -491,11 +494,18 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut text);
+            text
+        });
         wait_until("the daemon listens", || socket.exists());
         Daemon {
             child: Some(child),
             socket,
             log,
+            stderr: Some(stderr),
         }
     }
 
@@ -517,7 +527,11 @@ impl Daemon {
         let child = self.child.take().unwrap();
         // SAFETY: kill with a pid we started.
         unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
-        Run::from_output(child.wait_with_output().unwrap())
+        let mut out = child.wait_with_output().unwrap();
+        if let Some(t) = self.stderr.take() {
+            out.stderr = t.join().unwrap().into_bytes();
+        }
+        Run::from_output(out)
     }
 }
 
@@ -667,6 +681,16 @@ fn the_daemon_runs_what_a_workers_roles_grant_and_nothing_else() {
 
     let stopped = d.stop();
     assert_eq!(stopped.code, 0, "{stopped:#?}");
+    // One line per request on stderr (the journal, under systemd).
+    let lines = |what: &str| stopped.stderr.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(lines("INFO ninewall::gate::serve: ran uid="), 4, "{}", stopped.stderr);
+    assert_eq!(
+        lines("INFO ninewall::gate::serve: refused uid="),
+        3,
+        "{}",
+        stopped.stderr
+    );
+    assert_eq!(lines("mbu=made-up"), 1, "{}", stopped.stderr);
     let recs = records(&d.log);
     let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
     assert_eq!(starts.len(), 4, "reason, knowledge, document_generation, reason");
