@@ -20,10 +20,14 @@ fi
 
 cargo build --release --quiet
 cargo build --release --quiet --example notify_floor
+cargo build --release --quiet --example daemon_client
 bin=${CARGO_TARGET_DIR:-$repo/target}/$(rustc --print host-tuple)/release/ninewall
 # The floor under a recorded access: the same syscalls notified, answered by
 # a bare listener (no sandbox, no record); see examples/notify_floor.rs.
 floor=${CARGO_TARGET_DIR:-$repo/target}/$(rustc --print host-tuple)/release/examples/notify_floor
+# A compiled daemon client (examples/daemon_client.rs), so that the daemon's
+# rate is the daemon's.
+client=${CARGO_TARGET_DIR:-$repo/target}/$(rustc --print host-tuple)/release/examples/daemon_client
 work=$(mktemp -d /var/tmp/ninewall-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cp -r profiles "$work/profiles"
@@ -158,45 +162,47 @@ floor_loop_n=$("$floor" read /usr/bin/python3.11 -I -S -c "$loop" 2>&1 >/dev/nul
 echo "measuring the daemon ..." >&2
 # The same every-wall /bin/true, granted by a policy to whoever runs this.
 cp "$work/profiles/true.toml" "$work/profiles/bench-true.toml"
+# And an MBU that writes 8 MiB, for clients that never read it.
+cat >"$work/profiles/bench-flood.toml" <<'TOML'
+extends = "base/python"
+[mbu]
+name = "bench-flood"
+[exec]
+command = ["/usr/bin/python3.11", "-I", "-S", "-c", "import sys\nb = bytes(1 << 20)\nfor _ in range(8): sys.stdout.buffer.write(b)"]
+[limits]
+output = "16M"
+TOML
 cat >"$work/policy.toml" <<TOML
 profiles = "profiles"
 [roles.bench]
-mbus = ["bench-true"]
+mbus = ["bench-true", "bench-flood"]
 [workers.bench]
 user = "$(id -u)"
 roles = ["bench"]
 TOML
-cat >"$work/client.py" <<'PY'
-import json, socket, sys, threading, time
-path, clients, each = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-def client():
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    f = s.makefile("rwb")
-    for _ in range(each):
-        f.write(b'{"mbu": "bench-true"}\n')
-        f.flush()
-        a = json.loads(f.readline())
-        assert a["ok"] and a["exit_code"] == 0, a
-threads = [threading.Thread(target=client) for _ in range(clients)]
-start = time.monotonic()
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print(f"{clients * each / (time.monotonic() - start):.1f}")
-PY
 "$bin" serve --policy "$work/policy.toml" --socket "$work/ninewall.sock" --audit-log "$work/daemon.jsonl" 2>/dev/null &
 daemon=$!
 while [ ! -S "$work/ninewall.sock" ]; do sleep 0.05; done
 rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$daemon/status"; }
 # The first 10 executions come from 10 clients at once, so that the
 # comparison is of executions, not of how many threads have existed.
-python3 "$work/client.py" "$work/ninewall.sock" 10 1 >/dev/null
+"$client" "$work/ninewall.sock" bench-true 10 1 >/dev/null
 daemon_rss_10=$(rss)
-daemon_rate_1=$(python3 "$work/client.py" "$work/ninewall.sock" 1 200)
-daemon_rate_8=$(python3 "$work/client.py" "$work/ninewall.sock" 8 100)
+daemon_rate_1=$("$client" "$work/ninewall.sock" bench-true 1 200)
+daemon_rate_8=$("$client" "$work/ninewall.sock" bench-true 8 100)
 daemon_rss_1000=$(rss) # after 1,010
+# 16 clients ask for 8 MiB each (protocol 2) and read none of it; they hang
+# up after 6 s, which cancels their executions.
+stalled=()
+for _ in $(seq 16); do
+    python3 -I -S -c 'import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b"{\"v\": 2, \"mbu\": \"bench-flood\"}\n"); time.sleep(6)' "$work/ninewall.sock" &
+    stalled+=($!)
+done
+sleep 4
+daemon_rss_stalled=$(rss)
+wait "${stalled[@]}"
 kill -TERM "$daemon"
 wait "$daemon" || true
 
@@ -205,8 +211,9 @@ echo "measuring the supervisor's peak RSS ..." >&2
 # be the largest process of the tree, which is Python.
 rss_kb=$("$bin" run -v --profile "$work/profiles/py-all.toml" -- -c "$imports" 2>&1 >/dev/null | sed -n 's/.*supervisor peak RSS \([0-9]*\) KiB.*/\1/p')
 
-python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" >bench/RESULTS.md <<'PY'
+python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" "$daemon_rss_stalled" >bench/RESULTS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
+rss_stalled = int(sys.argv[12])
 d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rate_1, rate_8, rss_10, rss_1000 = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 cpu_ninewall, cpu_bwrap = float(sys.argv[9]), float(sys.argv[10])
@@ -299,7 +306,7 @@ out += ["", f"Per recorded access: ninewall {per_ninewall:.1f} µs (files = all 
         "| what | executions/s | vs `ninewall run` |", "|---|---|---|",
         f"| 1 client, 200 requests one after another | {rate_1:.1f} | {rate_1 / (1000 / t('true-ninewall')[0]):.2f}x (sequential runs: {1000 / t('true-ninewall')[0]:.1f}/s) |",
         f"| 8 clients, 100 requests each | {rate_8:.1f} | {rate_8 / (200000 / t('true-ninewall-x8')[0]):.2f}x (8 runs in flight: {200000 / t('true-ninewall-x8')[0]:.1f}/s) |",
-        "", f"Daemon RSS: {rss_10} KiB after 10 executions (10 clients at once), {rss_1000} KiB after 1,010 ({(rss_1000 - rss_10) * 100 / rss_10:+.1f}%; target: within 10%)."]
+        "", f"Daemon RSS: {rss_10} KiB after 10 executions (10 clients at once), {rss_1000} KiB after 1,010 ({(rss_1000 - rss_10) * 100 / rss_10:+.1f}%; target: within 10%); {rss_stalled} KiB while 16 clients that asked for 8 MiB of output each (protocol 2) read none of it. Rates measured by a compiled client (`examples/daemon_client.rs`)."]
 print("\n".join(out))
 PY
 cat bench/RESULTS.md
