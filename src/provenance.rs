@@ -640,6 +640,7 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
 pub fn file_record(id: &str, seq: u64, e: crate::sandbox::FileEvent) -> FileRecord<'_> {
     FileRecord {
         access: e.access,
+        asked: e.asked,
         exec: id,
         exists: e.exists,
         kind: "file",
@@ -659,6 +660,8 @@ pub fn file_record(id: &str, seq: u64, e: crate::sandbox::FileEvent) -> FileReco
 #[derive(Debug, serde::Serialize)]
 pub struct FileRecord<'a> {
     access: crate::seccomp::files::Access,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    asked: Option<String>,
     exec: &'a str,
     exists: bool,
     kind: &'static str,
@@ -795,6 +798,7 @@ mod tests {
             access: crate::seccomp::files::Access::Create,
             verdict: "allowed",
             exists: false,
+            asked: None,
         };
         let mut r = file_record("id-1", 7, e);
         r.set_prev("ab".into());

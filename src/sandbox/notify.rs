@@ -252,6 +252,19 @@ impl Notifier {
             let rootfd = self.root.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
             // What the kernel resolves: the path with the root's fixed
             // symlinks followed (one openat2 instead of two and a readlink).
+            // With `..` in it, the path the process gave is not where it
+            // leads: the record names where the kernel goes, and what was
+            // asked beside it.
+            let (path, asked) = if path.split('/').any(|c| c == "..") {
+                let lookup = follow_fixed(&self.fixed_links, &path).into_owned();
+                let reached = match sys::resolve_in_root(rootfd, lookup.as_bytes(), false) {
+                    Some((real, _)) => real,
+                    None => would_be(rootfd, &lookup),
+                };
+                (reached, Some(path))
+            } else {
+                (path, None)
+            };
             let lookup = follow_fixed(&self.fixed_links, &path);
             if access == Access::Meta {
                 // Landlock does not govern stat, access, readlink or chdir:
@@ -267,6 +280,7 @@ impl Notifier {
                     path,
                     access,
                     exists,
+                    asked,
                 });
                 continue;
             }
@@ -308,6 +322,7 @@ impl Notifier {
                 path,
                 access,
                 exists,
+                asked,
             });
         }
         out
@@ -395,10 +410,16 @@ pub struct FileEvent {
     pub verdict: &'static str,
     /// Whether the path existed at that moment.
     pub exists: bool,
+    /// The path as the process gave it, made absolute, when `..` in it made
+    /// `path` (where the kernel goes: `..` taken after the symlink before
+    /// it, as the kernel takes it) differ from it.
+    pub asked: Option<String>,
 }
 
 /// `raw` made absolute against process `pid`'s cwd or its descriptor `dirfd`,
-/// with `.` and `..` folded (lexically).
+/// with `.` and empty components dropped. `..` is kept: what it leads to
+/// depends on the symlinks before it, which only a lookup can follow
+/// (`a/l/../x` with `l -> /tmp/d` is `/tmp/x`, never `a/x`).
 fn absolute(pid: i32, dirfd: i32, raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw).into_owned();
     let joined = if text.starts_with('/') {
@@ -420,9 +441,6 @@ fn absolute(pid: i32, dirfd: i32, raw: &[u8]) -> String {
     for part in joined.split('/') {
         match part {
             "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
             p => parts.push(p),
         }
     }

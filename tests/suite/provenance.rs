@@ -458,3 +458,42 @@ fn a_setup_failure_while_the_start_record_is_written_is_reported_as_itself() {
         );
     }
 }
+
+/// A path with `..` after a symlink leads where the kernel takes it, not
+/// where folding the string would: the record names the file the kernel
+/// made (and what was asked beside it), never another one.
+#[test]
+fn a_dotdot_after_a_symlink_is_recorded_where_the_kernel_goes() {
+    for who in identities() {
+        let log = fresh_log("dotdot");
+        let r = run(
+            who,
+            &profile("document_generation"),
+            &["--audit-log", log.to_str().unwrap()],
+            &[
+                "-c",
+                "import os\nos.mkdir('/tmp/d')\nos.symlink('/tmp/d', '/work/l')\nopen('/work/l/../exfil.txt', 'w').write('x')\nos.stat('/work/l/../exfil.txt')\nprint(os.path.exists('/tmp/exfil.txt'), os.path.exists('/work/exfil.txt'))",
+            ],
+            None,
+        );
+        r.assert_code(0);
+        assert_eq!(r.stdout.trim(), "True False", "{who:?}: {r:#?}");
+        let files: Vec<serde_json::Value> = records(&log).into_iter().filter(|r| r["kind"] == "file").collect();
+        let made: Vec<&serde_json::Value> = files.iter().filter(|r| r["asked"] == "/work/l/../exfil.txt").collect();
+        assert_eq!(made.len(), 2, "{who:?}: {files:#?}");
+        assert_eq!(made[0]["path"], "/tmp/exfil.txt", "{:#}", made[0]);
+        assert_eq!(made[0]["access"], "create");
+        assert_eq!(made[0]["exists"], false);
+        assert_eq!(made[1]["path"], "/tmp/exfil.txt", "{:#}", made[1]);
+        assert_eq!(made[1]["access"], "meta");
+        assert_eq!(made[1]["exists"], true);
+        // (The test's own os.path.exists('/work/exfil.txt') is a stat of
+        // that path, which exists=false records truly.)
+        assert!(
+            files
+                .iter()
+                .all(|r| r["path"] != "/work/exfil.txt" || (r["access"] == "meta" && r["exists"] == false)),
+            "{who:?}: a record names a file that was never made: {files:#?}"
+        );
+    }
+}
