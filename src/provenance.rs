@@ -453,28 +453,51 @@ pub fn gate_refusals(text: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// `text` as it may be shown on a terminal: every control character (C0,
+/// DEL, C1: newlines and escape sequences among them), every character that
+/// reorders text (bidirectional overrides and isolates) and every line or
+/// paragraph separator written as `\u{…}`, and `\` as `\\`. A record's
+/// fields are chosen by whoever the record is about (a file name by the
+/// sandbox, an MBU name by a client): shown raw, they could draw fake lines
+/// or rewrite the admin's screen.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let reorders = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c == '\\' {
+            out.push_str("\\\\");
+        } else if c.is_control() || reorders || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One line per gate refusal: when, who, what, why.
 pub fn describe_refusal(r: &Value) -> String {
-    let text = |p: &str| r.pointer(p).and_then(Value::as_str).unwrap_or("?").to_string();
-    let num = |p: &str| r.pointer(p).map_or("?".to_string(), Value::to_string);
+    let text = |p: &str| printable(r.pointer(p).and_then(Value::as_str).unwrap_or("?"));
+    let num = |p: &str| printable(&r.pointer(p).map_or("?".to_string(), Value::to_string));
     let asked = match r.pointer("/mbu") {
-        Some(mbu) if !mbu.is_null() => format!("asked for {}", bounded_text(mbu)),
+        Some(mbu) if !mbu.is_null() => format!("asked for {}", printable(&bounded_text(mbu))),
         _ => "connected".to_string(),
     };
     format!(
         "{} refused  uid {} (worker {}) {asked}: {}",
         text("/time"),
         num("/client/uid"),
-        r.pointer("/worker").and_then(Value::as_str).unwrap_or("none"),
-        r.pointer("/reason").map_or_else(|| "?".to_string(), bounded_text)
+        printable(r.pointer("/worker").and_then(Value::as_str).unwrap_or("none")),
+        printable(&r.pointer("/reason").map_or_else(|| "?".to_string(), bounded_text))
     )
 }
 
 /// A human-readable story of one execution's records.
 pub fn execution_story(id: &str, records: &[Value]) -> String {
-    let f = |r: &Value, p: &str| r.pointer(p).cloned().unwrap_or(Value::Null);
-    let text = |r: &Value, p: &str| f(r, p).as_str().unwrap_or("?").to_string();
-    let mut s = format!("execution {id}\n");
+    // Every field through `printable`: JSON values as JSON, strings as text.
+    let f = |r: &Value, p: &str| printable(&r.pointer(p).cloned().unwrap_or(Value::Null).to_string());
+    let text = |r: &Value, p: &str| printable(r.pointer(p).and_then(Value::as_str).unwrap_or("?"));
+    let mut s = format!("execution {}\n", printable(id));
     for r in records {
         let time = text(r, "/time");
         match text(r, "/kind").as_str() {
@@ -488,14 +511,16 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                 ));
                 if let Some(w) = r.pointer("/worker/name").and_then(Value::as_str) {
                     s.push_str(&format!(
-                        "  {time} gate     worker {w} (client uid {}), role {}\n",
+                        "  {time} gate     worker {} (client uid {}), role {}\n",
+                        printable(w),
                         f(r, "/worker/client_uid"),
                         text(r, "/role")
                     ));
                 }
                 if let Some(p) = r.pointer("/parent").and_then(Value::as_str) {
                     s.push_str(&format!(
-                        "  {time} gate     delegated by {p} (depth {})\n",
+                        "  {time} gate     delegated by {} (depth {})\n",
+                        printable(p),
                         f(r, "/depth")
                     ));
                 }
@@ -511,11 +536,7 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                 text(r, "/path"),
                 text(r, "/verdict"),
                 text(r, "/syscall"),
-                if f(r, "/exists") == Value::Bool(false) {
-                    ", missing"
-                } else {
-                    ""
-                }
+                if f(r, "/exists") == "false" { ", missing" } else { "" }
             )),
             "syscall.denied" => s.push_str(&format!(
                 "  {time} refused  syscall {} x{}\n",
@@ -528,12 +549,12 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                 s.push_str(&format!(
                     "  {time} ended    {}{}{}; wall {} ms, cpu {} ms, peak memory {} bytes, output {} bytes\n",
                     text(r, "/reason"),
-                    if code.is_null() {
+                    if code == "null" {
                         String::new()
                     } else {
                         format!(" code {code}")
                     },
-                    if signal.is_null() {
+                    if signal == "null" {
                         String::new()
                     } else {
                         format!(" signal {signal}")
@@ -787,6 +808,15 @@ mod tests {
         assert_eq!(at(1_795_687_501, 240_820_000), "2026-11-26T10:05:01.240820000Z");
         assert_eq!(at(4_107_542_399, 999_999_999), "2100-02-28T23:59:59.999999999Z");
         assert_eq!(at(4_107_542_400, 1), "2100-03-01T00:00:00.000000001Z");
+    }
+
+    #[test]
+    fn printable_shows_control_and_reordering_characters_as_escapes() {
+        assert_eq!(
+            printable("a\nb\u{1b}[2J\u{202e}c\\d\u{85}e\u{2028}"),
+            "a\\u{a}b\\u{1b}[2J\\u{202e}c\\\\d\\u{85}e\\u{2028}"
+        );
+        assert_eq!(printable("/work/plain name-ü.txt"), "/work/plain name-ü.txt");
     }
 
     #[test]

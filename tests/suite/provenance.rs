@@ -497,3 +497,48 @@ fn a_dotdot_after_a_symlink_is_recorded_where_the_kernel_goes() {
         );
     }
 }
+
+/// A file name the sandbox chooses cannot draw on the admin's screen:
+/// `audit show` writes it with its newlines, escape sequences and
+/// reordering characters escaped, one line per record.
+#[test]
+fn audit_show_escapes_what_the_sandbox_chose() {
+    let who = identities()[0];
+    let log = fresh_log("escapes");
+    let r = run(
+        who,
+        &profile("document_generation"),
+        &["--audit-log", log.to_str().unwrap()],
+        &[
+            "-c",
+            "name = 'evil\\n  2026-01-01T00:00:00Z ended    exited code 0\\x1b[2J\\u202e'\nopen('/work/' + name, 'w').write('x')",
+        ],
+        None,
+    );
+    r.assert_code(0);
+    let recorded = records(&log).iter().any(|r| {
+        r["path"]
+            .as_str()
+            .is_some_and(|p| p.contains('\u{1b}') && p.contains('\n'))
+    });
+    assert!(recorded, "the record keeps the name as it was");
+    let shown = Run::from_output(ninewall(Who::Root).args(["audit", "show"]).arg(&log).output().unwrap());
+    shown.assert_code(0);
+    assert!(!shown.stdout.contains('\u{1b}'), "{}", shown.stdout);
+    assert!(!shown.stdout.contains('\u{202e}'), "{}", shown.stdout);
+    assert!(
+        !shown
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("  2026-01-01T00:00:00Z ended")),
+        "a fake line: {}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .contains("/work/evil\\u{a}  2026-01-01T00:00:00Z ended    exited code 0\\u{1b}[2J\\u{202e}"),
+        "{}",
+        shown.stdout
+    );
+}
