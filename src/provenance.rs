@@ -243,6 +243,37 @@ fn last_line(file: &mut File) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// A last line without its newline: a write that was cut short (the disk
+/// filled, the machine stopped). Returns how many bytes to keep (up to and
+/// with the last newline) and the torn bytes after them.
+fn torn_tail(file: &mut File) -> std::io::Result<Option<(u64, Vec<u8>)>> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last == *b"\n" {
+        return Ok(None);
+    }
+    let mut chunk: u64 = 4096;
+    loop {
+        let start = len.saturating_sub(chunk);
+        file.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
+        file.take(len - start).read_to_end(&mut buf)?;
+        if let Some(pos) = buf.iter().rposition(|&b| b == b'\n') {
+            let keep = start + pos as u64 + 1;
+            return Ok(Some((keep, buf.get(pos + 1..).unwrap_or_default().to_vec())));
+        }
+        if start == 0 {
+            return Ok(Some((0, buf)));
+        }
+        chunk = chunk.saturating_mul(4);
+    }
+}
+
 /// A new open file description of the file `file` is open on, through its
 /// `/proc/self/fd` link (the same inode; no path is resolved again). Appends
 /// are ordered by `flock`, which holds per open file description: a `dup`
@@ -359,11 +390,34 @@ impl AuditLog {
         let fd = self.file.as_raw_fd();
         crate::sys::flock(fd, libc::LOCK_EX).map_err(err("cannot lock"))?;
         let result = (|| {
+            // A line cut short by an earlier write is no record: it is cut
+            // off, and the cut recorded, so that the chain goes on.
+            let mut out = Vec::new();
+            let repaired = match torn_tail(&mut self.file)? {
+                Some((keep, torn)) => {
+                    self.file.set_len(keep)?;
+                    Some(json!({
+                        "kind": "log.repaired",
+                        "time": now_rfc3339(),
+                        "cut_bytes": torn.len(),
+                        "cut_sha256": sha256_hex(&torn),
+                        "reason": "the last line was incomplete (a write cut short); it was removed",
+                    }))
+                }
+                None => None,
+            };
             let mut prev = match last_line(&mut self.file)? {
                 Some(line) => sha256_hex(&line),
                 None => GENESIS.to_string(),
             };
-            let mut out = Vec::new();
+            if let Some(mut record) = repaired {
+                record.set_prev(prev);
+                let line = serde_json::to_vec(&record)?;
+                prev = sha256_hex(&line);
+                out.extend_from_slice(&line);
+                out.push(b'\n');
+            }
+            let before = self.file.seek(SeekFrom::End(0))?;
             for mut record in records {
                 record.set_prev(prev);
                 let line = serde_json::to_vec(&record)?;
@@ -371,7 +425,12 @@ impl AuditLog {
                 out.extend_from_slice(&line);
                 out.push(b'\n');
             }
-            self.file.write_all(&out)?;
+            if let Err(e) = self.file.write_all(&out) {
+                // Part of it may be on disk: cut it off, so that the next
+                // append goes on from a whole line.
+                let _ = self.file.set_len(before);
+                return Err(e);
+            }
             if sync {
                 self.file.sync_data()?;
             }

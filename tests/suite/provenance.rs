@@ -542,3 +542,83 @@ fn audit_show_escapes_what_the_sandbox_chose() {
         shown.stdout
     );
 }
+
+/// A line cut short (the disk filled, the machine stopped mid-write) is cut
+/// off by the next append, which records the cut: the chain goes on and the
+/// log verifies, instead of failing there forever after.
+#[test]
+fn a_torn_last_line_is_cut_off_and_recorded_and_the_chain_goes_on() {
+    let who = identities()[0];
+    let log = fresh_log("torn");
+    let once = || {
+        run(
+            who,
+            &quiet_profile(),
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", "pass"],
+            None,
+        )
+        .assert_code(0);
+    };
+    once();
+    let torn = "{\"kind\":\"exec.start\",\"exec\":\"cut-sh";
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, torn.as_bytes()).unwrap();
+    drop(f);
+    verify(&log).assert_code(1);
+    once();
+    verify(&log).assert_code(0);
+    let recs = records(&log);
+    let repaired: Vec<&serde_json::Value> = recs.iter().filter(|r| r["kind"] == "log.repaired").collect();
+    assert_eq!(repaired.len(), 1, "{recs:#?}");
+    assert_eq!(repaired[0]["cut_bytes"], torn.len());
+    assert_eq!(recs.iter().filter(|r| r["kind"] == "exec.end").count(), 2);
+}
+
+/// A full disk: the run that cannot record its start does not run, and
+/// leaves no partial line; once there is room again, runs are recorded and
+/// the log verifies.
+#[test]
+fn a_full_disk_refuses_the_run_and_leaves_the_log_whole() {
+    if !identities().contains(&Who::Root) {
+        return;
+    }
+    let dir = scratch_dir("fulldisk");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,mode=1777", "ninewall-test-full"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a small tmpfs");
+    let log = dir.join("audit.jsonl");
+    let once = |marker: &str| {
+        run(
+            Who::Root,
+            &quiet_profile(),
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", &format!("print('{marker}')")],
+            None,
+        )
+    };
+    once("first").assert_code(0);
+    // Fill the rest of the filesystem, but for a few hundred bytes: less
+    // than a start record.
+    let filler = dir.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![0u8; 512];
+    while std::io::Write::write_all(&mut f, &block).is_ok() {}
+    drop(f);
+    let r = once("must-not-run");
+    let ran = r.stdout.contains("must-not-run");
+    let text = std::fs::read(&log).unwrap();
+    std::fs::remove_file(&filler).unwrap();
+    let whole = text.ends_with(b"\n");
+    let after = once("after").code;
+    let verified = verify(&log);
+    let _ = std::process::Command::new("umount").arg(&dir).status();
+    assert!(!ran, "a run whose start could not be recorded ran: {r:#?}");
+    assert_ne!(r.code, 0, "{r:#?}");
+    assert!(whole, "a partial line was left: {:?}", String::from_utf8_lossy(&text));
+    assert_eq!(after, 0);
+    verified.assert_code(0);
+}
