@@ -397,7 +397,7 @@ impl AuditLog {
                 Some((keep, torn)) => {
                     self.file.set_len(keep)?;
                     Some(json!({
-                        "kind": "log.repaired",
+                        "kind": "log.recovered",
                         "time": now_rfc3339(),
                         "cut_bytes": torn.len(),
                         "cut_sha256": sha256_hex(&torn),
@@ -459,11 +459,22 @@ pub fn verify(text: &[u8]) -> Result<usize, ChainBreak> {
     if body.is_empty() {
         return Ok(0);
     }
+    // A last line without its newline is a write cut short.
+    let torn_line = (!text.ends_with(b"\n")).then(|| body.split(|&b| b == b'\n').count());
     for (i, line) in body.split(|&b| b == b'\n').enumerate() {
         let n = i + 1;
+        let last_and_torn = torn_line == Some(n);
         let value: Value = serde_json::from_slice(line).map_err(|e| ChainBreak {
             line: n,
-            message: format!("not a JSON record ({e})"),
+            message: if last_and_torn {
+                format!(
+                    "the last line is torn ({} bytes without their newline: a write cut short, not an edit); \
+                     the next append sets it aside and records that",
+                    line.len()
+                )
+            } else {
+                format!("not a JSON record ({e})")
+            },
         })?;
         let claimed = value.get("prev").and_then(Value::as_str).unwrap_or_default();
         if claimed != prev {
@@ -483,6 +494,19 @@ pub fn verify(text: &[u8]) -> Result<usize, ChainBreak> {
         count += 1;
     }
     Ok(count)
+}
+
+/// Where torn lines were set aside (`log.recovered`): each record's line
+/// number and how many bytes were cut.
+pub fn recoveries(text: &[u8]) -> Vec<(usize, u64)> {
+    text.split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let v: Value = serde_json::from_slice(line).ok()?;
+            (v.get("kind")?.as_str()? == "log.recovered")
+                .then(|| (i + 1, v.get("cut_bytes").and_then(Value::as_u64).unwrap_or(0)))
+        })
+        .collect()
 }
 
 /// The story of each execution in a log, optionally one only.

@@ -153,7 +153,20 @@ fn audit(action: AuditAction) -> i32 {
     match action {
         AuditAction::Verify { log } => match provenance::verify(&text) {
             Ok(n) => {
-                println!("{}: {n} records, chain intact", log.display());
+                let recovered: Vec<String> = provenance::recoveries(&text)
+                    .iter()
+                    .map(|(line, bytes)| format!("line {line}: {bytes} bytes cut"))
+                    .collect();
+                if recovered.is_empty() {
+                    println!("{}: {n} records, chain intact", log.display());
+                } else {
+                    println!(
+                        "{}: {n} records, chain intact; {} torn line(s) of cut-short writes set aside and recorded ({})",
+                        log.display(),
+                        recovered.len(),
+                        recovered.join(", ")
+                    );
+                }
                 0
             }
             Err(b) => {

@@ -565,11 +565,20 @@ fn a_torn_last_line_is_cut_off_and_recorded_and_the_chain_goes_on() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     std::io::Write::write_all(&mut f, torn.as_bytes()).unwrap();
     drop(f);
-    verify(&log).assert_code(1);
+    let torn_now = verify(&log);
+    torn_now.assert_code(1);
+    assert!(torn_now.stderr.contains("the last line is torn"), "{torn_now:#?}");
     once();
-    verify(&log).assert_code(0);
+    let after = verify(&log);
+    after.assert_code(0);
+    assert!(
+        after
+            .stdout
+            .contains("1 torn line(s) of cut-short writes set aside and recorded"),
+        "{after:#?}"
+    );
     let recs = records(&log);
-    let repaired: Vec<&serde_json::Value> = recs.iter().filter(|r| r["kind"] == "log.repaired").collect();
+    let repaired: Vec<&serde_json::Value> = recs.iter().filter(|r| r["kind"] == "log.recovered").collect();
     assert_eq!(repaired.len(), 1, "{recs:#?}");
     assert_eq!(repaired[0]["cut_bytes"], torn.len());
     assert_eq!(recs.iter().filter(|r| r["kind"] == "exec.end").count(), 2);
