@@ -753,7 +753,7 @@ pub fn file_record(id: &str, seq: u64, e: crate::sandbox::FileEvent) -> FileReco
         prev: String::new(),
         seq,
         syscall: e.syscall,
-        time: now_rfc3339(),
+        time: rfc3339(e.at),
         verdict: e.verdict,
     }
 }
@@ -912,6 +912,7 @@ mod tests {
             verdict: "allowed",
             exists: false,
             asked: None,
+            at: std::time::Duration::from_secs(1_765_000_000),
         };
         let mut r = file_record("id-1", 7, e);
         r.set_prev("ab".into());

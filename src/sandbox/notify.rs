@@ -154,6 +154,11 @@ impl Notifier {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return !sys::pipe_hung_up(listener),
             Err(_) => return false,
         };
+        // The access's time: when the kernel stopped the call (the record
+        // is written later, in a batch).
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         // A recorded call whose arguments wall 8's guard refuses (a setid
         // mode) reached us only because the filter refuses with a
         // notification under `errno`: it is a refusal, never continued. The
@@ -167,7 +172,7 @@ impl Notifier {
         match recorded {
             Some((name, layout)) => {
                 let known = (self.root.is_some(), self.nspids.contains_key(&n.pid));
-                let events = self.file_events(&n, name, layout);
+                let events = self.file_events(&n, name, layout, at);
                 // Only what was read while the caller was still waiting is real.
                 let valid = sys::notif_valid(listener, n.id);
                 // The caller goes on; what it records was read and resolved
@@ -216,7 +221,13 @@ impl Notifier {
     }
 
     /// Decodes the paths of a recorded call and judges each as Landlock would.
-    fn file_events(&mut self, n: &sys::Notification, name: &str, layout: files::Layout) -> Vec<FileEvent> {
+    fn file_events(
+        &mut self,
+        n: &sys::Notification,
+        name: &str,
+        layout: files::Layout,
+        at: std::time::Duration,
+    ) -> Vec<FileEvent> {
         use files::{Access, Layout};
         let arg = |i: usize| n.args.get(i).copied().unwrap_or(0);
         let mut paths: Vec<(Option<usize>, usize, Access, bool)> = Vec::new();
@@ -281,6 +292,7 @@ impl Notifier {
                     access,
                     exists,
                     asked,
+                    at,
                 });
                 continue;
             }
@@ -323,6 +335,7 @@ impl Notifier {
                 access,
                 exists,
                 asked,
+                at,
             });
         }
         out
@@ -410,6 +423,8 @@ pub struct FileEvent {
     pub verdict: &'static str,
     /// Whether the path existed at that moment.
     pub exists: bool,
+    /// When the call was stopped for the supervisor (since the Unix epoch).
+    pub at: std::time::Duration,
     /// The path as the process gave it, made absolute, when `..` in it made
     /// `path` (where the kernel goes: `..` taken after the symlink before
     /// it, as the kernel takes it) differ from it.

@@ -631,3 +631,53 @@ fn a_full_disk_refuses_the_run_and_leaves_the_log_whole() {
     assert_eq!(after, 0);
     verified.assert_code(0);
 }
+
+/// Seconds since midnight of an RFC 3339 time as ninewall writes it.
+fn day_seconds(t: &str) -> f64 {
+    let clock = &t[11..t.len() - 1];
+    let mut parts = clock.split(':');
+    let h: f64 = parts.next().unwrap().parse().unwrap();
+    let m: f64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts.next().unwrap().parse().unwrap();
+    h * 3600.0 + m * 60.0 + s
+}
+
+/// A file record's time is when the access happened, not when its batch
+/// was written: two accesses 1.5 s apart are recorded 1.5 s apart, and the
+/// first well before the end.
+#[test]
+fn a_file_record_says_when_the_access_happened() {
+    let who = identities()[0];
+    let log = fresh_log("access-time");
+    run(
+        who,
+        &profile("document_generation"),
+        &["--audit-log", log.to_str().unwrap()],
+        &[
+            "-c",
+            "import time\nopen('/work/a', 'w')\ntime.sleep(1.5)\nopen('/work/b', 'w')",
+        ],
+        None,
+    )
+    .assert_code(0);
+    let recs = records(&log);
+    let time_of = |path: &str| {
+        let r = recs
+            .iter()
+            .find(|r| r["kind"] == "file" && r["path"] == path && r["access"] == "create")
+            .unwrap_or_else(|| panic!("no create of {path}: {recs:#?}"));
+        day_seconds(r["time"].as_str().unwrap())
+    };
+    let end = day_seconds(
+        recs.iter().find(|r| r["kind"] == "exec.end").unwrap()["time"]
+            .as_str()
+            .unwrap(),
+    );
+    let (a, b) = (time_of("/work/a"), time_of("/work/b"));
+    let apart = (b - a).rem_euclid(86400.0);
+    assert!((1.4..3.0).contains(&apart), "recorded {apart} s apart");
+    assert!(
+        (end - a).rem_euclid(86400.0) >= 1.4,
+        "the first access is recorded at the end"
+    );
+}
