@@ -86,6 +86,94 @@ pub const FILE_SYSCALLS: &[(&str, Layout)] = &[
     ("utimensat", Layout::One(Some(0), 1, Access::Meta)),
     ("utime", Layout::One(None, 0, Access::Meta)),
     ("utimes", Layout::One(None, 0, Access::Meta)),
+    ("futimesat", Layout::One(Some(0), 1, Access::Meta)),
+    ("statfs", Layout::One(None, 0, Access::Meta)),
+    ("getxattr", Layout::One(None, 0, Access::Meta)),
+    ("lgetxattr", Layout::One(None, 0, Access::Meta)),
+    ("listxattr", Layout::One(None, 0, Access::Meta)),
+    ("llistxattr", Layout::One(None, 0, Access::Meta)),
+    ("setxattr", Layout::One(None, 0, Access::Meta)),
+    ("lsetxattr", Layout::One(None, 0, Access::Meta)),
+    ("removexattr", Layout::One(None, 0, Access::Meta)),
+    ("lremovexattr", Layout::One(None, 0, Access::Meta)),
+    ("inotify_add_watch", Layout::One(None, 1, Access::Meta)),
+    // The path may be NULL (the mark is then on the descriptor): nothing
+    // to read, no record.
+    ("fanotify_mark", Layout::One(Some(3), 4, Access::Meta)),
+];
+
+/// Every syscall of the x86_64 table that takes a file path (a `const char
+/// __user *` filename, pathname, oldname or newname in the kernel's
+/// definition), by name. Syscalls newer than the table (`fchmodat2`,
+/// `*xattrat`, `file_getattr`, …) cannot be named in a filter and so are
+/// never allowed. Sockets' addresses (`bind`, `connect` of `AF_UNIX`) and
+/// names outside the file tree (`mq_open`, `memfd_create`) are not paths.
+pub const PATH_TAKING: &[&str] = &[
+    "open",
+    "creat",
+    "openat",
+    "openat2",
+    "execve",
+    "execveat",
+    "stat",
+    "lstat",
+    "newfstatat",
+    "statx",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "readlink",
+    "readlinkat",
+    "chdir",
+    "chroot",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "rmdir",
+    "unlink",
+    "unlinkat",
+    "rename",
+    "renameat",
+    "renameat2",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "chmod",
+    "fchmodat",
+    "chown",
+    "lchown",
+    "fchownat",
+    "truncate",
+    "utime",
+    "utimes",
+    "utimensat",
+    "futimesat",
+    "statfs",
+    "getxattr",
+    "lgetxattr",
+    "setxattr",
+    "lsetxattr",
+    "listxattr",
+    "llistxattr",
+    "removexattr",
+    "lremovexattr",
+    "inotify_add_watch",
+    "fanotify_mark",
+    "name_to_handle_at",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "swapon",
+    "swapoff",
+    "acct",
+    "quotactl",
+    "uselib",
+    "open_tree",
+    "move_mount",
+    "fspick",
+    "fsconfig",
 ];
 
 /// Whether a call with this layout only looks (stat, access, readlink, chdir):
@@ -137,6 +225,28 @@ mod tests {
         assert_eq!(open_access(libc::O_WRONLY as u64), Access::Write);
         assert_eq!(open_access((libc::O_RDWR | libc::O_CREAT) as u64), Access::Create);
         assert_eq!(open_access((libc::O_RDONLY | libc::O_TRUNC) as u64), Access::Write);
+    }
+
+    /// Coverage: a syscall that takes a path is recorded, or can never be
+    /// allowed by any profile (wall 8's never-allowable list).
+    #[test]
+    fn every_path_taking_syscall_is_recorded_or_never_allowed() {
+        let recorded: std::collections::BTreeSet<&str> = FILE_SYSCALLS.iter().map(|(n, _)| *n).collect();
+        let table: std::collections::BTreeSet<&str> =
+            super::super::names_x86_64::NAMES.iter().map(|(_, n)| *n).collect();
+        for name in PATH_TAKING {
+            assert!(table.contains(name), "{name} is not in the x86_64 table");
+            assert!(
+                recorded.contains(name) || super::super::never(name).is_some(),
+                "{name} takes a path, may be allowed, and is not recorded"
+            );
+        }
+        for name in &recorded {
+            assert!(
+                PATH_TAKING.contains(name),
+                "{name} is recorded but not listed as taking a path"
+            );
+        }
     }
 
     #[test]

@@ -681,3 +681,37 @@ fn a_file_record_says_when_the_access_happened() {
         "the first access is recorded at the end"
     );
 }
+
+/// The path-taking calls beyond open and stat are recorded too: statfs and
+/// the extended attributes (set, get, list, remove).
+#[test]
+fn statfs_and_extended_attribute_calls_are_recorded() {
+    let who = identities()[0];
+    let log = fresh_log("xattr");
+    let p = write_profile(
+        "xattrs",
+        "extends = \"document_generation\"\n[syscalls]\nallow = [\"statfs\", \"setxattr\", \"getxattr\", \"listxattr\", \"removexattr\"]\n",
+    );
+    let r = run(
+        who,
+        &p,
+        &["--audit-log", log.to_str().unwrap()],
+        &[
+            "-c",
+            "import os\nopen('/work/f', 'w').write('x')\nos.statvfs('/work/f')\nos.setxattr('/work/f', 'user.k', b'v')\nprint(os.getxattr('/work/f', 'user.k'), os.listxattr('/work/f'))\nos.removexattr('/work/f', 'user.k')",
+        ],
+        None,
+    );
+    r.assert_code(0);
+    assert_eq!(r.stdout.trim(), "b'v' ['user.k']", "{r:#?}");
+    let recs = records(&log);
+    for call in ["statfs", "setxattr", "getxattr", "listxattr", "removexattr"] {
+        assert!(
+            recs.iter().any(|r| r["kind"] == "file"
+                && r["syscall"] == call
+                && r["path"] == "/work/f"
+                && r["access"] == "meta"),
+            "no {call} record: {recs:#?}"
+        );
+    }
+}
