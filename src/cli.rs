@@ -116,9 +116,11 @@ pub struct RunArgs {
     /// own messages there instead of on stderr (used by `serve` and delegation).
     #[arg(long, value_name = "FD", hide = true)]
     pub outcome_fd: Option<i32>,
-    /// Who asked, as JSON (used by `serve` and delegation).
-    #[arg(long, value_name = "JSON", hide = true)]
-    pub lineage: Option<String>,
+    /// Who asked, as JSON read from this descriptor (used by `serve` and
+    /// delegation). Taken only from ninewall itself: the process that
+    /// started this one must be running this very program.
+    #[arg(long, value_name = "FD", hide = true)]
+    pub lineage_fd: Option<i32>,
     /// A host directory to use as the workspace (read-write, noexec) instead
     /// of a fresh tmpfs.
     #[arg(long, value_name = "DIR")]

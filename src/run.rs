@@ -77,13 +77,35 @@ fn init_logging(default: tracing::Level) {
         .try_init();
 }
 
+/// Who asked, read from descriptor `fd`: only from a parent that is this
+/// very program (a daemon or a delegating supervisor), never from a caller
+/// who could write anything there. (A parent that dies first leaves us to
+/// a reaper, which is not this program.)
+fn lineage_from(fd: i32) -> Result<Lineage, String> {
+    use std::io::Read;
+    let not_ninewall = "who asked is taken only from ninewall itself (a daemon or a delegating supervisor), \
+                        and the process that started this one is not ninewall";
+    match sys::parent_runs_this_program() {
+        Ok(true) => {}
+        // A parent we may not even look at is not the daemon or supervisor
+        // that starts us as its own user.
+        Ok(false) => return Err(not_ninewall.into()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => return Err(not_ninewall.into()),
+        Err(e) => return Err(format!("cannot tell what started this process: {e}")),
+    }
+    let file = std::fs::File::from(sys::take_inherited_fd(fd).map_err(|e| e.to_string())?);
+    let mut text = Vec::new();
+    file.take(64 << 10).read_to_end(&mut text).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&text).map_err(|e| e.to_string())
+}
+
 /// `ninewall run`: the arguments as an [`Invocation`], and for a run started
 /// on someone's behalf (`--outcome-fd`), the outcome as one JSON line.
 fn run(args: RunArgs) -> i32 {
-    let lineage: Lineage = match args.lineage.as_deref().map(serde_json::from_str).transpose() {
+    let lineage = match args.lineage_fd.map(lineage_from).transpose() {
         Ok(l) => l.unwrap_or_default(),
         Err(e) => {
-            say(format!("--lineage: {e}"));
+            say(format!("--lineage-fd: {e}"));
             return EXIT_USAGE;
         }
     };

@@ -189,8 +189,14 @@ pub enum Streamed {
 impl Execution<'_> {
     /// Starts the supervisor process.
     pub fn start(&self) -> std::io::Result<Started> {
-        let lineage = serde_json::to_string(self.lineage).map_err(std::io::Error::other)?;
+        let lineage = serde_json::to_vec(self.lineage).map_err(std::io::Error::other)?;
         let (outcome_r, outcome_w) = crate::sys::pipe_cloexec()?;
+        // Who asked goes over a pipe, not argv: the supervisor takes it only
+        // from its parent, this program (see `run --lineage-fd`). It is
+        // written whole before the spawn (far less than a pipe holds).
+        let (lineage_r, lineage_w) = crate::sys::pipe_cloexec()?;
+        crate::sys::write_all(lineage_w.as_raw_fd(), &lineage).map_err(std::io::Error::from_raw_os_error)?;
+        drop(lineage_w);
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg("run")
             .arg("--profile")
@@ -199,8 +205,8 @@ impl Execution<'_> {
             .arg(self.audit_log.raw_fd().to_string())
             .arg("--outcome-fd")
             .arg(outcome_w.as_raw_fd().to_string())
-            .arg("--lineage")
-            .arg(lineage);
+            .arg("--lineage-fd")
+            .arg(lineage_r.as_raw_fd().to_string());
         if let Some(ws) = self.workspace {
             cmd.arg("--workspace")
                 .arg(ws.path)
@@ -220,7 +226,8 @@ impl Execution<'_> {
             crate::sys::set_inheritable(outcome_w.as_raw_fd(), true)?;
             // The log and the workspace stay open here: inheritable only for
             // this one spawn.
-            let shared: Vec<RawFd> = std::iter::once(self.audit_log.raw_fd())
+            let shared: Vec<RawFd> = [self.audit_log.raw_fd(), lineage_r.as_raw_fd()]
+                .into_iter()
                 .chain(self.workspace.map(|ws| ws.fd.as_raw_fd()))
                 .collect();
             let mut spawned = shared

@@ -199,3 +199,13 @@ pub fn has_exited(pid: i32) -> bool {
     // SAFETY: si_pid is valid to read after a successful waitid.
     r == 0 && unsafe { info.si_pid() } == pid
 }
+
+/// Whether this process's parent runs the same program file as this one
+/// (`/proc/PID/exe` of both: one inode). Reading the parent's needs the
+/// right to look at it (the same user, or root).
+pub fn parent_runs_this_program() -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/self/exe")?;
+    let parent = std::fs::metadata(format!("/proc/{}/exe", getppid()))?;
+    Ok((own.dev(), own.ino()) == (parent.dev(), parent.ino()))
+}

@@ -230,22 +230,86 @@ fn run_with_a_policy_runs_what_the_roles_grant_and_nothing_else() {
 
 #[test]
 fn a_profile_changed_after_the_gate_checked_it_does_not_run() {
+    // The digest the gate checked travels with the request; the supervisor
+    // compares it with the files it loads.
+    let admission = ninewall::pipeline::Admission {
+        profile: profile("reason"),
+        lineage: ninewall::provenance::Lineage {
+            expect_profile: Some("0000".into()),
+            depth: 1,
+            parent: Some("x".into()),
+            ..Default::default()
+        },
+    };
+    let err = ninewall::pipeline::load(&admission).unwrap_err();
+    assert_eq!(err.exit_code(), 125);
+    let text = err.to_string();
+    assert!(
+        text.contains("wall 1 (policy gate): ") && text.contains("changed after the gate checked it"),
+        "{text}"
+    );
+}
+
+/// Who asked (worker, role, parent) is taken only from ninewall itself: not
+/// from argv (`--lineage` is gone), and not from a descriptor a caller
+/// hands a `run` it started itself. Nothing runs, nothing is recorded.
+#[test]
+fn a_forged_lineage_is_refused_and_nothing_runs() {
+    use std::os::fd::AsRawFd;
     let who = agent();
-    let lineage = json!({"expect_profile": "0000", "depth": 1, "parent": "x"}).to_string();
-    let out = run(
+    let dir = fresh_dir("forged-lineage");
+    let log = dir.join("audit.jsonl");
+    let gone = run(
         who,
         &profile("reason"),
-        &["--lineage", &lineage],
+        &[
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--lineage",
+            "{\"worker\": \"boss\"}",
+        ],
         &["-c", "print('ran')"],
         None,
     );
-    out.assert_code(125);
-    assert!(out.stdout.is_empty());
-    assert!(
-        out.stderr.contains("wall 1 (policy gate): ")
-            && out.stderr.contains("changed after the gate checked it; nothing ran"),
-        "{out:#?}"
-    );
+    gone.assert_code(2);
+    assert!(gone.stderr.contains("--lineage"), "{gone:#?}");
+    let forged = dir.join("lineage.json");
+    std::fs::write(
+        &forged,
+        json!({"worker": "boss", "role": "admin", "client_uid": 0}).to_string(),
+    )
+    .unwrap();
+    let file = std::fs::File::open(&forged).unwrap();
+    let fd = file.as_raw_fd();
+    let mut cmd = ninewall(who);
+    cmd.args(["run", "--profile"])
+        .arg(profile("reason"))
+        .arg("--audit-log")
+        .arg(&log)
+        .args(["--lineage-fd", "3", "--", "-c", "print('ran')"])
+        .stdin(Stdio::null());
+    // SAFETY: dup2 and fcntl are async-signal-safe: the forged lineage on
+    // descriptor 3, inheritable.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if r == -1 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        });
+    }
+    let out = Run::from_output(cmd.output().unwrap());
+    out.assert_code(2);
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    assert!(out.stderr.contains("taken only from ninewall itself"), "{out:#?}");
+    let recorded = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!recorded.contains("exec.start"), "{recorded}");
 }
 
 // --- diff -----------------------------------------------------------------------
