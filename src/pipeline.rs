@@ -33,7 +33,7 @@ use crate::host::Host;
 use crate::identity::{IdRange, Identity};
 use crate::plan::{IdMap, PlanError, Request, SetupPlan};
 use crate::policy::units::format_size;
-use crate::policy::Policy;
+use crate::policy::{Overflow, Policy, RecordBudget};
 use crate::profile::Profile;
 use crate::provenance::{self, AuditLog, Lineage};
 use crate::sandbox::{self, End, FileEvent, Limit, Outcome, Remains, Running, SandboxError, SignalForwarder};
@@ -223,7 +223,7 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     if invocation.verbose {
         say_resources(&running, &planned.setup, messages);
     }
-    let supervised = supervise(running, &signals, &mut log, &exec_id, service);
+    let supervised = supervise(running, &signals, &mut log, &exec_id, loaded.policy.records, service);
     Ok(finish(
         supervised,
         &mut log,
@@ -690,25 +690,27 @@ fn supervise(
     signals: &SignalForwarder,
     log: &mut AuditLog,
     exec_id: &str,
+    records: RecordBudget,
     delegation: Option<DelegationService>,
 ) -> Supervised {
-    let mut seq: u64 = 0;
     let mut lost: u64 = 0;
-    let mut batch: Vec<provenance::FileRecord> = Vec::with_capacity(FILE_BATCH);
-    let mut flush = |log: &mut AuditLog, batch: &mut Vec<provenance::FileRecord>| {
+    let mut recorder = provenance::FileRecorder::new(exec_id, records.max);
+    let mut batch: Vec<provenance::FileLine> = Vec::with_capacity(FILE_BATCH);
+    let mut flush = |log: &mut AuditLog, batch: &mut Vec<provenance::FileLine>| {
         let n = batch.len() as u64;
         if n > 0 && log.append_batch(std::mem::take(batch)).is_err() {
             lost += n;
         }
     };
     let waited = running.wait(Some(signals), &mut |e: FileEvent| {
-        seq += 1;
-        batch.push(provenance::file_record(exec_id, seq, e));
+        let within = recorder.event(e, &mut batch);
         if batch.len() >= FILE_BATCH {
             flush(log, &mut batch);
         }
+        within || records.on_overflow == Overflow::Summarize
     });
-    let tail = batch.drain(..).filter_map(|r| serde_json::to_value(r).ok()).collect();
+    let mut tail: Vec<serde_json::Value> = batch.drain(..).filter_map(|r| serde_json::to_value(r).ok()).collect();
+    tail.extend(recorder.finish());
     if let Some(service) = delegation {
         // A child does not outlive its parent: end the one still running.
         if let Some(child) = service.current.lock().ok().and_then(|c| c.clone()) {

@@ -172,6 +172,8 @@ struct RawNet {
 #[serde(deny_unknown_fields)]
 struct RawProvenance {
     files: Option<Spanned<String>>,
+    max_records: Option<Spanned<Scalar>>,
+    on_overflow: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,6 +317,10 @@ pub struct Profile {
     pub limits: BTreeMap<&'static str, At<Scalar>>,
     /// `provenance.files`.
     pub provenance_files: Option<At<String>>,
+    /// `provenance.max_records`.
+    pub provenance_max_records: Option<At<Scalar>>,
+    /// `provenance.on_overflow`.
+    pub provenance_on_overflow: Option<At<String>>,
     /// Whether any file of the chain has a `[python]` section.
     pub python: bool,
     /// `python.modules`, union over the chain.
@@ -405,6 +411,19 @@ impl Profile {
         }
         if let Some(pv) = raw.provenance {
             set(&mut self.provenance_files, pv.files, file, "provenance.files");
+            set(
+                &mut self.provenance_on_overflow,
+                pv.on_overflow,
+                file,
+                "provenance.on_overflow",
+            );
+            if let Some(v) = pv.max_records {
+                let origin = file.origin(v.span(), "provenance.max_records");
+                self.provenance_max_records = Some(At {
+                    value: v.into_inner(),
+                    origin,
+                });
+            }
         }
         if let Some(py) = raw.python {
             self.python = true;

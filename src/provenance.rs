@@ -758,6 +758,160 @@ pub fn file_record(id: &str, seq: u64, e: crate::sandbox::FileEvent) -> FileReco
     }
 }
 
+/// A line of a run's file records: an access, or what stands for many
+/// (`file.repeated`, `file.dropped`).
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum FileLine<'a> {
+    /// One access.
+    Access(FileRecord<'a>),
+    /// A summary.
+    Summary(Value),
+}
+
+impl Chained for FileLine<'_> {
+    fn set_prev(&mut self, prev: String) {
+        match self {
+            FileLine::Access(r) => r.set_prev(prev),
+            FileLine::Summary(v) => v.set_prev(prev),
+        }
+    }
+}
+
+/// The last access recorded for one process, and how many identical ones
+/// (same call, path as reached and as asked, kind, verdict, existence)
+/// followed it in a row.
+struct Repeat {
+    syscall: String,
+    path: String,
+    asked: Option<String>,
+    access: crate::seccomp::files::Access,
+    verdict: &'static str,
+    exists: bool,
+    seq: u64,
+    count: u64,
+    last: std::time::Duration,
+}
+
+impl Repeat {
+    fn is(&self, e: &crate::sandbox::FileEvent) -> bool {
+        self.syscall == e.syscall
+            && self.path == e.path
+            && self.asked == e.asked
+            && self.access == e.access
+            && self.verdict == e.verdict
+            && self.exists == e.exists
+    }
+}
+
+/// Most processes whose last access is held for a repeat count; past it,
+/// the counts so far are written and the slate cleared.
+const REPEATS_HELD: usize = 256;
+
+/// Turns a run's file events into its file records, bounded: identical
+/// accesses of one process in a row become one record and a count
+/// (`file.repeated`, with the time of the last), and past `max` records
+/// the rest are counted per syscall (`file.dropped`, at the end). What the
+/// recorder holds is one access per process, at most [`REPEATS_HELD`].
+pub struct FileRecorder<'a> {
+    exec: &'a str,
+    max: u64,
+    seq: u64,
+    written: u64,
+    repeats: std::collections::HashMap<i32, Repeat>,
+    dropped: BTreeMap<String, u64>,
+}
+
+impl<'a> FileRecorder<'a> {
+    /// A recorder for execution `exec`, of at most `max` records.
+    pub fn new(exec: &'a str, max: u64) -> FileRecorder<'a> {
+        FileRecorder {
+            exec,
+            max,
+            seq: 0,
+            written: 0,
+            repeats: std::collections::HashMap::new(),
+            dropped: BTreeMap::new(),
+        }
+    }
+
+    /// Takes one event, putting the lines it makes in `out`; `false` once
+    /// the budget is spent (the event was only counted).
+    pub fn event(&mut self, e: crate::sandbox::FileEvent, out: &mut Vec<FileLine<'a>>) -> bool {
+        if let Some(r) = self.repeats.get_mut(&e.pid).filter(|r| r.is(&e)) {
+            r.count += 1;
+            r.last = e.at;
+            return true;
+        }
+        if let Some(r) = self.repeats.remove(&e.pid) {
+            self.repeated(&r, out);
+        }
+        if self.written >= self.max {
+            *self.dropped.entry(e.syscall).or_insert(0) += 1;
+            return false;
+        }
+        if self.repeats.len() >= REPEATS_HELD {
+            let held: Vec<Repeat> = self.repeats.drain().map(|(_, r)| r).collect();
+            for r in &held {
+                self.repeated(r, out);
+            }
+        }
+        self.seq += 1;
+        self.written += 1;
+        self.repeats.insert(
+            e.pid,
+            Repeat {
+                syscall: e.syscall.clone(),
+                path: e.path.clone(),
+                asked: e.asked.clone(),
+                access: e.access,
+                verdict: e.verdict,
+                exists: e.exists,
+                seq: self.seq,
+                count: 0,
+                last: e.at,
+            },
+        );
+        out.push(FileLine::Access(file_record(self.exec, self.seq, e)));
+        true
+    }
+
+    fn repeated(&mut self, r: &Repeat, out: &mut Vec<FileLine<'a>>) {
+        if r.count == 0 {
+            return;
+        }
+        self.written += 1;
+        out.push(FileLine::Summary(json!({
+            "kind": "file.repeated",
+            "exec": self.exec,
+            "time": now_rfc3339(),
+            "seq": r.seq,
+            "count": r.count,
+            "last": rfc3339(r.last),
+        })));
+    }
+
+    /// The counts still held, once the run has ended.
+    pub fn finish(mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let held: Vec<Repeat> = self.repeats.drain().map(|(_, r)| r).collect();
+        for r in &held {
+            self.repeated(r, &mut out);
+        }
+        let mut values: Vec<Value> = out.into_iter().filter_map(|l| serde_json::to_value(l).ok()).collect();
+        if !self.dropped.is_empty() {
+            values.push(json!({
+                "kind": "file.dropped",
+                "exec": self.exec,
+                "time": now_rfc3339(),
+                "max_records": self.max,
+                "by_syscall": self.dropped,
+            }));
+        }
+        values
+    }
+}
+
 /// A `file` record. A struct rather than a JSON map, because there is one per
 /// recorded access; its fields are in the order a map's keys are written
 /// (sorted), so its line reads like every other record's.

@@ -112,9 +112,42 @@ pub struct Policy {
     pub python: Option<crate::interpreter::PythonPolicy>,
     /// Which file accesses provenance records.
     pub record_files: RecordFiles,
+    /// How many file records one execution may write.
+    pub records: RecordBudget,
     /// The MBUs an execution may ask its supervisor to run as children
     /// (wall 1: each child must be a subset of this policy).
     pub delegate: Vec<String>,
+}
+
+/// How many file records one execution may write, and what happens past
+/// that: identical accesses in a row are one record and a count anyway, so
+/// the budget is reached by many different accesses, not by a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecordBudget {
+    /// `provenance.max_records` (default 100,000).
+    pub max: u64,
+    /// `provenance.on_overflow`.
+    pub on_overflow: Overflow,
+}
+
+impl Default for RecordBudget {
+    fn default() -> RecordBudget {
+        RecordBudget {
+            max: 100_000,
+            on_overflow: Overflow::Summarize,
+        }
+    }
+}
+
+/// Past the record budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overflow {
+    /// The run goes on; further accesses are counted per syscall
+    /// (`file.dropped`) instead of recorded one by one.
+    Summarize,
+    /// The run is ended (limit `records`).
+    Kill,
 }
 
 /// Which file accesses the provenance log records.
@@ -430,6 +463,7 @@ impl Policy {
                 }
             },
         };
+        let records = check_record_budget(&mut c, profile);
         let python = check_python(&mut c, profile, command.as_deref(), &[&read, &libraries]);
 
         if !c.problems.is_empty() {
@@ -460,6 +494,7 @@ impl Policy {
             limits,
             python,
             record_files,
+            records,
             delegate,
         })
     }
@@ -543,6 +578,32 @@ fn check_python(
         packages,
         stdlib,
     })
+}
+
+fn check_record_budget(c: &mut Checker, profile: &Profile) -> RecordBudget {
+    use crate::profile::Scalar;
+    let mut budget = RecordBudget::default();
+    if let Some(at) = &profile.provenance_max_records {
+        match &at.value {
+            Scalar::Int(n) if (100..=10_000_000).contains(n) => budget.max = n.unsigned_abs(),
+            _ => c.problems.push(Problem {
+                origin: at.origin.clone(),
+                value: Some(at.value.to_string()),
+                message: "out of range; valid: a whole number from 100 to 10000000".into(),
+            }),
+        }
+    }
+    if let Some(at) = &profile.provenance_on_overflow {
+        match at.value.as_str() {
+            "summarize" => {}
+            "kill" => budget.on_overflow = Overflow::Kill,
+            _ => c.bad(
+                at,
+                "unknown mode; valid: \"summarize\" (go on, count the rest) or \"kill\" (end the run)",
+            ),
+        }
+    }
+    budget
 }
 
 fn check_limits(c: &mut Checker, profile: &Profile) -> Limits {

@@ -118,6 +118,18 @@ pub fn excess(a: &Policy, b: &Policy) -> Vec<Excess> {
             ),
         );
     }
+    if a.records.max > b.records.max {
+        gained(
+            "provenance.max_records",
+            format!("may write {} file records > {}", a.records.max, b.records.max),
+        );
+    }
+    if a.records.on_overflow == super::Overflow::Summarize && b.records.on_overflow == super::Overflow::Kill {
+        gained(
+            "provenance.on_overflow",
+            "goes on past its record budget (summarize) > kill".into(),
+        );
+    }
     for d in &a.delegate {
         if !b.delegate.contains(d) {
             gained("mbu.delegate", format!("may delegate to {d}"));
@@ -284,6 +296,15 @@ pub fn intersect(a: &Policy, b: &Policy) -> Policy {
     } else {
         b.record_files
     };
+    p.records = super::RecordBudget {
+        max: a.records.max.min(b.records.max),
+        on_overflow: if a.records.on_overflow == super::Overflow::Kill || b.records.on_overflow == super::Overflow::Kill
+        {
+            super::Overflow::Kill
+        } else {
+            super::Overflow::Summarize
+        },
+    };
     p.delegate.retain(|d| b.delegate.contains(d));
     p
 }
@@ -416,6 +437,14 @@ mod tests {
                 stdlib: PathBuf::from("/usr/lib/python3.11"),
             }),
             record_files: rng.pick(&[RecordFiles::None, RecordFiles::Writes, RecordFiles::All]),
+            records: crate::policy::RecordBudget {
+                max: rng.pick(&[100u64, 1000, 100_000]),
+                on_overflow: if rng.chance(2) {
+                    crate::policy::Overflow::Kill
+                } else {
+                    crate::policy::Overflow::Summarize
+                },
+            },
             delegate: strings(rng, &MBUS),
         }
     }

@@ -174,6 +174,22 @@ fn summary(p: &Policy) -> String {
         "setid",
         "no setuid/setgid mode: chmod, mkdir, mknod, creat, open(O_CREAT) with one refused; openat2 ENOSYS".into(),
     );
+    line(
+        "provenance",
+        format!(
+            "file accesses: {}; at most {} records per run (repeats in a row are one record and a count), then {}",
+            match p.record_files {
+                super::RecordFiles::All => "all",
+                super::RecordFiles::Writes => "writes",
+                super::RecordFiles::None => "none",
+            },
+            p.records.max,
+            match p.records.on_overflow {
+                super::Overflow::Summarize => "counted per syscall (on_overflow summarize)",
+                super::Overflow::Kill => "the run ends (on_overflow kill)",
+            }
+        ),
+    );
     let req: Vec<String> = p
         .landlock_require
         .iter()

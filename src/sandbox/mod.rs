@@ -657,7 +657,7 @@ impl Running {
     pub fn wait(
         mut self,
         signals: Option<&SignalForwarder>,
-        on_file: &mut dyn FnMut(FileEvent),
+        on_file: &mut dyn FnMut(FileEvent) -> bool,
     ) -> Result<(Outcome, Remains), SandboxError> {
         if !self.maps_written {
             self.enter_cgroup()?;
@@ -796,7 +796,7 @@ impl Running {
     fn pump(
         &mut self,
         signals: Option<&SignalForwarder>,
-        on_file: &mut dyn FnMut(FileEvent),
+        on_file: &mut dyn FnMut(FileEvent) -> bool,
     ) -> Result<(), SandboxError> {
         let deadline = self.started + Duration::from_secs(self.limits.wall_seconds);
         let cpu_budget_ns = self.limits.cpu_seconds.saturating_mul(1_000_000_000);
@@ -919,7 +919,15 @@ impl Running {
                 // has: waiting for it then could wait for the whole run.)
                 let read = sys::read_once(fd, &mut buf);
                 if let Some(n) = &self.notifications {
-                    n.take().for_each(&mut *on_file);
+                    // `false`: the recorder's budget is spent and the profile
+                    // says to end the run then.
+                    let mut go_on = true;
+                    for e in n.take() {
+                        go_on &= on_file(e);
+                    }
+                    if !go_on {
+                        self.kill_all(Limit::Records);
+                    }
                 }
                 match read {
                     Ok(0) => {
@@ -957,7 +965,7 @@ impl Running {
 /// Runs `plan` to completion with the caller's stdio, forwarding signals;
 /// file events are dropped.
 pub fn run(plan: &SetupPlan, signals: Option<&SignalForwarder>) -> Result<Outcome, SandboxError> {
-    spawn(plan)?.wait(signals, &mut |_| {}).map(|(outcome, mut remains)| {
+    spawn(plan)?.wait(signals, &mut |_| true).map(|(outcome, mut remains)| {
         remains.take_unsent().pass_on();
         outcome
     })

@@ -38,6 +38,9 @@ pub enum Limit {
     /// Whoever asked for the execution (a daemon's client, a delegating
     /// parent) went away: it was ended (SIGTERM, SIGKILL after a grace).
     Cancelled,
+    /// Its file records reached `provenance.max_records` under
+    /// `on_overflow = "kill"`.
+    Records,
 }
 
 impl Limit {
@@ -53,6 +56,7 @@ impl Limit {
             Limit::FileSize => format!("limits.file_size = {}", format_size(l.file_size)),
             Limit::Output => format!("limits.output = {}", format_size(l.output)),
             Limit::Cancelled => "its requester went away".to_string(),
+            Limit::Records => "provenance.max_records, on_overflow = \"kill\"".to_string(),
         }
     }
 
@@ -66,6 +70,7 @@ impl Limit {
             Limit::FileSize => "file_size",
             Limit::Output => "output",
             Limit::Cancelled => "cancelled",
+            Limit::Records => "records",
         }
     }
 }

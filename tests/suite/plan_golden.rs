@@ -89,6 +89,7 @@ fn policy() -> Policy {
         limits: Limits::default(),
         python: None,
         record_files: ninewall::policy::RecordFiles::All,
+        records: ninewall::policy::RecordBudget::default(),
         delegate: Vec::new(),
     }
 }

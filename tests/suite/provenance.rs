@@ -77,7 +77,7 @@ fn a_run_records_its_start_its_refusals_and_its_end() {
         let kinds: Vec<&str> = recs
             .iter()
             .map(|r| r["kind"].as_str().unwrap())
-            .filter(|k| *k != "file")
+            .filter(|k| !k.starts_with("file"))
             .collect();
         assert_eq!(kinds, vec!["exec.start", "syscall.denied", "exec.end"], "{who:?}");
         let id = recs[0]["exec"].as_str().unwrap();
@@ -350,18 +350,24 @@ fn every_access_of_a_busy_run_is_recorded_in_order_before_its_end() {
             &["--audit-log", log.to_str().unwrap()],
             &[
                 "-c",
-                "import os, socket\nopen('/work/x', 'w').close()\nfor _ in range(1000): os.close(os.open('/work/x', os.O_RDONLY))\nfor _ in range(3):\n    try: socket.socket()\n    except OSError: pass",
+                "import os, socket\nfor i in range(1000): os.close(os.open('/work/x%d' % i, os.O_WRONLY | os.O_CREAT))\nfor _ in range(3):\n    try: socket.socket()\n    except OSError: pass",
             ],
             None,
         );
         r.assert_code(0);
         verify(&log).assert_code(0);
         let recs = records(&log);
-        let reads = recs
+        // 1000 different files: 1000 records (identical accesses in a row
+        // would be one and a count).
+        let creates = recs
             .iter()
-            .filter(|r| r["kind"] == "file" && r["path"] == "/work/x" && r["access"] == "read")
+            .filter(|r| {
+                r["kind"] == "file"
+                    && r["access"] == "create"
+                    && r["path"].as_str().is_some_and(|p| p.starts_with("/work/x"))
+            })
             .count();
-        assert_eq!(reads, 1000, "{who:?}");
+        assert_eq!(creates, 1000, "{who:?}");
         let seqs: Vec<u64> = recs
             .iter()
             .filter(|r| r["kind"] == "file")
@@ -714,4 +720,86 @@ fn statfs_and_extended_attribute_calls_are_recorded() {
             "no {call} record: {recs:#?}"
         );
     }
+}
+
+/// A stat loop cannot fill the disk: identical accesses in a row are one
+/// record and a count; many different ones stop being recorded one by one
+/// at `provenance.max_records` (counted per syscall), or end the run under
+/// `on_overflow = "kill"`.
+#[test]
+fn a_flood_of_accesses_is_bounded_by_repeats_and_the_record_budget() {
+    let who = identities()[0];
+    // 20,000 stats of one long path: one record and one count.
+    let log = fresh_log("flood");
+    let long = format!("/work/{}", "a".repeat(3000));
+    run(
+        who,
+        &profile("document_generation"),
+        &["--audit-log", log.to_str().unwrap()],
+        &[
+            "-c",
+            &format!("import os\nfor _ in range(20000):\n    try: os.stat({long:?})\n    except OSError: pass"),
+        ],
+        None,
+    )
+    .assert_code(0);
+    let recs = records(&log);
+    let of_long: Vec<&serde_json::Value> = recs.iter().filter(|r| r["path"] == long.as_str()).collect();
+    assert_eq!(of_long.len(), 1, "one record of the path");
+    let repeated: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["kind"] == "file.repeated" && r["seq"] == of_long[0]["seq"])
+        .collect();
+    assert_eq!(repeated.len(), 1, "{repeated:#?}");
+    assert_eq!(repeated[0]["count"], 19_999);
+    let size = std::fs::metadata(&log).unwrap().len();
+    assert!(size < 256 << 10, "the log of 20,000 stats is {size} bytes");
+    verify(&log).assert_code(0);
+
+    // 2,000 different paths against a budget of 200.
+    let budget = |mode: &str| {
+        write_profile(
+            &format!("budget-{mode}"),
+            &format!("extends = \"document_generation\"\n[provenance]\nmax_records = 200\non_overflow = \"{mode}\"\n"),
+        )
+    };
+    let code = "import os\nfor i in range(2000):\n    try: os.stat('/work/missing-%d' % i)\n    except OSError: pass\nprint('done')";
+    let log = fresh_log("budget");
+    let r = run(
+        who,
+        &budget("summarize"),
+        &["--audit-log", log.to_str().unwrap()],
+        &["-c", code],
+        None,
+    );
+    r.assert_code(0);
+    assert_eq!(r.stdout.trim(), "done");
+    let recs = records(&log);
+    let files = recs.iter().filter(|r| r["kind"] == "file").count();
+    assert!(files <= 200, "{files} file records past a budget of 200");
+    let dropped = recs
+        .iter()
+        .find(|r| r["kind"] == "file.dropped")
+        .expect("a file.dropped record");
+    let counted: u64 = dropped["by_syscall"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(counted >= 1800, "{dropped:#}");
+    verify(&log).assert_code(0);
+
+    let log = fresh_log("budget-kill");
+    let r = run(
+        who,
+        &budget("kill"),
+        &["--audit-log", log.to_str().unwrap()],
+        &["-c", code],
+        None,
+    );
+    assert_ne!(r.code, 0, "{r:#?}");
+    assert!(!r.stdout.contains("done"), "{r:#?}");
+    let end = records(&log).into_iter().find(|r| r["kind"] == "exec.end").unwrap();
+    assert_eq!(end["reason"], "records", "{end:#}");
 }
