@@ -81,8 +81,13 @@ pub enum AuditAction {
         #[arg(value_name = "LOG")]
         log: PathBuf,
         /// Only this execution.
-        #[arg(long, value_name = "ID")]
+        #[arg(long, value_name = "ID", conflicts_with = "story")]
         exec: Option<String>,
+        /// This execution, after the agent's record that led to it (its
+        /// `caused_by`: the model call or note a worker appended): the whole
+        /// story from the model call to the exit.
+        #[arg(long, value_name = "ID")]
+        story: Option<String>,
         /// Print the records as JSON.
         #[arg(long)]
         json: bool,

@@ -62,6 +62,10 @@ pub struct Lineage {
     /// if the files changed since.
     #[serde(default)]
     pub expect_profile: Option<String>,
+    /// The agent's own record (an `llm.call`, an `agent.note` appended
+    /// through the daemon) that led to this execution, by its id.
+    #[serde(default)]
+    pub caused_by: Option<String>,
 }
 
 /// The log file, open for appending.
@@ -558,6 +562,59 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// The agent's records (`llm.call`, `agent.note`) that an execution's
+/// start names as its cause (`caused_by`).
+pub fn causes(text: &[u8], records: &[Value]) -> Vec<Value> {
+    let ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.get("caused_by").and_then(Value::as_str))
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
+        .filter(|v| v.get("id").and_then(Value::as_str).is_some_and(|id| ids.contains(&id)))
+        .collect()
+}
+
+/// One line for an agent's record, escaped as every shown field is.
+pub fn describe_agent_record(r: &Value) -> String {
+    let text = |p: &str| {
+        printable(&r.pointer(p).map_or_else(
+            || "?".to_string(),
+            |v| v.as_str().map_or_else(|| v.to_string(), str::to_string),
+        ))
+    };
+    match r.get("kind").and_then(Value::as_str) {
+        Some("llm.call") => format!(
+            "{} llm.call {} by worker {} (uid {}): model {}, purpose {}; prompt {} bytes sha256 {}, response {} bytes sha256 {}; tokens {} in, {} out; {} ms",
+            text("/time"),
+            text("/id"),
+            text("/worker"),
+            text("/client/uid"),
+            printable(&r.get("model").map_or_else(|| "?".to_string(), bounded_text)),
+            printable(&r.get("purpose").map_or_else(|| "?".to_string(), bounded_text)),
+            text("/prompt_bytes"),
+            text("/prompt_sha256"),
+            text("/response_bytes"),
+            text("/response_sha256"),
+            text("/tokens_in"),
+            text("/tokens_out"),
+            text("/latency_ms")
+        ),
+        _ => format!(
+            "{} {} {} by worker {} (uid {}): {}",
+            text("/time"),
+            text("/kind"),
+            text("/id"),
+            text("/worker"),
+            text("/client/uid"),
+            printable(&r.get("text").map_or_else(|| "?".to_string(), bounded_text))
+        ),
+    }
+}
+
 /// One line per gate refusal: when, who, what, why.
 pub fn describe_refusal(r: &Value) -> String {
     let text = |p: &str| printable(r.pointer(p).and_then(Value::as_str).unwrap_or("?"));
@@ -599,6 +656,9 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                         f(r, "/worker/client_uid"),
                         text(r, "/role")
                     ));
+                }
+                if let Some(c) = r.pointer("/caused_by").and_then(Value::as_str) {
+                    s.push_str(&format!("  {time} gate     caused by {}\n", printable(c)));
                 }
                 if let Some(p) = r.pointer("/parent").and_then(Value::as_str) {
                     s.push_str(&format!(
@@ -708,6 +768,7 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
         "depth": l.depth,
         "worker": {"uid": cx.uid, "name": l.worker, "client_uid": l.client_uid},
         "role": l.role,
+        "caused_by": l.caused_by,
         "mbu": policy.name,
         "profile": {"files": files, "sha256": cx.profile_sha256},
         "argv": bounded_list(&plan.argv),

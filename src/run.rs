@@ -196,7 +196,8 @@ fn audit(action: AuditAction) -> i32 {
                 1
             }
         },
-        AuditAction::Show { exec, json, .. } => {
+        AuditAction::Show { exec, story, json, .. } => {
+            let exec = exec.or(story.clone());
             let execs = provenance::executions(&text, exec.as_deref());
             // Without --exec, the gate's refusals too: they belong to no execution.
             let refusals = match exec {
@@ -211,6 +212,19 @@ fn audit(action: AuditAction) -> i32 {
                 return 1;
             }
             let mut out = std::io::stdout().lock();
+            if story.is_some() {
+                let causes = execs.values().flat_map(|records| provenance::causes(&text, records));
+                for cause in causes {
+                    let line = if json {
+                        serde_json::to_string_pretty(&cause).unwrap_or_default()
+                    } else {
+                        provenance::describe_agent_record(&cause)
+                    };
+                    if writeln!(out, "{line}").is_err() {
+                        return EXIT_SANDBOX;
+                    }
+                }
+            }
             for (id, records) in &execs {
                 let text = if json {
                     serde_json::to_string_pretty(records).unwrap_or_default()

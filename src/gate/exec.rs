@@ -43,6 +43,10 @@ pub struct WireRequest {
     /// A host directory to use as the workspace (daemon only).
     #[serde(default)]
     pub workspace: Option<PathBuf>,
+    /// The id of the agent's record (`llm.call`, `agent.note`) that led to
+    /// this request: recorded in `exec.start`.
+    #[serde(default)]
+    pub caused_by: Option<String>,
     /// The protocol: 1 (the default), one answer line with the output in it;
     /// 2 (daemon only), the output streamed in frames (see [`Started::stream`]).
     #[serde(default)]
@@ -82,6 +86,9 @@ pub struct WireResponse {
     /// The protocol, when it is not 1: on protocol 2's first line and end line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v: Option<u32>,
+    /// The id of an agent record the daemon appended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
 }
 
 impl WireResponse {
@@ -337,6 +344,7 @@ impl Started {
             stderr: None,
             messages: o.messages,
             v: None,
+            record: None,
         }
     }
 

@@ -75,6 +75,8 @@ struct Shared {
     per_uid: Mutex<HashMap<u32, usize>>,
     /// How many refusals each client uid may still have recorded one by one.
     refusals: Mutex<HashMap<u32, RefusalBudget>>,
+    /// How many records of its own each client uid may still append.
+    agent_records: Mutex<HashMap<u32, RefusalBudget>>,
     next: AtomicU64,
     /// Whether the daemon made its socket (and so removes it), rather than
     /// being handed it by socket activation.
@@ -188,6 +190,7 @@ pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i
         clients: Mutex::new(HashMap::new()),
         per_uid: Mutex::new(HashMap::new()),
         refusals: Mutex::new(HashMap::new()),
+        agent_records: Mutex::new(HashMap::new()),
         next: AtomicU64::new(0),
         bound_here,
     });
@@ -501,10 +504,19 @@ fn request(
     line: &[u8],
     client: &UnixStream,
 ) -> (Option<WireResponse>, bool) {
+    if is_agent_record(line) {
+        return match serde_json::from_slice::<AgentRecordRequest>(line) {
+            Ok(r) => (Some(append_agent_record(shared, peer, worker, r.record)), false),
+            Err(e) => (Some(WireResponse::refused(format!("not a record: {e}"))), true),
+        };
+    }
     let req: WireRequest = match serde_json::from_slice(line) {
         Ok(r) => r,
         Err(e) => return (Some(WireResponse::refused(format!("not a request: {e}"))), true),
     };
+    if let Some(why) = req.caused_by.as_deref().and_then(bad_record_id) {
+        return (Some(WireResponse::refused(format!("caused_by: {why}"))), false);
+    }
     if !matches!(req.v, None | Some(1 | 2)) {
         let why = format!("protocol version {} is not served; valid: 1, 2", req.v.unwrap_or(0));
         return (Some(WireResponse::refused(why)), true);
@@ -637,6 +649,7 @@ fn start<'a>(shared: &'a Shared, peer: &Peer, worker: &Worker, req: &WireRequest
         client_uid: Some(peer.uid),
         depth: 0,
         expect_profile: None,
+        caused_by: req.caused_by.clone(),
     };
     let exec = Execution {
         profile: &grant.profile,
@@ -702,6 +715,130 @@ fn open_workspace(dir: &Path, peer: &Peer) -> Result<(PathBuf, OwnedFd), String>
     Ok((dir.to_path_buf(), fd))
 }
 
+/// Whether a line is an agent record (`{"record": …}`) rather than a run
+/// request.
+fn is_agent_record(line: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line).is_ok_and(|m| m.contains_key("record"))
+}
+
+/// `{"record": …}`: the agent's own event, for the chain.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentRecordRequest {
+    record: AgentRecord,
+}
+
+/// What a worker may add to the log about itself: its model calls and
+/// notes. Hashes and sizes, never the prompt or response themselves.
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+enum AgentRecord {
+    /// One call to a model.
+    #[serde(rename = "llm.call")]
+    LlmCall {
+        model: String,
+        #[serde(default)]
+        purpose: Option<String>,
+        prompt_sha256: String,
+        response_sha256: String,
+        prompt_bytes: u64,
+        response_bytes: u64,
+        #[serde(default)]
+        tokens_in: Option<u64>,
+        #[serde(default)]
+        tokens_out: Option<u64>,
+        #[serde(default)]
+        latency_ms: Option<u64>,
+    },
+    /// Anything else the agent wants on the record.
+    #[serde(rename = "agent.note")]
+    Note { text: String },
+}
+
+/// Why `id` cannot be a record id (`rec-…`, as the daemon hands them out).
+fn bad_record_id(id: &str) -> Option<&'static str> {
+    let ok = id.len() <= 96
+        && id.starts_with("rec-")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+    (!ok).then_some("not a record id the daemon gave (rec-…)")
+}
+
+fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Appends a worker's record to the chain (who sent it, as the kernel says,
+/// and what it chose, bounded), within its uid's budget; answers its id.
+fn append_agent_record(shared: &Shared, peer: &Peer, worker: &Worker, record: AgentRecord) -> WireResponse {
+    let allowed = shared.agent_records.lock().map_or(true, |mut budgets| {
+        budgets
+            .entry(peer.uid)
+            .or_insert_with(|| RefusalBudget {
+                tokens: AGENT_RECORD_BURST,
+                refilled: Instant::now(),
+                suppressed: 0,
+            })
+            .spend_at(AGENT_RECORD_BURST, AGENT_RECORDS_PER_SECOND)
+            .is_some()
+    });
+    if !allowed {
+        return WireResponse::refused(format!(
+            "too many records: at most {AGENT_RECORDS_PER_SECOND} a second after a burst of {AGENT_RECORD_BURST}"
+        ));
+    }
+    let id = format!("rec-{}", provenance::new_exec_id());
+    let mut value = match record {
+        AgentRecord::LlmCall {
+            model,
+            purpose,
+            prompt_sha256,
+            response_sha256,
+            prompt_bytes,
+            response_bytes,
+            tokens_in,
+            tokens_out,
+            latency_ms,
+        } => {
+            if !is_sha256(&prompt_sha256) || !is_sha256(&response_sha256) {
+                return WireResponse::refused("prompt_sha256 and response_sha256: 64 hex digits each");
+            }
+            json!({
+                "kind": "llm.call",
+                "model": provenance::bounded(&model),
+                "purpose": purpose.as_deref().map(provenance::bounded),
+                "prompt_sha256": prompt_sha256.to_ascii_lowercase(),
+                "response_sha256": response_sha256.to_ascii_lowercase(),
+                "prompt_bytes": prompt_bytes,
+                "response_bytes": response_bytes,
+                "tokens_in": tokens_in,
+                "tokens_out": tokens_out,
+                "latency_ms": latency_ms,
+            })
+        }
+        AgentRecord::Note { text } => json!({"kind": "agent.note", "text": provenance::bounded(&text)}),
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("id".into(), json!(id));
+        map.insert("time".into(), json!(provenance::now_rfc3339()));
+        map.insert("client".into(), json!({"uid": peer.uid, "gid": peer.gid}));
+        map.insert("worker".into(), json!(worker.name));
+    }
+    match shared.log.lock().map(|mut l| l.append(value)) {
+        Ok(Ok(())) => WireResponse {
+            ok: true,
+            record: Some(id),
+            ..WireResponse::default()
+        },
+        _ => WireResponse::refused("the record could not be written to the log"),
+    }
+}
+
+/// Agent records of one client uid: a burst, then a steady rate.
+const AGENT_RECORD_BURST: f64 = 1000.0;
+const AGENT_RECORDS_PER_SECOND: f64 = 100.0;
+
 /// Refusals of one client uid recorded one by one: a burst of
 /// [`REFUSAL_BURST`], then one a second; the others are counted, and the
 /// count goes into the next record (or a record of its own when the daemon
@@ -717,8 +854,14 @@ const REFUSAL_BURST: f64 = 10.0;
 impl RefusalBudget {
     /// Whether this refusal is recorded; if so, how many were not since.
     fn spend(&mut self) -> Option<u64> {
+        self.spend_at(REFUSAL_BURST, 1.0)
+    }
+
+    /// As [`RefusalBudget::spend`], for a budget of `burst` refilled at
+    /// `rate` a second.
+    fn spend_at(&mut self, burst: f64, rate: f64) -> Option<u64> {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64()).min(REFUSAL_BURST);
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(burst);
         self.refilled = now;
         if self.tokens < 1.0 {
             self.suppressed += 1;

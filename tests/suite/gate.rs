@@ -1700,3 +1700,73 @@ fn socket_activation_serves_the_passed_socket_and_says_when_it_is_ready() {
     assert!(socket.exists(), "an activated socket's path is the service manager's");
     verify(&log);
 }
+
+/// The agent's own records: a worker appends the model call that led to a
+/// run, names it in the run request, and `audit show --story` tells the
+/// whole story, from the model call to the exit. Records are checked and
+/// bounded; a run cannot name a cause that is not a record id.
+#[test]
+fn a_model_call_and_the_execution_it_caused_are_one_story() {
+    let who = agent();
+    let policy = analyst_policy("daemon-story", who);
+    let mut d = Daemon::start(&policy, &[]);
+    let sha = "ab".repeat(32);
+    let call = json!({"record": {"kind": "llm.call", "model": "a-model", "purpose": "plan the report",
+        "prompt_sha256": sha, "response_sha256": sha, "prompt_bytes": 1200, "response_bytes": 300,
+        "tokens_in": 400, "tokens_out": 90, "latency_ms": 850}});
+    let a = ask(who, &d.socket, &[call]);
+    assert_eq!(a[0]["ok"], true, "{a:#?}");
+    let id = a[0]["record"].as_str().unwrap().to_string();
+    let b = ask(
+        who,
+        &d.socket,
+        &[
+            json!({"mbu": "reason", "caused_by": id, "args": ["-c", "print(6 * 7)"]}),
+            json!({"mbu": "reason", "caused_by": "not an id\n", "args": ["-c", "print(1)"]}),
+            json!({"record": {"kind": "agent.note", "text": "done\u{1b}[2J"}}),
+        ],
+    );
+    assert_eq!(b[0]["stdout"], "42\n", "{b:#?}");
+    assert!(b[1]["error"].as_str().unwrap().starts_with("caused_by: "), "{b:#?}");
+    assert_eq!(b[2]["ok"], true, "{b:#?}");
+    let bad = ask(
+        who,
+        &d.socket,
+        &[json!({"record": {"kind": "llm.call", "model": "m", "prompt": "the whole prompt"}})],
+    );
+    assert!(
+        bad[0]["error"].as_str().unwrap().starts_with("not a record: "),
+        "{bad:#?}"
+    );
+    d.stop();
+    verify(&d.log);
+    let exec = b[0]["exec"].as_str().unwrap();
+    let recs = records(&d.log);
+    let start = recs.iter().find(|r| r["kind"] == "exec.start").unwrap();
+    assert_eq!(start["caused_by"], id.as_str());
+    let llm = recs.iter().find(|r| r["kind"] == "llm.call").unwrap();
+    assert_eq!(llm["worker"], "agent");
+    assert_eq!(llm["client"]["uid"], uid_of(who));
+    let shown = Run::from_output(
+        ninewall(Who::Root)
+            .args(["audit", "show", "--story", exec])
+            .arg(&d.log)
+            .output()
+            .unwrap(),
+    );
+    shown.assert_code(0);
+    let lines: Vec<&str> = shown.stdout.lines().collect();
+    assert!(
+        lines[0].contains(&format!("llm.call {id} by worker agent")),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        lines[0].contains("model a-model, purpose plan the report"),
+        "{}",
+        shown.stdout
+    );
+    assert!(shown.stdout.contains(&format!("caused by {id}")), "{}", shown.stdout);
+    assert!(shown.stdout.contains("ended"), "{}", shown.stdout);
+    assert!(!shown.stdout.contains('\u{1b}'));
+}
