@@ -74,6 +74,21 @@ pub enum AuditAction {
         /// The log.
         #[arg(value_name = "LOG")]
         log: PathBuf,
+        /// The verification key `audit setup-keys` printed: check every seal
+        /// too, and say up to when the log is sealed.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// Set up forward-secure sealing for a log: a key file beside it
+    /// (LOG.seal) that evolves every epoch, and a verification key, printed
+    /// once, to keep somewhere else.
+    SetupKeys {
+        /// The log.
+        #[arg(value_name = "LOG")]
+        log: PathBuf,
+        /// Seconds per epoch: how long the key to forge a seal stays the same.
+        #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+        interval: u64,
     },
     /// Print each execution's story: who ran what, what was refused, how it ended.
     Show {

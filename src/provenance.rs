@@ -173,6 +173,13 @@ pub fn bounded_text(v: &Value) -> String {
     }
 }
 
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The time as RFC 3339 UTC with nanoseconds (fixed width, so ids sort).
 pub fn now_rfc3339() -> String {
     rfc3339(
@@ -428,6 +435,14 @@ impl AuditLog {
                 prev = sha256_hex(&line);
                 out.extend_from_slice(&line);
                 out.push(b'\n');
+            }
+            // A synced append ends with a seal, where sealing is set up.
+            if sync {
+                if let Some(mut seal) = seal::seal_record(&self.path, &prev)? {
+                    seal.set_prev(prev);
+                    out.extend_from_slice(&serde_json::to_vec(&seal)?);
+                    out.push(b'\n');
+                }
             }
             if let Err(e) = self.file.write_all(&out) {
                 // Part of it may be on disk: cut it off, so that the next
@@ -1109,6 +1124,19 @@ mod tests {
     }
 
     #[test]
+    fn seal_hmac_is_rfc_4231_hmac_sha256() {
+        // RFC 4231, test cases 2 and 6 (a key longer than the block).
+        assert_eq!(
+            seal::hmac(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            seal::hmac(&[0xaa; 131], b"Test Using Larger Than Block-Size Key - Hash Key First"),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
     fn printable_shows_control_and_reordering_characters_as_escapes() {
         assert_eq!(
             printable("a\nb\u{1b}[2J\u{202e}c\\d\u{85}e\u{2028}"),
@@ -1140,5 +1168,236 @@ mod tests {
     #[test]
     fn hex_is_lowercase_two_digits_a_byte() {
         assert_eq!(hex(&[0, 1, 0x0f, 0x10, 0xab, 0xff]), "00010f10abff");
+    }
+}
+
+// --- sealing -------------------------------------------------------------------
+
+/// Forward-secure sealing, as journald's `--setup-keys` does it: a key that
+/// evolves by a one-way step every epoch (the old one overwritten), an HMAC
+/// of the chain head with the current epoch's key appended as a `seal`
+/// record after every synced append. Whoever holds the log and the key file
+/// later can rewrite and rechain the log, and forge seals from the current
+/// epoch on; never a seal of an epoch already past, which `audit verify
+/// --key` checks with the first key, kept elsewhere.
+pub mod seal {
+    use super::{hex, now_secs, sha256_hex, Value};
+    use sha2::{Digest, Sha256};
+    use std::path::{Path, PathBuf};
+
+    /// The key file beside a log: `LOG.seal`.
+    pub fn key_path(log: &Path) -> PathBuf {
+        let mut p = log.as_os_str().to_owned();
+        p.push(".seal");
+        PathBuf::from(p)
+    }
+
+    /// The state of the sealing key: the epoch it is for, and the key.
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    pub struct KeyState {
+        /// When epoch 0 began (Unix seconds).
+        pub start: u64,
+        /// Seconds per epoch.
+        pub interval: u64,
+        /// The epoch `key` is for.
+        pub epoch: u64,
+        /// The key, hex.
+        pub key: String,
+    }
+
+    /// One step of the key: SHA-256 of a label and the key. One-way: the
+    /// key of an epoch says nothing of the one before.
+    pub fn evolve(key: &[u8]) -> Vec<u8> {
+        let mut h = Sha256::new();
+        h.update(b"ninewall seal key evolution v1");
+        h.update(key);
+        h.finalize().to_vec()
+    }
+
+    /// HMAC-SHA-256 (RFC 2104).
+    pub fn hmac(key: &[u8], message: &[u8]) -> String {
+        let mut block = [0u8; 64];
+        let digest;
+        let key = if key.len() > 64 {
+            digest = Sha256::digest(key);
+            digest.as_slice()
+        } else {
+            key
+        };
+        for (b, k) in block.iter_mut().zip(key) {
+            *b = *k;
+        }
+        let pad = |b: u8| block.iter().map(|k| k ^ b).collect::<Vec<u8>>();
+        let mut inner = Sha256::new();
+        inner.update(pad(0x36));
+        inner.update(message);
+        let mut outer = Sha256::new();
+        outer.update(pad(0x5c));
+        outer.update(inner.finalize());
+        hex(&outer.finalize())
+    }
+
+    fn unhex(s: &str) -> Option<Vec<u8>> {
+        s.len()
+            .is_multiple_of(2)
+            .then(|| {
+                (0..s.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+                    .collect()
+            })
+            .flatten()
+    }
+
+    /// The verification key an admin keeps: first key, start, interval.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct VerificationKey {
+        first: Vec<u8>,
+        start: u64,
+        interval: u64,
+    }
+
+    impl VerificationKey {
+        /// `nwseal1:KEYHEX:START:INTERVAL`.
+        pub fn parse(text: &str) -> Option<VerificationKey> {
+            let mut parts = text.trim().split(':');
+            if parts.next()? != "nwseal1" {
+                return None;
+            }
+            let first = unhex(parts.next()?).filter(|k| k.len() == 32)?;
+            let start = parts.next()?.parse().ok()?;
+            let interval = parts.next()?.parse().ok().filter(|&i| i > 0)?;
+            parts
+                .next()
+                .is_none()
+                .then_some(VerificationKey { first, start, interval })
+        }
+
+        fn key_of(&self, epoch: u64) -> Vec<u8> {
+            let mut k = self.first.clone();
+            for _ in 0..epoch {
+                k = evolve(&k);
+            }
+            k
+        }
+    }
+
+    impl std::fmt::Display for VerificationKey {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "nwseal1:{}:{}:{}", hex(&self.first), self.start, self.interval)
+        }
+    }
+
+    /// Makes the key file for `log` (refusing to replace one), and returns
+    /// the verification key to keep elsewhere.
+    pub fn setup(log: &Path, interval: u64) -> std::io::Result<VerificationKey> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut first = vec![0u8; 32];
+        crate::sys::random_bytes(&mut first)?;
+        let start = now_secs();
+        let state = KeyState {
+            start,
+            interval,
+            epoch: 0,
+            key: hex(&first),
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(key_path(log))?;
+        file.write_all(&serde_json::to_vec(&state).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        Ok(VerificationKey { first, start, interval })
+    }
+
+    /// A `seal` record of the chain head `head` (the hash of the last line),
+    /// with the key of the current epoch: the key file is moved on to that
+    /// epoch first and its old key overwritten. `None` when the log has no
+    /// key file. Called with the log locked.
+    pub fn seal_record(log: &Path, head: &str) -> std::io::Result<Option<Value>> {
+        let path = key_path(log);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut state: KeyState = serde_json::from_slice(&text).map_err(std::io::Error::other)?;
+        let mut key = unhex(&state.key).ok_or_else(|| std::io::Error::other("the seal key file is damaged"))?;
+        let now = now_secs();
+        let epoch = now.saturating_sub(state.start) / state.interval.max(1);
+        if epoch > state.epoch {
+            for _ in state.epoch..epoch {
+                key = evolve(&key);
+            }
+            state.epoch = epoch;
+            state.key = hex(&key);
+            // Overwritten in place and synced: the old key is gone from the
+            // file before any seal of the new epoch exists.
+            let mut bytes = serde_json::to_vec(&state).map_err(std::io::Error::other)?;
+            bytes.resize(text.len().max(bytes.len()), b' ');
+            std::fs::write(&path, &bytes)?;
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+        Ok(Some(serde_json::json!({
+            "kind": "seal",
+            "time": super::now_rfc3339(),
+            "epoch": state.epoch,
+            "hmac": hmac(&key, head.as_bytes()),
+        })))
+    }
+
+    /// What `audit verify --key` found.
+    #[derive(Debug, Default)]
+    pub struct Sealed {
+        /// Seals checked.
+        pub seals: usize,
+        /// The time the last seal covers (its record's time).
+        pub last_seal: Option<String>,
+        /// Records after the last seal.
+        pub unsealed_after: usize,
+    }
+
+    /// Checks every seal of a log whose chain holds: each must be the HMAC of
+    /// the line before it with its epoch's key, and epochs never go back.
+    /// Returns the first bad seal's line.
+    pub fn check(text: &[u8], vk: &VerificationKey) -> Result<Sealed, (usize, String)> {
+        let mut out = Sealed::default();
+        let mut prev_line: Option<&[u8]> = None;
+        let mut last_epoch = 0;
+        let body = text.strip_suffix(b"\n").unwrap_or(text);
+        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+            let n = i + 1;
+            let Ok(v) = serde_json::from_slice::<Value>(line) else {
+                return Err((n, "not a JSON record".into()));
+            };
+            if v.get("kind").and_then(Value::as_str) == Some("seal") {
+                let epoch = v
+                    .get("epoch")
+                    .and_then(Value::as_u64)
+                    .ok_or((n, "a seal without an epoch".to_string()))?;
+                if epoch < last_epoch {
+                    return Err((n, format!("a seal of epoch {epoch} after one of epoch {last_epoch}")));
+                }
+                let head = sha256_hex(prev_line.unwrap_or_default());
+                let expected = hmac(&vk.key_of(epoch), head.as_bytes());
+                if v.get("hmac").and_then(Value::as_str) != Some(expected.as_str()) {
+                    return Err((
+                        n,
+                        "the seal does not match: the log before it was changed (or the seal forged)".into(),
+                    ));
+                }
+                last_epoch = epoch;
+                out.seals += 1;
+                out.last_seal = v.get("time").and_then(Value::as_str).map(str::to_string);
+                out.unsealed_after = 0;
+            } else {
+                out.unsealed_after += 1;
+            }
+            prev_line = Some(line);
+        }
+        Ok(out)
     }
 }

@@ -164,7 +164,11 @@ fn run(args: RunArgs) -> i32 {
 }
 
 fn audit(action: AuditAction) -> i32 {
-    let (AuditAction::Verify { log } | AuditAction::Show { log, .. }) = &action;
+    if let AuditAction::SetupKeys { log, interval } = &action {
+        return setup_keys(log, *interval);
+    }
+    let (AuditAction::Verify { log, .. } | AuditAction::Show { log, .. } | AuditAction::SetupKeys { log, .. }) =
+        &action;
     let text = match std::fs::read(log) {
         Ok(t) => t,
         Err(e) => {
@@ -173,14 +177,25 @@ fn audit(action: AuditAction) -> i32 {
         }
     };
     match action {
-        AuditAction::Verify { log } => match provenance::verify(&text) {
+        AuditAction::SetupKeys { .. } => EXIT_USAGE,
+        AuditAction::Verify { log, key } => match provenance::verify(&text) {
+            Ok(n) if key.is_some() => verify_seals(&log, &text, n, key.as_deref().unwrap_or_default()),
             Ok(n) => {
                 let recovered: Vec<String> = provenance::recoveries(&text)
                     .iter()
                     .map(|(line, bytes)| format!("line {line}: {bytes} bytes cut"))
                     .collect();
+                let seals = text
+                    .split(|&b| b == b'\n')
+                    .filter(|l| l.starts_with(b"{") && l.windows(15).any(|w| w == b"\"kind\":\"seal\""))
+                    .count();
+                let sealed = if seals > 0 {
+                    format!("; {seals} seals (check them with --key)")
+                } else {
+                    "; not sealed (see audit setup-keys)".to_string()
+                };
                 if recovered.is_empty() {
-                    println!("{}: {n} records, chain intact", log.display());
+                    println!("{}: {n} records, chain intact{sealed}", log.display());
                 } else {
                     println!(
                         "{}: {n} records, chain intact; {} torn line(s) of cut-short writes set aside and recorded ({})",
@@ -247,6 +262,65 @@ fn audit(action: AuditAction) -> i32 {
                 }
             }
             0
+        }
+    }
+}
+
+/// `audit setup-keys`: the key file beside the log, the verification key
+/// printed once.
+fn setup_keys(log: &Path, interval: u64) -> i32 {
+    if interval == 0 {
+        say("--interval must be at least 1 second");
+        return EXIT_USAGE;
+    }
+    match provenance::seal::setup(log, interval) {
+        Ok(vk) => {
+            println!(
+                "sealing key: {} (evolves every {interval} s; whoever can read it can seal from its epoch on)",
+                provenance::seal::key_path(log).display()
+            );
+            println!("verification key (keep it somewhere else; `ninewall audit verify --key` needs it):");
+            println!("{vk}");
+            0
+        }
+        Err(e) => {
+            say(format!("{}: {e}", provenance::seal::key_path(log).display()));
+            EXIT_SANDBOX
+        }
+    }
+}
+
+/// `audit verify --key`: the chain holds (`n` records); now every seal.
+fn verify_seals(log: &Path, text: &[u8], n: usize, key: &str) -> i32 {
+    let Some(vk) = provenance::seal::VerificationKey::parse(key) else {
+        say("--key: not a verification key (nwseal1:KEY:START:INTERVAL, as audit setup-keys printed it)");
+        return EXIT_USAGE;
+    };
+    match provenance::seal::check(text, &vk) {
+        Ok(s) if s.seals == 0 => {
+            say(format!(
+                "{}: {n} records, chain intact, but no seal: nothing vouches for it",
+                log.display()
+            ));
+            1
+        }
+        Ok(s) => {
+            println!(
+                "{}: {n} records, chain intact, {} seals verified; sealed up to {}{}",
+                log.display(),
+                s.seals,
+                s.last_seal.as_deref().unwrap_or("?"),
+                if s.unsealed_after > 0 {
+                    format!("; {} records after the last seal are not sealed", s.unsealed_after)
+                } else {
+                    String::new()
+                }
+            );
+            0
+        }
+        Err((line, why)) => {
+            say(format!("{}:{line}: {why}", log.display()));
+            1
         }
     }
 }

@@ -209,3 +209,23 @@ pub fn parent_runs_this_program() -> std::io::Result<bool> {
     let parent = std::fs::metadata(format!("/proc/{}/exe", getppid()))?;
     Ok((own.dev(), own.ino()) == (parent.dev(), parent.ino()))
 }
+
+/// `buf` filled from the kernel's random source (`getrandom`, blocking until
+/// it is seeded).
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = buf.get_mut(done..).unwrap_or_default();
+        // SAFETY: the pointer and length describe the unfilled part of `buf`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n.cast_unsigned();
+    }
+    Ok(())
+}

@@ -803,3 +803,109 @@ fn a_flood_of_accesses_is_bounded_by_repeats_and_the_record_budget() {
     let end = records(&log).into_iter().find(|r| r["kind"] == "exec.end").unwrap();
     assert_eq!(end["reason"], "records", "{end:#}");
 }
+
+/// The lines of a log with every `prev` recomputed: what someone who may
+/// write the log can do after editing it.
+fn rechain(lines: Vec<serde_json::Value>) -> String {
+    let mut prev = "0".repeat(64);
+    let mut out = String::new();
+    for mut v in lines {
+        v["prev"] = serde_json::Value::String(prev.clone());
+        let line = v.to_string();
+        prev = ninewall::provenance::sha256_hex(line.as_bytes());
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Forward-secure sealing: with the verification key kept elsewhere, a
+/// rewritten-and-rechained log, a deleted seal and a seal forged with the
+/// key file as it is now are each caught; an untouched log passes and says
+/// up to when it is sealed.
+#[test]
+fn seals_catch_a_rechained_rewrite_a_deleted_seal_and_a_seal_forged_with_the_current_key() {
+    let who = identities()[0];
+    let log = fresh_log("sealed");
+    let setup = Run::from_output(
+        ninewall(who)
+            .args(["audit", "setup-keys"])
+            .arg(&log)
+            .args(["--interval", "1"])
+            .output()
+            .unwrap(),
+    );
+    setup.assert_code(0);
+    let vk = setup.stdout.lines().last().unwrap().to_string();
+    assert!(vk.starts_with("nwseal1:"), "{setup:#?}");
+    let once = || {
+        run(
+            who,
+            &quiet_profile(),
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", "pass"],
+            None,
+        )
+        .assert_code(0);
+    };
+    once();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    once();
+    let check = |text: &str| {
+        let path = log.with_extension("check.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let plain = verify(&path);
+        let keyed = Run::from_output(
+            ninewall(Who::Root)
+                .args(["audit", "verify", "--key", &vk])
+                .arg(&path)
+                .output()
+                .unwrap(),
+        );
+        (plain.code, keyed)
+    };
+    let original = std::fs::read_to_string(&log).unwrap();
+    let (plain, keyed) = check(&original);
+    assert_eq!(plain, 0);
+    keyed.assert_code(0);
+    assert!(keyed.stdout.contains("4 seals verified; sealed up to "), "{keyed:#?}");
+    let lines: Vec<serde_json::Value> = original.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[1]["kind"], "seal");
+    assert!(
+        lines.last().unwrap()["epoch"].as_u64().unwrap() >= 2,
+        "the key moved on"
+    );
+
+    // A record rewritten and the chain recomputed: the chain holds, a seal does not.
+    let mut edited = lines.clone();
+    edited[0]["mbu"] = "forged".into();
+    let (plain, keyed) = check(&rechain(edited));
+    assert_eq!(plain, 0, "a rechained log passes without the key");
+    assert_eq!(keyed.code, 1, "{keyed:#?}");
+    assert!(keyed.stderr.contains(":2: the seal does not match"), "{keyed:#?}");
+
+    // A seal removed, and the chain recomputed.
+    let mut without: Vec<serde_json::Value> = lines.clone();
+    without.remove(1);
+    let (_, keyed) = check(&rechain(without));
+    assert_eq!(keyed.code, 1, "{keyed:#?}");
+
+    // A seal of the first epoch forged with the key file as it is now.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{}.seal", log.display())).unwrap()).unwrap();
+    let now_key: Vec<u8> = (0..64)
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&state["key"].as_str().unwrap()[i..i + 2], 16).unwrap())
+        .collect();
+    let mut forged = lines.clone();
+    forged[0]["mbu"] = "forged".into();
+    let head = ninewall::provenance::sha256_hex(forged[0].to_string().as_bytes());
+    forged[1]["hmac"] = ninewall::provenance::seal::hmac(&now_key, head.as_bytes()).into();
+    let (_, keyed) = check(&rechain(forged));
+    assert_eq!(keyed.code, 1, "{keyed:#?}");
+
+    // The tail dropped after a seal: still verifies, sealed up to earlier.
+    let (_, keyed) = check(&rechain(lines[..4].to_vec()));
+    keyed.assert_code(0);
+    assert!(keyed.stdout.contains("2 seals verified"), "{keyed:#?}");
+}
