@@ -813,9 +813,10 @@ fn say_outcome(outcome: &Outcome, setup: &SetupPlan, verbose: bool, messages: &m
     if verbose {
         let u = &outcome.usage;
         messages.say(format!(
-            "usage: wall {} ms, cpu {}, peak memory {}, output {} bytes; supervisor peak RSS {} KiB",
+            "usage: wall {} ms, cpu {} (+ {} ms recording its file accesses), peak memory {}, output {} bytes; supervisor peak RSS {} KiB",
             u.wall_ms,
             u.cpu_ms.map_or("unknown".into(), |ms| format!("{ms} ms")),
+            u.recorder_cpu_ms,
             u.peak_memory.map_or("unknown".into(), format_size),
             u.output_bytes,
             sys::own_peak_rss_kib()

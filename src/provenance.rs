@@ -1060,6 +1060,7 @@ pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Val
         "failure": failure,
         "wall_ms": o.usage.wall_ms,
         "cpu_ms": o.usage.cpu_ms,
+        "recorder_cpu_ms": o.usage.recorder_cpu_ms,
         "peak_memory": o.usage.peak_memory,
         "output_bytes": o.usage.output_bytes,
         "output_truncated": o.usage.output_truncated,

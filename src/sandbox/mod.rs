@@ -131,6 +131,8 @@ pub struct Running {
     requester: Option<RawFd>,
     /// When a cancelled run that ignored SIGTERM is killed.
     cancel_kill_at: Option<Instant>,
+    /// CPU time the listener thread has spent on this execution so far.
+    recorder_cpu_ns: u64,
     rusage: Option<(u32, u32)>,
 }
 
@@ -369,6 +371,7 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
         unsent: [Vec::new(), Vec::new()],
         requester: None,
         cancel_kill_at: None,
+        recorder_cpu_ns: 0,
         rusage: None,
     })
 }
@@ -710,6 +713,7 @@ impl Running {
             peak_memory: stats.peak_memory.or(self.rusage.map(|(_, kb)| u64::from(kb) * 1024)),
             output_bytes: self.output_bytes,
             output_truncated: self.truncated,
+            recorder_cpu_ms: self.recorder_cpu_ns / 1_000_000,
         };
         let limit = self.limit.or_else(|| match &end {
             End::Signaled(libc::SIGXCPU) => Some(Limit::Cpu),
@@ -837,12 +841,17 @@ impl Running {
                 self.cancel_kill_at = None;
                 let _ = sys::kill(self.init.unwrap_or(self.outer), libc::SIGKILL);
             }
+            if let Some(n) = &self.notifications {
+                self.recorder_cpu_ns = n.cpu_ns.load(std::sync::atomic::Ordering::Relaxed);
+            }
             if self.limit.is_none() && now >= next_cpu_check {
                 next_cpu_check = now + Duration::from_millis(100);
-                if let Some(ns) = self.cgroup.as_ref().and_then(Cgroup::cpu_ns) {
-                    if ns > cpu_budget_ns {
-                        self.kill_all(Limit::Cpu);
-                    }
+                // The sandbox's CPU and what recording it cost the supervisor.
+                let sandbox = self.cgroup.as_ref().and_then(Cgroup::cpu_ns);
+                if sandbox.unwrap_or(0) + self.recorder_cpu_ns > cpu_budget_ns
+                    && (sandbox.is_some() || self.recorder_cpu_ns > 0)
+                {
+                    self.kill_all(Limit::Cpu);
                 }
             }
             let mut timeout = deadline.saturating_duration_since(now);
@@ -932,7 +941,9 @@ impl Running {
                 match read {
                     Ok(0) => {
                         if let Some(n) = self.notifications.take() {
+                            let cpu_ns = std::sync::Arc::clone(&n.cpu_ns);
                             self.refused = n.finish();
+                            self.recorder_cpu_ns = cpu_ns.load(std::sync::atomic::Ordering::Relaxed);
                         }
                     }
                     Ok(_) => {}

@@ -45,6 +45,9 @@ pub(super) struct Notifier {
 pub(super) struct Notifications {
     /// Readable when a batch is waiting; end of file when the thread is done.
     pub wake: OwnedFd,
+    /// The CPU time the listener thread has used so far (nanoseconds, as of
+    /// its last batch): the execution's recording, charged to it.
+    pub cpu_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
     events: mpsc::Receiver<Vec<FileEvent>>,
     thread: std::thread::JoinHandle<BTreeMap<i32, u64>>,
 }
@@ -100,25 +103,41 @@ impl Notifier {
     pub(super) fn start(self, notify: OwnedFd) -> std::io::Result<Notifications> {
         let (wake_r, wake_w) = sys::pipe_cloexec()?;
         let (tx, events) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+        let cpu_ns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let used = std::sync::Arc::clone(&cpu_ns);
         let thread = std::thread::Builder::new()
             .name("seccomp-listener".into())
             .stack_size(256 * 1024)
-            .spawn(move || self.serve(&notify, &tx, &wake_w))?;
+            .spawn(move || {
+                let refused = self.serve(&notify, &tx, &wake_w, &used);
+                used.store(sys::thread_cpu_ns(), std::sync::atomic::Ordering::Relaxed);
+                refused
+            })?;
         Ok(Notifications {
             wake: wake_r,
+            cpu_ns,
             events,
             thread,
         })
     }
 
-    fn serve(mut self, notify: &OwnedFd, tx: &mpsc::SyncSender<Vec<FileEvent>>, wake: &OwnedFd) -> BTreeMap<i32, u64> {
+    fn serve(
+        mut self,
+        notify: &OwnedFd,
+        tx: &mpsc::SyncSender<Vec<FileEvent>>,
+        wake: &OwnedFd,
+        cpu_ns: &std::sync::atomic::AtomicU64,
+    ) -> BTreeMap<i32, u64> {
         let Ok(Some(listener)) = sys::recv_fd(notify.as_raw_fd()) else {
             return self.refused;
         };
         sys::notif_sync_wakeup(listener.as_raw_fd());
         while self.answer(listener.as_raw_fd()) {
-            if self.batch.len() >= BATCH && !self.hand_over(tx, wake) {
-                break;
+            if self.batch.len() >= BATCH {
+                cpu_ns.store(sys::thread_cpu_ns(), std::sync::atomic::Ordering::Relaxed);
+                if !self.hand_over(tx, wake) {
+                    break;
+                }
             }
         }
         self.hand_over(tx, wake);

@@ -88,6 +88,10 @@ pub struct Usage {
     pub output_bytes: u64,
     /// Whether output beyond the limit was cut.
     pub output_truncated: bool,
+    /// CPU milliseconds the supervisor's listener spent on this execution's
+    /// notifications (recording its file accesses): counted against its
+    /// `cpu_seconds` with `cpu_ms`.
+    pub recorder_cpu_ms: u64,
 }
 
 /// How an execution ended, why, and what it used.

@@ -754,6 +754,10 @@ fn a_flood_of_accesses_is_bounded_by_repeats_and_the_record_budget() {
     assert_eq!(repeated[0]["count"], 19_999);
     let size = std::fs::metadata(&log).unwrap().len();
     assert!(size < 256 << 10, "the log of 20,000 stats is {size} bytes");
+    // What recording them cost the supervisor is the execution's, beside
+    // its own CPU time (and counted against its cpu_seconds).
+    let end = recs.iter().find(|r| r["kind"] == "exec.end").unwrap();
+    assert!(end["recorder_cpu_ms"].as_u64().unwrap() > 0, "{end:#}");
     verify(&log).assert_code(0);
 
     // 2,000 different paths against a budget of 200.
