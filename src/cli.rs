@@ -78,6 +78,10 @@ pub enum AuditAction {
         /// too, and say up to when the log is sealed.
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
+        /// Syslog lines that witnessed the seals (`ninewall seal: ... head=`):
+        /// every witnessed head must be in the log.
+        #[arg(long, value_name = "FILE", conflicts_with = "key")]
+        witness: Option<PathBuf>,
     },
     /// Set up forward-secure sealing for a log: a key file beside it
     /// (LOG.seal) that evolves every epoch, and a verification key, printed

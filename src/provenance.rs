@@ -437,10 +437,16 @@ impl AuditLog {
                 out.push(b'\n');
             }
             // A synced append ends with a seal, where sealing is set up.
+            let mut witness = None;
             if sync {
                 if let Some(mut seal) = seal::seal_record(&self.path, &prev)? {
                     seal.set_prev(prev);
-                    out.extend_from_slice(&serde_json::to_vec(&seal)?);
+                    let line = serde_json::to_vec(&seal)?;
+                    witness = Some((
+                        seal.get("epoch").and_then(Value::as_u64).unwrap_or(0),
+                        sha256_hex(&line),
+                    ));
+                    out.extend_from_slice(&line);
                     out.push(b'\n');
                 }
             }
@@ -452,6 +458,9 @@ impl AuditLog {
             }
             if sync {
                 self.file.sync_data()?;
+            }
+            if let Some((epoch, head)) = witness {
+                seal::witness(&self.path, epoch, &head);
             }
             Ok::<(), std::io::Error>(())
         })();
@@ -1348,6 +1357,59 @@ pub mod seal {
             "epoch": state.epoch,
             "hmac": hmac(&key, head.as_bytes()),
         })))
+    }
+
+    /// Where seals are witnessed: the system log, or `NINEWALL_WITNESS`.
+    pub const WITNESS_ENV: &str = "NINEWALL_WITNESS";
+
+    /// Sends the chain head after a seal to the system log (`/dev/log`, or
+    /// the datagram socket `NINEWALL_WITNESS` names), one short line, so
+    /// that a host's log shipping keeps a copy the log's writer cannot take
+    /// back. Best effort: no system log, no witness.
+    pub fn witness(log: &Path, epoch: u64, head: &str) {
+        let socket = std::env::var_os(WITNESS_ENV).map_or_else(|| PathBuf::from("/dev/log"), PathBuf::from);
+        let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+            return;
+        };
+        // <134>: facility local0, severity info.
+        let line = format!(
+            "<134>ninewall[{}]: ninewall seal: log={} epoch={epoch} head={head}",
+            std::process::id(),
+            log.display()
+        );
+        let _ = sock.send_to(line.as_bytes(), socket);
+    }
+
+    /// The chain heads a witness file (syslog lines) holds, in order.
+    pub fn witnessed_heads(witness: &str) -> Vec<String> {
+        witness
+            .lines()
+            .filter(|l| l.contains("ninewall seal: "))
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("head=")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Checks a log against the heads a witness saw: each must be the hash
+    /// of a line of the log, in order. Returns how many there were, or the
+    /// first missing one.
+    pub fn check_witness(text: &[u8], heads: &[String]) -> Result<usize, String> {
+        let body = text.strip_suffix(b"\n").unwrap_or(text);
+        let hashes: Vec<String> = body.split(|&b| b == b'\n').map(sha256_hex).collect();
+        let mut from = 0;
+        for (i, head) in heads.iter().enumerate() {
+            match hashes.iter().skip(from).position(|h| h == head) {
+                Some(p) => from += p + 1,
+                None => {
+                    return Err(format!(
+                        "witnessed head {} of {} ({head}) is not in the log: it was cut or rewritten after line {from}",
+                        i + 1,
+                        heads.len()
+                    ))
+                }
+            }
+        }
+        Ok(heads.len())
     }
 
     /// What `audit verify --key` found.

@@ -178,7 +178,8 @@ fn audit(action: AuditAction) -> i32 {
     };
     match action {
         AuditAction::SetupKeys { .. } => EXIT_USAGE,
-        AuditAction::Verify { log, key } => match provenance::verify(&text) {
+        AuditAction::Verify { log, key, witness } => match provenance::verify(&text) {
+            Ok(n) if witness.is_some() => verify_witness(&log, &text, n, witness.as_deref().unwrap_or(Path::new(""))),
             Ok(n) if key.is_some() => verify_seals(&log, &text, n, key.as_deref().unwrap_or_default()),
             Ok(n) => {
                 let recovered: Vec<String> = provenance::recoveries(&text)
@@ -286,6 +287,39 @@ fn setup_keys(log: &Path, interval: u64) -> i32 {
         Err(e) => {
             say(format!("{}: {e}", provenance::seal::key_path(log).display()));
             EXIT_SANDBOX
+        }
+    }
+}
+
+/// `audit verify --witness`: the chain holds (`n` records); now every
+/// head the witness saw.
+fn verify_witness(log: &Path, text: &[u8], n: usize, witness: &Path) -> i32 {
+    let lines = match std::fs::read_to_string(witness) {
+        Ok(t) => t,
+        Err(e) => {
+            say(format!("{}: cannot read: {e}", witness.display()));
+            return EXIT_USAGE;
+        }
+    };
+    let heads = provenance::seal::witnessed_heads(&lines);
+    if heads.is_empty() {
+        say(format!(
+            "{}: no witnessed seal (no 'ninewall seal:' line)",
+            witness.display()
+        ));
+        return 1;
+    }
+    match provenance::seal::check_witness(text, &heads) {
+        Ok(k) => {
+            println!(
+                "{}: {n} records, chain intact, all {k} witnessed heads in it",
+                log.display()
+            );
+            0
+        }
+        Err(why) => {
+            say(format!("{}: {why}", log.display()));
+            1
         }
     }
 }

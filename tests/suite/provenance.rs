@@ -913,3 +913,62 @@ fn seals_catch_a_rechained_rewrite_a_deleted_seal_and_a_seal_forged_with_the_cur
     keyed.assert_code(0);
     assert!(keyed.stdout.contains("2 seals verified"), "{keyed:#?}");
 }
+
+/// Each seal's chain head goes to the system log as well (here a socket
+/// the test reads, through NINEWALL_WITNESS): a log cut after a witnessed
+/// seal no longer holds that head, and `audit verify --witness` says so.
+#[test]
+fn a_witness_of_the_seals_catches_a_cut_tail() {
+    let who = identities()[0];
+    let log = fresh_log("witnessed");
+    let dir = log.parent().unwrap().to_path_buf();
+    let sock_path = dir.join("witness.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    std::fs::set_permissions(&sock_path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    Run::from_output(ninewall(who).args(["audit", "setup-keys"]).arg(&log).output().unwrap()).assert_code(0);
+    for _ in 0..2 {
+        let out = ninewall(who)
+            .env("NINEWALL_WITNESS", &sock_path)
+            .args(["run", "--profile"])
+            .arg(quiet_profile())
+            .arg("--audit-log")
+            .arg(&log)
+            .args(["--", "-c", "pass"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut witnessed = String::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = sock.recv(&mut buf) {
+        witnessed.push_str(&String::from_utf8_lossy(&buf[..n]));
+        witnessed.push('\n');
+    }
+    assert_eq!(witnessed.matches("ninewall seal: ").count(), 4, "{witnessed}");
+    let file = dir.join("syslog.txt");
+    std::fs::write(&file, &witnessed).unwrap();
+    let check = |log: &std::path::Path| {
+        Run::from_output(
+            ninewall(Who::Root)
+                .args(["audit", "verify", "--witness"])
+                .arg(&file)
+                .arg(log)
+                .output()
+                .unwrap(),
+        )
+    };
+    let whole = check(&log);
+    whole.assert_code(0);
+    assert!(whole.stdout.contains("all 4 witnessed heads in it"), "{whole:#?}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let cut: Vec<&str> = text.lines().collect();
+    let cut_log = dir.join("cut.jsonl");
+    std::fs::write(&cut_log, cut[..cut.len() - 2].join("\n") + "\n").unwrap();
+    verify(&cut_log).assert_code(0);
+    let cut = check(&cut_log);
+    cut.assert_code(1);
+    assert!(cut.stderr.contains("witnessed head 4 of 4"), "{cut:#?}");
+}
