@@ -323,6 +323,10 @@ impl Notifier {
                 Some((real, _)) => real,
                 None => would_be(rootfd, &lookup),
             };
+            // Through a symlink other than the root's fixed ones (or a
+            // dangling one a create follows), the call reaches another path
+            // than the one given: the record names that one (below).
+            let through_link = asked.is_none() && real != *lookup;
             let makes_or_removes_dir = (name == "unlinkat" && arg(2) & libc::AT_REMOVEDIR as u64 != 0)
                 || matches!(name, "mkdir" | "mkdirat" | "rmdir");
             let access = if access == Access::Write && !exists && name.starts_with("open") {
@@ -345,6 +349,11 @@ impl Notifier {
                 } else {
                     as_dir
                 }
+            };
+            let (path, asked) = if through_link {
+                (real, Some(path))
+            } else {
+                (path, asked)
             };
             out.push(FileEvent {
                 pid,
@@ -409,6 +418,27 @@ fn follow_fixed<'a>(links: &[(PathBuf, PathBuf)], path: &'a str) -> Cow<'a, str>
 /// of `/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v4/libc.so.6`, whose parent
 /// is missing too, would be judged on `/lib` unresolved, which no rule names.
 fn would_be(rootfd: std::os::fd::RawFd, path: &str) -> String {
+    would_be_within(rootfd, path, 8)
+}
+
+/// [`would_be`], following at most `links` dangling symlinks: a create
+/// through a symlink to a missing file makes the file it points to.
+fn would_be_within(rootfd: std::os::fd::RawFd, path: &str, links: u32) -> String {
+    if links > 0 {
+        if let Some(target) = sys::readlink_in_root(rootfd, path.as_bytes()) {
+            let target = String::from_utf8_lossy(&target);
+            let next = if target.starts_with('/') {
+                target.into_owned()
+            } else {
+                let parent = Path::new(path).parent().unwrap_or(Path::new("/"));
+                parent.join(target.as_ref()).display().to_string()
+            };
+            return match sys::resolve_in_root(rootfd, next.as_bytes(), false) {
+                Some((real, _)) => real,
+                None => would_be_within(rootfd, &next, links - 1),
+            };
+        }
+    }
     let p = Path::new(path);
     for dir in p.ancestors().skip(1) {
         if let Some((real, _)) = sys::resolve_in_root(rootfd, dir.as_os_str().as_encoded_bytes(), false) {

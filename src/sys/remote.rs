@@ -105,6 +105,27 @@ pub fn resolve_in_root(rootfd: RawFd, path: &[u8], want_dir: bool) -> Option<(St
     Some((real?, dir?))
 }
 
+/// The target of `path` beneath `rootfd` if its last component is a
+/// symlink (its parent looked up inside the root, symlinks followed there);
+/// `None` if it is anything else or nothing.
+pub fn readlink_in_root(rootfd: RawFd, path: &[u8]) -> Option<Vec<u8>> {
+    let split = path.iter().rposition(|&b| b == b'/')?;
+    let (parent, name) = (path.get(..split)?, path.get(split + 1..)?);
+    if name.is_empty() || name == b"." || name == b".." {
+        return None;
+    }
+    let dir = open_in_root(rootfd, &relative(parent)?, 0).ok()?;
+    let name = CString::new(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `dir` is an open descriptor, `name` NUL-terminated, `buf` has
+    // room for `buf.len()` bytes.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    close(dir);
+    let n = usize::try_from(n).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
 /// Whether `path` names something beneath `rootfd` (symlinks followed inside
 /// it): one `openat2` for a path without symlinks.
 pub fn exists_in_root(rootfd: RawFd, path: &[u8]) -> bool {

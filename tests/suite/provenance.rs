@@ -972,3 +972,69 @@ fn a_witness_of_the_seals_catches_a_cut_tail() {
     cut.assert_code(1);
     assert!(cut.stderr.contains("witnessed head 4 of 4"), "{cut:#?}");
 }
+
+/// Five more path shapes, each recorded where the kernel went, checked
+/// against the file that appeared on the host: a path relative to a
+/// directory descriptor, a symlink in the middle, `..` past the root, a
+/// cwd entered through a symlink and then `..`, and a create through a
+/// dangling symlink (which makes the file the link points to).
+#[test]
+fn five_path_shapes_are_recorded_where_the_kernel_went() {
+    for who in identities() {
+        let log = fresh_log("shapes");
+        let ws = scratch_dir("shapes-ws");
+        let (uid, gid) = who.workspace_owner();
+        std::os::unix::fs::chown(&ws, Some(uid), Some(gid)).unwrap();
+        let code = "import os\n\
+            os.mkdir('/work/d'); os.mkdir('/work/e')\n\
+            os.symlink('/work/e', '/work/d/to_e')\n\
+            fd = os.open('/work/d', os.O_RDONLY)\n\
+            os.close(os.open('x1', os.O_WRONLY | os.O_CREAT, dir_fd=fd))\n\
+            open('/work/d/to_e/x2', 'w').close()\n\
+            open('/../../work/x3', 'w').close()\n\
+            os.chdir('/work/d/to_e'); open('../x4', 'w').close()\n\
+            os.symlink('/work/e/x5', '/work/dangling'); open('/work/dangling', 'w').close()";
+        let r = run(
+            who,
+            &profile("document_generation"),
+            &[
+                "--audit-log",
+                log.to_str().unwrap(),
+                "--workspace",
+                ws.to_str().unwrap(),
+            ],
+            &["-c", code],
+            None,
+        );
+        r.assert_code(0);
+        // The files the opens made (os.symlink and os.mkdir make theirs too).
+        let creates: Vec<String> = records(&log)
+            .iter()
+            .filter(|r| {
+                r["kind"] == "file"
+                    && r["access"] == "create"
+                    && r["syscall"].as_str().is_some_and(|s| s.starts_with("open"))
+            })
+            .filter_map(|r| r["path"].as_str().map(str::to_string))
+            .collect();
+        for (made, on_host) in [
+            ("/work/d/x1", "d/x1"),
+            ("/work/e/x2", "e/x2"),
+            ("/work/x3", "x3"),
+            ("/work/x4", "x4"),
+            ("/work/e/x5", "e/x5"),
+        ] {
+            assert!(ws.join(on_host).exists(), "{who:?}: the kernel made {on_host}");
+            assert!(
+                creates.iter().any(|c| c == made),
+                "{who:?}: no create of {made}: {creates:#?}"
+            );
+        }
+        for never in ["/work/d/to_e/x2", "/work/dangling", "/work/e/x4"] {
+            assert!(
+                !creates.iter().any(|c| c == never),
+                "{who:?}: a create of {never}: {creates:#?}"
+            );
+        }
+    }
+}
