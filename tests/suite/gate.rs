@@ -288,22 +288,7 @@ fn a_forged_lineage_is_refused_and_nothing_runs() {
         .arg(&log)
         .args(["--lineage-fd", "3", "--", "-c", "print('ran')"])
         .stdin(Stdio::null());
-    // SAFETY: dup2 and fcntl are async-signal-safe: the forged lineage on
-    // descriptor 3, inheritable.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            if r == -1 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        });
-    }
+    on_fd3(&mut cmd, fd);
     let out = Run::from_output(cmd.output().unwrap());
     out.assert_code(2);
     assert!(out.stdout.is_empty(), "{out:#?}");
@@ -605,6 +590,26 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// Makes `fd` the child's descriptor 3, inheritable (as socket activation
+/// passes a socket, and a parent its pipes).
+fn on_fd3(cmd: &mut Command, fd: std::os::fd::RawFd) {
+    // SAFETY: dup2 and fcntl are async-signal-safe, and touch only the
+    // child's descriptors.
+    unsafe {
+        cmd.pre_exec(move || {
+            let r = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            match r {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
     }
 }
 
@@ -1658,21 +1663,7 @@ fn socket_activation_serves_the_passed_socket_and_says_when_it_is_ready() {
     if let Who::User { uid, gid } = daemon_who {
         cmd.uid(uid).gid(gid);
     }
-    // SAFETY: dup2 and fcntl are async-signal-safe; they put the listening
-    // socket on descriptor 3, inheritable, where socket activation passes it.
-    unsafe {
-        cmd.pre_exec(move || {
-            let r = if fd == 3 {
-                libc::fcntl(3, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(fd, 3)
-            };
-            match r {
-                -1 => Err(std::io::Error::last_os_error()),
-                _ => Ok(()),
-            }
-        });
-    }
+    on_fd3(&mut cmd, fd);
     if let Who::User { uid, gid } = daemon_who {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
     }
