@@ -1495,7 +1495,12 @@ fn a_client_that_hangs_up_cancels_its_execution_and_the_log_says_so() {
     );
     let first: Value = serde_json::from_str(&first_line(&mut c)).unwrap();
     assert_eq!(first["first"]["ok"], true, "{first:#}");
-    wait_until("the MBU runs", || !host_processes_with(&marker).is_empty());
+    // The marker is in the supervisor's argv as well as the MBU's: wait for
+    // both, and for the start record (a client gone before the start is
+    // answered "nothing ran", and nothing is recorded).
+    wait_until("the MBU runs", || {
+        host_processes_with(&marker).len() >= 2 && records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+    });
     drop(c.stdin.take());
     c.wait().unwrap();
     wait_until("the execution ends", || {
