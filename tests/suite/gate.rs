@@ -976,7 +976,12 @@ fn a_daemon_killed_mid_execution_takes_its_executions_down_and_leaves_a_log_that
     let marker = format!("kill9-marker-{}", unique());
     let req = json!({"mbu": "reason", "args": ["-c", format!("import time; time.sleep(60)  # {marker}")]});
     let mut client = client_sending(who, &d.socket, &req);
-    wait_until("the execution starts", || !host_processes_with(&marker).is_empty());
+    // The MBU itself (the marker is in its supervisor's argv too) and the
+    // start record: a supervisor whose requester is gone before it starts
+    // runs nothing and records nothing.
+    wait_until("the execution starts", || {
+        host_processes_with(&marker).len() >= 2 && records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+    });
     let mut daemon = d.child.take().unwrap();
     daemon.kill().unwrap();
     daemon.wait().unwrap();
