@@ -128,6 +128,31 @@ for round in $(seq $ROUNDS); do
     hf py-ninewall 6 "$bin run --profile $work/profiles/py-all.toml -- -c pass"
 done
 
+# Wall 2: the shipped code_generate_new, and the same profile without its
+# [python] section (the same interpreter, flags and kernel walls, no guard).
+sed -e '/^\[python\]/,/^\[/{/^\[python\]/d;/^\[/!d}' -e 's/name = "code_generate_new"/name = "code_generate_new_unguarded"/' \
+    profiles/code_generate_new.toml >"$work/profiles/unguarded.toml"
+grep -q '^\[python\]' "$work/profiles/unguarded.toml" && { echo "bench: the unguarded profile still has [python]" >&2; exit 1; }
+# Everyday model code that reads many attributes (each one through the guard).
+snippet="import json, statistics
+from dataclasses import dataclass
+@dataclass
+class Row:
+    name: str
+    value: float
+    def scaled(self, k):
+        return Row(self.name.upper(), self.value * k)
+rows = [Row('r%d' % i, i * 0.5) for i in range(3000)]
+out = [r.scaled(2) for r in rows if r.value % 3 != 1]
+print(json.dumps({'n': len(out), 'mean': statistics.mean(r.value for r in out), 'names': sorted(r.name for r in out)[:3]}))"
+echo "measuring the interpreter guard ..." >&2
+for round in $(seq $ROUNDS); do
+    hf guard-start-off 6 "$bin run --profile $work/profiles/unguarded.toml -- -c pass"
+    hf guard-start-on 6 "$bin run --profile $work/profiles/code_generate_new.toml -- -c pass"
+    hf guard-code-off 4 "$bin run --profile $work/profiles/unguarded.toml -- -c \"$snippet\""
+    hf guard-code-on 4 "$bin run --profile $work/profiles/code_generate_new.toml -- -c \"$snippet\""
+done
+
 echo "measuring file-access recording ..." >&2
 imports="import json, email, http.client, xml.dom.minidom, asyncio, unittest"
 loop="import os
@@ -286,6 +311,12 @@ out += ["", "## Python start, `python3 -I -S -c pass` (baseline: bwrap)", "",
         "| what | median ms | min-max | vs bwrap |", "|---|---|---|---|",
         row("bare", "py-bare", "py-bwrap"), row("bwrap", "py-bwrap", "py-bwrap"),
         row("ninewall, every wall", "py-ninewall", "py-bwrap")]
+out += ["", "## Interpreter guard (wall 2; baseline: the same profile without `[python]`, in the same rounds)", "",
+        "| what | median ms | min-max | vs no guard |", "|---|---|---|---|",
+        row("code_generate_new without [python]: `-c pass`", "guard-start-off", "guard-start-off"),
+        row("code_generate_new, guarded: `-c pass`", "guard-start-on", "guard-start-off"),
+        row("without [python]: dataclasses, 3,000 objects, json, statistics", "guard-code-off", "guard-code-off"),
+        row("guarded: the same code (every attribute read checked)", "guard-code-on", "guard-code-off")]
 out += ["", f"## Recording file accesses (baseline: bare; ninewall records {imp_events} accesses for the imports, {loop_events} for the loop)", "",
         "| what | median ms | min-max | vs bare |", "|---|---|---|---|",
         row("imports: bare", "imp-bare", "imp-bare"),

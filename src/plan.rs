@@ -413,6 +413,13 @@ impl PlanError {
 }
 
 impl SetupPlan {
+    /// Whether wall 2's interpreter guard runs (a `[python]` section).
+    pub fn has_guard(&self) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| matches!(m, Mount::File { target, .. } if target == Path::new(crate::interpreter::GUARD_PATH)))
+    }
+
     /// Builds the plan from the policy, the request and the host's facts; no
     /// I/O. A `request.workspace_dir` must already have been checked on the
     /// host (`pipeline::workspace_dir`).

@@ -692,6 +692,13 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                     ));
                 }
             }
+            "guard.refused" => s.push_str(&format!(
+                "  {time} refused  by the interpreter guard: {}{}\n",
+                text(r, "/what"),
+                r.pointer("/line")
+                    .and_then(Value::as_u64)
+                    .map_or(String::new(), |l| format!(" (line {l})"))
+            )),
             "delegate.refused" => s.push_str(&format!(
                 "  {time} refused  delegation to {}: {}\n",
                 text(r, "/mbu"),
@@ -1052,6 +1059,17 @@ pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Val
         .iter()
         .map(|(name, n)| json!({"kind": "syscall.denied", "exec": id, "time": time, "name": name, "count": n}))
         .collect();
+    // What the interpreter guard refused: reported from inside the sandbox,
+    // so bounded like every value that comes from there.
+    out.extend(o.guard_refused.iter().map(|g| {
+        json!({
+            "kind": "guard.refused",
+            "exec": id,
+            "time": rfc3339(g.at),
+            "what": bounded(&g.what),
+            "line": g.line,
+        })
+    }));
     let (reason, code, signal, failure) = match &o.end {
         crate::sandbox::End::Exited(c) => ("exited", Some(*c), None, None),
         crate::sandbox::End::Signaled(s) => ("signaled", None, Some(*s), None),
@@ -1075,6 +1093,7 @@ pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Val
         "output_truncated": o.usage.output_truncated,
         "resources": o.resources,
         "refused_syscalls": o.refused.iter().map(|(_, n)| n).sum::<u64>(),
+        "guard_refused": o.guard_refused_total,
     }));
     out
 }

@@ -31,6 +31,23 @@ os.chmod(canary, 0o644)
 os.makedirs(os.path.join(scratch, "ro"), exist_ok=True)
 log = os.path.join(scratch, "audit.jsonl")
 
+# code_generate_new's interpreter guard refuses every attempt before its first
+# line runs (they import os). So that its kernel walls are tried too, the
+# attempts also run under the same profile without its [python] section.
+copy = os.path.join(scratch, "profiles")
+shutil.copytree(PROFILES, copy)
+PROFILES = copy
+with open(os.path.join(PROFILES, "code_generate_new.toml")) as f:
+    lines, keep = [], True
+    for line in f:
+        if line.startswith("["):
+            keep = line.strip() != "[python]"
+        if keep:
+            lines.append(line.replace('name = "code_generate_new"', 'name = "code_generate_new_unguarded"'))
+with open(os.path.join(PROFILES, "code_generate_new_unguarded.toml"), "w") as f:
+    f.writelines(lines)
+SHIPPED = SHIPPED + ["code_generate_new_unguarded"]
+
 tcp = socket.socket()
 tcp.bind(("127.0.0.1", 0))
 tcp.listen(16)
@@ -114,12 +131,12 @@ def verdict(cmd, name, run, env=None):
         result, detail = "BLOCKED", f"killed by signal {sig} ({signal.Signals(sig).name})"
     elif "is not allowed by profile" in p.stderr:
         line = [l for l in p.stderr.splitlines() if "is not allowed by profile" in l][-1]
-        result, detail = "BLOCKED", "guard: " + line.strip()[:90]
+        result, detail = "BLOCKED", "guard: " + line.strip()
     elif "ninewall:" in p.stderr:
         line = [l for l in p.stderr.splitlines() if l.startswith("ninewall:")][-1]
-        result, detail = ("BLOCKED" if "ended by limit" in line else "ERROR"), line[:100]
+        result, detail = ("BLOCKED" if "ended by limit" in line else "ERROR"), line
     else:
-        detail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1][:100]
+        detail = (p.stderr.strip().splitlines() or [f"exit {p.returncode}"])[-1]
     # What the attempt cannot see of itself.
     if name == "pr_double_fork":
         time.sleep(0.5)  # let the daemon reach its exec
@@ -149,7 +166,7 @@ for name in names:
         path = os.path.join(PROFILES, profile + ".toml")
         check = subprocess.run([NINEWALL, "check", path], capture_output=True, text=True)
         if check.returncode != 0:
-            rows.append((name, profile, "ERROR", "profile does not check: " + check.stderr.strip()[:80]))
+            rows.append((name, profile, "ERROR", "profile does not check: " + check.stderr.strip()))
             continue
         run = uuid.uuid4().hex[:8]
         res, detail = verdict([NINEWALL, "run", "--audit-log", log, "--profile", path, "--"], name, run)

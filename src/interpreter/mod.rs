@@ -21,6 +21,9 @@ pub const GUARD_PATH: &str = "/.ninewall/guard.py";
 pub const SITE_DIR: &str = "/.ninewall/site";
 /// Everything of the guard's inside the sandbox.
 pub const GUARD_DIR: &str = "/.ninewall";
+/// The environment variable that tells the guard which descriptor its
+/// refusals go to (the guard removes it before user code runs).
+pub const GUARD_FD_ENV: &str = "NINEWALL_GUARD_FD";
 
 const GUARD_SOURCE: &str = include_str!("guard.py");
 
@@ -31,8 +34,9 @@ pub const DEFAULT_SITE_PACKAGES: [&str; 2] = [
 ];
 
 /// Modules refused at import even when an allowed module asks for them, unless
-/// the profile allows them itself: they reach processes, sockets and memory.
-pub const DENIED_MODULES: [&str; 10] = [
+/// the profile allows them itself: they reach processes, sockets, memory and
+/// second interpreters.
+pub const DENIED_MODULES: [&str; 16] = [
     "ctypes",
     "_ctypes",
     "subprocess",
@@ -43,7 +47,58 @@ pub const DENIED_MODULES: [&str; 10] = [
     "multiprocessing",
     "_multiprocessing",
     "mmap",
+    "_xxsubinterpreters",
+    "_xxinterpchannels",
+    "_interpreters",
+    "_interpchannels",
+    "pdb",
+    "code",
 ];
+
+/// Modules a profile may not list in `python.modules`: each hands user code
+/// the interpreter's internals (frames, code objects, the real builtins, a
+/// second interpreter, or attribute walks the guard does not see), which
+/// would make the guard's language restriction a suggestion. The kernel
+/// walls would still hold; the profile would promise more than it keeps.
+pub const INTERNAL_MODULES: [(&str, &str); 28] = [
+    ("sys", "the interpreter's own state (sys.modules, frames)"),
+    ("builtins", "the unrestricted builtins (eval, exec, __import__)"),
+    ("gc", "every live object (gc.get_objects, get_referrers)"),
+    ("inspect", "frames and code objects"),
+    ("types", "code and function constructors"),
+    ("traceback", "frames (traceback.walk_stack)"),
+    ("importlib", "imports past the whitelist"),
+    ("pkgutil", "imports past the whitelist (pkgutil.resolve_name)"),
+    ("runpy", "code run past the guard"),
+    ("zipimport", "imports past the whitelist"),
+    ("marshal", "code objects from bytes"),
+    ("pickle", "calls of any importable function while loading"),
+    ("_pickle", "calls of any importable function while loading"),
+    ("copyreg", "pickle's constructor registry"),
+    ("shelve", "pickle underneath"),
+    ("dis", "code objects"),
+    ("code", "a second interpreter loop (code.interact)"),
+    ("codeop", "compiles code past the guard"),
+    ("pdb", "a debugger: frames and code run past the guard"),
+    ("bdb", "a debugger: frames"),
+    ("timeit", "compiles code from strings past the guard"),
+    ("doctest", "runs code from strings past the guard"),
+    ("cProfile", "compiles code from strings past the guard"),
+    ("profile", "compiles code from strings past the guard"),
+    ("trace", "frames and code run past the guard"),
+    ("logging", "format strings that walk attributes past the guard"),
+    ("ctypes", "raw memory"),
+    ("_xxsubinterpreters", "a second interpreter without the guard"),
+];
+
+/// Why `module` may not be in `python.modules`, if it may not.
+pub fn internal_module(module: &str) -> Option<&'static str> {
+    let top = module.split('.').next().unwrap_or(module);
+    if top.starts_with('_') && !INTERNAL_MODULES.iter().any(|(m, _)| *m == top) {
+        return Some("a private module of the interpreter or of a package (its name begins with '_')");
+    }
+    INTERNAL_MODULES.iter().find(|(m, _)| *m == top).map(|(_, why)| *why)
+}
 
 /// A third-party package the sandbox may import.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -535,6 +535,13 @@ fn check_python(
                 at,
                 "is not a module name; valid: a dotted Python name such as \"json\" or \"xml.dom\"",
             );
+        } else if let Some(why) = interp::internal_module(&at.value) {
+            c.bad(
+                at,
+                format!(
+                    "reaches past the interpreter guard: {why}; valid: modules of ordinary computation (json, re, math, collections, ...)"
+                ),
+            );
         } else if !modules.contains(&at.value) {
             modules.push(at.value.clone());
         }

@@ -191,6 +191,9 @@ pub struct ChildFds {
     pub identity: RawFd,
     /// The prepared workspace tree init attaches, or -1.
     pub workspace: RawFd,
+    /// Write end of the interpreter guard's report pipe (the MBU's, its
+    /// number in `NINEWALL_GUARD_FD`), or -1.
+    pub guard: RawFd,
 }
 
 fn send(fds: ChildFds, r: Report) {
@@ -286,6 +289,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
             fds.delegate,
             fds.identity,
             fds.workspace,
+            fds.guard,
         ]),
     );
     // Wall 3: an identity of the execution's own (as root) makes the user
@@ -567,8 +571,10 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<
     sys::reset_signal_dispositions();
     must(fds, Step::ResetSignals, sys::set_signal_mask(&sys::sigset(&[])));
     must(fds, Step::CloseFds, sys::cloexec_from(3));
-    if fds.delegate >= 0 {
-        must(fds, Step::CloseFds, sys::clear_cloexec(fds.delegate));
+    for fd in [fds.delegate, fds.guard] {
+        if fd >= 0 {
+            must(fds, Step::CloseFds, sys::clear_cloexec(fd));
+        }
     }
     must(fds, Step::Chdir, sys::chdir(&spec.workdir));
     must(fds, Step::DropBounding, sys::drop_bounding_set());

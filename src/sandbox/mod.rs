@@ -29,7 +29,7 @@ use cgroup::Cgroup;
 use child::{ChildFds, ChildSpec, LandlockProgram};
 pub use describe::wall_lines;
 pub use notify::FileEvent;
-pub use outcome::{End, Limit, Outcome, SetupFailure, Usage};
+pub use outcome::{End, GuardRefusal, Limit, Outcome, SetupFailure, Usage, GUARD_REPORTS_KEPT};
 use report::{Report, Step, RECORD};
 
 /// Failures of the supervisor itself (as opposed to a step inside the sandbox).
@@ -133,6 +133,12 @@ pub struct Running {
     cancel_kill_at: Option<Instant>,
     /// CPU time the listener thread has spent on this execution so far.
     recorder_cpu_ns: u64,
+    /// Read end of the interpreter guard's report pipe, with a guard.
+    guard: Option<OwnedFd>,
+    /// What of it has been read and is not a whole line yet.
+    guard_pending: Vec<u8>,
+    guard_refused: Vec<GuardRefusal>,
+    guard_refused_total: u64,
     rusage: Option<(u32, u32)>,
 }
 
@@ -290,8 +296,22 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
     let delegate = inherit.delegate;
     let started = Instant::now();
     let (mut spec, landlock_describe) = prepare(plan);
+    let spawn_err = |what| move |source| SandboxError::Spawn { what, source };
+    // Wall 2's report pipe: the guard's refusals, one JSON line each.
+    let guard = plan
+        .has_guard()
+        .then(sys::pipe_cloexec)
+        .transpose()
+        .map_err(spawn_err("creating the interpreter guard's report pipe"))?;
+    let mut extra_env = Vec::new();
     if let Some(fd) = delegate {
-        spec.env_store.push(cstring(format!("{DELEGATE_ENV}={fd}").as_bytes()));
+        extra_env.push(format!("{DELEGATE_ENV}={fd}"));
+    }
+    if let Some((_, w)) = &guard {
+        extra_env.push(format!("{}={}", crate::interpreter::GUARD_FD_ENV, w.as_raw_fd()));
+    }
+    if !extra_env.is_empty() {
+        spec.env_store.extend(extra_env.iter().map(|e| cstring(e.as_bytes())));
         spec.envp = spec
             .env_store
             .iter()
@@ -304,7 +324,6 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
     if let Some((fd, _)) = &shared_net {
         spec.shared_net = fd.as_raw_fd();
     }
-    let spawn_err = |what| move |source| SandboxError::Spawn { what, source };
     let (report_r, report_w) = sys::pipe_cloexec().map_err(spawn_err("creating the report pipe"))?;
     let (sync_r, sync_w) = sys::pipe_cloexec().map_err(spawn_err("creating the sync pipe"))?;
     let (out_r, out_w) = sys::pipe_cloexec().map_err(spawn_err("creating the stdout pipe"))?;
@@ -330,10 +349,12 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
             delegate: delegate.unwrap_or(-1),
             identity: inherit.identity.unwrap_or(-1),
             workspace: inherit.workspace.unwrap_or(-1),
+            guard: guard.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
         };
         child::outer(&spec, fds);
     }
     drop((report_w, sync_r, out_w, err_w, notify_w));
+    let guard = guard.map(|(r, _w)| r);
     let shared_net = shared_net.map(|(_, path)| path);
     Ok(Running {
         outer: pid,
@@ -357,6 +378,10 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
             .iter()
             .map(|l| format!("writing {} to /proc/sys/user/{}", l.value, l.name))
             .collect(),
+        guard,
+        guard_pending: Vec::new(),
+        guard_refused: Vec::new(),
+        guard_refused_total: 0,
         failure: None,
         end: None,
         interrupted: None,
@@ -667,6 +692,7 @@ impl Running {
         }
         self.release();
         let result = self.pump(signals, on_file);
+        self.drain_guard();
         if result.is_err() {
             let _ = sys::kill(self.outer, libc::SIGKILL);
         }
@@ -740,9 +766,61 @@ impl Running {
                 usage,
                 resources: self.resources,
                 refused,
+                guard_refused: self.guard_refused,
+                guard_refused_total: self.guard_refused_total,
             },
             remains,
         ))
+    }
+
+    /// Reads what the interpreter guard reported: whole lines become
+    /// refusals, at most [`GUARD_REPORTS_KEPT`] kept, all counted. A line
+    /// longer than 4 KiB is no report (the guard writes far less) and is
+    /// dropped, so the buffer stays bounded whatever the sandbox writes.
+    fn read_guard(&mut self, chunk: &mut [u8]) {
+        let Some(fd) = self.guard.as_ref().map(std::os::fd::AsRawFd::as_raw_fd) else {
+            return;
+        };
+        let n = match sys::read_once(fd, chunk) {
+            Ok(0) | Err(_) => {
+                self.guard = None;
+                return;
+            }
+            Ok(n) => n,
+        };
+        self.guard_pending.extend_from_slice(chunk.get(..n).unwrap_or_default());
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        while let Some(end) = self.guard_pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.guard_pending.drain(..=end).collect();
+            if let Some(r) = GuardRefusal::parse(&line, at) {
+                self.guard_refused_total += 1;
+                if self.guard_refused.len() < GUARD_REPORTS_KEPT {
+                    self.guard_refused.push(r);
+                }
+            }
+        }
+        if self.guard_pending.len() > 4096 {
+            self.guard_pending.clear();
+        }
+    }
+
+    /// What the guard wrote and the loop has not read yet (its pipe is held
+    /// open by init until the very end, so it never reads as closed).
+    fn drain_guard(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while let Some(fd) = self.guard.as_ref().map(std::os::fd::AsRawFd::as_raw_fd) {
+            let mut fds = [libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            if sys::poll_readable(&mut fds, 0).is_err() || fds[0].revents & libc::POLLIN == 0 {
+                break;
+            }
+            self.read_guard(&mut chunk);
+        }
     }
 
     /// Passes a chunk of the MBU's output on, up to the output limit.
@@ -879,6 +957,7 @@ impl Running {
                 (Some(2).filter(|_| unsent_err), libc::POLLOUT),
                 // Only POLLERR/POLLHUP: the requester's read end closed.
                 (self.requester, 0),
+                (self.guard.as_ref().map(std::os::fd::AsRawFd::as_raw_fd), libc::POLLIN),
             ];
             let mut fds: Vec<libc::pollfd> = watch
                 .iter()
@@ -892,6 +971,9 @@ impl Running {
             };
             if ready(self.requester) {
                 self.cancel();
+            }
+            if ready(self.guard.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)) {
+                self.read_guard(&mut chunk);
             }
             if unsent_out && ready(Some(1)) {
                 self.send_some(1);

@@ -108,6 +108,42 @@ pub struct Outcome {
     /// Syscalls the filter refused, by name, with how often (under `errno`;
     /// under `kill` the first refusal ends the run with `SIGSYS`).
     pub refused: Vec<(String, u64)>,
+    /// What the interpreter guard (wall 2) refused, as it reported it, in
+    /// order: at most [`GUARD_REPORTS_KEPT`]; `guard_refused_total` counts
+    /// them all.
+    pub guard_refused: Vec<GuardRefusal>,
+    /// Every refusal the guard reported, kept or not.
+    pub guard_refused_total: u64,
+}
+
+/// How many of the guard's refusals an execution's records keep.
+pub const GUARD_REPORTS_KEPT: usize = 100;
+
+/// One refusal of the interpreter guard, as its report line said. It comes
+/// from inside the sandbox: what the guard saw, bounded, not a kernel fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardRefusal {
+    /// When the supervisor read it (since the epoch).
+    pub at: std::time::Duration,
+    /// What was refused: "import of 'os'", "attribute '__class__'", ...
+    pub what: String,
+    /// The line of the user's code, when the guard knew it.
+    pub line: Option<u64>,
+}
+
+impl GuardRefusal {
+    /// Parses one report line (`{"what": "...", "line": N}`); `None` for
+    /// anything else, which is then not recorded.
+    pub fn parse(line: &[u8], at: std::time::Duration) -> Option<GuardRefusal> {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let what = v.get("what")?.as_str()?;
+        let what: String = what.chars().take(300).collect();
+        Some(GuardRefusal {
+            at,
+            what,
+            line: v.get("line").and_then(serde_json::Value::as_u64),
+        })
+    }
 }
 
 impl Outcome {
@@ -185,6 +221,8 @@ mod tests {
             usage: Usage::default(),
             resources: String::new(),
             refused: Vec::new(),
+            guard_refused: Vec::new(),
+            guard_refused_total: 0,
         }
     }
 

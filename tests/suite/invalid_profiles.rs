@@ -59,6 +59,8 @@ fn cases() -> Vec<Case> {
             "landlock.require[1] = \"magic\": unknown Landlock feature; valid: \"fs\", \"refer\"",
         ),
         case("python-bad-module", with_head("command = [\"/usr/bin/python3.11\"]\n[fs]\nread = [\"/usr/lib/python3.11\"]\n[python]\nmodules = [\"json\", \"os path\"]\n"), 9, "python.modules[1] = \"os path\": is not a module name"),
+        case("python-internal-module", with_head("command = [\"/usr/bin/python3.11\"]\n[fs]\nread = [\"/usr/lib/python3.11\"]\n[python]\nmodules = [\"json\", \"gc\"]\n"), 9, "python.modules[1] = \"gc\": reaches past the interpreter guard: every live object"),
+        case("python-private-module", with_head("command = [\"/usr/bin/python3.11\"]\n[fs]\nread = [\"/usr/lib/python3.11\"]\n[python]\nmodules = [\"_io\"]\n"), 9, "python.modules[0] = \"_io\": reaches past the interpreter guard: a private module"),
         case("python-missing-package", with_head("command = [\"/usr/bin/python3.11\"]\n[fs]\nread = [\"/usr/lib/python3.11\"]\n[python]\npackages = [\"no_such_package_here\"]\n"), 9, "is not in any of the site-packages directories"),
         case("python-without-command", with_head("[python]\nmodules = [\"json\"]\n"), 1, "exec.command: is required with [python]"),
         case("python-without-stdlib", with_head("command = [\"/usr/bin/python3.11\"]\n[python]\nmodules = [\"json\"]\n"), 1, "fs.read: must include the interpreter's standard library \"/usr/lib/python3.11\""),
