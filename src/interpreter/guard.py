@@ -465,7 +465,10 @@ def _guard(config):
 
     def build_class(func, name, *bases, **kwargs):
         cls = real_build_class(func, name, *bases, **kwargs)
-        if real_isinstance(cls, type):
+        # A class the user's class statement made (its body set __module__
+        # to the user's __name__), not one a metaclass handed back from a
+        # library.
+        if real_isinstance(cls, type) and type.__dict__["__dict__"].__get__(cls).get("__module__") == "__main__":
             user_classes.append(cls)
             user_class_ids.add(id(cls))
         return cls
@@ -534,8 +537,8 @@ def _guard(config):
             line = real_getattr(node, "lineno", None)
             self.problems.append((line, what, why))
 
-        def name(self, node, name, what="name", in_class=False):
-            if name == "__name__" and what == "name":
+        def name(self, node, name, what="name", in_class=False, load=False):
+            if name == "__name__" and load:
                 return
             if name.startswith("__"):
                 if in_class and name in class_dunders:
@@ -588,7 +591,12 @@ def _guard(config):
             return self.generic(node)
 
         def visit_Name(self, node, in_class):
-            self.name(node, node.id, in_class=in_class and real_isinstance(node.ctx, _ast.Store))
+            self.name(
+                node,
+                node.id,
+                in_class=in_class and real_isinstance(node.ctx, _ast.Store),
+                load=real_isinstance(node.ctx, _ast.Load),
+            )
             if node.id == "super" and real_isinstance(node.ctx, _ast.Load):
                 self.problem(node, "super used other than as super()", "call super() without arguments")
             return node

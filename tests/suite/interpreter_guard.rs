@@ -153,6 +153,7 @@ const CORPUS: &[(&str, &str, &str, Goal)] = &[
     ("lambda-default-walk", "f = (lambda x=().__class__.__bases__: x)\nprint(open(SECRET).read())", "the attribute '__bases__'", Goal::ReadSecret),
     ("math-letters-normalized", "print(__\u{1d41b}uiltins__.open(SECRET).read())", "the name '__builtins__'", Goal::ReadSecret),
     ("str-subclass-name", "class S(str):\n    def startswith(self, *a):\n        return False\nt = getattr(getattr((), '__class__'), S('__base__'))\nprint(open(SECRET).read())", "attribute '__base__'", Goal::ReadSecret),
+    ("metaclass-hands-back-a-library-class", "import json\nclass X(metaclass=lambda *a: json.JSONEncoder):\n    pass\nX.default = lambda self, o: o\nprint(open(SECRET).read())", "changing class 'JSONEncoder'", Goal::ReadSecret),
     ("class-assignment", "class A:\n    pass\na = A()\na.__class__ = type('B', (), {})\nprint(open(SECRET).read())", "the attribute '__class__'", Goal::ReadSecret),
     (
         "extension-from-workspace",
