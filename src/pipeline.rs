@@ -409,10 +409,20 @@ pub fn plan(
         Some(w) => (Some(w.path), w.owner, w.tree),
         None => (None, None, None),
     };
+    // Wall 2: the guard compiled by the profile's interpreter (found in the
+    // cache, or made there once), if it can be had.
+    let guard_code = match (
+        &loaded.policy.python,
+        loaded.policy.command.as_ref().and_then(|c| c.first()),
+    ) {
+        (Some(_), Some(interpreter)) => crate::interpreter::compiled_guard(Path::new(interpreter)),
+        _ => None,
+    };
     let request = Request {
         args: invocation.args.clone(),
         workspace_dir: path.clone(),
         workspace_owner: owner,
+        guard_code,
     };
     let setup = SetupPlan::build(&loaded.policy, &request, host)?;
     Ok(Planned {

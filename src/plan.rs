@@ -55,6 +55,10 @@ pub struct Request {
     /// as the sandbox's, what the sandbox makes is the owner's. `None`: bound
     /// by its path, as the caller's own id sees it (unprivileged).
     pub workspace_owner: Option<(u32, u32)>,
+    /// The interpreter guard compiled for the profile's interpreter, bound
+    /// read-only and started instead of its source (`None`: the source is;
+    /// see `interpreter::compiled_guard`).
+    pub guard_code: Option<PathBuf>,
 }
 
 /// ninewall's own processes in the sandbox's cgroup and pid count besides
@@ -430,14 +434,19 @@ impl SetupPlan {
             // The guard runs first and then the user's code: python [flags]
             // /.ninewall/guard.py ARGS.
             let flags = policy.command.as_ref().map_or(1, Vec::len);
-            argv.insert(flags.min(argv.len()), crate::interpreter::GUARD_PATH.to_string());
+            let guard = if request.guard_code.is_some() {
+                crate::interpreter::GUARD_CODE_PATH
+            } else {
+                crate::interpreter::GUARD_PATH
+            };
+            argv.insert(flags.min(argv.len()), guard.to_string());
         }
         if let Some(index) = request.args.iter().position(|a| a.contains('\0')) {
             return Err(PlanError::NulInArgument { index });
         }
 
         let mut mounts = profile_binds(policy);
-        mounts.extend(guard_mounts(policy));
+        mounts.extend(guard_mounts(policy, request));
         mounts.extend(fixed_mounts(policy, request));
         let landlock = landlock::plan(
             host.kernel.landlock_abi,
@@ -537,15 +546,28 @@ fn profile_binds(policy: &Policy) -> Vec<Mount> {
 
 /// Wall 2's mounts, with a `[python]` section: the guard, its site
 /// directory, the whitelisted packages in it.
-fn guard_mounts(policy: &Policy) -> Vec<Mount> {
+fn guard_mounts(policy: &Policy, request: &Request) -> Vec<Mount> {
     let mut mounts = Vec::new();
     if let Some(py) = &policy.python {
         let mut writable: Vec<PathBuf> = vec![policy.workspace.path.clone(), PathBuf::from("/tmp")];
         writable.extend(policy.write.iter().map(|e| e.path.clone()));
         mounts.push(Mount::File {
             target: PathBuf::from(crate::interpreter::GUARD_PATH),
-            contents: crate::interpreter::guard_source(&policy.name, py, &writable, &policy.workspace.path),
+            contents: crate::interpreter::GUARD_SOURCE.to_string(),
         });
+        mounts.push(Mount::File {
+            target: PathBuf::from(crate::interpreter::GUARD_CONFIG_PATH),
+            contents: crate::interpreter::guard_config(&policy.name, py, &writable, &policy.workspace.path),
+        });
+        if let Some(code) = &request.guard_code {
+            mounts.push(Mount::Bind {
+                source: code.clone(),
+                target: PathBuf::from(crate::interpreter::GUARD_CODE_PATH),
+                dir: false,
+                writable: false,
+                exec: false,
+            });
+        }
         mounts.push(Mount::Dir {
             target: PathBuf::from(crate::interpreter::SITE_DIR),
         });

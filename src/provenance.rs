@@ -586,6 +586,14 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// A value the sandbox or a client chose, as `audit show` prints it: in
+/// double quotes, escaped by [`printable`], with its own quotes escaped, so
+/// that it is always told apart from what ninewall wrote and can neither
+/// end its quotes nor start a line.
+pub fn chosen(text: &str) -> String {
+    format!("\"{}\"", printable(text).replace('"', "\\\""))
+}
+
 /// The agent's records (`llm.call`, `agent.note`) that an execution's
 /// start names as its cause (`caused_by`).
 pub fn causes(text: &[u8], records: &[Value]) -> Vec<Value> {
@@ -617,8 +625,8 @@ pub fn describe_agent_record(r: &Value) -> String {
             text("/id"),
             text("/worker"),
             text("/client/uid"),
-            printable(&r.get("model").map_or_else(|| "?".to_string(), bounded_text)),
-            printable(&r.get("purpose").map_or_else(|| "?".to_string(), bounded_text)),
+            chosen(&r.get("model").map_or_else(|| "?".to_string(), bounded_text)),
+            chosen(&r.get("purpose").map_or_else(|| "?".to_string(), bounded_text)),
             text("/prompt_bytes"),
             text("/prompt_sha256"),
             text("/response_bytes"),
@@ -634,7 +642,7 @@ pub fn describe_agent_record(r: &Value) -> String {
             text("/id"),
             text("/worker"),
             text("/client/uid"),
-            printable(&r.get("text").map_or_else(|| "?".to_string(), bounded_text))
+            chosen(&r.get("text").map_or_else(|| "?".to_string(), bounded_text))
         ),
     }
 }
@@ -644,7 +652,7 @@ pub fn describe_refusal(r: &Value) -> String {
     let text = |p: &str| printable(r.pointer(p).and_then(Value::as_str).unwrap_or("?"));
     let num = |p: &str| printable(&r.pointer(p).map_or("?".to_string(), Value::to_string));
     let asked = match r.pointer("/mbu") {
-        Some(mbu) if !mbu.is_null() => format!("asked for {}", printable(&bounded_text(mbu))),
+        Some(mbu) if !mbu.is_null() => format!("asked for {}", chosen(&bounded_text(mbu))),
         _ => "connected".to_string(),
     };
     format!(
@@ -661,7 +669,12 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
     // Every field through `printable`: JSON values as JSON, strings as text.
     let f = |r: &Value, p: &str| printable(&r.pointer(p).cloned().unwrap_or(Value::Null).to_string());
     let text = |r: &Value, p: &str| printable(r.pointer(p).and_then(Value::as_str).unwrap_or("?"));
-    let mut s = format!("execution {}\n", printable(id));
+    // What the sandbox or the client chose: quoted (see `chosen`).
+    let quoted = |r: &Value, p: &str| chosen(&r.pointer(p).map_or_else(|| "?".to_string(), bounded_text));
+    let mut s = format!(
+        "execution {}  (values in \"double quotes\" came from the sandbox or a client)\n",
+        printable(id)
+    );
     for r in records {
         let time = text(r, "/time");
         match text(r, "/kind").as_str() {
@@ -682,7 +695,7 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                     ));
                 }
                 if let Some(c) = r.pointer("/caused_by").and_then(Value::as_str) {
-                    s.push_str(&format!("  {time} gate     caused by {}\n", printable(c)));
+                    s.push_str(&format!("  {time} gate     caused by {}\n", chosen(c)));
                 }
                 if let Some(p) = r.pointer("/parent").and_then(Value::as_str) {
                     s.push_str(&format!(
@@ -694,24 +707,38 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
             }
             "guard.refused" => s.push_str(&format!(
                 "  {time} refused  by the interpreter guard: {}{}\n",
-                text(r, "/what"),
+                quoted(r, "/what"),
                 r.pointer("/line")
                     .and_then(Value::as_u64)
                     .map_or(String::new(), |l| format!(" (line {l})"))
             )),
             "delegate.refused" => s.push_str(&format!(
                 "  {time} refused  delegation to {}: {}\n",
-                text(r, "/mbu"),
+                quoted(r, "/mbu"),
                 text(r, "/reason")
             )),
-            "file" => s.push_str(&format!(
-                "  {time} file     {} {} {} ({}{})\n",
-                text(r, "/access"),
-                text(r, "/path"),
-                text(r, "/verdict"),
-                text(r, "/syscall"),
-                if f(r, "/exists") == "false" { ", missing" } else { "" }
-            )),
+            "file" => {
+                let mut notes = String::new();
+                if f(r, "/exists") == "false" {
+                    notes.push_str(", missing");
+                }
+                if let Some(a) = r.pointer("/asked").and_then(Value::as_str) {
+                    notes.push_str(&format!(", asked {}", chosen(a)));
+                }
+                if let Some(u) = r.pointer("/unresolved_after").and_then(Value::as_str) {
+                    notes.push_str(&format!(", nothing to resolve below {}", chosen(u)));
+                }
+                if r.pointer("/path_changed").and_then(Value::as_bool) == Some(true) {
+                    notes.push_str(", the caller changed the path during the call");
+                }
+                s.push_str(&format!(
+                    "  {time} file     {} {} {} ({}{notes})\n",
+                    text(r, "/access"),
+                    quoted(r, "/path"),
+                    text(r, "/verdict"),
+                    text(r, "/syscall"),
+                ));
+            }
             "syscall.denied" => s.push_str(&format!(
                 "  {time} refused  syscall {} x{}\n",
                 text(r, "/name"),
@@ -841,11 +868,13 @@ pub fn file_record(id: &str, seq: u64, e: crate::sandbox::FileEvent) -> FileReco
         exists: e.exists,
         kind: "file",
         path: e.path,
+        path_changed: e.changed,
         pid: e.pid,
         prev: String::new(),
         seq,
         syscall: e.syscall,
         time: rfc3339(e.at),
+        unresolved_after: e.unresolved_after,
         verdict: e.verdict,
     }
 }
@@ -880,6 +909,8 @@ struct Repeat {
     access: crate::seccomp::files::Access,
     verdict: &'static str,
     exists: bool,
+    unresolved_after: Option<String>,
+    changed: bool,
     seq: u64,
     count: u64,
     last: std::time::Duration,
@@ -893,6 +924,8 @@ impl Repeat {
             && self.access == e.access
             && self.verdict == e.verdict
             && self.exists == e.exists
+            && self.unresolved_after == e.unresolved_after
+            && self.changed == e.changed
     }
 }
 
@@ -959,6 +992,8 @@ impl<'a> FileRecorder<'a> {
                 access: e.access,
                 verdict: e.verdict,
                 exists: e.exists,
+                unresolved_after: e.unresolved_after.clone(),
+                changed: e.changed,
                 seq: self.seq,
                 count: 0,
                 last: e.at,
@@ -1016,11 +1051,15 @@ pub struct FileRecord<'a> {
     exists: bool,
     kind: &'static str,
     path: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    path_changed: bool,
     pid: i32,
     prev: String,
     seq: u64,
     syscall: String,
     time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unresolved_after: Option<String>,
     verdict: &'static str,
 }
 
@@ -1185,6 +1224,8 @@ mod tests {
             exists: false,
             asked: None,
             at: std::time::Duration::from_secs(1_765_000_000),
+            unresolved_after: None,
+            changed: false,
         };
         let mut r = file_record("id-1", 7, e);
         r.set_prev("ab".into());

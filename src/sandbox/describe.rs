@@ -21,12 +21,20 @@ pub fn wall_lines(plan: &SetupPlan) -> Vec<String> {
         ),
         "wall 4 filesystem view: mount namespace, new tmpfs root, pivot_root, old root detached".to_string(),
     ];
-    if plan.argv.iter().any(|a| a == crate::interpreter::GUARD_PATH) {
+    if let Some(guard) = plan
+        .argv
+        .iter()
+        .find(|a| *a == crate::interpreter::GUARD_PATH || *a == crate::interpreter::GUARD_CODE_PATH)
+    {
         out.insert(
             0,
             format!(
-                "wall 2 interpreter guard: {} runs the user's code with an import whitelist and an audit hook",
-                crate::interpreter::GUARD_PATH
+                "wall 2 interpreter guard: {guard} checks and rewrites the user's code before it runs (a language restriction: imports, names, attributes), an audit hook behind it{}",
+                if guard == crate::interpreter::GUARD_CODE_PATH {
+                    " (compiled once by the profile's interpreter)"
+                } else {
+                    ""
+                }
             ),
         );
     }

@@ -191,7 +191,18 @@ impl Notifier {
         match recorded {
             Some((name, layout)) => {
                 let known = (self.root.is_some(), self.nspids.contains_key(&n.pid));
-                let events = self.file_events(&n, name, layout, at);
+                let read = self.file_events(&n, name, layout, at);
+                // The path is read again just before the call goes on: one
+                // that is not what it was (another thread of the caller
+                // rewrote it) may not be what the kernel will read either,
+                // and the record says so.
+                let events: Vec<FileEvent> = read
+                    .into_iter()
+                    .map(|(mut e, addr, raw)| {
+                        e.changed = sys::read_remote_cstr(n.pid, addr).map_or(true, |now| now != raw);
+                        e
+                    })
+                    .collect();
                 // Only what was read while the caller was still waiting is real.
                 let valid = sys::notif_valid(listener, n.id);
                 // The caller goes on; what it records was read and resolved
@@ -246,7 +257,7 @@ impl Notifier {
         name: &str,
         layout: files::Layout,
         at: std::time::Duration,
-    ) -> Vec<FileEvent> {
+    ) -> Vec<(FileEvent, u64, Vec<u8>)> {
         use files::{Access, Layout};
         let arg = |i: usize| n.args.get(i).copied().unwrap_or(0);
         let mut paths: Vec<(Option<usize>, usize, Access, bool)> = Vec::new();
@@ -274,6 +285,7 @@ impl Notifier {
             };
             let dirfd = dirfd.map_or(libc::AT_FDCWD, |i| arg(i) as i32);
             let path = absolute(n.pid, dirfd, &raw);
+            let addr = arg(path_arg);
             if self.root.is_none() {
                 // Every process of the sandbox has the same root (chroot and
                 // pivot_root are never allowed): open it once.
@@ -285,11 +297,16 @@ impl Notifier {
             // With `..` in it, the path the process gave is not where it
             // leads: the record names where the kernel goes, and what was
             // asked beside it.
+            let mut unresolved_after = None;
             let (path, asked) = if path.split('/').any(|c| c == "..") {
                 let lookup = follow_fixed(&self.fixed_links, &path).into_owned();
                 let reached = match sys::resolve_in_root(rootfd, lookup.as_bytes(), false) {
                     Some((real, _)) => real,
-                    None => would_be(rootfd, &lookup),
+                    None => {
+                        let (at, missing) = would_be(rootfd, &lookup);
+                        unresolved_after = missing;
+                        at
+                    }
                 };
                 (reached, Some(path))
             } else {
@@ -303,16 +320,22 @@ impl Notifier {
                 // file itself, named above from the descriptor.
                 let exists =
                     (raw.is_empty() && dirfd != libc::AT_FDCWD) || sys::exists_in_root(rootfd, lookup.as_bytes());
-                out.push(FileEvent {
-                    pid,
-                    syscall: name.to_string(),
-                    verdict: "allowed",
-                    path,
-                    access,
-                    exists,
-                    asked,
-                    at,
-                });
+                out.push((
+                    FileEvent {
+                        pid,
+                        syscall: name.to_string(),
+                        verdict: "allowed",
+                        path,
+                        access,
+                        exists,
+                        asked,
+                        at,
+                        unresolved_after,
+                        changed: false,
+                    },
+                    addr,
+                    raw,
+                ));
                 continue;
             }
             // Judged on the path the kernel reaches (symlinks such as /lib
@@ -321,7 +344,11 @@ impl Notifier {
             let exists = resolved.is_some();
             let real = match resolved {
                 Some((real, _)) => real,
-                None => would_be(rootfd, &lookup),
+                None => {
+                    let (at, missing) = would_be(rootfd, &lookup);
+                    unresolved_after = unresolved_after.or(missing);
+                    at
+                }
             };
             // Through a symlink other than the root's fixed ones (or a
             // dangling one a create follows), the call reaches another path
@@ -355,16 +382,22 @@ impl Notifier {
             } else {
                 (path, asked)
             };
-            out.push(FileEvent {
-                pid,
-                syscall: name.to_string(),
-                verdict,
-                path,
-                access,
-                exists,
-                asked,
-                at,
-            });
+            out.push((
+                FileEvent {
+                    pid,
+                    syscall: name.to_string(),
+                    verdict,
+                    path,
+                    access,
+                    exists,
+                    asked,
+                    at,
+                    unresolved_after,
+                    changed: false,
+                },
+                addr,
+                raw,
+            ));
         }
         out
     }
@@ -417,13 +450,18 @@ fn follow_fixed<'a>(links: &[(PathBuf, PathBuf)], path: &'a str) -> Cow<'a, str>
 /// root), the missing rest appended. Its parent alone is not enough: a probe
 /// of `/lib/x86_64-linux-gnu/glibc-hwcaps/x86-64-v4/libc.so.6`, whose parent
 /// is missing too, would be judged on `/lib` unresolved, which no rule names.
-fn would_be(rootfd: std::os::fd::RawFd, path: &str) -> String {
+///
+/// Also returns, when more than the last component is missing, the deepest
+/// ancestor that exists (as reached): below it there is nothing for the
+/// kernel to resolve (the call fails with ENOENT), and the rest is only what
+/// was asked.
+fn would_be(rootfd: std::os::fd::RawFd, path: &str) -> (String, Option<String>) {
     would_be_within(rootfd, path, 8)
 }
 
 /// [`would_be`], following at most `links` dangling symlinks: a create
 /// through a symlink to a missing file makes the file it points to.
-fn would_be_within(rootfd: std::os::fd::RawFd, path: &str, links: u32) -> String {
+fn would_be_within(rootfd: std::os::fd::RawFd, path: &str, links: u32) -> (String, Option<String>) {
     if links > 0 {
         if let Some(target) = sys::readlink_in_root(rootfd, path.as_bytes()) {
             let target = String::from_utf8_lossy(&target);
@@ -434,19 +472,20 @@ fn would_be_within(rootfd: std::os::fd::RawFd, path: &str, links: u32) -> String
                 parent.join(target.as_ref()).display().to_string()
             };
             return match sys::resolve_in_root(rootfd, next.as_bytes(), false) {
-                Some((real, _)) => real,
+                Some((real, _)) => (real, None),
                 None => would_be_within(rootfd, &next, links - 1),
             };
         }
     }
     let p = Path::new(path);
-    for dir in p.ancestors().skip(1) {
+    for (depth, dir) in p.ancestors().skip(1).enumerate() {
         if let Some((real, _)) = sys::resolve_in_root(rootfd, dir.as_os_str().as_encoded_bytes(), false) {
             let rest = p.strip_prefix(dir).unwrap_or(p);
-            return Path::new(&real).join(rest).display().to_string();
+            let at = Path::new(&real).join(rest).display().to_string();
+            return (at, (depth > 0).then_some(real));
         }
     }
-    path.to_string()
+    (path.to_string(), Some("/".to_string()))
 }
 
 /// Whether `path` is `dir` or beneath it: `Path::starts_with` by bytes, for
@@ -478,6 +517,14 @@ pub struct FileEvent {
     /// `path` (where the kernel goes: `..` taken after the symlink before
     /// it, as the kernel takes it) differ from it.
     pub asked: Option<String>,
+    /// When more than the last component of the path is missing: the
+    /// deepest ancestor that exists. `path` below it is only what was asked
+    /// (there is nothing there for the kernel to resolve; the call fails).
+    pub unresolved_after: Option<String>,
+    /// The path in the caller's memory was not the same when read again
+    /// just before the call went on (another thread rewrote it): the kernel
+    /// may have used another one than `path`.
+    pub changed: bool,
 }
 
 /// `raw` made absolute against process `pid`'s cwd or its descriptor `dirfd`,

@@ -784,7 +784,7 @@ fn the_daemon_runs_what_a_workers_roles_grant_and_nothing_else() {
     assert!(shown.stdout.contains("refused by the policy gate\n"), "{shown:#?}");
     assert!(
         shown.stdout.contains(&format!(
-            "refused  uid {} (worker agent) asked for made-up: no such capability: made-up",
+            "refused  uid {} (worker agent) asked for \"made-up\": no such capability: made-up",
             uid_of(who)
         )),
         "{shown:#?}"
@@ -1763,11 +1763,15 @@ fn a_model_call_and_the_execution_it_caused_are_one_story() {
         shown.stdout
     );
     assert!(
-        lines[0].contains("model a-model, purpose plan the report"),
+        lines[0].contains("model \"a-model\", purpose \"plan the report\""),
         "{}",
         shown.stdout
     );
-    assert!(shown.stdout.contains(&format!("caused by {id}")), "{}", shown.stdout);
+    assert!(
+        shown.stdout.contains(&format!("caused by \"{id}\"")),
+        "{}",
+        shown.stdout
+    );
     assert!(shown.stdout.contains("ended"), "{}", shown.stdout);
     assert!(!shown.stdout.contains('\u{1b}'));
 }

@@ -270,6 +270,10 @@ fn code_generate_new_has_one_process_and_no_network_whatever_the_guard_does() {
             r.stderr.contains("wall 2 interpreter guard: /.ninewall/guard.py"),
             "{r:#?}"
         );
+        assert!(
+            r.stderr.contains("checks and rewrites the user's code before it runs"),
+            "{r:#?}"
+        );
         assert!(r.stderr.contains("wall 6 network: network namespace, no interface up"));
         let line = r
             .stderr
@@ -400,7 +404,7 @@ fn the_guards_refusals_are_provenance_and_user_code_cannot_forge_them() {
         assert!(
             shown
                 .stdout
-                .contains("refused  by the interpreter guard: import of 'os' (line 4)"),
+                .contains("refused  by the interpreter guard: \"import of 'os'\" (line 4)"),
             "{shown:#?}"
         );
 

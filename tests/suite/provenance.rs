@@ -543,7 +543,7 @@ fn audit_show_escapes_what_the_sandbox_chose() {
     assert!(
         shown
             .stdout
-            .contains("/work/evil\\u{a}  2026-01-01T00:00:00Z ended    exited code 0\\u{1b}[2J\\u{202e}"),
+            .contains("file     create \"/work/evil\\u{a}  2026-01-01T00:00:00Z ended    exited code 0\\u{1b}[2J\\u{202e}\" allowed"),
         "{}",
         shown.stdout
     );
@@ -1037,4 +1037,135 @@ fn five_path_shapes_are_recorded_where_the_kernel_went() {
             );
         }
     }
+}
+
+/// Where a path cannot be known, the record says so: below a missing
+/// directory there is nothing for the kernel to resolve, and a path another
+/// thread rewrites during the call may not be the one the kernel read.
+#[test]
+fn a_record_says_where_its_path_cannot_be_known() {
+    let who = identities()[0];
+    let log = fresh_log("unknowable");
+    let r = run(
+        who,
+        &profile("document_generation"),
+        &["--audit-log", log.to_str().unwrap()],
+        &[
+            "-c",
+            "open('/work/made.txt', 'w').write('x')\n\
+             try:\n    open('/work/no/such/dir/f.txt', 'w')\nexcept FileNotFoundError:\n    print('ENOENT')",
+        ],
+        None,
+    );
+    r.assert_code(0);
+    assert_eq!(r.stdout.trim(), "ENOENT");
+    let recs = records(&log);
+    let file = |path: &str| {
+        recs.iter()
+            .find(|v| v["kind"] == "file" && v["path"] == path)
+            .unwrap_or_else(|| panic!("no record of {path}: {recs:#?}"))
+            .clone()
+    };
+    let made = file("/work/made.txt");
+    assert!(made.get("unresolved_after").is_none(), "{made}");
+    let missing = file("/work/no/such/dir/f.txt");
+    assert_eq!(missing["exists"], false);
+    assert_eq!(missing["unresolved_after"], "/work", "{missing}");
+    let shown = Run::from_output(ninewall(Who::Root).args(["audit", "show"]).arg(&log).output().unwrap());
+    assert!(
+        shown
+            .stdout
+            .contains("\"/work/no/such/dir/f.txt\" refused (openat, missing, nothing to resolve below \"/work\")")
+            || shown
+                .stdout
+                .contains("\"/work/no/such/dir/f.txt\" allowed (openat, missing, nothing to resolve below \"/work\")"),
+        "{}",
+        shown.stdout
+    );
+
+    let Some(bin) = super::enforce_seccomp::helper() else {
+        return;
+    };
+    let p = write_profile(
+        "race-open",
+        &format!(
+            "[mbu]\nname = \"race-open\"\n[exec]\nexecutables = [{b:?}]\ncommand = [{b:?}]\n[syscalls]\nallow = [\"@default\"]\n",
+            b = bin.to_str().unwrap()
+        ),
+    );
+    let log = fresh_log("race");
+    let r = run(
+        who,
+        &p,
+        &["--audit-log", log.to_str().unwrap()],
+        &["race_open", "/work/a", "/work/b"],
+        None,
+    );
+    r.assert_code(0);
+    let opens: Vec<serde_json::Value> = records(&log)
+        .into_iter()
+        .filter(|v| v["kind"] == "file" && v["syscall"] == "openat")
+        .filter(|v| v["path"].as_str().is_some_and(|p| p.starts_with("/work/")))
+        .collect();
+    // Repeats in a row are one record with a count: at least the flips are here.
+    assert!(!opens.is_empty(), "{r:#?}");
+    let changed = opens.iter().filter(|v| v["path_changed"] == true).count();
+    assert!(
+        changed > 0,
+        "200 opens of a path another thread flips, none seen changing: {opens:#?}"
+    );
+    for v in &opens {
+        assert!(v["path"] == "/work/a" || v["path"] == "/work/b", "{v}");
+    }
+}
+
+/// `kill -9` of the supervisor while it appends a flood of file records,
+/// at ten different moments: each time the log is whole or its last line is
+/// torn (and said to be), never anything else, and the next run repairs it
+/// and chains on.
+#[test]
+fn a_supervisor_killed_while_appending_leaves_a_log_the_next_run_repairs() {
+    let who = identities()[0];
+    let log = fresh_log("kill-appending");
+    let flood = "import os\nprint('ready', flush=True)\nfor i in range(10**6):\n    try:\n        os.stat('/work/%d' % i)\n    except OSError:\n        pass\n";
+    for round in 0..10u64 {
+        let mut cmd = ninewall(who);
+        cmd.args(["run", "--audit-log", log.to_str().unwrap(), "--profile"])
+            .arg(profile("document_generation"))
+            .args(["--", "-c", flood]);
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        std::thread::sleep(std::time::Duration::from_millis(20 + round * 37));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let after_kill = verify(&log);
+        assert!(
+            after_kill.code == 0 || (after_kill.code == 1 && after_kill.stderr.contains("the last line is torn")),
+            "round {round}: {after_kill:#?}"
+        );
+        run(
+            who,
+            &quiet_profile(),
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", "pass"],
+            None,
+        )
+        .assert_code(0);
+        verify(&log).assert_code(0);
+    }
+    let recs = records(&log);
+    let killed = recs
+        .iter()
+        .filter(|r| r["kind"] == "exec.start" && r["mbu"] == "document_generation")
+        .count();
+    assert_eq!(killed, 10);
+    let file_records = recs.iter().filter(|r| r["kind"] == "file").count();
+    assert!(
+        file_records > 100,
+        "the kills landed while records were appended: {file_records}"
+    );
 }
