@@ -80,12 +80,15 @@ hf_shell() { # name runs-per-round "shell command"
     hyperfine --style none --warmup 1 --runs "$runs" --export-json "$json/$name.$round.json" "$@" >/dev/null 2>&1
 }
 
+# A sealed log (audit setup-keys): a seal after every execution's end.
+"$bin" audit setup-keys "$work/sealed.jsonl" >/dev/null
 echo "measuring launch of /bin/true ..." >&2
 for round in $(seq $ROUNDS); do
     hf true-bare 10 "/usr/bin/true"
     hf true-bwrap 10 "bwrap ${bwrap_args[*]} /usr/bin/true"
     hf true-ninewall 10 "$bin run --profile $work/profiles/true.toml"
     hf true-ninewall-ws 10 "$bin run --profile $work/profiles/true.toml --workspace $work/ws"
+    hf true-ninewall-sealed 10 "$bin run --profile $work/profiles/true.toml --audit-log $work/sealed.jsonl"
     for n in 2 8; do
         hf_shell "true-bare-x$n" 1 "seq 200 | xargs -P $n -I{} /usr/bin/true"
         hf_shell "true-bwrap-x$n" 1 "seq 200 | xargs -P $n -I{} bwrap ${bwrap_args[*]} /usr/bin/true"
@@ -305,7 +308,9 @@ for n in (2, 8):
             row(f"200 launches, {n} in flight: bwrap", f"true-bwrap-x{n}", f"true-bwrap-x{n}"),
             row(f"200 launches, {n} in flight: ninewall", f"true-ninewall-x{n}", f"true-bwrap-x{n}")]
 ws_m, ws_base = t("true-ninewall-ws")[0], t("true-ninewall")[0]
+seal_m = t("true-ninewall-sealed")[0]
 out += ["", f"With a host workspace (`--workspace`, a mode-0700 directory; as root opened once and bound as an idmapped mount, wall 3): {ws_m:.2f} ms, {ws_m - ws_base:+.2f} ms ({ws_m / ws_base:.2f}x) against the same launch without one, in the same rounds."]
+out += ["", f"With a sealed log (`audit setup-keys`: an HMAC seal, key ratchet and witness line after each execution's end): {seal_m:.2f} ms, {seal_m - ws_base:+.2f} ms ({seal_m / ws_base:.2f}x) against the same launch with an unsealed log, in the same rounds."]
 out += ["", f"CPU per launch, the machine's busy time (/proc/stat, kernel workers included) over 200 sequential launches each, in blocks of 25 that took turns: ninewall {cpu_ninewall:.2f} ms, bwrap {cpu_bwrap:.2f} ms ({cpu_ninewall / cpu_bwrap:.2f}x)."]
 out += ["", "## Python start, `python3 -I -S -c pass` (baseline: bwrap)", "",
         "| what | median ms | min-max | vs bwrap |", "|---|---|---|---|",
