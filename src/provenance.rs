@@ -728,9 +728,6 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                 if let Some(u) = r.pointer("/unresolved_after").and_then(Value::as_str) {
                     notes.push_str(&format!(", nothing to resolve below {}", chosen(u)));
                 }
-                if r.pointer("/path_changed").and_then(Value::as_bool) == Some(true) {
-                    notes.push_str(", the caller changed the path during the call");
-                }
                 s.push_str(&format!(
                     "  {time} file     {} {} {} ({}{notes})\n",
                     text(r, "/access"),
@@ -850,6 +847,13 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
                 "on_denied": plan.seccomp.on_denied,
                 "allowed": plan.seccomp.allow.len(),
                 "notify": plan.seccomp.notify,
+                // What a `file` record's path is, said once: the supervisor
+                // reads it from the caller before the kernel runs the call.
+                "file_paths": if !plan.seccomp.notify {
+                    Value::Null
+                } else {
+                    json!("read from the caller's memory before the call ran: another thread of the caller can change it after")
+                },
                 "socket_families": plan.seccomp.socket_families,
                 "setid_modes": "refused",
                 "openat2": "enosys",
@@ -868,7 +872,6 @@ pub fn file_record(id: &str, seq: u64, e: crate::sandbox::FileEvent) -> FileReco
         exists: e.exists,
         kind: "file",
         path: e.path,
-        path_changed: e.changed,
         pid: e.pid,
         prev: String::new(),
         seq,
@@ -910,7 +913,6 @@ struct Repeat {
     verdict: &'static str,
     exists: bool,
     unresolved_after: Option<String>,
-    changed: bool,
     seq: u64,
     count: u64,
     last: std::time::Duration,
@@ -925,7 +927,6 @@ impl Repeat {
             && self.verdict == e.verdict
             && self.exists == e.exists
             && self.unresolved_after == e.unresolved_after
-            && self.changed == e.changed
     }
 }
 
@@ -993,7 +994,6 @@ impl<'a> FileRecorder<'a> {
                 verdict: e.verdict,
                 exists: e.exists,
                 unresolved_after: e.unresolved_after.clone(),
-                changed: e.changed,
                 seq: self.seq,
                 count: 0,
                 last: e.at,
@@ -1051,8 +1051,6 @@ pub struct FileRecord<'a> {
     exists: bool,
     kind: &'static str,
     path: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    path_changed: bool,
     pid: i32,
     prev: String,
     seq: u64,
@@ -1225,7 +1223,6 @@ mod tests {
             asked: None,
             at: std::time::Duration::from_secs(1_765_000_000),
             unresolved_after: None,
-            changed: false,
         };
         let mut r = file_record("id-1", 7, e);
         r.set_prev("ab".into());

@@ -191,18 +191,7 @@ impl Notifier {
         match recorded {
             Some((name, layout)) => {
                 let known = (self.root.is_some(), self.nspids.contains_key(&n.pid));
-                let read = self.file_events(&n, name, layout, at);
-                // The path is read again just before the call goes on: one
-                // that is not what it was (another thread of the caller
-                // rewrote it) may not be what the kernel will read either,
-                // and the record says so.
-                let events: Vec<FileEvent> = read
-                    .into_iter()
-                    .map(|(mut e, addr, raw)| {
-                        e.changed = sys::read_remote_cstr(n.pid, addr).map_or(true, |now| now != raw);
-                        e
-                    })
-                    .collect();
+                let events = self.file_events(&n, name, layout, at);
                 // Only what was read while the caller was still waiting is real.
                 let valid = sys::notif_valid(listener, n.id);
                 // The caller goes on; what it records was read and resolved
@@ -257,7 +246,7 @@ impl Notifier {
         name: &str,
         layout: files::Layout,
         at: std::time::Duration,
-    ) -> Vec<(FileEvent, u64, Vec<u8>)> {
+    ) -> Vec<FileEvent> {
         use files::{Access, Layout};
         let arg = |i: usize| n.args.get(i).copied().unwrap_or(0);
         let mut paths: Vec<(Option<usize>, usize, Access, bool)> = Vec::new();
@@ -285,7 +274,6 @@ impl Notifier {
             };
             let dirfd = dirfd.map_or(libc::AT_FDCWD, |i| arg(i) as i32);
             let path = absolute(n.pid, dirfd, &raw);
-            let addr = arg(path_arg);
             if self.root.is_none() {
                 // Every process of the sandbox has the same root (chroot and
                 // pivot_root are never allowed): open it once.
@@ -320,22 +308,17 @@ impl Notifier {
                 // file itself, named above from the descriptor.
                 let exists =
                     (raw.is_empty() && dirfd != libc::AT_FDCWD) || sys::exists_in_root(rootfd, lookup.as_bytes());
-                out.push((
-                    FileEvent {
-                        pid,
-                        syscall: name.to_string(),
-                        verdict: "allowed",
-                        path,
-                        access,
-                        exists,
-                        asked,
-                        at,
-                        unresolved_after,
-                        changed: false,
-                    },
-                    addr,
-                    raw,
-                ));
+                out.push(FileEvent {
+                    pid,
+                    syscall: name.to_string(),
+                    verdict: "allowed",
+                    path,
+                    access,
+                    exists,
+                    asked,
+                    at,
+                    unresolved_after,
+                });
                 continue;
             }
             // Judged on the path the kernel reaches (symlinks such as /lib
@@ -382,22 +365,17 @@ impl Notifier {
             } else {
                 (path, asked)
             };
-            out.push((
-                FileEvent {
-                    pid,
-                    syscall: name.to_string(),
-                    verdict,
-                    path,
-                    access,
-                    exists,
-                    asked,
-                    at,
-                    unresolved_after,
-                    changed: false,
-                },
-                addr,
-                raw,
-            ));
+            out.push(FileEvent {
+                pid,
+                syscall: name.to_string(),
+                verdict,
+                path,
+                access,
+                exists,
+                asked,
+                at,
+                unresolved_after,
+            });
         }
         out
     }
@@ -521,10 +499,6 @@ pub struct FileEvent {
     /// deepest ancestor that exists. `path` below it is only what was asked
     /// (there is nothing there for the kernel to resolve; the call fails).
     pub unresolved_after: Option<String>,
-    /// The path in the caller's memory was not the same when read again
-    /// just before the call went on (another thread rewrote it): the kernel
-    /// may have used another one than `path`.
-    pub changed: bool,
 }
 
 /// `raw` made absolute against process `pid`'s cwd or its descriptor `dirfd`,

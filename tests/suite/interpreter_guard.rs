@@ -456,3 +456,70 @@ fn the_guard_takes_code_on_stdin_and_answers_interpreter_options() {
         "{r:#?}"
     );
 }
+
+#[test]
+fn the_workspace_rule_holds_through_every_door_a_profile_opens() {
+    let p = write_profile(
+        "guard-doors",
+        "extends = \"code_generate_new\"\n[mbu]\nname = \"guard-doors\"\n[python]\nmodules = [\"os\", \"pathlib\", \"shutil\", \"tempfile\", \"io\"]\n",
+    );
+    let who = identities().into_iter().next().unwrap();
+    // Inside the workspace and /tmp, every door works.
+    let r = python(
+        who,
+        &p,
+        "import os, pathlib, shutil, tempfile\n\
+         fd = os.open('/work/a', os.O_WRONLY | os.O_CREAT, 0o600); os.write(fd, b'a'); os.close(fd)\n\
+         pathlib.Path('/work/b').write_text('b')\n\
+         shutil.copyfile('/work/a', '/work/c')\n\
+         fd, name = tempfile.mkstemp(dir='/work'); os.close(fd)\n\
+         with tempfile.TemporaryFile() as t:\n    t.write(b'x')\n\
+         os.rename('/work/c', '/work/d'); os.remove('/work/d')\n\
+         print(sorted(n for n in os.listdir('/work') if not n.startswith('tmp')))",
+    );
+    r.assert_code(0);
+    assert_eq!(r.stdout.trim(), "['a', 'b']", "{r:#?}");
+    // Outside, each door is refused by the guard, naming what was asked.
+    for (code, says) in [
+        (
+            "import os\nos.open('/usr/lib/python3.11/nw-x', os.O_WRONLY | os.O_CREAT)",
+            "opening '/usr/lib/python3.11/nw-x'",
+        ),
+        (
+            "import os\nos.open('/usr/lib/python3.11/os.py', os.O_RDWR)",
+            "opening '/usr/lib/python3.11/os.py'",
+        ),
+        (
+            "import pathlib\npathlib.Path('/usr/lib/python3.11/nw-x').write_text('x')",
+            "opening '/usr/lib/python3.11/nw-x'",
+        ),
+        (
+            "import shutil\nopen('/work/a', 'w').close()\nshutil.copyfile('/work/a', '/usr/lib/python3.11/nw-x')",
+            "shutil.copyfile of '/usr/lib/python3.11/nw-x'",
+        ),
+        (
+            "import tempfile\ntempfile.mkstemp(dir='/usr/lib/python3.11')",
+            "opening '/usr/lib/python3.11/tmp",
+        ),
+        (
+            "import os\nos.remove('/usr/lib/python3.11/os.py')",
+            "os.remove of '/usr/lib/python3.11/os.py'",
+        ),
+        (
+            "import os\nopen('/work/a', 'w').close()\nos.rename('/work/a', '/usr/lib/python3.11/nw-x')",
+            "os.rename of '/usr/lib/python3.11/nw-x'",
+        ),
+        ("open('../etc/passwd').read()", "opening '/etc/passwd'"),
+        ("import os\nos.listdir('/etc')", "os.listdir of '/etc'"),
+        (
+            "import os\nos.execv('/usr/bin/python3.11', ['python3.11'])",
+            "os (os.exec)",
+        ),
+    ] {
+        let r = python(who, &p, code);
+        assert!(
+            r.code == 1 && r.stderr.contains(says) && r.stderr.contains("is not allowed by profile 'guard-doors'"),
+            "{code}: {r:#?}"
+        );
+    }
+}

@@ -7,7 +7,6 @@
  * directory. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <pthread.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sched.h>
@@ -54,22 +53,6 @@ static const struct named table[] = {
     N(getpid), N(socket), N(setuid), N(mknodat),
 };
 
-/* race_open: one thread flips the last byte of a path between two values as
- * fast as it can while the main thread opens (creating) the path 200 times. */
-static char race_path[256];
-static volatile int race_done;
-static char race_a, race_b;
-
-static void *flipper(void *unused) {
-    (void)unused;
-    volatile char *last = race_path + strlen(race_path) - 1;
-    while (!race_done) {
-        *last = race_a;
-        *last = race_b;
-    }
-    return NULL;
-}
-
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: try-syscall CALL [NAME]\n");
@@ -82,25 +65,6 @@ int main(int argc, char **argv) {
                 return report(argv[2], syscall(table[i].nr, 0, 0, 0, 0, 0, 0));
         printf("%s unknown\n", argv[2]);
         return 3;
-    }
-    if (!strcmp(c, "race_open") && argc == 4) {
-        size_t n = strlen(argv[2]);
-        if (n == 0 || n >= sizeof race_path || strlen(argv[3]) != n || strncmp(argv[2], argv[3], n - 1)) {
-            fprintf(stderr, "race_open: two paths of one length that differ in their last byte\n");
-            return 2;
-        }
-        memcpy(race_path, argv[2], n + 1);
-        race_a = argv[2][n - 1];
-        race_b = argv[3][n - 1];
-        pthread_t t;
-        if (pthread_create(&t, NULL, flipper, NULL)) return report(c, -1);
-        for (int i = 0; i < 200; i++) {
-            int fd = open(race_path, O_RDONLY | O_CREAT, 0600);
-            if (fd >= 0) close(fd);
-        }
-        race_done = 1;
-        pthread_join(t, NULL);
-        return report(c, 0);
     }
     if (!strcmp(c, "getpid")) return report(c, syscall(SYS_getpid));
     if (!strcmp(c, "socket")) return report(c, socket(AF_INET, SOCK_STREAM, 0));
