@@ -39,6 +39,13 @@ pub enum Command {
     /// Serve the policy gate on a unix socket: workers send JSON requests, the
     /// kernel says who they are, their roles say what they may run.
     Serve(ServeArgs),
+    /// Ask the daemon (`ninewall serve`) to run an MBU, as the worker this
+    /// user is: its output streams here, its exit code is this command's,
+    /// standard input (when not a terminal) is its input, Ctrl-C cancels.
+    ///
+    /// Exit status: the MBU's own, as `ninewall run`'s; 125 the daemon is
+    /// unreachable or refused; 2 bad command line.
+    Call(CallArgs),
     /// Validate a role policy and print who may run what.
     Policy {
         /// The role policy (TOML).
@@ -64,6 +71,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `ninewall call …`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The MBU to run (a name the daemon's policy gives this worker).
+    #[arg(value_name = "MBU")]
+    pub mbu: String,
+    /// The daemon's socket. Default: $NINEWALL_SOCKET, else
+    /// /run/ninewall/ninewall.sock.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// A directory of this user's to be the MBU's workspace (the daemon opens
+    /// it as this user).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// The id of the agent record (`llm.call`, `agent.note`) that led to
+    /// this call: recorded in the execution's start.
+    #[arg(long, value_name = "ID")]
+    pub caused_by: Option<String>,
+    /// Arguments for the MBU's command, after `--`.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
 }
 
 /// `ninewall audit …`.

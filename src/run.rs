@@ -46,6 +46,16 @@ pub fn main(cli: Cli) -> i32 {
         Command::Check { profile, json } => check(&profile, json),
         Command::Run(args) => run(args),
         Command::Serve(args) => serve(args),
+        Command::Call(args) => crate::gate::call::call(
+            &crate::gate::call::Call {
+                mbu: args.mbu,
+                args: args.args,
+                workspace: args.workspace,
+                caused_by: args.caused_by,
+                socket: crate::gate::call::socket_path(args.socket),
+            },
+            &|m| say(m),
+        ),
         Command::Policy { policy } => show_gate(&policy),
         Command::Diff { a, b } => diff(&a, &b),
         Command::Audit { action } => audit(action),

@@ -22,6 +22,7 @@
 //! that do not exist, every profile a role names loads and is a valid policy)
 //! and reports every problem at once, each with file, line and key.
 
+pub mod call;
 pub mod delegate;
 pub mod exec;
 pub mod serve;

@@ -1775,3 +1775,132 @@ fn a_model_call_and_the_execution_it_caused_are_one_story() {
     assert!(shown.stdout.contains("ended"), "{}", shown.stdout);
     assert!(!shown.stdout.contains('\u{1b}'));
 }
+
+// --- the worker's clients ----------------------------------------------------------
+
+/// `ninewall call` as `who`, with `stdin`; returns once it has ended.
+fn call(who: Who, socket: &Path, mbu: &str, args: &[&str], stdin: &str) -> Run {
+    let mut child = ninewall(who)
+        .args(["call", mbu, "--socket"])
+        .arg(socket)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    Run::from_output(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_worker_calls_with_ninewall_call_streams_and_cancels() {
+    let worker = agent();
+    let policy = analyst_policy("call", worker);
+    let d = Daemon::start(&policy, &[]);
+    let r = call(
+        worker,
+        &d.socket,
+        "reason",
+        &[
+            "-c",
+            "import sys\nprint('to stdout', flush=True)\nprint('to stderr', file=sys.stderr)\nsys.exit(3)",
+        ],
+        "",
+    );
+    assert_eq!(r.code, 3, "the MBU's exit code is the call's: {r:#?}");
+    assert_eq!(r.stdout, "to stdout\n");
+    assert!(r.stderr.contains("to stderr"), "{r:#?}");
+    // Standard input is the MBU's.
+    let r = call(worker, &d.socket, "reason", &["-"], "print(6 * 7)\n");
+    r.assert_code(0);
+    assert_eq!(r.stdout.trim(), "42");
+    // Refused by the gate: 125 and why.
+    let r = call(worker, &d.socket, "code_generate_new", &["-c", "print(1)"], "");
+    r.assert_code(125);
+    assert!(
+        r.stderr.contains("refused: ") && r.stderr.contains("code_generate_new"),
+        "{r:#?}"
+    );
+    // Nobody there: 125 and where it looked.
+    let r = call(worker, &d.socket.with_extension("nowhere"), "reason", &[], "");
+    r.assert_code(125);
+    assert!(r.stderr.contains("cannot reach the daemon at"), "{r:#?}");
+    // Ctrl-C: the client goes, the daemon ends the run and records why.
+    let mut child = ninewall(worker)
+        .args(["call", "reason", "--socket"])
+        .arg(&d.socket)
+        .args(["--", "-c", "import time\nprint('ready', flush=True)\ntime.sleep(60)"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // SAFETY: kill with a pid we started.
+    unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
+    child.wait().unwrap();
+    wait_until("the cancelled run is recorded", || {
+        records(&d.log)
+            .iter()
+            .any(|r| r["kind"] == "exec.end" && r["reason"] == "cancelled")
+    });
+}
+
+#[test]
+fn the_python_client_calls_records_and_reads_refusals() {
+    let worker = agent();
+    let policy = analyst_policy("python-client", worker);
+    let d = Daemon::start(&policy, &[]);
+    // The client as an agent runtime would install it: a copy it can read.
+    let lib = scratch_dir("pyclient");
+    std::fs::create_dir_all(lib.join("ninewall")).unwrap();
+    std::fs::write(
+        lib.join("ninewall/__init__.py"),
+        include_str!("../../clients/python/ninewall/__init__.py"),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        lib.join("ninewall"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let code = format!(
+        "import sys\n\
+         sys.path.insert(0, {lib:?})\n\
+         import ninewall\n\
+         S = {socket:?}\n\
+         r = ninewall.call('reason', ['-c', 'print(1 + 1)'], socket_path=S)\n\
+         print('call', r.exit_code, r.stdout, r.exec_id is not None)\n\
+         rec = ninewall.llm_call(model='m', prompt='p', response='r', purpose='test', socket_path=S)\n\
+         got = []\n\
+         r = ninewall.call('reason', ['-c', 'print(5)\\nraise SystemExit(5)'], caused_by=rec, socket_path=S, on_stdout=got.append)\n\
+         print('code', r.code(), got, r.stdout)\n\
+         try:\n    ninewall.call('code_generate_new', socket_path=S)\nexcept ninewall.Refused as e:\n    print('refused', 'code_generate_new' in str(e))\n\
+         print('enum', int(ninewall.ExitCode.SANDBOX), ninewall.ExitCode(124).name)",
+        socket = d.socket.to_str().unwrap(),
+        lib = lib.to_str().unwrap()
+    );
+    let mut cmd = Command::new("/usr/bin/python3.11");
+    cmd.args(["-I", "-c", &code]).current_dir("/").env_clear();
+    if let Who::User { uid, gid } = worker {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = Run::from_output(cmd.output().unwrap());
+    assert_eq!(out.code, 0, "{out:#?}");
+    assert_eq!(
+        out.stdout, "call 0 b'2\\n' True\ncode 5 [b'5\\n'] b''\nrefused True\nenum 125 TIMEOUT\n",
+        "{out:#?}"
+    );
+    // The model call and the execution it caused are linked in the log.
+    let recs = records(&d.log);
+    let llm = recs.iter().find(|r| r["kind"] == "llm.call").unwrap();
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "exec.start" && r["caused_by"] == llm["id"]),
+        "{recs:#?}"
+    );
+}
