@@ -124,10 +124,11 @@ impl Kernel {
             list("/cgroups/v1"),
             f("/cgroups/v2_mounted")
         ));
+        let setting = |p: &str| f(p).as_str().map_or_else(|| "absent".to_string(), str::to_string);
         s.push_str(&format!(
-            "io_uring_disabled {} , legacy_tiocsti {} (both refused by seccomp whatever they say)",
-            f("/io_uring_disabled"),
-            f("/legacy_tiocsti")
+            "io_uring     sysctl io_uring_disabled={}, legacy_tiocsti={} (io_uring and TIOCSTI are refused by seccomp whatever these say)",
+            setting("/io_uring_disabled"),
+            setting("/legacy_tiocsti")
         ));
         s
     }

@@ -371,10 +371,34 @@ fn verify_seals(log: &Path, text: &[u8], n: usize, key: &str) -> i32 {
 
 fn probe(json: bool) -> i32 {
     let kernel = Kernel::probe();
+    // Wall 9's cost at the pace agents call: measured, as root (only a
+    // privileged supervisor makes cgroups).
+    let migration = crate::sandbox::cgroup::migration_cost(&crate::host::Cgroups::probe());
+    let (ms, note) = match &migration {
+        Ok(d) => {
+            let ms = d.as_secs_f64() * 1000.0;
+            let note = if ms < 1.0 {
+                "no grace-period wait: the host favours migrations (favordynmods)"
+            } else {
+                "each launch spaced from the last waits this long for its cgroup; README, 'Launch pace': favordynmods"
+            };
+            (Some((ms * 100.0).round() / 100.0), note.to_string())
+        }
+        Err(e) => (None, format!("not measured: {e}")),
+    };
     let text = if json {
-        kernel.report().to_string()
+        let mut r = kernel.report();
+        if let Some(o) = r.as_object_mut() {
+            o.insert("cgroup_migration".into(), serde_json::json!({"ms": ms, "note": note}));
+        }
+        r.to_string()
     } else {
-        kernel.describe()
+        format!(
+            "{}
+cgroup move  {} {note}",
+            kernel.describe(),
+            ms.map_or("-".to_string(), |m| format!("{m:.2} ms,"))
+        )
     };
     if writeln!(std::io::stdout().lock(), "{text}").is_err() {
         return EXIT_SANDBOX;

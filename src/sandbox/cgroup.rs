@@ -164,6 +164,35 @@ fn sweep(parent: &Path) {
     }
 }
 
+/// How long moving a process into a fresh cgroup takes on this host when
+/// no migration happened just before: what a launch spaced apart from the
+/// last one waits at the cgroup step (wall 9). The median of three, each
+/// after 150 ms of quiet (of ours). The kernel's threadgroup lock makes the
+/// first writer after a quiet spell wait for an RCU grace period (~10-20
+/// ms) unless the host runs with `favordynmods` (then ~0.1 ms).
+pub fn migration_cost(cgroups: &crate::host::Cgroups) -> Result<std::time::Duration, String> {
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let cg = Cgroup::create(cgroups, &Limits::default()).map_err(|e| e.to_string())?;
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting sleep(1) to move: {e}"))?;
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let pid = i32::try_from(child.id()).unwrap_or(0);
+        let started = std::time::Instant::now();
+        let moved = cg.add(pid);
+        times.push(started.elapsed());
+        let _ = child.kill();
+        let _ = child.wait();
+        drop(cg);
+        moved.map_err(|e| e.to_string())?;
+    }
+    times.sort();
+    Ok(times.get(1).copied().unwrap_or_default())
+}
+
 impl Cgroup {
     /// Makes the cgroup the plan names (v2 if it can, else v1) and sets its
     /// limits. The error says why neither version could be used.

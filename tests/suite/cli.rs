@@ -163,3 +163,24 @@ fn check_prints_the_resolved_policy_as_text_and_json() {
         serde_json::json!({"path": "/lib", "kind": {"type": "symlink", "target": "usr/lib"}})
     );
 }
+
+#[test]
+fn probe_measures_what_a_spaced_launch_waits_for_its_cgroup() {
+    for who in identities() {
+        let r = Run::from_output(ninewall(who).args(["probe", "--json"]).output().unwrap());
+        r.assert_code(0);
+        let m = r.json()["cgroup_migration"].clone();
+        match who {
+            // Only a privileged supervisor makes cgroups: measured.
+            Who::Root => assert!(m["ms"].as_f64().is_some_and(|ms| ms >= 0.0), "{m}"),
+            Who::User { .. } => {
+                assert!(m["ms"].is_null(), "{m}");
+                assert!(m["note"].as_str().unwrap_or("").starts_with("not measured: "), "{m}");
+            }
+        }
+        let text = Run::from_output(ninewall(who).arg("probe").output().unwrap());
+        text.assert_code(0);
+        assert!(text.stdout.contains("\ncgroup move  "), "{}", text.stdout);
+        assert!(!text.stdout.contains(" , "), "{}", text.stdout);
+    }
+}
