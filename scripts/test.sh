@@ -34,8 +34,10 @@ fi
 chmod -R a+rX /srv/knowledge
 
 # A target directory the unprivileged user can read, so pass 2 can run the
-# very binaries pass 1 built.
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/ninewall-test-target}
+# very binaries pass 1 built; one per checkout, so that two checkouts on one
+# host never build over each other.
+checkout=$(printf '%s' "$repo" | sha256sum | cut -c1-12)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/ninewall-test-target-$checkout}
 mkdir -p "$CARGO_TARGET_DIR"
 chmod 755 "$CARGO_TARGET_DIR"
 # Executables the tests make must live outside /tmp (a sandbox's own) in a

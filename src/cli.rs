@@ -63,11 +63,16 @@ pub enum Command {
         b: PathBuf,
     },
     /// Validate a profile and print the resolved policy.
+    ///
+    /// Exit status: 0 if every profile is valid, 2 if any is not.
     Check {
-        /// The MBU profile (TOML).
-        #[arg(value_name = "PROFILE")]
-        profile: PathBuf,
-        /// Print the policy as JSON.
+        /// The MBU profiles (TOML files, or names looked up as for `run`).
+        #[arg(value_name = "PROFILE", required = true)]
+        profiles: Vec<PathBuf>,
+        /// Print as JSON: for one profile the policy, or `{"ok": false,
+        /// "profile", "problems": [{file, line, column, key, value,
+        /// message}]}`; for several, an array of `{"profile", "ok",
+        /// "policy" | "problems"}`.
         #[arg(long)]
         json: bool,
     },

@@ -337,9 +337,64 @@ pub fn load(admission: &Admission) -> Result<Loaded, Error> {
 
 /// Loads and validates the profile at `path` (`check`, `diff` and `run`).
 pub fn load_policy(path: &Path) -> Result<(Profile, Policy), Error> {
-    let profile = Profile::load(path)?;
+    let found = find_profile(path);
+    let profile = Profile::load(found.as_deref().unwrap_or(path)).map_err(|e| match &found {
+        // A bare name found nowhere: say where it was looked for.
+        None if is_profile_name(path) => Error::Usage(format!(
+            "no profile named {:?}: looked for {}.toml in {} (a path to a file works too)",
+            path.display().to_string(),
+            path.display(),
+            profile_dirs()
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => e.into(),
+    })?;
     let policy = Policy::from_profile(&profile)?;
     Ok((profile, policy))
+}
+
+/// Where a profile given by name (`--profile reason`) is looked for, in
+/// order: each directory of `$NINEWALL_PROFILES` (colon-separated), then
+/// `/etc/ninewall/profiles` (where an installed ninewall keeps them), then
+/// `profiles/` in the current directory (a checkout).
+pub fn profile_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("NINEWALL_PROFILES")
+        .map(|v| std::env::split_paths(&v).filter(|p| p.is_absolute()).collect())
+        .unwrap_or_default();
+    dirs.push(PathBuf::from("/etc/ninewall/profiles"));
+    dirs.push(PathBuf::from("profiles"));
+    dirs
+}
+
+/// A bare profile name: no directory, no extension (`reason`, not
+/// `reason.toml` or `./reason`).
+fn is_profile_name(given: &Path) -> bool {
+    let text = given.to_string_lossy();
+    !text.is_empty() && !text.contains('/') && !text.contains('.')
+}
+
+/// The file a `--profile` value names: itself if it is a file, else for a
+/// bare name the first `NAME.toml` in [`profile_dirs`] that nobody but its
+/// reader and root could have put there: the directory and the file owned
+/// by this user or root and writable by no one else (a `profiles/` that
+/// another user made in a shared current directory is passed over).
+pub fn find_profile(given: &Path) -> Option<PathBuf> {
+    if given.is_file() || !is_profile_name(given) {
+        return None;
+    }
+    let trusted = |p: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p)
+            .is_ok_and(|m| (m.uid() == 0 || m.uid() == crate::sys::effective_ids().0) && m.mode() & 0o022 == 0)
+    };
+    profile_dirs()
+        .into_iter()
+        .filter(|d| trusted(d))
+        .map(|d| d.join(format!("{}.toml", given.display())))
+        .find(|p| p.is_file() && trusted(p))
 }
 
 /// The host workspace, checked; as root, also mounted (detached, idmapped).

@@ -586,6 +586,15 @@ pub fn printable(text: &str) -> String {
     out
 }
 
+/// Whether `text` reads as a provenance log: empty, or a first line that is
+/// a chained record (a JSON object with `prev` and `kind`).
+pub fn is_log(text: &[u8]) -> bool {
+    let first = text.split(|&b| b == b'\n').next().unwrap_or_default();
+    first.is_empty()
+        || serde_json::from_slice::<Value>(first)
+            .is_ok_and(|v| v.get("prev").and_then(Value::as_str).is_some() && v.get("kind").is_some())
+}
+
 /// A value the sandbox or a client chose, as `audit show` prints it: in
 /// double quotes, escaped by [`printable`], with its own quotes escaped, so
 /// that it is always told apart from what ninewall wrote and can neither

@@ -43,7 +43,7 @@ pub fn main(cli: Cli) -> i32 {
     };
     init_logging(quiet);
     match cli.command {
-        Command::Check { profile, json } => check(&profile, json),
+        Command::Check { profiles, json } => check(&profiles, json),
         Command::Run(args) => run(args),
         Command::Serve(args) => serve(args),
         Command::Call(args) => crate::gate::call::call(
@@ -179,6 +179,8 @@ fn audit(action: AuditAction) -> i32 {
     }
     let (AuditAction::Verify { log, .. } | AuditAction::Show { log, .. } | AuditAction::SetupKeys { log, .. }) =
         &action;
+    let log = log.clone();
+    let log = log.as_path();
     let text = match std::fs::read(log) {
         Ok(t) => t,
         Err(e) => {
@@ -233,7 +235,11 @@ fn audit(action: AuditAction) -> i32 {
             if execs.is_empty() && refusals.is_empty() {
                 say(match exec {
                     Some(id) => format!("no execution {id} in the log"),
-                    None => "the log holds no execution".to_string(),
+                    None if provenance::is_log(&text) => "the log holds no execution".to_string(),
+                    None => format!(
+                        "{} is not a ninewall provenance log (its first line is no chained record)",
+                        log.display()
+                    ),
                 });
                 return 1;
             }
@@ -406,27 +412,73 @@ cgroup move  {} {note}",
     0
 }
 
-fn check(path: &Path, json: bool) -> i32 {
-    let policy = match load_policy(path) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+fn check(paths: &[PathBuf], json: bool) -> i32 {
+    let results: Vec<(&PathBuf, Result<Policy, crate::error::Error>)> = paths
+        .iter()
+        .map(|p| (p, pipeline::load_policy(p).map(|(_, policy)| policy)))
+        .collect();
+    let failed = results.iter().any(|(_, r)| r.is_err());
     let mut out = std::io::stdout().lock();
-    let text = if json {
-        match serde_json::to_string_pretty(&policy) {
-            Ok(s) => s,
-            Err(e) => {
-                say(format!("cannot encode the policy as JSON: {e}"));
-                return EXIT_SANDBOX;
+    let written = if json {
+        let one = |path: &PathBuf, r: &Result<Policy, crate::error::Error>| match r {
+            Ok(policy) => serde_json::json!({"profile": path, "ok": true, "policy": policy}),
+            Err(e) => serde_json::json!({"profile": path, "ok": false, "problems": problems_of(e)}),
+        };
+        let value = match results.as_slice() {
+            [(_, Ok(policy))] => serde_json::to_value(policy).unwrap_or_default(),
+            [(path, r)] => one(path, r),
+            _ => serde_json::Value::Array(results.iter().map(|(p, r)| one(p, r)).collect()),
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&value).unwrap_or_default())
+    } else {
+        let mut text = String::new();
+        for (_, r) in &results {
+            match r {
+                Ok(policy) => {
+                    if !text.is_empty() {
+                        text.push('\n');
+                    }
+                    text.push_str(&policy.summary());
+                }
+                Err(e) => say(e),
             }
         }
-    } else {
-        policy.summary()
+        if text.is_empty() {
+            Ok(())
+        } else {
+            writeln!(out, "{text}")
+        }
     };
-    if writeln!(out, "{text}").is_err() {
+    if written.is_err() {
         return EXIT_SANDBOX;
     }
-    0
+    if failed {
+        crate::exit::USAGE
+    } else {
+        0
+    }
+}
+
+/// A profile's problems, each with where it is, for `check --json`.
+fn problems_of(e: &crate::error::Error) -> Vec<serde_json::Value> {
+    use crate::profile::LoadError;
+    match e {
+        crate::error::Error::Policy(p) => p
+            .problems
+            .iter()
+            .map(|p| {
+                serde_json::json!({"file": p.origin.file.display().to_string(), "line": p.origin.line, "key": p.origin.key,
+                                   "value": p.value, "message": p.message})
+            })
+            .collect(),
+        crate::error::Error::Profile(LoadError::Syntax {
+            file,
+            line,
+            column,
+            message,
+        }) => vec![serde_json::json!({"file": file, "line": line, "column": column, "message": message})],
+        other => vec![serde_json::json!({"message": other.to_string()})],
+    }
 }
 
 fn serve(a: ServeArgs) -> i32 {
@@ -553,11 +605,13 @@ fn diff(a: &Path, b: &Path) -> i32 {
         )
     } else {
         format!(
-            "{} ⊄ {}: {} permissions of {} are not in {}\n",
+            "{} ⊄ {}: {} permission{} of {} {} not in {}\n",
             pa.name,
             pb.name,
             gained.len(),
+            if gained.len() == 1 { "" } else { "s" },
             pa.name,
+            if gained.len() == 1 { "is" } else { "are" },
             pb.name
         )
     };

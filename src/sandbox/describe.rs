@@ -47,13 +47,15 @@ pub fn wall_lines(plan: &SetupPlan) -> Vec<String> {
         "wall 5 process isolation: pid, ipc, uts (hostname {:?}), cgroup, time namespaces; new session; dies with the supervisor",
         plan.hostname
     ));
-    out.push(format!(
-        "wall 6 network: network namespace, {}",
-        match plan.net {
-            crate::policy::NetMode::None => "no interface up",
-            crate::policy::NetMode::Loopback => "loopback only",
+    out.push(match (plan.net, &plan.shared_netns) {
+        // Said once the sandbox has joined it (`say_resources`).
+        (crate::policy::NetMode::None, Some(_)) => {
+            "wall 6 network: no network namespace of its own: the shared empty one (no interface, no socket)"
+                .to_string()
         }
-    ));
+        (crate::policy::NetMode::None, None) => "wall 6 network: network namespace, no interface up".to_string(),
+        (crate::policy::NetMode::Loopback, _) => "wall 6 network: network namespace, loopback only".to_string(),
+    });
     match &plan.landlock {
         None => out.push("wall 7 Landlock: not available on this kernel, and not required by the profile".into()),
         Some(ll) => {

@@ -1,6 +1,7 @@
 //! The command line: exit codes of shared/DESIGN.md, and messages that name the
 //! wall or the rule.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 
 use crate::support::*;
@@ -133,15 +134,21 @@ fn verbose_lists_the_walls_it_builds() {
         if who == Who::Root {
             assert!(credentials.contains("(this execution's own, which owns the namespace)"));
         }
-        let lines: [String; 4] = [
+        let lines: [String; 3] = [
             "wall 4 filesystem view: mount namespace, new tmpfs root, pivot_root, old root detached".into(),
             "bind /usr/lib/python3.11 at /usr/lib/python3.11 (read-only, noexec)".into(),
             "wall 5 process isolation: pid, ipc, uts (hostname \"reason\"), cgroup, time namespaces".into(),
-            "wall 6 network: network namespace, no interface up".into(),
         ];
         for line in lines {
             assert!(r.stderr.contains(&line), "missing {line:?} in {}", r.stderr);
         }
+        // One network story: a namespace of its own, or the shared empty one.
+        let own = r.stderr.contains("wall 6 network: network namespace, no interface up");
+        let shared = r
+            .stderr
+            .contains("wall 6 network: no network namespace of its own: the shared empty one")
+            && r.stderr.contains("joined the shared empty network namespace");
+        assert!(own != shared, "{}", r.stderr);
     }
 }
 
@@ -183,4 +190,126 @@ fn probe_measures_what_a_spaced_launch_waits_for_its_cgroup() {
         assert!(text.stdout.contains("\ncgroup move  "), "{}", text.stdout);
         assert!(!text.stdout.contains(" , "), "{}", text.stdout);
     }
+}
+
+#[test]
+fn a_profile_is_found_by_name_and_never_in_a_directory_others_can_write() {
+    let who = identities()[0];
+    let by_name = |args: &[&str]| {
+        Run::from_output(
+            ninewall(who)
+                .env("NINEWALL_PROFILES", &stage().profiles)
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = by_name(&["check", "reason"]);
+    r.assert_code(0);
+    assert!(r.stdout.contains("mbu          reason"), "{r:#?}");
+    let r = by_name(&["run", "--profile", "reason", "--", "-c", "print(7)"]);
+    r.assert_code(0);
+    assert_eq!(r.stdout.trim(), "7");
+    let r = Run::from_output(ninewall(who).args(["check", "no_such_profile"]).output().unwrap());
+    r.assert_code(2);
+    assert!(
+        r.stderr.contains(
+            "no profile named \"no_such_profile\": looked for no_such_profile.toml in /etc/ninewall/profiles, profiles"
+        ),
+        "{r:#?}"
+    );
+    // A profiles/ that another user could have made, in a shared current
+    // directory, is passed over; made private, it is used.
+    let shared = scratch_dir("shared-cwd");
+    let dir = shared.join("profiles");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("planted.toml"),
+        "[mbu]\nname = \"planted\"\n[exec]\ncommand = [\"/usr/bin/true\"]\nexecutables = [\"/usr/bin/true\"]\n[fs]\nread = [\"/lib\", \"/lib64\"]\nlibraries = [\"/usr/lib/x86_64-linux-gnu\", \"/usr/lib64\"]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.join("planted.toml"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let planted = || {
+        Run::from_output(
+            ninewall(who)
+                .current_dir(&shared)
+                .args(["check", "planted"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = planted();
+    r.assert_code(2);
+    assert!(r.stderr.contains("no profile named \"planted\""), "{r:#?}");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = planted();
+    r.assert_code(0);
+    assert!(r.stdout.contains("mbu          planted"), "{r:#?}");
+}
+
+#[test]
+fn check_takes_several_profiles_and_says_every_problem_as_json_too() {
+    let bad = write_profile(
+        "check-bad",
+        "[mbu]\nname = \"bad\"\n[exec]\ncommand = [\"/usr/bin/true\"]\nexecutables = [\"/usr/bin/true\"]\n[limits]\nmemory = \"1M\"\npids = 0\n",
+    );
+    let good = profile("reason");
+    let r = check_profile(&bad, true);
+    r.assert_code(2);
+    let v = r.json();
+    assert_eq!(v["ok"], false, "{v:#}");
+    let problems = v["problems"].as_array().unwrap();
+    let keys: Vec<&str> = problems.iter().filter_map(|p| p["key"].as_str()).collect();
+    assert!(
+        keys.contains(&"limits.memory") && keys.contains(&"limits.pids"),
+        "{v:#}"
+    );
+    assert!(
+        problems
+            .iter()
+            .all(|p| p["line"].as_u64().is_some() && p["message"].is_string()),
+        "{v:#}"
+    );
+    let both = Run::from_output(
+        ninewall(Who::Root)
+            .args(["check", "--json"])
+            .arg(&good)
+            .arg(&bad)
+            .output()
+            .unwrap(),
+    );
+    both.assert_code(2);
+    let a = both.json();
+    assert_eq!(a[0]["ok"], true);
+    assert_eq!(a[0]["policy"]["name"], "reason");
+    assert_eq!(a[1]["ok"], false);
+    let text = Run::from_output(ninewall(Who::Root).arg("check").arg(&good).arg(&bad).output().unwrap());
+    text.assert_code(2);
+    assert!(text.stdout.contains("mbu          reason"), "{text:#?}");
+    assert!(
+        text.stderr.contains("limits.memory = \"1M\": out of range"),
+        "{text:#?}"
+    );
+}
+
+#[test]
+fn audit_show_of_a_file_that_is_no_log_says_so() {
+    let dir = scratch_dir("not-a-log");
+    let file = dir.join("notes.txt");
+    std::fs::write(&file, "hello\nworld\n").unwrap();
+    let r = Run::from_output(ninewall(Who::Root).args(["audit", "show"]).arg(&file).output().unwrap());
+    r.assert_code(1);
+    assert!(r.stderr.contains("is not a ninewall provenance log"), "{r:#?}");
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let r = Run::from_output(
+        ninewall(Who::Root)
+            .args(["audit", "show"])
+            .arg(&empty)
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(1);
+    assert!(r.stderr.contains("the log holds no execution"), "{r:#?}");
 }

@@ -274,7 +274,13 @@ fn code_generate_new_has_one_process_and_no_network_whatever_the_guard_does() {
             r.stderr.contains("checks and rewrites the user's code before it runs"),
             "{r:#?}"
         );
-        assert!(r.stderr.contains("wall 6 network: network namespace, no interface up"));
+        assert!(
+            r.stderr.contains("wall 6 network: network namespace, no interface up")
+                != r.stderr
+                    .contains("wall 6 network: no network namespace of its own: the shared empty one"),
+            "{}",
+            r.stderr
+        );
         let line = r
             .stderr
             .lines()
