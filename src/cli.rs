@@ -46,6 +46,23 @@ pub enum Command {
     /// Exit status: the MBU's own, as `ninewall run`'s; 125 the daemon is
     /// unreachable or refused; 2 bad command line.
     Call(CallArgs),
+    /// For each refusal an execution met (a file, a syscall, an import),
+    /// which wall refused it and the smallest profile change that would
+    /// allow it.
+    Why {
+        /// The execution's id (as `audit show` prints it).
+        #[arg(value_name = "EXEC")]
+        exec: String,
+        /// Only file refusals of this path or beneath it.
+        #[arg(long, value_name = "PATH")]
+        path: Option<String>,
+        /// The provenance log. Default: as for `run`.
+        #[arg(long, value_name = "LOG")]
+        log: Option<PathBuf>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a role policy and print who may run what.
     Policy {
         /// The role policy (TOML).

@@ -51,6 +51,7 @@ pub mod run;
 pub mod sandbox;
 pub mod seccomp;
 pub(crate) mod sys;
+pub mod why;
 
 pub use plan::{Caller, Request, SetupPlan};
 pub use policy::Policy;

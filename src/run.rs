@@ -56,6 +56,7 @@ pub fn main(cli: Cli) -> i32 {
             },
             &|m| say(m),
         ),
+        Command::Why { exec, path, log, json } => why(&exec, path.as_deref(), log, json),
         Command::Policy { policy } => show_gate(&policy),
         Command::Diff { a, b } => diff(&a, &b),
         Command::Audit { action } => audit(action),
@@ -407,6 +408,54 @@ cgroup move  {} {note}",
         )
     };
     if writeln!(std::io::stdout().lock(), "{text}").is_err() {
+        return EXIT_SANDBOX;
+    }
+    0
+}
+
+fn why(exec: &str, only: Option<&str>, log: Option<PathBuf>, json: bool) -> i32 {
+    let Some(log) = log.or_else(|| provenance::default_log_path(sys::effective_ids().0)) else {
+        say("no log: give --log LOG or set NINEWALL_AUDIT_LOG");
+        return EXIT_USAGE;
+    };
+    let text = match std::fs::read(&log) {
+        Ok(t) => t,
+        Err(e) => {
+            say(format!("{}: cannot read: {e}", log.display()));
+            return EXIT_USAGE;
+        }
+    };
+    let execs = provenance::executions(&text, Some(exec));
+    let Some(records) = execs.get(exec) else {
+        say(format!("no execution {exec} in {}", log.display()));
+        return 1;
+    };
+    let advice = crate::why::explain(records, only);
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&advice).unwrap_or_default())
+    } else if advice.is_empty() {
+        writeln!(
+            out,
+            "execution {exec}: nothing was refused{}",
+            only.map_or(String::new(), |p| format!(" at {p}"))
+        )
+    } else {
+        let mut s = format!("execution {exec}: {} kind(s) of refusal\n", advice.len());
+        for a in &advice {
+            s.push_str(&format!(
+                "  {} x{}: {}\n    {}: {}\n",
+                a.wall,
+                a.count,
+                provenance::chosen(&a.what),
+                if a.allowable { "allow with" } else { "allow" },
+                a.fix
+            ));
+        }
+        s.push_str("A change widens the profile: `ninewall diff NEW OLD` lists what it would gain.");
+        writeln!(out, "{s}")
+    };
+    if written.is_err() {
         return EXIT_SANDBOX;
     }
     0

@@ -313,3 +313,94 @@ fn audit_show_of_a_file_that_is_no_log_says_so() {
     r.assert_code(1);
     assert!(r.stderr.contains("the log holds no execution"), "{r:#?}");
 }
+
+#[test]
+fn why_names_the_wall_and_the_change_that_allows_it_and_the_change_works() {
+    let who = identities()[0];
+    let dir = scratch_dir("why");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let log = dir.join("audit.jsonl");
+    let code = "import socket\ntry:\n    print(open('/etc/hostname').read() != '')\nexcept OSError as e:\n    print(type(e).__name__)\ntry:\n    socket.socket()\nexcept OSError as e:\n    print(e.errno)";
+    let r = run(
+        who,
+        &profile("reason"),
+        &["--audit-log", log.to_str().unwrap()],
+        &["-c", code],
+        None,
+    );
+    r.assert_code(0);
+    assert_eq!(r.stdout, "FileNotFoundError\n1\n");
+    let exec = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "exec.start")
+        .map(|v| v["exec"].as_str().unwrap().to_string())
+        .unwrap();
+    let why = Run::from_output(ninewall(who).args(["why", &exec, "--log"]).arg(&log).output().unwrap());
+    why.assert_code(0);
+    assert!(
+        why.stdout.contains(
+            "wall 4 (filesystem view) x1: \"read /etc/hostname\"\n    allow with: fs.read += [\"/etc/hostname\"]"
+        ),
+        "{why:#?}"
+    );
+    assert!(
+        why.stdout.contains("wall 8 (seccomp) x1: \"the syscall socket\"\n    allow with: syscalls.allow += [\"socket\"] (or a group that has it: @network-io)"),
+        "{why:#?}"
+    );
+    let only = Run::from_output(
+        ninewall(who)
+            .args(["why", &exec, "--path", "/etc/hostname", "--json", "--log"])
+            .arg(&log)
+            .output()
+            .unwrap(),
+    );
+    only.assert_code(0);
+    let advice = only.json();
+    assert_eq!(advice.as_array().map(Vec::len), Some(1), "{advice:#}");
+    assert_eq!(advice[0]["fix"], "fs.read += [\"/etc/hostname\"]");
+    // The change, made: the same code reads the file; the socket, allowed
+    // as a syscall, is still refused for its family under net.mode "none",
+    // and `why` then says what allows it.
+    let wider = write_profile(
+        "why-wider",
+        "extends = \"reason\"\n[mbu]\nname = \"why-wider\"\n[fs]\nread = [\"/etc/hostname\"]\n[syscalls]\nallow = [\"socket\"]\n",
+    );
+    let log2 = dir.join("audit2.jsonl");
+    let r = run(
+        who,
+        &wider,
+        &["--audit-log", log2.to_str().unwrap()],
+        &["-c", code],
+        None,
+    );
+    r.assert_code(0);
+    assert_eq!(r.stdout, "True\n1\n", "{r:#?}");
+    let exec = std::fs::read_to_string(&log2)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "exec.start")
+        .map(|v| v["exec"].as_str().unwrap().to_string())
+        .unwrap();
+    let why = Run::from_output(ninewall(who).args(["why", &exec, "--log"]).arg(&log2).output().unwrap());
+    assert!(
+        why.stdout.contains("wall 8 (seccomp, socket families)")
+            && why.stdout.contains("allow with: net.mode = \"loopback\""),
+        "{why:#?}"
+    );
+    let loopback = write_profile(
+        "why-loopback",
+        "extends = \"why-wider\"\n[mbu]\nname = \"why-loopback\"\n[net]\nmode = \"loopback\"\n",
+    );
+    let r = run(
+        who,
+        &loopback,
+        &["--audit-log", log2.to_str().unwrap()],
+        &["-c", code],
+        None,
+    );
+    r.assert_code(0);
+    assert_eq!(r.stdout, "True\n", "the socket is made now: {r:#?}");
+}
