@@ -68,6 +68,9 @@ pub enum Command {
         /// The role policy (TOML).
         #[arg(value_name = "POLICY")]
         policy: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Whether profile A is a subset of profile B; if not, every permission A
     /// has that B lacks. Exit 0 if A ⊆ B, 1 if not.
@@ -78,6 +81,9 @@ pub enum Command {
         /// The profile it must stay within.
         #[arg(value_name = "B")]
         b: PathBuf,
+        /// Print as JSON: `{"a", "b", "subset", "gained": [{key, what}]}`.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate a profile and print the resolved policy.
     ///
@@ -134,6 +140,11 @@ pub enum AuditAction {
         /// every witnessed head must be in the log.
         #[arg(long, value_name = "FILE", conflicts_with = "key")]
         witness: Option<PathBuf>,
+        /// Print the chain's verdict as JSON (`{"log", "ok", "records",
+        /// "seals", "recovered"}` or `{"log", "ok": false, "error"}`);
+        /// not with --key or --witness.
+        #[arg(long, conflicts_with_all = ["key", "witness"])]
+        json: bool,
     },
     /// Set up forward-secure sealing for a log: a key file beside it
     /// (LOG.seal) that evolves every epoch, and a verification key, printed

@@ -57,8 +57,8 @@ pub fn main(cli: Cli) -> i32 {
             &|m| say(m),
         ),
         Command::Why { exec, path, log, json } => why(&exec, path.as_deref(), log, json),
-        Command::Policy { policy } => show_gate(&policy),
-        Command::Diff { a, b } => diff(&a, &b),
+        Command::Policy { policy, json } => show_gate(&policy, json),
+        Command::Diff { a, b, json } => diff(&a, &b, json),
         Command::Audit { action } => audit(action),
         Command::Probe { json } => probe(json),
     }
@@ -191,7 +191,22 @@ fn audit(action: AuditAction) -> i32 {
     };
     match action {
         AuditAction::SetupKeys { .. } => EXIT_USAGE,
-        AuditAction::Verify { log, key, witness } => match provenance::verify(&text) {
+        AuditAction::Verify { log, json: true, .. } => {
+            let value = match provenance::verify(&text) {
+                Ok(n) => serde_json::json!({
+                    "log": log, "ok": true, "records": n,
+                    "seals": text.split(|&b| b == b'\n').filter(|l| l.starts_with(b"{") && l.windows(15).any(|w| w == b"\"kind\":\"seal\"")).count(),
+                    "recovered": provenance::recoveries(&text).iter().map(|(line, bytes)| serde_json::json!({"line": line, "cut_bytes": bytes})).collect::<Vec<_>>(),
+                }),
+                Err(b) => serde_json::json!({"log": log, "ok": false, "error": b.to_string()}),
+            };
+            let ok = value.get("ok") == Some(&serde_json::Value::Bool(true));
+            if writeln!(std::io::stdout().lock(), "{value}").is_err() {
+                return EXIT_SANDBOX;
+            }
+            i32::from(!ok)
+        }
+        AuditAction::Verify { log, key, witness, .. } => match provenance::verify(&text) {
             Ok(n) if witness.is_some() => verify_witness(&log, &text, n, witness.as_deref().unwrap_or(Path::new(""))),
             Ok(n) if key.is_some() => verify_seals(&log, &text, n, key.as_deref().unwrap_or_default()),
             Ok(n) => {
@@ -610,7 +625,7 @@ fn default_socket(uid: u32) -> Result<PathBuf, String> {
     }
 }
 
-fn show_gate(path: &Path) -> i32 {
+fn show_gate(path: &Path, json: bool) -> i32 {
     let gate = match Gate::load(path) {
         Ok(g) => g,
         Err(e) => {
@@ -618,6 +633,24 @@ fn show_gate(path: &Path) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if json {
+        let value = serde_json::json!({
+            "policy": path,
+            "profiles": gate.profiles,
+            "roles": gate.roles.iter().map(|(r, m)| (r.clone(), serde_json::json!(m))).collect::<serde_json::Map<_, _>>(),
+            "workers": gate.workers.iter().map(|w| serde_json::json!({
+                "name": w.name, "identity": w.identity.to_string(), "roles": w.roles, "may_run": gate.capabilities(w),
+            })).collect::<Vec<_>>(),
+        });
+        return match writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        ) {
+            Ok(()) => 0,
+            Err(_) => EXIT_SANDBOX,
+        };
+    }
     let mut s = format!(
         "policy       {}\nprofiles     {}\n",
         path.display(),
@@ -641,12 +674,22 @@ fn show_gate(path: &Path) -> i32 {
     0
 }
 
-fn diff(a: &Path, b: &Path) -> i32 {
+fn diff(a: &Path, b: &Path, json: bool) -> i32 {
     let (Ok(pa), Ok(pb)) = (load_policy(a), load_policy(b)) else {
         return EXIT_USAGE;
     };
     let gained = crate::policy::subset::excess(&pa, &pb);
     let mut out = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({
+            "a": pa.name, "b": pb.name, "subset": gained.is_empty(),
+            "gained": gained.iter().map(|e| serde_json::json!({"key": e.key, "what": e.what})).collect::<Vec<_>>(),
+        });
+        if writeln!(out, "{}", serde_json::to_string_pretty(&value).unwrap_or_default()).is_err() {
+            return EXIT_SANDBOX;
+        }
+        return i32::from(!gained.is_empty());
+    }
     let mut text = if gained.is_empty() {
         format!(
             "{} ⊆ {}: {} has no permission {} lacks\n",

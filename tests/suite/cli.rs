@@ -404,3 +404,68 @@ fn why_names_the_wall_and_the_change_that_allows_it_and_the_change_works() {
     r.assert_code(0);
     assert_eq!(r.stdout, "True\n", "the socket is made now: {r:#?}");
 }
+
+#[test]
+fn policy_diff_and_audit_verify_speak_json() {
+    let json_of = |args: &[&str], paths: &[&std::path::Path]| {
+        let mut cmd = ninewall(Who::Root);
+        cmd.args(args);
+        for p in paths {
+            cmd.arg(p);
+        }
+        Run::from_output(cmd.output().unwrap())
+    };
+    let r = json_of(
+        &["diff", "--json"],
+        &[&profile("code_generate_new"), &profile("reason")],
+    );
+    r.assert_code(1);
+    let v = r.json();
+    assert_eq!(v["subset"], false);
+    assert!(
+        v["gained"]
+            .as_array()
+            .is_some_and(|g| !g.is_empty() && g.iter().all(|e| e["key"].is_string())),
+        "{v:#}"
+    );
+    let r = json_of(&["diff", "--json"], &[&profile("reason"), &profile("reason")]);
+    r.assert_code(0);
+    assert_eq!(r.json()["subset"], true);
+    let policy = scratch_dir("policy-json").join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "profiles = {:?}\n[roles.coder]\nmbus = [\"code_generate_new\"]\n[workers.boss]\nuser = \"root\"\nroles = [\"coder\"]\n",
+            stage().profiles.display().to_string()
+        ),
+    )
+    .unwrap();
+    let r = json_of(&["policy", "--json"], &[&policy]);
+    r.assert_code(0);
+    let v = r.json();
+    assert_eq!(v["roles"]["coder"], serde_json::json!(["code_generate_new"]));
+    assert_eq!(v["workers"][0]["may_run"], serde_json::json!(["code_generate_new"]));
+    let dir = scratch_dir("verify-json");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let log = dir.join("audit.jsonl");
+    run(
+        Who::Root,
+        &profile("reason"),
+        &["--audit-log", log.to_str().unwrap()],
+        &["-c", "pass"],
+        None,
+    )
+    .assert_code(0);
+    let r = json_of(&["audit", "verify", "--json"], &[&log]);
+    r.assert_code(0);
+    let v = r.json();
+    assert_eq!(v["ok"], true);
+    assert!(v["records"].as_u64().is_some_and(|n| n >= 2), "{v:#}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, text.replacen("\"kind\":\"exec.start\"", "\"kind\":\"exec.Start\"", 1)).unwrap();
+    let r = json_of(&["audit", "verify", "--json"], &[&log]);
+    r.assert_code(1);
+    let v = r.json();
+    assert_eq!(v["ok"], false);
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v:#}");
+}
