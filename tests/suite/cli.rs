@@ -3,6 +3,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
 
 use crate::support::*;
 
@@ -462,10 +464,63 @@ fn policy_diff_and_audit_verify_speak_json() {
     assert_eq!(v["ok"], true);
     assert!(v["records"].as_u64().is_some_and(|n| n >= 2), "{v:#}");
     let text = std::fs::read_to_string(&log).unwrap();
-    std::fs::write(&log, text.replacen("\"kind\":\"exec.start\"", "\"kind\":\"exec.Start\"", 1)).unwrap();
+    std::fs::write(
+        &log,
+        text.replacen("\"kind\":\"exec.start\"", "\"kind\":\"exec.Start\"", 1),
+    )
+    .unwrap();
     let r = json_of(&["audit", "verify", "--json"], &[&log]);
     r.assert_code(1);
     let v = r.json();
     assert_eq!(v["ok"], false);
     assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v:#}");
+}
+
+#[test]
+fn install_puts_each_part_in_its_place_and_never_overwrites_configuration() {
+    let root = scratch_dir("install-root");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install.sh");
+    let install = || {
+        Run::from_output(
+            Command::new("bash")
+                .arg(&script)
+                .env("DESTDIR", &root)
+                .env("NINEWALL_BIN", &stage().bin)
+                .output()
+                .unwrap(),
+        )
+    };
+    install().assert_code(0);
+    for (file, mode) in [
+        ("usr/local/bin/ninewall", 0o755),
+        ("etc/ninewall/profiles/reason.toml", 0o644),
+        ("etc/ninewall/profiles/base/python.toml", 0o644),
+        ("etc/ninewall/policy.toml", 0o644),
+        ("etc/systemd/system/ninewall.service", 0o644),
+        ("etc/systemd/system/ninewall.socket", 0o644),
+        ("usr/local/lib/ninewall/python/ninewall/__init__.py", 0o644),
+    ] {
+        let m = std::fs::metadata(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(m.permissions().mode() & 0o7777, mode, "{file}");
+    }
+    let policy = std::fs::read_to_string(root.join("etc/ninewall/policy.toml")).unwrap();
+    assert!(policy.contains("profiles = \"/etc/ninewall/profiles\""), "{policy}");
+    // The installed binary finds the installed profiles by name.
+    let r = Run::from_output(
+        Command::new(root.join("usr/local/bin/ninewall"))
+            .args(["check", "reason"])
+            .env("NINEWALL_PROFILES", root.join("etc/ninewall/profiles"))
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0);
+    // An admin's edit survives a second install; the shipped copy lands beside it.
+    let mine = root.join("etc/ninewall/profiles/reason.toml");
+    let edited = format!("{}\n# edited by the admin\n", std::fs::read_to_string(&mine).unwrap());
+    std::fs::write(&mine, &edited).unwrap();
+    let again = install();
+    again.assert_code(0);
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), edited);
+    assert!(root.join("etc/ninewall/profiles/reason.toml.new").is_file());
+    assert!(again.stderr.contains("kept"), "{again:#?}");
 }
