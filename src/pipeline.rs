@@ -356,6 +356,44 @@ pub fn load_policy(path: &Path) -> Result<(Profile, Policy), Error> {
     Ok((profile, policy))
 }
 
+/// The listed executable that `given` is on this host, when it is not
+/// named as listed: a path whose symlinks lead to one (`/bin/true` on a
+/// merged-/usr host), or a bare name that a standard `PATH` directory has
+/// and that leads to one (`python3` -> `/usr/bin/python3.11`). Never a
+/// file that is not one of `executables` itself.
+pub fn program_alias(executables: &[PathBuf], given: &str) -> Option<PathBuf> {
+    if executables.iter().any(|e| e.as_os_str() == given)
+        || (!given.contains('/')
+            && executables
+                .iter()
+                .filter(|e| e.file_name() == Some(std::ffi::OsStr::new(given)))
+                .count()
+                == 1)
+    {
+        return None;
+    }
+    let candidates: Vec<PathBuf> = if given.contains('/') {
+        vec![PathBuf::from(given)]
+    } else {
+        [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ]
+        .iter()
+        .map(|d| Path::new(d).join(given))
+        .collect()
+    };
+    let real = candidates.iter().find_map(|c| std::fs::canonicalize(c).ok())?;
+    executables
+        .iter()
+        .find(|e| std::fs::canonicalize(e).is_ok_and(|r| r == real))
+        .cloned()
+}
+
 /// Where a profile given by name (`--profile reason`) is looked for, in
 /// order: each directory of `$NINEWALL_PROFILES` (colon-separated), then
 /// `/etc/ninewall/profiles` (where an installed ninewall keeps them), then
@@ -473,11 +511,16 @@ pub fn plan(
         (Some(_), Some(interpreter)) => crate::interpreter::compiled_guard(Path::new(interpreter)),
         _ => None,
     };
+    let program = match (&loaded.policy.command, invocation.args.first()) {
+        (None, Some(first)) => program_alias(&loaded.policy.executables, first),
+        _ => None,
+    };
     let request = Request {
         args: invocation.args.clone(),
         workspace_dir: path.clone(),
         workspace_owner: owner,
         guard_code,
+        program,
     };
     let setup = SetupPlan::build(&loaded.policy, &request, host)?;
     Ok(Planned {

@@ -59,6 +59,12 @@ pub struct Request {
     /// read-only and started instead of its source (`None`: the source is;
     /// see `interpreter::compiled_guard`).
     pub guard_code: Option<PathBuf>,
+    /// The listed executable that the program named first in `args` is on
+    /// this host (`/bin/true` for `/usr/bin/true`, `python3` for
+    /// `/usr/bin/python3.11`: symlinks and `PATH` followed by
+    /// `pipeline::program_alias`), when it is not named as listed. It is
+    /// what is executed; `argv[0]` stays as given.
+    pub program: Option<PathBuf>,
 }
 
 /// ninewall's own processes in the sandbox's cgroup and pid count besides
@@ -429,7 +435,10 @@ impl SetupPlan {
     /// host (`pipeline::workspace_dir`).
     pub fn build(policy: &Policy, request: &Request, host: &Host) -> Result<SetupPlan, PlanError> {
         let ids = id_map(host.caller, host.identity);
-        let (program, mut argv) = resolve_program(policy, &request.args)?;
+        let (program, mut argv) = match &request.program {
+            Some(p) if policy.command.is_none() && policy.executables.contains(p) => (p.clone(), request.args.clone()),
+            _ => resolve_program(policy, &request.args)?,
+        };
         if policy.python.is_some() {
             // The guard runs first and then the user's code: python [flags]
             // /.ninewall/guard.py ARGS.

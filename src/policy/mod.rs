@@ -432,8 +432,9 @@ impl Policy {
 
         let net_connect = check_ports(&mut c, &profile.net_connect, net);
         let net_bind = check_ports(&mut c, &profile.net_bind, net);
-        let binds: Vec<&FsEntry> = read.iter().chain(libraries.iter()).map(|(_, e)| e).collect();
-        let interpreters = check_interpreters(&mut c, &profile.executables, &executables, &binds);
+        let mappable: Vec<&FsEntry> = libraries.iter().map(|(_, e)| e).collect();
+        let data: Vec<&FsEntry> = read.iter().map(|(_, e)| e).collect();
+        let interpreters = check_interpreters(&mut c, &profile.executables, &executables, &mappable, &data);
         let landlock_require = match &profile.landlock_require {
             None => Feature::ALL.to_vec(),
             Some(list) => {
@@ -470,6 +471,7 @@ impl Policy {
             return Err(PolicyError { problems: c.problems });
         }
         let others: Vec<&FsEntry> = write.iter().map(|(_, e)| e).collect();
+        let binds: Vec<&FsEntry> = read.iter().chain(libraries.iter()).map(|(_, e)| e).collect();
         let library_cache = ldcache::for_sandbox(&binds, &others);
         Ok(Policy {
             name,
@@ -526,6 +528,19 @@ fn check_python(
         c.missing(
             "fs.read",
             format!("must include the interpreter's standard library {stdlib:?} for [python]"),
+        );
+    }
+    // Extension modules (json's _json, math, ...) are mapped executable: under
+    // fs.read alone (noexec) they fail at import with "failed to map segment".
+    let dynload = stdlib.join("lib-dynload");
+    let mappable = views.get(1).is_some_and(|libs| {
+        libs.iter()
+            .any(|(_, e)| e.kind == EntryKind::Dir && fs::is_within(&dynload, &e.path))
+    });
+    if dynload.is_dir() && !mappable {
+        c.missing(
+            "fs.libraries",
+            format!("must include {dynload:?} for [python]: its extension modules are mapped executable, which a noexec fs.read mount refuses (imports would fail with \"failed to map segment\")"),
         );
     }
     let mut modules = Vec::new();
@@ -781,14 +796,24 @@ fn check_ports(c: &mut Checker, list: &[At<i64>], net: NetMode) -> Vec<u16> {
 }
 
 /// Finds what the kernel executes besides each executable: its ELF interpreter
-/// (which must be visible through fs.libraries or fs.read) or, for a `#!`
-/// script, its interpreter (which must itself be one of the executables).
+/// (which the kernel maps executable, so it must be beneath fs.libraries or
+/// be one of the executables: under fs.read, mounted noexec, the execve
+/// fails) or, for a `#!` script, its interpreter (which must itself be one
+/// of the executables).
 fn check_interpreters(
     c: &mut Checker,
     list: &[At<String>],
     executables: &[PathBuf],
-    binds: &[&FsEntry],
+    mappable: &[&FsEntry],
+    data: &[&FsEntry],
 ) -> Vec<PathBuf> {
+    let within = |binds: &[&FsEntry], real: &Path| {
+        binds.iter().any(|b| match b.kind {
+            EntryKind::Dir => fs::is_within(real, &b.path),
+            EntryKind::File => real == b.path,
+            EntryKind::Symlink { .. } => false,
+        })
+    };
     let mut out: Vec<PathBuf> = Vec::new();
     for exe in executables {
         let Some(at) = list.iter().find(|a| a.value.as_str() == exe.as_os_str()) else {
@@ -812,15 +837,15 @@ fn check_interpreters(
                         continue;
                     }
                 };
-                let visible = binds.iter().any(|b| match b.kind {
-                    EntryKind::Dir => fs::is_within(&real, &b.path),
-                    EntryKind::File => real == b.path,
-                    EntryKind::Symlink { .. } => false,
-                }) || executables.contains(&real);
-                if !visible {
-                    c.bad(at, format!("needs the ELF interpreter {interp:?} (the file {real:?}), which is not visible: add it or its directory to fs.libraries"));
-                } else if !out.contains(&real) {
-                    out.push(real);
+                let dir = real.parent().unwrap_or(Path::new("/")).to_path_buf();
+                if within(mappable, &real) || executables.contains(&real) {
+                    if !out.contains(&real) {
+                        out.push(real);
+                    }
+                } else if within(data, &real) {
+                    c.bad(at, format!("needs the ELF interpreter {interp:?} (the file {real:?}), which is only under fs.read, mounted noexec: the kernel could not map it and the execve would fail; add {dir:?} to fs.libraries"));
+                } else {
+                    c.bad(at, format!("needs the ELF interpreter {interp:?} (the file {real:?}), which is not visible: add {dir:?} to fs.libraries"));
                 }
             }
             Err(m) => c.bad(at, m.to_string()),

@@ -74,7 +74,7 @@ fn a_program_whose_interpreter_is_not_visible_is_refused_before_it_runs() {
         r.assert_code(2);
         assert!(
             r.stderr.contains("exec.executables[0] = \"/usr/bin/python3.11\": needs the ELF interpreter \"/lib64/ld-linux-x86-64.so.2\"")
-                && r.stderr.contains("which is not visible: add it or its directory to fs.libraries"),
+                && r.stderr.contains("which is not visible: add \"/usr/lib/x86_64-linux-gnu\" to fs.libraries"),
             "{r:#?}"
         );
         assert!(!r.stdout.contains("ran"));
@@ -523,4 +523,27 @@ fn install_puts_each_part_in_its_place_and_never_overwrites_configuration() {
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), edited);
     assert!(root.join("etc/ninewall/profiles/reason.toml.new").is_file());
     assert!(again.stderr.contains("kept"), "{again:#?}");
+}
+
+#[test]
+fn a_program_named_by_a_symlink_or_on_path_runs_as_the_listed_executable() {
+    let p = write_profile(
+        "aliases",
+        "[mbu]\nname = \"aliases\"\n[exec]\nexecutables = [\"/usr/bin/true\", \"/usr/bin/python3.11\"]\n[fs]\nread = [\"/lib\", \"/lib64\", \"/usr/lib/python3.11\"]\nlibraries = [\"/usr/lib/x86_64-linux-gnu\", \"/usr/lib64\", \"/usr/lib/python3.11/lib-dynload\"]\n",
+    );
+    for who in identities() {
+        // /bin/true is /usr/bin/true on a merged-/usr host.
+        if std::fs::canonicalize("/bin/true").ok() == std::fs::canonicalize("/usr/bin/true").ok() {
+            run(who, &p, &[], &["/bin/true"], None).assert_code(0);
+        }
+        // python3 is a symlink to python3.11 in PATH.
+        if std::fs::canonicalize("/usr/bin/python3").ok() == Some(std::path::PathBuf::from("/usr/bin/python3.11")) {
+            let r = run(who, &p, &[], &["python3", "-I", "-S", "-c", "print(6 * 7)"], None);
+            r.assert_code(0);
+            assert_eq!(r.stdout.trim(), "42");
+        }
+        // Anything that is not one of them stays refused.
+        let r = run(who, &p, &[], &["/bin/sh", "-c", "true"], None);
+        r.assert_code(126);
+    }
 }

@@ -63,6 +63,8 @@ fn cases() -> Vec<Case> {
         case("python-private-module", with_head("command = [\"/usr/bin/python3.11\"]\n[fs]\nread = [\"/usr/lib/python3.11\"]\n[python]\nmodules = [\"_io\"]\n"), 9, "python.modules[0] = \"_io\": reaches past the interpreter guard: a private module"),
         case("python-missing-package", with_head("command = [\"/usr/bin/python3.11\"]\n[fs]\nread = [\"/usr/lib/python3.11\"]\n[python]\npackages = [\"no_such_package_here\"]\n"), 9, "is not in any of the site-packages directories"),
         case("python-without-command", with_head("[python]\nmodules = [\"json\"]\n"), 1, "exec.command: is required with [python]"),
+        case("interpreter-on-noexec", with_head("[fs]\nread = [\"/usr\", \"/lib64\"]\n"), 4, "which is only under fs.read, mounted noexec: the kernel could not map it and the execve would fail; add \"/usr/lib/x86_64-linux-gnu\" to fs.libraries"),
+        case("python-dynload-not-mappable", with_head("command = [\"/usr/bin/python3.11\"]\n[fs]\nread = [\"/usr/lib/python3.11\", \"/lib64\"]\nlibraries = [\"/usr/lib/x86_64-linux-gnu\"]\n[python]\nmodules = [\"json\"]\n"), 1, "fs.libraries: must include \"/usr/lib/python3.11/lib-dynload\" for [python]"),
         case("python-without-stdlib", with_head("command = [\"/usr/bin/python3.11\"]\n[python]\nmodules = [\"json\"]\n"), 1, "fs.read: must include the interpreter's standard library \"/usr/lib/python3.11\""),
         case("memory-too-small", with_head("[limits]\nmemory = \"1M\"\n"), 6, "limits.memory = \"1M\": out of range; valid: from 8M to 1T"),
         case("memory-bad-unit", with_head("[limits]\nmemory = \"lots\"\n"), 6, "is not a size; valid:"),
