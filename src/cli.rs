@@ -46,6 +46,11 @@ pub enum Command {
     /// Exit status: the MBU's own, as `ninewall run`'s; 125 the daemon is
     /// unreachable or refused; 2 bad command line.
     Call(CallArgs),
+    /// Write the narrowest profile that lets a command do what it did: run it
+    /// under an observation profile (every access recorded), or read an
+    /// execution from a log; the result is checked and the command run
+    /// again under it.
+    Learn(LearnArgs),
     /// For each refusal an execution met (a file, a syscall, an import),
     /// which wall refused it and the smallest profile change that would
     /// allow it.
@@ -99,6 +104,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `ninewall learn …`.
+#[derive(Debug, Args)]
+pub struct LearnArgs {
+    /// Write the profile here. Default: standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// The MBU name in the profile. Default: the program's file name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// A directory whose files, any of them read, are allowed as the whole
+    /// directory (repeat the option for more).
+    #[arg(long, value_name = "DIR")]
+    pub collapse: Vec<PathBuf>,
+    /// How many files read in one directory make the directory the entry.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub fan: usize,
+    /// Learn from this execution of the log (`--log`) instead of running
+    /// the command; with a command too, it is run again under the result.
+    #[arg(long, value_name = "EXEC")]
+    pub from_exec: Option<String>,
+    /// The log for --from-exec. Default: as for `run`.
+    #[arg(long, value_name = "LOG")]
+    pub log: Option<PathBuf>,
+    /// The command (program and arguments), after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `ninewall call …`.

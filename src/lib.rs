@@ -42,6 +42,7 @@ pub mod identity;
 pub mod interpreter;
 pub mod kernel;
 pub mod landlock;
+pub mod learn;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;

@@ -56,6 +56,7 @@ pub fn main(cli: Cli) -> i32 {
             },
             &|m| say(m),
         ),
+        Command::Learn(args) => crate::learn::main(&args, &|m| say(m)),
         Command::Why { exec, path, log, json } => why(&exec, path.as_deref(), log, json),
         Command::Policy { policy, json } => show_gate(&policy, json),
         Command::Diff { a, b, json } => diff(&a, &b, json),

@@ -547,3 +547,89 @@ fn a_program_named_by_a_symlink_or_on_path_runs_as_the_listed_executable() {
         r.assert_code(126);
     }
 }
+
+#[test]
+fn learn_writes_a_profile_that_checks_and_runs_the_command_again() {
+    for who in identities() {
+        let dir = scratch_dir("learn");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let out = dir.join("learned.toml");
+        let code = "import json\nprint(open('/etc/hostname').read() != '', json.dumps([1]))";
+        let r = Run::from_output(
+            ninewall(who)
+                .args(["learn", "--out"])
+                .arg(&out)
+                .args(["--", "python3", "-I", "-S", "-c", code])
+                .output()
+                .unwrap(),
+        );
+        r.assert_code(0);
+        assert_eq!(r.stdout, "True [1]\n", "the observed run's output: {r:#?}");
+        assert!(
+            r.stderr.contains("the command exits 0 under it, as it did observed"),
+            "{r:#?}"
+        );
+        let learned = std::fs::read_to_string(&out).unwrap();
+        for line in [
+            "\"/usr/bin/python3.11\",  # the program run",
+            "\"/etc/hostname\",  # read",
+            "\"/usr/lib/python3.11/lib-dynload\",  # shared libraries",
+            "allow = [\"@default\"]",
+        ] {
+            assert!(learned.contains(line), "{who:?}: {line:?} in\n{learned}");
+        }
+        assert!(
+            !learned.contains("\"/etc\","),
+            "only what was read, not /etc: {learned}"
+        );
+        check_profile(&out, false).assert_code(0);
+        let again = run(who, &out, &[], &["/usr/bin/python3.11", "-I", "-S", "-c", code], None);
+        again.assert_code(0);
+        assert_eq!(again.stdout, "True [1]\n");
+        // What it did not do stays refused.
+        let other = run(
+            who,
+            &out,
+            &[],
+            &[
+                "/usr/bin/python3.11",
+                "-I",
+                "-S",
+                "-c",
+                "open('/etc/os-release').read()",
+            ],
+            None,
+        );
+        assert_eq!(other.code, 1, "{other:#?}");
+        assert!(other.stderr.contains("FileNotFoundError"), "{other:#?}");
+        // From a log instead of a run.
+        let log = dir.join("audit.jsonl");
+        run(
+            who,
+            &profile("reason"),
+            &["--audit-log", log.to_str().unwrap()],
+            &["-c", "print(1)"],
+            None,
+        )
+        .assert_code(0);
+        let exec = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["kind"] == "exec.start")
+            .map(|v| v["exec"].as_str().unwrap().to_string())
+            .unwrap();
+        let out2 = dir.join("from-log.toml");
+        let r = Run::from_output(
+            ninewall(who)
+                .args(["learn", "--from-exec", &exec, "--log"])
+                .arg(&log)
+                .arg("--out")
+                .arg(&out2)
+                .output()
+                .unwrap(),
+        );
+        r.assert_code(0);
+        check_profile(&out2, false).assert_code(0);
+    }
+}

@@ -1,0 +1,602 @@
+//! `ninewall learn`: a profile from what a command did.
+//!
+//! The command runs under an observation profile (every wall built, wide
+//! read-only views of the host's system directories, the usual syscall
+//! groups, every file access recorded); from its records this writes the
+//! narrowest profile that lets exactly that happen: the files it read (a
+//! directory where many of its files were read, or where the user asks),
+//! the directories it wrote in outside its own workspace and /tmp, its
+//! executables with their loaders and the directories of the libraries it
+//! mapped, syscall groups, and limits from the peaks it reached with
+//! headroom; each line with a comment saying where it came from. The result
+//! is checked and the command is run again under it; a syscall refused
+//! there adds the group that has it, and the run is tried again (three
+//! times at most). Or it reads an execution already in a log.
+//!
+//! No wall of its own: it drives `ninewall run` (this binary) like a user.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// What the learned profile allows, and why each entry is there.
+#[derive(Debug, Default, Clone)]
+pub struct Learned {
+    /// The MBU name.
+    pub name: String,
+    /// Executables, with why.
+    pub executables: BTreeMap<String, String>,
+    /// Read-only data, with why.
+    pub read: BTreeMap<String, String>,
+    /// Directories of code that is mapped executable, with why.
+    pub libraries: BTreeMap<String, String>,
+    /// Writable directories outside the workspace and /tmp, with why.
+    pub write: BTreeMap<String, String>,
+    /// Syscall groups and names.
+    pub syscalls: BTreeSet<String>,
+    /// `net.mode`.
+    pub net: &'static str,
+    /// `limits` keys, with why.
+    pub limits: Vec<(&'static str, String, String)>,
+}
+
+/// Directories where a run's own files are: never profile entries.
+const OWN: [&str; 4] = ["/proc", "/dev", "/tmp", "/work"];
+
+/// The observation profile for `program` (resolved on the host) and the
+/// other executables it needs (a script's interpreter).
+pub fn observation_profile(executables: &[PathBuf]) -> String {
+    let exists = |p: &str| Path::new(p).exists();
+    let read: Vec<&str> = [
+        "/usr", "/etc", "/opt", "/srv", "/var/lib", "/lib", "/lib64", "/bin", "/sbin",
+    ]
+    .into_iter()
+    .filter(|p| exists(p))
+    .collect();
+    let libraries: Vec<&str> = ["/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/libexec"]
+        .into_iter()
+        .filter(|p| exists(p))
+        .collect();
+    let list = |v: &[&str]| v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ");
+    let exes: Vec<String> = executables
+        .iter()
+        .map(|e| format!("{:?}", e.display().to_string()))
+        .collect();
+    format!(
+        "# ninewall learn: the observation run (wide views, every access recorded)\n\
+         [mbu]\nname = \"learn\"\n\
+         [exec]\nexecutables = [{}]\n\
+         [fs]\nread = [{}]\nlibraries = [{}]\n\
+         [net]\nmode = \"loopback\"\n\
+         [syscalls]\nallow = [\"@default\", \"@network-io\", \"@ipc\", \"@chown\", \"@system-info\"]\non_denied = \"errno\"\n\
+         [provenance]\nfiles = \"all\"\nmax_records = 10000000\n\
+         [limits]\nmemory = \"4G\"\npids = 512\ncpu_seconds = 600\nwall_seconds = 600\noutput = \"64M\"\n",
+        exes.join(", "),
+        list(&read),
+        list(&libraries)
+    )
+}
+
+/// A shared object by its name: `NAME.so` or `NAME.so.1.2` (not
+/// `ld.so.cache`).
+fn is_library(path: &str) -> bool {
+    let name = Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.ends_with(".so")
+        || name
+            .split_once(".so.")
+            .is_some_and(|(_, v)| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit() || c == '.'))
+}
+
+fn own(path: &str) -> bool {
+    OWN.iter().any(|d| path == *d || path.starts_with(&format!("{d}/")))
+}
+
+fn parent(path: &str) -> String {
+    Path::new(path)
+        .parent()
+        .map_or("/".to_string(), |p| p.display().to_string())
+}
+
+/// The profile from an execution's records. `collapse`: directories whose
+/// files are read as the whole directory; `fan`: how many files read in one
+/// directory make the directory the entry.
+pub fn learn(records: &[Value], name: &str, collapse: &[PathBuf], fan: usize) -> Learned {
+    let mut l = Learned {
+        name: name.to_string(),
+        net: "none",
+        ..Learned::default()
+    };
+    l.syscalls.insert("@default".into());
+    let start = records
+        .iter()
+        .find(|r| r.get("kind").and_then(Value::as_str) == Some("exec.start"));
+    if let Some(program) = start.and_then(|s| s.get("program")).and_then(Value::as_str) {
+        l.executables.insert(program.to_string(), "the program run".into());
+        if let Ok(crate::policy::elf::Loader::Elf(interp)) = crate::policy::elf::loader_of(Path::new(program)) {
+            // The kernel opens it by the path written in the program and
+            // follows each symlink on the way (/lib64 -> usr/lib64, then
+            // ld-linux-x86-64.so.2 -> ../lib/x86_64-linux-gnu/...): every
+            // symlinked directory and every directory a link is in must be
+            // in the view, the last one mappable.
+            let why = format!("on the way to the ELF interpreter {}", interp.display());
+            let mut p = interp.clone();
+            for _ in 0..8 {
+                for dir in p.ancestors().skip(1) {
+                    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                        l.read.insert(dir.display().to_string(), why.clone());
+                    }
+                }
+                let (Some(dir), Some(file)) = (p.parent(), p.file_name()) else {
+                    break;
+                };
+                let Ok(real_dir) = std::fs::canonicalize(dir) else {
+                    break;
+                };
+                l.libraries.insert(real_dir.display().to_string(), why.clone());
+                let here = real_dir.join(file);
+                match std::fs::read_link(&here) {
+                    Ok(target) => p = real_dir.join(target),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+    let mut reads: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in records {
+        let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        if text("kind") != "file" || text("verdict") != "allowed" {
+            continue;
+        }
+        let path = text("path");
+        let exists = r.get("exists").and_then(Value::as_bool).unwrap_or(false);
+        if own(&path) || path.is_empty() {
+            continue;
+        }
+        // As the host has it: a profile names real paths, not the ones
+        // through the sandbox's /lib -> usr/lib symlinks.
+        let path = if exists {
+            std::fs::canonicalize(&path).map_or(path, |p| p.display().to_string())
+        } else {
+            path
+        };
+        match text("access").as_str() {
+            "exec" => {
+                l.executables.entry(path.clone()).or_insert_with(|| "executed".into());
+            }
+            "read" if exists && is_library(&path) => {
+                l.libraries
+                    .entry(parent(&path))
+                    .or_insert_with(|| format!("shared libraries, e.g. {path}"));
+            }
+            "read" if exists => {
+                reads.entry(parent(&path)).or_default().push(path);
+            }
+            "write" | "create" | "delete" => {
+                let dir = if text("access") == "write" && exists {
+                    path.clone()
+                } else {
+                    parent(&path)
+                };
+                l.write
+                    .entry(dir)
+                    .or_insert_with(|| format!("{} {path}", text("access")));
+            }
+            _ => {}
+        }
+    }
+    // Reads: a directory asked for, or one with many of its files read, is
+    // the entry; else each file.
+    for (dir, files) in reads {
+        let asked = collapse.iter().find(|c| Path::new(&dir).starts_with(c));
+        let under_library = l.libraries.keys().any(|lib| Path::new(&dir).starts_with(lib));
+        if under_library {
+            continue;
+        }
+        if let Some(c) = asked {
+            l.read.entry(c.display().to_string()).or_insert_with(|| {
+                format!(
+                    "asked for (--collapse), e.g. {}",
+                    files.first().cloned().unwrap_or_default()
+                )
+            });
+        } else if files.len() >= fan {
+            l.read.insert(
+                dir.clone(),
+                format!(
+                    "{} files read in it, e.g. {}",
+                    files.len(),
+                    files.first().cloned().unwrap_or_default()
+                ),
+            );
+        } else {
+            for f in files {
+                l.read.entry(f.clone()).or_insert_with(|| "read".into());
+            }
+        }
+    }
+    // An entry beneath another is the other's.
+    let dirs: Vec<String> = l.read.keys().cloned().collect();
+    l.read
+        .retain(|k, _| !dirs.iter().any(|d| d != k && Path::new(k).starts_with(d)));
+    if let Some(end) = records
+        .iter()
+        .find(|r| r.get("kind").and_then(Value::as_str) == Some("exec.end"))
+    {
+        let num = |k: &str| end.get(k).and_then(Value::as_u64);
+        if let Some(peak) = num("peak_memory") {
+            let mib = (peak * 2).div_ceil(1 << 20).max(64).next_power_of_two();
+            l.limits.push((
+                "memory",
+                format!("\"{mib}M\""),
+                format!("peak {} KiB, twice that", peak / 1024),
+            ));
+        }
+        if let Some(cpu) = num("cpu_ms") {
+            let s = (cpu * 3).div_ceil(1000).max(5);
+            l.limits
+                .push(("cpu_seconds", s.to_string(), format!("{cpu} ms used, three times that")));
+        }
+        if let Some(wall) = num("wall_ms") {
+            let s = (wall * 3).div_ceil(1000).max(10);
+            l.limits.push((
+                "wall_seconds",
+                s.to_string(),
+                format!("{wall} ms taken, three times that"),
+            ));
+        }
+        if let Some(out) = num("output_bytes") {
+            let mib = (out * 4).div_ceil(1 << 20).max(1);
+            l.limits.push((
+                "output",
+                format!("\"{mib}M\""),
+                format!("{out} bytes written, four times that"),
+            ));
+        }
+    }
+    l
+}
+
+impl Learned {
+    /// Adds what a re-run under the profile was refused that a group allows:
+    /// the group (and, for sockets, the loopback network). Returns whether
+    /// anything was added.
+    pub fn widen_for(&mut self, records: &[Value]) -> bool {
+        let mut added = false;
+        for r in records {
+            if r.get("kind").and_then(Value::as_str) != Some("syscall.denied") {
+                continue;
+            }
+            let name = r.get("name").and_then(Value::as_str).unwrap_or("");
+            if let Some(g) = crate::seccomp::GROUPS
+                .iter()
+                .find(|g| g.members.contains(&name) || g.x86_64_only.contains(&name))
+            {
+                added |= self.syscalls.insert(g.name.to_string());
+                if g.name == "@network-io" && self.net != "loopback" {
+                    self.net = "loopback";
+                    added = true;
+                }
+            }
+        }
+        added
+    }
+
+    /// The profile, as TOML with a comment on every line that says why.
+    pub fn to_toml(&self, source: &str) -> String {
+        // A comment is one line whatever the paths in it hold: control
+        // characters escaped, so no file name can start a line of TOML.
+        let note = |text: &str| crate::provenance::printable(text);
+        let list = |m: &BTreeMap<String, String>| -> String {
+            m.iter()
+                .map(|(k, why)| format!("    {k:?},  # {}\n", note(why)))
+                .collect()
+        };
+        let mut s = format!(
+            "# Learned by `ninewall learn` from {}.\n# Every entry says why it is here; remove what you do not want to allow.\n\
+             [mbu]\nname = {:?}\n\n[exec]\nexecutables = [\n{}]\n\n[fs]\n",
+            note(source),
+            self.name,
+            list(&self.executables)
+        );
+        s.push_str(&format!("read = [\n{}]\n", list(&self.read)));
+        s.push_str(&format!("libraries = [\n{}]\n", list(&self.libraries)));
+        if !self.write.is_empty() {
+            s.push_str(&format!("write = [\n{}]\n", list(&self.write)));
+        }
+        s.push_str(&format!(
+            "\n[net]\nmode = {:?}\n\n[syscalls]\nallow = [{}]\n",
+            self.net,
+            self.syscalls
+                .iter()
+                .map(|g| format!("{g:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if !self.limits.is_empty() {
+            s.push_str("\n[limits]\n");
+            for (k, v, why) in &self.limits {
+                s.push_str(&format!("{k} = {v}  # {}\n", note(why)));
+            }
+        }
+        s
+    }
+}
+
+/// `ninewall learn`: observe (or read), learn, check, re-run; returns the
+/// exit code.
+pub fn main(args: &crate::cli::LearnArgs, say: &dyn Fn(String)) -> i32 {
+    use crate::exit;
+    let work = std::env::temp_dir().join(format!("ninewall-learn-{}", std::process::id()));
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o755).create(&work) {
+        say(format!("learn: cannot make {}: {e}", work.display()));
+        return exit::SANDBOX;
+    }
+    let result = learn_in(args, &work, say);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+fn learn_in(args: &crate::cli::LearnArgs, work: &Path, say: &dyn Fn(String)) -> i32 {
+    use crate::exit;
+    let Ok(me) = std::env::current_exe() else {
+        say("learn: cannot find this program to run it".into());
+        return exit::SANDBOX;
+    };
+    // The program, as the host has it: the observation lists it by that name.
+    let command: Vec<String> = match args.command.split_first() {
+        Some((first, rest)) => match resolve(first) {
+            Some(p) => std::iter::once(p.display().to_string())
+                .chain(rest.iter().cloned())
+                .collect(),
+            None => {
+                say(format!("learn: {first:?} is no program on this host (a path, or a name in /usr/local/bin, /usr/bin, /bin, ...)"));
+                return exit::NOT_FOUND;
+            }
+        },
+        None => Vec::new(),
+    };
+    let (records, source, observed) = if let Some(exec) = &args.from_exec {
+        let Some(log) = args
+            .log
+            .clone()
+            .or_else(|| crate::provenance::default_log_path(crate::sys::effective_ids().0))
+        else {
+            say("learn: no log: give --log LOG".into());
+            return exit::USAGE;
+        };
+        let text = match std::fs::read(&log) {
+            Ok(t) => t,
+            Err(e) => {
+                say(format!("learn: {}: {e}", log.display()));
+                return exit::USAGE;
+            }
+        };
+        let mut execs = crate::provenance::executions(&text, Some(exec));
+        let Some(records) = execs.remove(exec) else {
+            say(format!("learn: no execution {exec} in {}", log.display()));
+            return exit::USAGE;
+        };
+        let code = records
+            .iter()
+            .find(|r| r.get("kind").and_then(Value::as_str) == Some("exec.end"))
+            .and_then(|r| r.get("exit_code"))
+            .and_then(Value::as_i64);
+        (records, format!("execution {exec} of {}", log.display()), code)
+    } else {
+        let Some(program) = command.first() else {
+            say("learn: give the command after --, or --from-exec EXEC".into());
+            return exit::USAGE;
+        };
+        let mut exes = vec![PathBuf::from(program)];
+        if let Ok(crate::policy::elf::Loader::Script(interp)) = crate::policy::elf::loader_of(Path::new(program)) {
+            exes.push(interp);
+        }
+        let profile = work.join("observe.toml");
+        if std::fs::write(&profile, observation_profile(&exes)).is_err() {
+            say("learn: cannot write the observation profile".into());
+            return exit::SANDBOX;
+        }
+        let log = work.join("observe.jsonl");
+        say(format!(
+            "learn: observing {} (every file access recorded)",
+            command.join(" ")
+        ));
+        let status = std::process::Command::new(&me)
+            .arg("run")
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--audit-log")
+            .arg(&log)
+            .arg("--")
+            .args(&command)
+            .status();
+        let code = status.ok().and_then(|s| s.code()).map(i64::from);
+        let text = std::fs::read(&log).unwrap_or_default();
+        let records = crate::provenance::executions(&text, None)
+            .into_values()
+            .next()
+            .unwrap_or_default();
+        if records.is_empty() {
+            say("learn: the observation run left no records: nothing to learn".into());
+            return exit::SANDBOX;
+        }
+        (records, format!("a run of `{}`", command.join(" ")), code)
+    };
+    let name = args.name.clone().unwrap_or_else(|| {
+        let from = command
+            .first()
+            .cloned()
+            .or_else(|| {
+                records
+                    .iter()
+                    .find_map(|r| r.get("program").and_then(Value::as_str).map(str::to_string))
+            })
+            .unwrap_or_default();
+        let base = Path::new(&from)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let clean: String = base
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_-.".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        if clean.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+            clean
+        } else {
+            "learned".into()
+        }
+    });
+    let mut learned = learn(&records, &name, &args.collapse, args.fan.max(1));
+    let path = work.join(format!("{name}.toml"));
+    let mut rerun = None;
+    for round in 0..3 {
+        let toml = learned.to_toml(&source);
+        if std::fs::write(&path, &toml).is_err() {
+            say("learn: cannot write the learned profile".into());
+            return exit::SANDBOX;
+        }
+        if let Err(e) = crate::pipeline::load_policy(&path) {
+            say(format!(
+                "learn: the learned profile does not check (a fault of learn's):\n{e}"
+            ));
+            return exit::SANDBOX;
+        }
+        if command.is_empty() {
+            break;
+        }
+        let log = work.join(format!("rerun-{round}.jsonl"));
+        let status = std::process::Command::new(&me)
+            .arg("run")
+            .arg("--profile")
+            .arg(&path)
+            .arg("--audit-log")
+            .arg(&log)
+            .arg("--")
+            .args(&command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        rerun = status.ok().and_then(|s| s.code()).map(i64::from);
+        let text = std::fs::read(&log).unwrap_or_default();
+        let records = crate::provenance::executions(&text, None)
+            .into_values()
+            .next()
+            .unwrap_or_default();
+        if !learned.widen_for(&records) {
+            break;
+        }
+    }
+    let toml = learned.to_toml(&source);
+    let written = match &args.out {
+        Some(out) => std::fs::write(out, &toml).map(|()| say(format!("learn: wrote {}", out.display()))),
+        None => std::io::Write::write_all(&mut std::io::stdout(), toml.as_bytes()),
+    };
+    if let Err(e) = written {
+        say(format!("learn: cannot write the profile: {e}"));
+        return exit::SANDBOX;
+    }
+    match (rerun, observed) {
+        (Some(again), Some(before)) if again == before => {
+            say(format!(
+                "learn: the profile checks, and the command exits {again} under it, as it did observed"
+            ));
+            0
+        }
+        (Some(again), before) => {
+            say(format!(
+                "learn: the profile checks, but the command exits {again} under it (observed: {}); `ninewall why` on a run under it says what was refused",
+                before.map_or("unknown".to_string(), |b| b.to_string())
+            ));
+            1
+        }
+        (None, _) => {
+            say("learn: the profile checks (no command given: not run again)".into());
+            0
+        }
+    }
+}
+
+/// A program named by path or by a name in a standard `PATH` directory, as
+/// the host has it (symlinks followed).
+fn resolve(given: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = if given.contains('/') {
+        vec![PathBuf::from(given)]
+    } else {
+        [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ]
+        .iter()
+        .map(|d| Path::new(d).join(given))
+        .collect()
+    };
+    candidates
+        .iter()
+        .find_map(|c| std::fs::canonicalize(c).ok())
+        .filter(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn records_become_the_narrowest_entries_with_their_reasons() {
+        let mut recs = vec![json!({"kind": "exec.start", "program": "/usr/bin/true"})];
+        let file = |path: &str, access: &str| json!({"kind": "file", "verdict": "allowed", "path": path, "access": access, "exists": true});
+        recs.push(file("/etc/hostname", "read"));
+        for i in 0..5 {
+            recs.push(file(&format!("/usr/share/zoneinfo/Zone{i}"), "read"));
+        }
+        recs.push(file("/usr/lib/x86_64-linux-gnu/libc.so.6", "read"));
+        recs.push(file("/proc/self/status", "read"));
+        recs.push(file("/work/out.txt", "write"));
+        recs.push(json!({"kind": "file", "verdict": "allowed", "path": "/var/tmp/x/new.txt", "access": "create", "exists": false}));
+        recs.push(
+            json!({"kind": "exec.end", "peak_memory": 10 << 20, "cpu_ms": 120, "wall_ms": 300, "output_bytes": 10}),
+        );
+        let l = learn(&recs, "t", &[], 4);
+        assert!(l.executables.contains_key("/usr/bin/true"));
+        assert!(l.read.contains_key("/etc/hostname"));
+        assert!(l.read.contains_key("/usr/share/zoneinfo"), "{:?}", l.read);
+        assert!(!l.read.keys().any(|k| k.starts_with("/proc")));
+        assert!(l.libraries.contains_key("/usr/lib/x86_64-linux-gnu"));
+        assert_eq!(l.write.keys().collect::<Vec<_>>(), vec!["/var/tmp/x"]);
+        assert!(l.limits.iter().any(|(k, v, _)| *k == "memory" && v == "\"64M\""));
+        let toml = l.to_toml("a test");
+        assert!(toml.contains("\"/etc/hostname\",  # read"), "{toml}");
+        // A path the sandbox chose cannot write a line of the profile.
+        let evil = "/usr/lib/x86_64-linux-gnu/libevil.so.1\n[fs]\nwrite = [\"/\"]";
+        let mut with_evil = recs.clone();
+        with_evil.push(file(evil, "read"));
+        let toml = learn(&with_evil, "t", &[], 4).to_toml("a run of `x\n[exec]`");
+        let parsed: toml::Value = toml::from_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+        assert!(
+            parsed.get("fs").and_then(|f| f.get("write")).is_some(),
+            "the learned /var/tmp/x: {toml}"
+        );
+        assert_eq!(parsed["fs"]["write"].as_array().map(Vec::len), Some(1), "{toml}");
+        assert!(parsed.get("exec").and_then(|e| e.get("command")).is_none());
+        let mut widened = l.clone();
+        assert!(widened.widen_for(&[json!({"kind": "syscall.denied", "name": "socket"})]));
+        assert!(widened.syscalls.contains("@network-io") && widened.net == "loopback");
+    }
+}
