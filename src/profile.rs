@@ -399,9 +399,9 @@ impl Profile {
                 ("net.connect", &mut self.net_connect, net.connect),
                 ("net.bind", &mut self.net_bind, net.bind),
             ] {
-                let start = list.len();
+                // The index within this file's list: the file is named too.
                 for (i, v) in more.unwrap_or_default().into_iter().enumerate() {
-                    let origin = file.origin(v.span(), &format!("{key}[{}]", start + i));
+                    let origin = file.origin(v.span(), &format!("{key}[{i}]"));
                     list.push(At {
                         value: v.into_inner(),
                         origin,
@@ -484,10 +484,11 @@ fn set(slot: &mut Option<At<String>>, value: Option<Spanned<String>>, file: &Sou
     }
 }
 
+/// Appends a file's list to the merged one; each element's key has its
+/// index within that file (the origin names the file), not the merged list.
 fn append(list: &mut Vec<At<String>>, more: Option<Vec<Spanned<String>>>, file: &Source, key: &str) {
-    let start = list.len();
     for (i, v) in more.unwrap_or_default().into_iter().enumerate() {
-        list.push(file.at(v, &format!("{key}[{}]", start + i)));
+        list.push(file.at(v, &format!("{key}[{i}]")));
     }
 }
 

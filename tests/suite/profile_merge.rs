@@ -29,7 +29,9 @@ fn extends_unions_paths_merges_env_and_replaces_the_rest() {
         reads,
         vec![
             ("/usr/lib/python3.11", 8, "fs.read[0]"),
-            ("/usr/share", 8, "fs.read[1]")
+            // Its index in the file that has it (child.toml's first entry),
+            // not in the merged list.
+            ("/usr/share", 8, "fs.read[0]")
         ]
     );
     assert!(profile.read[0].origin.file.ends_with("base/runtime.toml"));
