@@ -90,6 +90,9 @@ pub enum LoadError {
         /// What the TOML parser said, including what would be valid.
         message: String,
     },
+    /// Several of those in one file: each, in the order of the file.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<LoadError>),
     /// `extends` names something that is not a profile, or forms a cycle, or the
     /// chain is too deep.
     #[error("{origin}: {message}")]
@@ -541,8 +544,87 @@ fn parse(path: &Path, text: &str) -> Result<RawProfile, LoadError> {
 }
 
 /// Parses TOML text into `T`, turning the parser's error into a located one.
+///
+/// Every such error of the file is found, not only the first: the lines of
+/// the one found are blanked (a table's header with its keys) and the text
+/// parsed again, at most 20 times, so that one `check` lists them all, each
+/// at its own line.
 pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, LoadError> {
+    let first = match parse_once::<T>(path, text) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let mut errors = vec![first.0];
+    let mut text = text.to_string();
+    let mut span = first.1;
+    for _ in 0..20 {
+        let Some(s) = span else { break };
+        let blanked = blank_lines(&text, s);
+        if blanked == text {
+            break;
+        }
+        text = blanked;
+        match parse_once::<T>(path, &text) {
+            Ok(_) => break,
+            Err((e, next)) => {
+                if errors.iter().any(|seen| same_place(seen, &e)) {
+                    break;
+                }
+                errors.push(e);
+                span = next;
+            }
+        }
+    }
+    if errors.len() == 1 {
+        Err(errors.remove(0))
+    } else {
+        errors.sort_by_key(|e| match e {
+            LoadError::Syntax { line, .. } => *line,
+            _ => 0,
+        });
+        Err(LoadError::Several(errors))
+    }
+}
+
+fn same_place(a: &LoadError, b: &LoadError) -> bool {
+    matches!((a, b), (LoadError::Syntax { line: l1, .. }, LoadError::Syntax { line: l2, .. }) if l1 == l2)
+}
+
+/// `text` with the lines `span` touches turned to spaces (their newlines
+/// kept, so every other line keeps its number); a table header's keys go
+/// with it, so that they are not read as the table's before it.
+fn blank_lines(text: &str, span: std::ops::Range<usize>) -> String {
+    let start = text.get(..span.start).and_then(|t| t.rfind('\n')).map_or(0, |i| i + 1);
+    let mut end = text
+        .get(span.end..)
+        .and_then(|t| t.find('\n'))
+        .map_or(text.len(), |i| span.end + i);
+    if text.get(start..).is_some_and(|l| l.trim_start().starts_with('[')) {
+        // Up to the next header.
+        let mut pos = end;
+        while let Some(rest) = text.get(pos..) {
+            let line_start = pos + usize::from(rest.starts_with('\n'));
+            let line = text.get(line_start..).unwrap_or("");
+            if line.is_empty() || line.trim_start().starts_with('[') {
+                break;
+            }
+            pos = line_start + line.find('\n').unwrap_or(line.len());
+            end = pos;
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.char_indices() {
+        out.push(if (start..end).contains(&i) && c != '\n' { ' ' } else { c });
+    }
+    out
+}
+
+fn parse_once<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, (LoadError, Option<std::ops::Range<usize>>)> {
     toml::from_str::<T>(text).map_err(|e| {
+        let span = e.span();
         let (line, column) = match e.span() {
             Some(span) => line_col(text, span.start),
             None => (1, 1),
@@ -550,17 +632,37 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str
         // The parser's message says what is wrong and what would be valid;
         // the line itself shows the key.
         let mut message = e.message().trim().to_string();
+        // A wrong type: what would be right.
+        if message.starts_with("invalid type:") {
+            let valid = if message.contains("expected a sequence") {
+                Some("a list in brackets, such as [\"/usr/lib\"]")
+            } else if message.contains("expected a string") {
+                Some("a string in double quotes")
+            } else if message.contains("expected i64") || message.contains("integer") {
+                Some("a whole number without quotes")
+            } else if message.contains("expected a map") || message.contains("struct") {
+                Some("a table: [section] or { key = value }")
+            } else {
+                None
+            };
+            if let Some(v) = valid {
+                message.push_str(&format!("; valid: {v}"));
+            }
+        }
         if let Some(src) = text.lines().nth(line.saturating_sub(1)).map(str::trim) {
             if !src.is_empty() && src.chars().count() <= 120 {
                 message.push_str(&format!(" (in `{src}`)"));
             }
         }
-        LoadError::Syntax {
-            file: path.to_path_buf(),
-            line,
-            column,
-            message,
-        }
+        (
+            LoadError::Syntax {
+                file: path.to_path_buf(),
+                line,
+                column,
+                message,
+            },
+            span,
+        )
     })
 }
 

@@ -542,6 +542,18 @@ fn problems_of(e: &crate::error::Error) -> Vec<serde_json::Value> {
             column,
             message,
         }) => vec![serde_json::json!({"file": file, "line": line, "column": column, "message": message})],
+        crate::error::Error::Profile(LoadError::Several(all)) => all
+            .iter()
+            .map(|e| match e {
+                LoadError::Syntax {
+                    file,
+                    line,
+                    column,
+                    message,
+                } => serde_json::json!({"file": file, "line": line, "column": column, "message": message}),
+                other => serde_json::json!({"message": other.to_string()}),
+            })
+            .collect(),
         other => vec![serde_json::json!({"message": other.to_string()})],
     }
 }

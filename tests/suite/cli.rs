@@ -633,3 +633,41 @@ fn learn_writes_a_profile_that_checks_and_runs_the_command_again() {
         check_profile(&out2, false).assert_code(0);
     }
 }
+
+#[test]
+fn check_lists_every_parse_level_problem_of_a_file_each_with_its_fix() {
+    let p = write_profile(
+        "many-problems",
+        "[mbu]\nname = \"x\"\nbogus = 1\n[exec]\ncommand = [\"/usr/bin/true\"]\nexecutables = \"notalist\"\nalso_bogus = 2\n[nope]\nk = 1\n[limits]\nmemory = \"64M\"\nfoo = 3\n",
+    );
+    let r = check_profile(&p, false);
+    r.assert_code(2);
+    let file = p.display().to_string();
+    for (line, says) in [
+        (
+            3,
+            "unknown field `bogus`, expected one of `name`, `description`, `delegate`",
+        ),
+        (
+            6,
+            "invalid type: string \"notalist\", expected a sequence; valid: a list in brackets",
+        ),
+        (7, "unknown field `also_bogus`"),
+        (8, "unknown field `nope`"),
+        (12, "unknown field `foo`"),
+    ] {
+        assert!(r.stderr.contains(&format!("{file}:{line}:")), "line {line}: {r:#?}");
+        assert!(r.stderr.contains(says), "{says}: {r:#?}");
+    }
+    // `k = 1` under the unknown table is not reported as a key of [exec].
+    assert!(!r.stderr.contains("unknown field `k`"), "{r:#?}");
+    let j = check_profile(&p, true);
+    j.assert_code(2);
+    let lines: Vec<u64> = j.json()["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["line"].as_u64())
+        .collect();
+    assert_eq!(lines, vec![3, 6, 7, 8, 12]);
+}
