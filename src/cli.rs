@@ -152,6 +152,11 @@ pub struct CallArgs {
     /// this call: recorded in the execution's start.
     #[arg(long, value_name = "ID")]
     pub caused_by: Option<String>,
+    /// The end as one JSON object on the last line of stderr (`{"ok",
+    /// "exec", "exit_code", "limit", "messages", "error"}`), after a newline,
+    /// instead of `ninewall: ...` lines.
+    #[arg(long)]
+    pub json: bool,
     /// Arguments for the MBU's command, after `--`.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -252,6 +257,12 @@ pub struct RunArgs {
     /// Print the walls being built to stderr.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// ninewall's own messages and the outcome as one JSON object on the
+    /// last line of stderr (`{"exec", "exit_code", "limit", "messages"}`),
+    /// after a newline, instead of `ninewall: ...` lines; the MBU's output is
+    /// untouched.
+    #[arg(long)]
+    pub json: bool,
     /// The provenance log to append to. Default: $NINEWALL_AUDIT_LOG, else
     /// /var/log/ninewall/audit.jsonl for root and
     /// ~/.local/state/ninewall/audit.jsonl for anyone else.

@@ -53,6 +53,7 @@ pub fn main(cli: Cli) -> i32 {
                 workspace: args.workspace,
                 caused_by: args.caused_by,
                 socket: crate::gate::call::socket_path(args.socket),
+                json: args.json,
             },
             &|m| say(m),
         ),
@@ -122,6 +123,7 @@ fn run(args: RunArgs) -> i32 {
         }
     };
     let outcome_fd = args.outcome_fd;
+    let json = args.json;
     let invocation = Invocation {
         profile: args.profile,
         policy: args.policy,
@@ -140,6 +142,19 @@ fn run(args: RunArgs) -> i32 {
         requester: None,
     };
     let Some(fd) = outcome_fd else {
+        if json {
+            let mut messages = Messages::kept();
+            let finished = pipeline::execute(&invocation, &mut messages);
+            let line = OutcomeLine {
+                exec: finished.exec,
+                exit_code: finished.code,
+                limit: finished.limit.map(|l| l.name().to_string()),
+                messages: messages.take(),
+            };
+            let text = serde_json::to_string(&line).unwrap_or_default();
+            let _ = writeln!(std::io::stderr().lock(), "\n{text}");
+            return finished.code;
+        }
         return pipeline::execute(&invocation, &mut Messages::to_stderr()).code;
     };
     let mut out = match sys::take_inherited_fd(fd) {

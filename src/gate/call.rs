@@ -34,6 +34,8 @@ pub struct Call {
     pub caused_by: Option<String>,
     /// The daemon's socket.
     pub socket: PathBuf,
+    /// The end as a JSON line on stderr instead of messages.
+    pub json: bool,
 }
 
 /// The socket to use: `--socket`, `NINEWALL_SOCKET`, or [`SYSTEM_SOCKET`].
@@ -50,6 +52,27 @@ pub fn socket_path(given: Option<PathBuf>) -> PathBuf {
 /// Makes the call; returns the exit code (the MBU's, or 125 with a message
 /// when it did not run, 2 for bad input).
 pub fn call(c: &Call, say: &dyn Fn(String)) -> i32 {
+    if !c.json {
+        return call_with(c, say, &mut None);
+    }
+    // Machines: every message and the end in one JSON line, last on stderr.
+    let said = std::cell::RefCell::new(Vec::new());
+    let mut end: Option<WireResponse> = None;
+    let code = call_with(c, &|m| said.borrow_mut().push(m), &mut end);
+    let end = end.unwrap_or_default();
+    let line = serde_json::json!({
+        "ok": end.exec.is_some(),
+        "exec": end.exec,
+        "exit_code": code,
+        "limit": end.limit,
+        "messages": said.into_inner(),
+        "error": end.error,
+    });
+    let _ = writeln!(std::io::stderr().lock(), "\n{line}");
+    code
+}
+
+fn call_with(c: &Call, say: &dyn Fn(String), end: &mut Option<WireResponse>) -> i32 {
     let stdin = match read_stdin() {
         Ok(s) => s,
         Err(e) => {
@@ -98,7 +121,7 @@ pub fn call(c: &Call, say: &dyn Fn(String)) -> i32 {
         say(format!("sending the request to {}: {e}", c.socket.display()));
         return exit::SANDBOX;
     }
-    receive(&stream, &c.socket, say)
+    receive(&stream, &c.socket, say, end)
 }
 
 /// Standard input, when it is not a terminal: the MBU's, whole, as text.
@@ -121,7 +144,7 @@ fn read_stdin() -> Result<String, String> {
 }
 
 /// Reads the answer: the first line, the frames, the end line.
-fn receive(stream: &UnixStream, socket: &Path, say: &dyn Fn(String)) -> i32 {
+fn receive(stream: &UnixStream, socket: &Path, say: &dyn Fn(String), end_out: &mut Option<WireResponse>) -> i32 {
     let mut r = BufReader::new(stream);
     let mut first = String::new();
     match r.read_line(&mut first) {
@@ -144,13 +167,14 @@ fn receive(stream: &UnixStream, socket: &Path, say: &dyn Fn(String)) -> i32 {
     if !started.ok {
         say(format!(
             "refused: {}",
-            started.error.unwrap_or_else(|| "no reason given".into())
+            started.error.clone().unwrap_or_else(|| "no reason given".into())
         ));
+        *end_out = Some(started);
         return exit::SANDBOX;
     }
     if started.v != Some(2) {
         // A protocol 1 answer (an older daemon): the whole of it is here.
-        return finish(started, say);
+        return finish(started, say, end_out);
     }
     let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
     loop {
@@ -183,7 +207,7 @@ fn receive(stream: &UnixStream, socket: &Path, say: &dyn Fn(String)) -> i32 {
                 let mut rest = String::new();
                 let _ = r.read_line(&mut rest);
                 return match serde_json::from_str::<WireResponse>(&format!("{{{rest}")) {
-                    Ok(end) => finish(end, say),
+                    Ok(end) => finish(end, say, end_out),
                     Err(e) => {
                         say(format!("the daemon's last line is not one this client reads ({e})"));
                         exit::SANDBOX
@@ -199,7 +223,7 @@ fn receive(stream: &UnixStream, socket: &Path, say: &dyn Fn(String)) -> i32 {
 }
 
 /// The end: what the daemon said, and the exit code.
-fn finish(end: WireResponse, say: &dyn Fn(String)) -> i32 {
+fn finish(end: WireResponse, say: &dyn Fn(String), end_out: &mut Option<WireResponse>) -> i32 {
     if let Some(s) = &end.stdout {
         let _ = std::io::stdout().write_all(s.as_bytes());
     }
@@ -210,11 +234,14 @@ fn finish(end: WireResponse, say: &dyn Fn(String)) -> i32 {
         say(m.clone());
     }
     if !end.ok {
-        say(format!("not run: {}", end.error.unwrap_or_default()));
+        say(format!("not run: {}", end.error.clone().unwrap_or_default()));
+        *end_out = Some(end);
         return exit::SANDBOX;
     }
     if let Some(id) = &end.exec {
         tracing::info!(exec = %id, "recorded");
     }
-    end.exit_code.unwrap_or(exit::SANDBOX)
+    let code = end.exit_code.unwrap_or(exit::SANDBOX);
+    *end_out = Some(end);
+    code
 }

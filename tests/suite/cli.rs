@@ -671,3 +671,42 @@ fn check_lists_every_parse_level_problem_of_a_file_each_with_its_fix() {
         .collect();
     assert_eq!(lines, vec![3, 6, 7, 8, 12]);
 }
+
+#[test]
+fn run_json_puts_the_outcome_on_the_last_line_of_stderr() {
+    let who = identities()[0];
+    let r = run(
+        who,
+        &profile("reason"),
+        &["--json"],
+        &[
+            "-c",
+            "import socket, sys\nprint('out')\ntry:\n    socket.socket()\nexcept OSError:\n    pass\nsys.exit(4)",
+        ],
+        None,
+    );
+    r.assert_code(4);
+    assert_eq!(r.stdout, "out\n");
+    let last = r.stderr.lines().last().unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {r:#?}"));
+    assert_eq!(v["exit_code"], 4);
+    assert!(v["exec"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(
+        v["messages"],
+        serde_json::json!(["refused syscalls (wall 8): socket x1"])
+    );
+    assert!(!r.stderr.contains("ninewall: "), "no free-text messages: {r:#?}");
+    let bad = run(
+        who,
+        &profile("reason"),
+        &["--json", "--workspace", "/no/such/dir"],
+        &["-c", "pass"],
+        None,
+    );
+    assert_ne!(bad.code, 0);
+    let v: serde_json::Value = serde_json::from_str(bad.stderr.lines().last().unwrap_or("")).unwrap();
+    assert!(
+        v["exec"].is_null() && !v["messages"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+}

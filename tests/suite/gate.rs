@@ -1823,6 +1823,37 @@ fn a_worker_calls_with_ninewall_call_streams_and_cancels() {
         r.stderr.contains("refused: ") && r.stderr.contains("code_generate_new"),
         "{r:#?}"
     );
+    // --json: the end on the last line of stderr.
+    let r = Run::from_output(
+        ninewall(worker)
+            .args(["call", "reason", "--json", "--socket"])
+            .arg(&d.socket)
+            .args(["--", "-c", "raise SystemExit(6)"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 6);
+    let v: Value =
+        serde_json::from_str(r.stderr.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {r:#?}"));
+    assert_eq!(v["exit_code"], 6);
+    assert_eq!(v["ok"], true);
+    assert!(v["exec"].is_string());
+    let r = Run::from_output(
+        ninewall(worker)
+            .args(["call", "code_generate_new", "--json", "--socket"])
+            .arg(&d.socket)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 125);
+    let v: Value = serde_json::from_str(r.stderr.lines().last().unwrap_or("")).unwrap();
+    assert_eq!(v["ok"], false);
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("code_generate_new")),
+        "{v}"
+    );
     // Nobody there: 125 and where it looked.
     let r = call(worker, &d.socket.with_extension("nowhere"), "reason", &[], "");
     r.assert_code(125);
