@@ -53,4 +53,13 @@ chmod 644 "$dest/etc/systemd/system/ninewall.service"
 install -m 644 systemd/ninewall.socket "$dest/etc/systemd/system/ninewall.socket"
 install -m 644 clients/python/ninewall/__init__.py "$dest$prefix/lib/ninewall/python/ninewall/__init__.py"
 install -m 644 README.md "$dest$prefix/share/doc/ninewall/README.md"
+# The man page and completions, made by the binary from its own command line.
+install -d -m 755 "$dest$prefix/share/man/man1" "$dest$prefix/share/bash-completion/completions" \
+    "$dest$prefix/share/zsh/site-functions" "$dest$prefix/share/fish/vendor_completions.d"
+"$bin" man >"$dest$prefix/share/man/man1/ninewall.1"
+"$bin" completions bash >"$dest$prefix/share/bash-completion/completions/ninewall"
+"$bin" completions zsh >"$dest$prefix/share/zsh/site-functions/_ninewall"
+"$bin" completions fish >"$dest$prefix/share/fish/vendor_completions.d/ninewall.fish"
+chmod 644 "$dest$prefix/share/man/man1/ninewall.1" "$dest$prefix/share/bash-completion/completions/ninewall" \
+    "$dest$prefix/share/zsh/site-functions/_ninewall" "$dest$prefix/share/fish/vendor_completions.d/ninewall.fish"
 echo "installed: $dest$prefix/bin/ninewall, profiles in $dest/etc/ninewall/profiles, policy $dest/etc/ninewall/policy.toml, units in $dest/etc/systemd/system, the Python client in $dest$prefix/lib/ninewall/python (add it to PYTHONPATH)"

@@ -46,6 +46,15 @@ pub enum Command {
     /// Exit status: the MBU's own, as `ninewall run`'s; 125 the daemon is
     /// unreachable or refused; 2 bad command line.
     Call(CallArgs),
+    /// Print shell completions for ninewall (bash, zsh, fish, elvish,
+    /// powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print ninewall's man page (roff), made from this command line.
+    Man,
     /// Write the narrowest profile that lets a command do what it did: run it
     /// under an observation profile (every access recorded), or read an
     /// execution from a log; the result is checked and the command run

@@ -57,6 +57,19 @@ pub fn main(cli: Cli) -> i32 {
             },
             &|m| say(m),
         ),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ninewall", &mut std::io::stdout());
+            0
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => 0,
+                Err(_) => EXIT_SANDBOX,
+            }
+        }
         Command::Learn(args) => crate::learn::main(&args, &|m| say(m)),
         Command::Why { exec, path, log, json } => why(&exec, path.as_deref(), log, json),
         Command::Policy { policy, json } => show_gate(&policy, json),

@@ -499,10 +499,21 @@ fn install_puts_each_part_in_its_place_and_never_overwrites_configuration() {
         ("etc/systemd/system/ninewall.service", 0o644),
         ("etc/systemd/system/ninewall.socket", 0o644),
         ("usr/local/lib/ninewall/python/ninewall/__init__.py", 0o644),
+        ("usr/local/share/man/man1/ninewall.1", 0o644),
+        ("usr/local/share/bash-completion/completions/ninewall", 0o644),
+        ("usr/local/share/zsh/site-functions/_ninewall", 0o644),
     ] {
         let m = std::fs::metadata(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(m.permissions().mode() & 0o7777, mode, "{file}");
     }
+    let man = std::fs::read_to_string(root.join("usr/local/share/man/man1/ninewall.1")).unwrap();
+    assert!(man.starts_with(".ie") || man.contains(".TH ninewall"), "{man}");
+    assert!(
+        man.contains("learn") && man.contains("why") && man.contains("call"),
+        "every subcommand: {man}"
+    );
+    let bash = std::fs::read_to_string(root.join("usr/local/share/bash-completion/completions/ninewall")).unwrap();
+    assert!(bash.contains("complete") && bash.contains("--profile"), "{bash}");
     let policy = std::fs::read_to_string(root.join("etc/ninewall/policy.toml")).unwrap();
     assert!(policy.contains("profiles = \"/etc/ninewall/profiles\""), "{policy}");
     // The installed binary finds the installed profiles by name.
