@@ -44,16 +44,24 @@ pub struct Learned {
 /// Directories where a run's own files are: never profile entries.
 const OWN: [&str; 4] = ["/proc", "/dev", "/tmp", "/work"];
 
-/// The observation profile for `program` (resolved on the host) and the
-/// other executables it needs (a script's interpreter).
-pub fn observation_profile(executables: &[PathBuf]) -> String {
+/// The observation profile for `program` (resolved on the host), the
+/// other executables it needs (a script's interpreter) and the host paths
+/// its arguments name (a data directory given to it): those are in its view
+/// too, read-only.
+pub fn observation_profile(executables: &[PathBuf], arg_paths: &[PathBuf]) -> String {
     let exists = |p: &str| Path::new(p).exists();
-    let read: Vec<&str> = [
+    let mut read: Vec<&str> = [
         "/usr", "/etc", "/opt", "/srv", "/var/lib", "/lib", "/lib64", "/bin", "/sbin",
     ]
     .into_iter()
     .filter(|p| exists(p))
     .collect();
+    let named: Vec<String> = arg_paths
+        .iter()
+        .filter(|p| !read.iter().any(|r| p.starts_with(r)))
+        .map(|p| p.display().to_string())
+        .collect();
+    read.extend(named.iter().map(String::as_str));
     let libraries: Vec<&str> = ["/usr/lib", "/usr/lib64", "/usr/local/lib", "/usr/libexec"]
         .into_iter()
         .filter(|p| exists(p))
@@ -101,6 +109,62 @@ fn parent(path: &str) -> String {
         .map_or("/".to_string(), |p| p.display().to_string())
 }
 
+/// The symlinks a path goes through on the host (symlinked directories
+/// above it, and the file itself if it is one, repeatedly), and the real
+/// file at the end.
+fn links_on_the_way(path: &Path) -> (Vec<PathBuf>, Option<PathBuf>) {
+    let mut links = Vec::new();
+    let mut p = path.to_path_buf();
+    for _ in 0..8 {
+        for dir in p.ancestors().skip(1) {
+            if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink())
+                && !links.iter().any(|l| l == dir)
+            {
+                links.push(dir.to_path_buf());
+            }
+        }
+        let (Some(dir), Some(file)) = (p.parent(), p.file_name()) else {
+            return (links, None);
+        };
+        let Ok(real_dir) = std::fs::canonicalize(dir) else {
+            return (links, None);
+        };
+        let here = real_dir.join(file);
+        match std::fs::read_link(&here) {
+            Ok(target) => {
+                links.push(here);
+                p = real_dir.join(target);
+            }
+            Err(_) => return (links, here.exists().then_some(here)),
+        }
+    }
+    (links, None)
+}
+
+/// An executable's ELF interpreter: the kernel opens it by the path written
+/// in the program and follows each symlink on the way (/lib64 -> usr/lib64,
+/// then ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/...): every symlinked
+/// directory must be in the view, and every directory a link or the file is
+/// in, mappable.
+fn loader_chain(l: &mut Learned, exe: &Path) {
+    let Ok(crate::policy::elf::Loader::Elf(interp)) = crate::policy::elf::loader_of(exe) else {
+        return;
+    };
+    let why = format!("on the way to the ELF interpreter {}", interp.display());
+    let (links, real) = links_on_the_way(&interp);
+    for link in links {
+        let is_dir = std::fs::metadata(&link).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            l.read.insert(link.display().to_string(), why.clone());
+        } else {
+            l.libraries.insert(parent(&link.display().to_string()), why.clone());
+        }
+    }
+    if let Some(real) = real {
+        l.libraries.insert(parent(&real.display().to_string()), why);
+    }
+}
+
 /// The profile from an execution's records. `collapse`: directories whose
 /// files are read as the whole directory; `fan`: how many files read in one
 /// directory make the directory the entry.
@@ -116,32 +180,19 @@ pub fn learn(records: &[Value], name: &str, collapse: &[PathBuf], fan: usize) ->
         .find(|r| r.get("kind").and_then(Value::as_str) == Some("exec.start"));
     if let Some(program) = start.and_then(|s| s.get("program")).and_then(Value::as_str) {
         l.executables.insert(program.to_string(), "the program run".into());
-        if let Ok(crate::policy::elf::Loader::Elf(interp)) = crate::policy::elf::loader_of(Path::new(program)) {
-            // The kernel opens it by the path written in the program and
-            // follows each symlink on the way (/lib64 -> usr/lib64, then
-            // ld-linux-x86-64.so.2 -> ../lib/x86_64-linux-gnu/...): every
-            // symlinked directory and every directory a link is in must be
-            // in the view, the last one mappable.
-            let why = format!("on the way to the ELF interpreter {}", interp.display());
-            let mut p = interp.clone();
-            for _ in 0..8 {
-                for dir in p.ancestors().skip(1) {
-                    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
-                        l.read.insert(dir.display().to_string(), why.clone());
-                    }
-                }
-                let (Some(dir), Some(file)) = (p.parent(), p.file_name()) else {
-                    break;
-                };
-                let Ok(real_dir) = std::fs::canonicalize(dir) else {
-                    break;
-                };
-                l.libraries.insert(real_dir.display().to_string(), why.clone());
-                let here = real_dir.join(file);
-                match std::fs::read_link(&here) {
-                    Ok(target) => p = real_dir.join(target),
-                    Err(_) => break,
-                }
+        let program = Path::new(program);
+        loader_chain(&mut l, program);
+        if let Ok(crate::policy::elf::Loader::Script(interp)) = crate::policy::elf::loader_of(program) {
+            // The kernel runs the script's interpreter by the path on its #!
+            // line: each symlink on the way, then the file, an executable.
+            let why = format!("the interpreter of the script, {}", interp.display());
+            let (links, real) = links_on_the_way(&interp);
+            for link in links {
+                l.read.insert(link.display().to_string(), why.clone());
+            }
+            if let Some(real) = real {
+                l.executables.insert(real.display().to_string(), why);
+                loader_chain(&mut l, &real);
             }
         }
     }
@@ -395,33 +446,64 @@ fn learn_in(args: &crate::cli::LearnArgs, work: &Path, say: &dyn Fn(String)) -> 
         };
         let mut exes = vec![PathBuf::from(program)];
         if let Ok(crate::policy::elf::Loader::Script(interp)) = crate::policy::elf::loader_of(Path::new(program)) {
-            exes.push(interp);
+            // Listed as the host has it: /bin/sh is /usr/bin/dash here.
+            exes.push(std::fs::canonicalize(&interp).unwrap_or(interp));
         }
+        // Host paths in the arguments (absolute, existing, as the host has them).
+        let arg_paths: Vec<PathBuf> = command
+            .iter()
+            .skip(1)
+            .filter(|a| a.starts_with('/'))
+            .filter_map(|a| std::fs::canonicalize(a).ok())
+            .filter(|p| !exes.contains(p))
+            .collect();
+        // Observed until it executes nothing more than it may: a program it
+        // starts (cat, wc) that the observation did not list is refused there,
+        // then listed, and the command observed again (four times at most).
         let profile = work.join("observe.toml");
-        if std::fs::write(&profile, observation_profile(&exes)).is_err() {
-            say("learn: cannot write the observation profile".into());
-            return exit::SANDBOX;
+        let mut observed = None;
+        for round in 0..4 {
+            if std::fs::write(&profile, observation_profile(&exes, &arg_paths)).is_err() {
+                say("learn: cannot write the observation profile".into());
+                return exit::SANDBOX;
+            }
+            let log = work.join(format!("observe-{round}.jsonl"));
+            say(format!(
+                "learn: observing {} (every file access recorded)",
+                command.join(" ")
+            ));
+            let status = std::process::Command::new(&me)
+                .arg("run")
+                .arg("--profile")
+                .arg(&profile)
+                .arg("--audit-log")
+                .arg(&log)
+                .arg("--")
+                .args(&command)
+                .status();
+            let code = status.ok().and_then(|s| s.code()).map(i64::from);
+            let text = std::fs::read(&log).unwrap_or_default();
+            let records = crate::provenance::executions(&text, None)
+                .into_values()
+                .next()
+                .unwrap_or_default();
+            let more = refused_executables(&records, &exes);
+            observed = Some((records, code));
+            if more.is_empty() {
+                break;
+            }
+            say(format!(
+                "learn: it started {}, which the observation did not list: observing again with them",
+                more.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            exes.extend(more);
         }
-        let log = work.join("observe.jsonl");
-        say(format!(
-            "learn: observing {} (every file access recorded)",
-            command.join(" ")
-        ));
-        let status = std::process::Command::new(&me)
-            .arg("run")
-            .arg("--profile")
-            .arg(&profile)
-            .arg("--audit-log")
-            .arg(&log)
-            .arg("--")
-            .args(&command)
-            .status();
-        let code = status.ok().and_then(|s| s.code()).map(i64::from);
-        let text = std::fs::read(&log).unwrap_or_default();
-        let records = crate::provenance::executions(&text, None)
-            .into_values()
-            .next()
-            .unwrap_or_default();
+        let Some((records, code)) = observed else {
+            return exit::SANDBOX;
+        };
         if records.is_empty() {
             say("learn: the observation run left no records: nothing to learn".into());
             return exit::SANDBOX;
@@ -527,6 +609,27 @@ fn learn_in(args: &crate::cli::LearnArgs, work: &Path, say: &dyn Fn(String)) -> 
             0
         }
     }
+}
+
+/// Programs an observation run tried to execute and was refused, that are
+/// executable files on the host and not listed yet.
+fn refused_executables(records: &[Value], listed: &[PathBuf]) -> Vec<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out: Vec<PathBuf> = Vec::new();
+    for r in records {
+        let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+        if text("kind") != "file" || text("access") != "exec" || text("verdict") != "refused" {
+            continue;
+        }
+        let Ok(real) = std::fs::canonicalize(text("path")) else {
+            continue;
+        };
+        let runnable = std::fs::metadata(&real).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if runnable && !listed.contains(&real) && !out.contains(&real) {
+            out.push(real);
+        }
+    }
+    out
 }
 
 /// A program named by path or by a name in a standard `PATH` directory, as

@@ -822,7 +822,16 @@ fn check_interpreters(
         match elf::loader_of(exe) {
             Ok(elf::Loader::Static) => {}
             Ok(elf::Loader::Script(interp)) => {
-                if !executables.contains(&interp) {
+                // Listed by its own name, or by the file it is on this host
+                // (`#!/bin/sh` with /usr/bin/dash listed).
+                let real = std::fs::canonicalize(&interp).ok();
+                let listed = executables.contains(&interp)
+                    || real.is_some_and(|r| {
+                        executables
+                            .iter()
+                            .any(|e| std::fs::canonicalize(e).is_ok_and(|c| c == r))
+                    });
+                if !listed {
                     c.bad(at, format!("is a script for {interp:?}, which is not in exec.executables; a script runs only when its interpreter is listed"));
                 }
             }

@@ -721,3 +721,88 @@ fn run_json_puts_the_outcome_on_the_last_line_of_stderr() {
         "{v}"
     );
 }
+
+/// A script that reads a data directory it is given and writes a report: the
+/// learned profile runs it again, reads no more than the data it read, and is
+/// a subset of a hand-written permissive profile for the same job.
+#[test]
+fn learn_a_shell_script_that_reads_data_and_writes_a_report() {
+    let who = identities()[0];
+    let dir = exec_dir().join(format!("learn-script-{}", unique()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for (name, text) in [("a.csv", "1\n2\n"), ("b.csv", "3\n")] {
+        std::fs::write(data.join(name), text).unwrap();
+    }
+    let script = dir.join("report.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat \"$1\"/*.csv > /work/all.txt\nwc -l < /work/all.txt\n",
+    )
+    .unwrap();
+    for p in [&dir, &data] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for f in ["a.csv", "b.csv"] {
+        std::fs::set_permissions(data.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = scratch_dir("learn-script-out");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let learned = out.join("report.toml");
+    let r = Run::from_output(
+        ninewall(who)
+            .args(["learn", "--out"])
+            .arg(&learned)
+            .arg("--")
+            .arg(&script)
+            .arg(&data)
+            .output()
+            .unwrap(),
+    );
+    r.assert_code(0);
+    assert!(r.stderr.contains("exits 0 under it, as it did observed"), "{r:#?}");
+    let text = std::fs::read_to_string(&learned).unwrap();
+    check_profile(&learned, false).assert_code(0);
+    // The script's interpreter and what it ran are executables; the data is read.
+    assert!(text.contains("# the interpreter of the script, /bin/sh"), "{text}");
+    assert!(
+        text.contains("/usr/bin/cat\",  # executed") && text.contains("/usr/bin/wc\",  # executed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{:?},", data.display().to_string()))
+            || text.contains(&format!("{:?},", data.join("a.csv").display().to_string())),
+        "{text}"
+    );
+    let again = run(
+        who,
+        &learned,
+        &[],
+        &[script.to_str().unwrap(), data.to_str().unwrap()],
+        None,
+    );
+    again.assert_code(0);
+    assert_eq!(again.stdout.trim(), "3");
+    // Within a hand-written permissive profile for the same job.
+    let permissive = write_profile(
+        "report-permissive",
+        &format!(
+            "[mbu]\nname = \"report-permissive\"\n[exec]\nexecutables = [{s:?}, \"/usr/bin/dash\", \"/usr/bin/cat\", \"/usr/bin/wc\"]\n[fs]\nread = [\"/usr\", \"/etc\", \"/lib\", \"/lib64\", \"/bin\", {d:?}]\nlibraries = [\"/usr/lib\", \"/usr/lib64\"]\n[syscalls]\nallow = [\"@default\", \"@network-io\"]\n[limits]\nmemory = \"1G\"\ncpu_seconds = 60\nwall_seconds = 60\noutput = \"64M\"\n",
+            s = script.to_str().unwrap(),
+            d = dir.to_str().unwrap()
+        ),
+    );
+    let diff = Run::from_output(
+        ninewall(who)
+            .arg("diff")
+            .arg(&learned)
+            .arg(&permissive)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        diff.code, 0,
+        "the learned profile asks for more than the permissive one: {diff:#?}"
+    );
+}
