@@ -199,10 +199,34 @@ pub fn learn(records: &[Value], name: &str, collapse: &[PathBuf], fan: usize) ->
     let mut reads: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in records {
         let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        if text("kind") != "file" || text("verdict") != "allowed" {
+        if text("kind") != "file" {
             continue;
         }
         let path = text("path");
+        if text("verdict") != "allowed" {
+            // The observation lets no write outside the workspace and /tmp
+            // through; one it refused, into a directory the host has, is
+            // what the command wanted: allowed by the learned profile (and
+            // done for real when the command runs again under it).
+            let writing = matches!(text("access").as_str(), "write" | "create" | "delete");
+            // The narrowest entry: an existing file written is itself; an
+            // entry made or removed is its directory.
+            let target = if text("access") == "write" && Path::new(&path).is_file() {
+                path.clone()
+            } else {
+                parent(&path)
+            };
+            if writing && !own(&path) && Path::new(&target).exists() {
+                let real = std::fs::canonicalize(&target).map_or(target, |d| d.display().to_string());
+                l.write.entry(real).or_insert_with(|| {
+                    format!(
+                        "{} {path} (refused while observing: writes outside the workspace and /tmp are)",
+                        text("access")
+                    )
+                });
+            }
+            continue;
+        }
         let exists = r.get("exists").and_then(Value::as_bool).unwrap_or(false);
         if own(&path) || path.is_empty() {
             continue;

@@ -735,9 +735,17 @@ fn learn_a_shell_script_that_reads_data_and_writes_a_report() {
         std::fs::write(data.join(name), text).unwrap();
     }
     let script = dir.join("report.sh");
+    // The report goes to the workspace and, as a copy, to a host directory
+    // outside it: a write the observation refuses and the learned profile allows.
+    let reports = dir.join("reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    std::fs::set_permissions(&reports, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::write(
         &script,
-        "#!/bin/sh\ncat \"$1\"/*.csv > /work/all.txt\nwc -l < /work/all.txt\n",
+        format!(
+            "#!/bin/sh\ncat \"$1\"/*.csv > /work/all.txt\ncat /work/all.txt > {}/all.txt\nwc -l < /work/all.txt\n",
+            reports.display()
+        ),
     )
     .unwrap();
     for p in [&dir, &data] {
@@ -760,10 +768,20 @@ fn learn_a_shell_script_that_reads_data_and_writes_a_report() {
             .output()
             .unwrap(),
     );
-    r.assert_code(0);
-    assert!(r.stderr.contains("exits 0 under it, as it did observed"), "{r:#?}");
+    // Observed, the copy outside the workspace was refused (the script went
+    // on); under the learned profile it is made.
+    assert!(r.stderr.contains("exits 0 under it"), "{r:#?}");
     let text = std::fs::read_to_string(&learned).unwrap();
     check_profile(&learned, false).assert_code(0);
+    assert!(
+        text.contains(&format!("{:?},  # create", reports.display().to_string())),
+        "{text}"
+    );
+    assert!(
+        reports.join("all.txt").is_file(),
+        "the re-run under the learned profile wrote the copy"
+    );
+    std::fs::remove_file(reports.join("all.txt")).unwrap();
     // The script's interpreter and what it ran are executables; the data is read.
     assert!(text.contains("# the interpreter of the script, /bin/sh"), "{text}");
     assert!(
@@ -788,9 +806,10 @@ fn learn_a_shell_script_that_reads_data_and_writes_a_report() {
     let permissive = write_profile(
         "report-permissive",
         &format!(
-            "[mbu]\nname = \"report-permissive\"\n[exec]\nexecutables = [{s:?}, \"/usr/bin/dash\", \"/usr/bin/cat\", \"/usr/bin/wc\"]\n[fs]\nread = [\"/usr\", \"/etc\", \"/lib\", \"/lib64\", \"/bin\", {d:?}]\nlibraries = [\"/usr/lib\", \"/usr/lib64\"]\n[syscalls]\nallow = [\"@default\", \"@network-io\"]\n[limits]\nmemory = \"1G\"\ncpu_seconds = 60\nwall_seconds = 60\noutput = \"64M\"\n",
+            "[mbu]\nname = \"report-permissive\"\n[exec]\nexecutables = [{s:?}, \"/usr/bin/dash\", \"/usr/bin/cat\", \"/usr/bin/wc\"]\n[fs]\nread = [\"/usr\", \"/etc\", \"/lib\", \"/lib64\", \"/bin\", {d:?}]\nlibraries = [\"/usr/lib\", \"/usr/lib64\"]\nwrite = [{w:?}]\n[syscalls]\nallow = [\"@default\", \"@network-io\"]\n[limits]\nmemory = \"1G\"\ncpu_seconds = 60\nwall_seconds = 60\noutput = \"64M\"\n",
             s = script.to_str().unwrap(),
-            d = dir.to_str().unwrap()
+            d = dir.to_str().unwrap(),
+            w = reports.to_str().unwrap()
         ),
     );
     let diff = Run::from_output(
