@@ -425,7 +425,7 @@ fn learn_in(args: &crate::cli::LearnArgs, work: &Path, say: &dyn Fn(String)) -> 
     };
     // The program, as the host has it: the observation lists it by that name.
     let command: Vec<String> = match args.command.split_first() {
-        Some((first, rest)) => match resolve(first) {
+        Some((first, rest)) => match crate::pipeline::on_host(first).filter(|p| p.is_file()) {
             Some(p) => std::iter::once(p.display().to_string())
                 .chain(rest.iter().cloned())
                 .collect(),
@@ -654,30 +654,6 @@ fn refused_executables(records: &[Value], listed: &[PathBuf]) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// A program named by path or by a name in a standard `PATH` directory, as
-/// the host has it (symlinks followed).
-fn resolve(given: &str) -> Option<PathBuf> {
-    let candidates: Vec<PathBuf> = if given.contains('/') {
-        vec![PathBuf::from(given)]
-    } else {
-        [
-            "/usr/local/sbin",
-            "/usr/local/bin",
-            "/usr/sbin",
-            "/usr/bin",
-            "/sbin",
-            "/bin",
-        ]
-        .iter()
-        .map(|d| Path::new(d).join(given))
-        .collect()
-    };
-    candidates
-        .iter()
-        .find_map(|c| std::fs::canonicalize(c).ok())
-        .filter(|p| p.is_file())
 }
 
 #[cfg(test)]

@@ -372,6 +372,17 @@ pub fn program_alias(executables: &[PathBuf], given: &str) -> Option<PathBuf> {
     {
         return None;
     }
+    let real = on_host(given)?;
+    executables
+        .iter()
+        .find(|e| std::fs::canonicalize(e).is_ok_and(|r| r == real))
+        .cloned()
+}
+
+/// A program named by path, or by a name in a standard `PATH` directory
+/// (`/usr/local/sbin` … `/bin`, never the caller's `PATH`), as the host has
+/// it: symlinks followed.
+pub fn on_host(given: &str) -> Option<PathBuf> {
     let candidates: Vec<PathBuf> = if given.contains('/') {
         vec![PathBuf::from(given)]
     } else {
@@ -387,11 +398,7 @@ pub fn program_alias(executables: &[PathBuf], given: &str) -> Option<PathBuf> {
         .map(|d| Path::new(d).join(given))
         .collect()
     };
-    let real = candidates.iter().find_map(|c| std::fs::canonicalize(c).ok())?;
-    executables
-        .iter()
-        .find(|e| std::fs::canonicalize(e).is_ok_and(|r| r == real))
-        .cloned()
+    candidates.iter().find_map(|c| std::fs::canonicalize(c).ok())
 }
 
 /// Where a profile given by name (`--profile reason`) is looked for, in

@@ -156,17 +156,10 @@ fn run(args: RunArgs) -> i32 {
     };
     let Some(fd) = outcome_fd else {
         if json {
-            let mut messages = Messages::kept();
-            let finished = pipeline::execute(&invocation, &mut messages);
-            let line = OutcomeLine {
-                exec: finished.exec,
-                exit_code: finished.code,
-                limit: finished.limit.map(|l| l.name().to_string()),
-                messages: messages.take(),
-            };
+            let (code, line) = execute_kept(&invocation);
             let text = serde_json::to_string(&line).unwrap_or_default();
             let _ = writeln!(std::io::stderr().lock(), "\n{text}");
-            return finished.code;
+            return code;
         }
         return pipeline::execute(&invocation, &mut Messages::to_stderr()).code;
     };
@@ -185,22 +178,29 @@ fn run(args: RunArgs) -> i32 {
         say(format!("--outcome-fd {fd}: the requester is gone; nothing ran"));
         return EXIT_SANDBOX;
     }
-    let mut messages = Messages::kept();
     let invocation = Invocation {
         requester: Some(std::os::fd::AsRawFd::as_raw_fd(&out)),
         ..invocation
     };
-    let finished = pipeline::execute(&invocation, &mut messages);
+    let (code, line) = execute_kept(&invocation);
+    if serde_json::to_writer(&mut out, &line).is_err() || out.write_all(b"\n").is_err() {
+        return EXIT_SANDBOX;
+    }
+    code
+}
+
+/// Runs the invocation with ninewall's own messages kept, not said: the
+/// exit code, and the outcome as one line (`run --json`, `--outcome-fd`).
+fn execute_kept(invocation: &Invocation) -> (i32, OutcomeLine) {
+    let mut messages = Messages::kept();
+    let finished = pipeline::execute(invocation, &mut messages);
     let line = OutcomeLine {
         exec: finished.exec,
         exit_code: finished.code,
         limit: finished.limit.map(|l| l.name().to_string()),
         messages: messages.take(),
     };
-    if serde_json::to_writer(&mut out, &line).is_err() || out.write_all(b"\n").is_err() {
-        return EXIT_SANDBOX;
-    }
-    finished.code
+    (finished.code, line)
 }
 
 fn audit(action: AuditAction) -> i32 {
