@@ -861,6 +861,18 @@ fn finish(
             return Finished::recorded(exit::SANDBOX, exec_id, None);
         }
     };
+    // Wall 6's connections, a batch at a time; `exec.end` makes them durable.
+    if let Some(net) = &outcome.net {
+        for batch in net.kept.chunks(FILE_BATCH) {
+            if log.append_batch(provenance::net_records(exec_id, batch)).is_err() {
+                messages.say(format!(
+                    "provenance: {} connection records could not be written to {}",
+                    batch.len(),
+                    log.path().display()
+                ));
+            }
+        }
+    }
     let result = Ok(outcome);
     // The end is on disk before the caller learns anything, and before
     // waiting for a slow reader to take the last of the output.

@@ -219,6 +219,9 @@ pub struct SetupPlan {
     /// instead of making its own is mounted; `None`: a namespace of its own
     /// (see `sandbox::netns` for when a sandbox may share).
     pub shared_netns: Option<PathBuf>,
+    /// Wall 6 with `net.mode = "proxy"`: where the supervisor's proxy may
+    /// connect the sandbox to (`net.allow`); empty otherwise.
+    pub proxy: Vec<crate::policy::egress::Rule>,
     /// Mounts, in order.
     pub mounts: Vec<Mount>,
     /// Working directory inside.
@@ -457,11 +460,18 @@ impl SetupPlan {
         let mut mounts = profile_binds(policy);
         mounts.extend(guard_mounts(policy, request));
         mounts.extend(fixed_mounts(policy, request));
+        // With the proxy, the only way out is its port on the sandbox's own
+        // loopback; Landlock lets nothing connect elsewhere but the
+        // profile's own ports.
+        let mut connect = policy.net_connect.clone();
+        if policy.net == NetMode::Proxy && !connect.contains(&crate::policy::egress::PROXY_PORT) {
+            connect.push(crate::policy::egress::PROXY_PORT);
+        }
         let landlock = landlock::plan(
             host.kernel.landlock_abi,
             &policy.landlock_require,
             &places(policy),
-            &policy.net_connect,
+            &connect,
             &policy.net_bind,
         )?;
 
@@ -478,6 +488,11 @@ impl SetupPlan {
             ids,
             net: policy.net,
             shared_netns,
+            proxy: if policy.net == NetMode::Proxy {
+                policy.net_allow.clone()
+            } else {
+                Vec::new()
+            },
             mounts,
             workdir: policy.workdir.clone(),
             program,

@@ -169,6 +169,7 @@ struct RawNet {
     mode: Option<Spanned<String>>,
     connect: Option<Vec<Spanned<i64>>>,
     bind: Option<Vec<Spanned<i64>>>,
+    allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,6 +200,9 @@ struct RawLimits {
     output: Option<Spanned<Scalar>>,
     inotify_instances: Option<Spanned<Scalar>>,
     inotify_watches: Option<Spanned<Scalar>>,
+    connections: Option<Spanned<Scalar>>,
+    connection_bytes: Option<Spanned<Scalar>>,
+    connection_seconds: Option<Spanned<Scalar>>,
     cgroups: Option<Spanned<Scalar>>,
 }
 
@@ -309,6 +313,8 @@ pub struct Profile {
     pub net_connect: Vec<At<i64>>,
     /// `net.bind`: TCP ports, union over the chain.
     pub net_bind: Vec<At<i64>>,
+    /// `net.allow`: the proxy's destinations, union over the chain.
+    pub net_allow: Vec<At<String>>,
     /// `landlock.require`: the Landlock features the profile will not run
     /// without. `None` means the default (every feature ninewall knows).
     pub landlock_require: Option<At<Vec<At<String>>>>,
@@ -398,6 +404,7 @@ impl Profile {
         }
         if let Some(net) = raw.net {
             set(&mut self.net_mode, net.mode, file, "net.mode");
+            append(&mut self.net_allow, net.allow, file, "net.allow");
             for (key, list, more) in [
                 ("net.connect", &mut self.net_connect, net.connect),
                 ("net.bind", &mut self.net_bind, net.bind),
@@ -450,6 +457,9 @@ impl Profile {
                 ("output", l.output),
                 ("inotify_instances", l.inotify_instances),
                 ("inotify_watches", l.inotify_watches),
+                ("connections", l.connections),
+                ("connection_bytes", l.connection_bytes),
+                ("connection_seconds", l.connection_seconds),
                 ("cgroups", l.cgroups),
             ] {
                 if let Some(v) = value {

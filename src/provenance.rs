@@ -721,6 +721,27 @@ pub fn execution_story(id: &str, records: &[Value]) -> String {
                     .and_then(Value::as_u64)
                     .map_or(String::new(), |l| format!(" (line {l})"))
             )),
+            "net.connect" => {
+                let allowed = r.pointer("/allowed").and_then(Value::as_bool) == Some(true);
+                let to = format!("{}:{}", quoted(r, "/host"), f(r, "/port"));
+                s.push_str(&if allowed {
+                    format!(
+                        "  {time} net      {} {to} via {} allowed; {} bytes out, {} in, {} ms, {}\n",
+                        text(r, "/protocol"),
+                        text(r, "/address"),
+                        f(r, "/bytes_out"),
+                        f(r, "/bytes_in"),
+                        f(r, "/duration_ms"),
+                        text(r, "/ended")
+                    )
+                } else {
+                    format!(
+                        "  {time} refused  net {} {to}: {}\n",
+                        text(r, "/protocol"),
+                        text(r, "/refused")
+                    )
+                });
+            }
             "delegate.refused" => s.push_str(&format!(
                 "  {time} refused  delegation to {}: {}\n",
                 quoted(r, "/mbu"),
@@ -850,6 +871,17 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
             "filesystem": {"mounts": plan.mounts.len()},
             "namespaces": ["user", "mount", "pid", "ipc", "uts", "net", "cgroup", "time"],
             "network": plan.net,
+            "egress": if plan.net == crate::policy::NetMode::Proxy {
+                json!({
+                    "proxy": format!("127.0.0.1:{}", crate::policy::egress::PROXY_PORT),
+                    "allow": plan.proxy.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "connections": plan.limits.connections,
+                    "connection_bytes": plan.limits.connection_bytes,
+                    "connection_seconds": plan.limits.connection_seconds,
+                })
+            } else {
+                Value::Null
+            },
             "shared_net_namespace": cx.shared_network,
             "landlock": landlock,
             "seccomp": {
@@ -1090,6 +1122,33 @@ impl Chained for FileRecord<'_> {
     }
 }
 
+/// `net.connect` records: wall 6's proxy's connections, as the supervisor
+/// saw them from the host's side (what it connected to and carried, not
+/// the sandbox's word). Written in batches before `exec.end`, so that the
+/// supervisor never holds more than a batch of them as JSON.
+pub fn net_records(id: &str, connections: &[crate::sandbox::proxy::Connection]) -> Vec<Value> {
+    connections
+        .iter()
+        .map(|c| {
+            json!({
+                "kind": "net.connect",
+                "exec": id,
+                "time": rfc3339(c.at),
+                "protocol": c.protocol,
+                "host": bounded(&c.host),
+                "port": c.port,
+                "address": c.address.map(|a| a.ip().to_string()),
+                "allowed": c.refused.is_none(),
+                "refused": c.refused.map(crate::policy::egress::Refusal::describe),
+                "bytes_out": c.bytes_out,
+                "bytes_in": c.bytes_in,
+                "duration_ms": c.duration_ms,
+                "ended": c.ended,
+            })
+        })
+        .collect()
+}
+
 /// The records of an execution's end: one `syscall.denied` per refused
 /// syscall, then `exec.end`.
 pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Value> {
@@ -1140,6 +1199,13 @@ pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Val
         "resources": o.resources,
         "refused_syscalls": o.refused.iter().map(|(_, n)| n).sum::<u64>(),
         "guard_refused": o.guard_refused_total,
+        "net": o.net.as_ref().map(|n| json!({
+            "connections": n.total,
+            "refused": n.refused,
+            "bytes_out": n.bytes_out,
+            "bytes_in": n.bytes_in,
+            "unrecorded": n.total - n.kept.len() as u64,
+        })),
     }));
     out
 }

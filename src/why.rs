@@ -88,6 +88,29 @@ pub fn explain(records: &[Value], only: Option<&str>) -> Vec<Advice> {
                     allowable: true,
                 });
             }
+            Some("net.connect") if only.is_none() && r.get("refused").is_some_and(|v| !v.is_null()) => {
+                let host = crate::provenance::bounded_text(r.get("host").unwrap_or(&Value::Null));
+                let port = r.get("port").and_then(Value::as_u64).unwrap_or(0);
+                let why = text("refused");
+                let fix = match why.as_str() {
+                    "not in net.allow" if !host.is_empty() => {
+                        let entry = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+                        format!("net.allow += [\"{entry}\"]")
+                    }
+                    w if w.starts_with("resolved to an internal") => format!(
+                        "net.allow += [\"{host}:{port}\"] (the exact name, which may resolve to internal addresses), or the address itself"
+                    ),
+                    "limits.connections reached" => "limits.connections = a larger number".to_string(),
+                    _ => "none: the request itself was refused (see the record)".to_string(),
+                };
+                add(Advice {
+                    wall: "wall 6 (network, proxy)",
+                    what: format!("a connection to {host}:{port} ({why})"),
+                    count: 1,
+                    allowable: fix.starts_with("net.allow") || fix.starts_with("limits"),
+                    fix,
+                });
+            }
             Some("guard.refused") if only.is_none() => add(guard_advice(&crate::provenance::bounded_text(
                 r.get("what").unwrap_or(&Value::Null),
             ))),

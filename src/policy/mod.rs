@@ -8,6 +8,7 @@
 //! do, executables are executable files), and reports *all* problems at once,
 //! each naming its file, line and key and saying what would be valid.
 
+pub mod egress;
 pub mod elf;
 pub mod fs;
 pub mod ldcache;
@@ -50,6 +51,29 @@ pub enum NetMode {
     None,
     /// A network namespace with only `lo`, up.
     Loopback,
+    /// As `Loopback`, and on it the supervisor's proxy (`egress`), which
+    /// connects to the destinations of `net.allow` from the host's network.
+    Proxy,
+}
+
+impl NetMode {
+    /// How much network a mode gives, for comparing two profiles.
+    pub fn rank(self) -> u8 {
+        match self {
+            NetMode::None => 0,
+            NetMode::Loopback => 1,
+            NetMode::Proxy => 2,
+        }
+    }
+
+    /// The profile's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetMode::None => "none",
+            NetMode::Loopback => "loopback",
+            NetMode::Proxy => "proxy",
+        }
+    }
 }
 
 /// The sandbox's scratch space: a tmpfs by default, or a host directory given at
@@ -99,6 +123,8 @@ pub struct Policy {
     pub net_connect: Vec<u16>,
     /// TCP ports the sandbox may bind (Landlock).
     pub net_bind: Vec<u16>,
+    /// `net.allow`: where the proxy may connect (only with `NetMode::Proxy`).
+    pub net_allow: Vec<egress::Rule>,
     /// The ELF interpreters of the executables, by their real path on this
     /// host: the kernel executes them too, so Landlock must allow it.
     pub interpreters: Vec<PathBuf>,
@@ -198,6 +224,13 @@ pub struct Limits {
     /// inotify watches the sandbox may hold, all its processes together
     /// (its user namespace's `max_inotify_watches`).
     pub inotify_watches: u64,
+    /// Connections the proxy makes for one execution, refused ones
+    /// included (`net.mode = "proxy"`).
+    pub connections: u64,
+    /// Bytes one proxied connection may carry, both ways together.
+    pub connection_bytes: u64,
+    /// Seconds one proxied connection may last.
+    pub connection_seconds: u64,
     /// Whether cgroups are required.
     pub cgroups: CgroupMode,
 }
@@ -214,6 +247,9 @@ impl Default for Limits {
             output: 8 << 20,
             inotify_instances: 16,
             inotify_watches: 4096,
+            connections: 256,
+            connection_bytes: 64 << 20,
+            connection_seconds: 60,
             cgroups: CgroupMode::BestEffort,
         }
     }
@@ -334,7 +370,9 @@ impl Policy {
         use crate::seccomp::Family;
         match self.net {
             NetMode::None => vec![Family::Unix],
-            NetMode::Loopback => vec![Family::Unix, Family::Inet, Family::Inet6, Family::NetlinkRoute],
+            NetMode::Loopback | NetMode::Proxy => {
+                vec![Family::Unix, Family::Inet, Family::Inet6, Family::NetlinkRoute]
+            }
         }
     }
 }
@@ -423,8 +461,12 @@ impl Policy {
             Some(at) => match at.value.as_str() {
                 "none" => NetMode::None,
                 "loopback" => NetMode::Loopback,
+                "proxy" => NetMode::Proxy,
                 _ => {
-                    c.bad(at, "unknown network mode; valid: \"none\" or \"loopback\"");
+                    c.bad(
+                        at,
+                        "unknown network mode; valid: \"none\", \"loopback\" or \"proxy\" (with net.allow)",
+                    );
                     NetMode::None
                 }
             },
@@ -432,6 +474,11 @@ impl Policy {
 
         let net_connect = check_ports(&mut c, &profile.net_connect, net);
         let net_bind = check_ports(&mut c, &profile.net_bind, net);
+        let net_allow = check_allow(&mut c, profile, net);
+        let mut env = env;
+        if net == NetMode::Proxy {
+            env.extend(proxy_env().into_iter().map(|(k, v)| (k.to_string(), v)));
+        }
         let mappable: Vec<&FsEntry> = libraries.iter().map(|(_, e)| e).collect();
         let data: Vec<&FsEntry> = read.iter().map(|(_, e)| e).collect();
         let interpreters = check_interpreters(&mut c, &profile.executables, &executables, &mappable, &data);
@@ -490,6 +537,7 @@ impl Policy {
             net,
             net_connect,
             net_bind,
+            net_allow,
             interpreters,
             landlock_require,
             syscalls,
@@ -682,6 +730,9 @@ fn check_limits(c: &mut Checker, profile: &Profile) -> Limits {
             "output" => size(0, 1 << 40).map(|n| limits.output = n),
             "inotify_instances" => count(0, 1 << 16).map(|n| limits.inotify_instances = n),
             "inotify_watches" => count(0, 1 << 20).map(|n| limits.inotify_watches = n),
+            "connections" => count(1, 1 << 20).map(|n| limits.connections = n),
+            "connection_bytes" => size(1 << 10, 1 << 40).map(|n| limits.connection_bytes = n),
+            "connection_seconds" => seconds(7 * 86400).map(|n| limits.connection_seconds = n),
             "cgroups" => match &at.value {
                 Scalar::Text(t) if t == "strict" => {
                     limits.cgroups = CgroupMode::Strict;
@@ -769,13 +820,87 @@ fn check_syscalls(c: &mut Checker, profile: &Profile) -> Syscalls {
     }
 }
 
+/// The environment a proxied sandbox gets, so that ordinary clients use the
+/// proxy without being told: curl, pip, requests and urllib read the
+/// `*_PROXY` variables (some only the lower-case ones); `ALL_PROXY` is
+/// SOCKS5 with names resolved by the proxy (`socks5h`); `NINEWALL_PROXY`
+/// is the plain address for clients that take one.
+pub fn proxy_env() -> Vec<(&'static str, String)> {
+    let http = format!("http://127.0.0.1:{}", egress::PROXY_PORT);
+    let socks = format!("socks5h://127.0.0.1:{}", egress::PROXY_PORT);
+    vec![
+        ("HTTP_PROXY", http.clone()),
+        ("HTTPS_PROXY", http.clone()),
+        ("ALL_PROXY", socks.clone()),
+        ("http_proxy", http.clone()),
+        ("https_proxy", http),
+        ("all_proxy", socks),
+        ("NO_PROXY", String::new()),
+        ("no_proxy", String::new()),
+        ("NINEWALL_PROXY", format!("127.0.0.1:{}", egress::PROXY_PORT)),
+    ]
+}
+
+fn check_allow(c: &mut Checker, profile: &Profile, net: NetMode) -> Vec<egress::Rule> {
+    let mut out: Vec<egress::Rule> = Vec::new();
+    for at in &profile.net_allow {
+        let problem = match egress::Rule::parse(&at.value) {
+            Err(m) => Some(m),
+            Ok(_) if net != NetMode::Proxy => Some(format!(
+                "needs the proxy; valid: set net.mode = \"proxy\" (it is \"{}\") or remove the entry",
+                net.name()
+            )),
+            Ok(r) if out.contains(&r) => Some("is named twice".to_string()),
+            Ok(r) => {
+                out.push(r);
+                None
+            }
+        };
+        if let Some(m) = problem {
+            c.bad(at, m);
+        }
+    }
+    if net == NetMode::Proxy && profile.net_allow.is_empty() {
+        c.missing(
+            "net.allow",
+            "is empty: a proxy that may connect nowhere; valid: list HOST:PORT entries (api.example:443) or set net.mode = \"loopback\"",
+        );
+    }
+    if out.len() > egress::MAX_RULES {
+        c.missing(
+            "net.allow",
+            format!("has {} entries; at most {} are accepted", out.len(), egress::MAX_RULES),
+        );
+    }
+    if net == NetMode::Proxy {
+        for at in &profile.net_bind {
+            if at.value == i64::from(egress::PROXY_PORT) {
+                c.problems.push(Problem {
+                    origin: at.origin.clone(),
+                    value: Some(at.value.to_string()),
+                    message: "is the proxy's port with net.mode = \"proxy\"; valid: another port".into(),
+                });
+            }
+        }
+        for (name, _) in proxy_env() {
+            if let Some(at) = profile.env.get(name) {
+                c.bad(
+                    at,
+                    "is set by the proxy with net.mode = \"proxy\"; valid: remove it from exec.env",
+                );
+            }
+        }
+    }
+    out
+}
+
 fn check_ports(c: &mut Checker, list: &[At<i64>], net: NetMode) -> Vec<u16> {
     let mut out = Vec::new();
     for at in list {
         let problem = match u16::try_from(at.value) {
             Err(_) => Some("is not a TCP port; valid: 0 to 65535".to_string()),
             Ok(_) if net == NetMode::None => Some(
-                "is useless with net.mode = \"none\" (no interface is up); valid: set net.mode = \"loopback\" or remove the port"
+                "is useless with net.mode = \"none\" (no interface is up); valid: set net.mode = \"loopback\" or \"proxy\", or remove the port"
                     .to_string(),
             ),
             Ok(p) if out.contains(&p) => Some("is named twice".to_string()),

@@ -83,8 +83,13 @@ pub fn excess(a: &Policy, b: &Policy) -> Vec<Excess> {
             format!("{} > {}", format_size(a.tmp_size), format_size(b.tmp_size)),
         );
     }
-    if a.net == NetMode::Loopback && b.net == NetMode::None {
-        gained("net.mode", "loopback (an interface that is up) > none".into());
+    if a.net.rank() > b.net.rank() {
+        gained("net.mode", format!("{} > {}", net_words(a.net), net_words(b.net)));
+    }
+    for r in a.net_allow.iter().filter(|_| a.net == NetMode::Proxy) {
+        if b.net != NetMode::Proxy || !b.net_allow.iter().any(|q| q.covers(r)) {
+            gained("net.allow", format!("may connect through the proxy to {r}"));
+        }
     }
     for p in &a.net_connect {
         if !b.net_connect.contains(p) {
@@ -163,6 +168,14 @@ fn limit_excess(a: &Limits, b: &Limits, gained: &mut impl FnMut(&'static str, St
             &count,
         ),
         ("limits.inotify_watches", a.inotify_watches, b.inotify_watches, &count),
+        ("limits.connections", a.connections, b.connections, &count),
+        ("limits.connection_bytes", a.connection_bytes, b.connection_bytes, &size),
+        (
+            "limits.connection_seconds",
+            a.connection_seconds,
+            b.connection_seconds,
+            &count,
+        ),
     ] {
         if x > y {
             gained(key, format!("{} > {}", show(x), show(y)));
@@ -195,6 +208,14 @@ fn python_excess(a: Option<&PythonPolicy>, b: Option<&PythonPolicy>, gained: &mu
                 format!("may import {} from {}", p.name, p.source.display()),
             );
         }
+    }
+}
+
+fn net_words(n: NetMode) -> &'static str {
+    match n {
+        NetMode::None => "none",
+        NetMode::Loopback => "loopback (an interface that is up)",
+        NetMode::Proxy => "proxy (connections to net.allow)",
     }
 }
 
@@ -250,10 +271,24 @@ pub fn intersect(a: &Policy, b: &Policy) -> Policy {
     p.library_cache = super::ldcache::for_sandbox(&shown, &others);
     p.workspace.size = a.workspace.size.min(b.workspace.size);
     p.tmp_size = a.tmp_size.min(b.tmp_size);
-    p.net = if a.net == NetMode::None || b.net == NetMode::None {
-        NetMode::None
+    p.net = if a.net.rank() <= b.net.rank() { a.net } else { b.net };
+    p.net_allow = if p.net == NetMode::Proxy {
+        let mut allow: Vec<super::egress::Rule> = a
+            .net_allow
+            .iter()
+            .filter(|r| b.net_allow.iter().any(|q| q.covers(r)))
+            .cloned()
+            .collect();
+        for r in &b.net_allow {
+            if a.net_allow.iter().any(|q| q.covers(r)) && !allow.contains(r) {
+                allow.push(r.clone());
+            }
+        }
+        allow
     } else {
-        NetMode::Loopback
+        p.env
+            .retain(|k, _| !super::proxy_env().iter().any(|(name, _)| name == k));
+        Vec::new()
     };
     p.net_connect.retain(|x| b.net_connect.contains(x));
     p.net_bind.retain(|x| b.net_bind.contains(x));
@@ -268,6 +303,9 @@ pub fn intersect(a: &Policy, b: &Policy) -> Policy {
         output: a.limits.output.min(b.limits.output),
         inotify_instances: a.limits.inotify_instances.min(b.limits.inotify_instances),
         inotify_watches: a.limits.inotify_watches.min(b.limits.inotify_watches),
+        connections: a.limits.connections.min(b.limits.connections),
+        connection_bytes: a.limits.connection_bytes.min(b.limits.connection_bytes),
+        connection_seconds: a.limits.connection_seconds.min(b.limits.connection_seconds),
         cgroups: if a.limits.cgroups == CgroupMode::Strict || b.limits.cgroups == CgroupMode::Strict {
             CgroupMode::Strict
         } else {
@@ -376,7 +414,7 @@ mod tests {
     fn policy(rng: &mut Rng) -> Policy {
         let sizes = [1u64 << 20, 64 << 20, 256 << 20, 1 << 30];
         let counts = [1u64, 4, 64, 256];
-        Policy {
+        let mut p = Policy {
             name: "generated".into(),
             description: String::new(),
             sources: vec![],
@@ -393,11 +431,22 @@ mod tests {
                 size: rng.pick(&sizes),
             },
             tmp_size: rng.pick(&sizes),
-            net: if rng.chance(2) {
-                NetMode::None
-            } else {
-                NetMode::Loopback
+            net: match rng.next() % 3 {
+                0 => NetMode::None,
+                1 => NetMode::Loopback,
+                _ => NetMode::Proxy,
             },
+            net_allow: rng
+                .some(&[
+                    "*.corp.example:443",
+                    "api.corp.example:443",
+                    "10.0.0.0/8:80",
+                    "10.1.2.3:80",
+                    "db.example:5432",
+                ])
+                .iter()
+                .map(|t| crate::policy::egress::Rule::parse(t).unwrap())
+                .collect(),
             net_connect: rng.some(&[80u16, 443, 8080]),
             net_bind: rng.some(&[8000u16, 9000]),
             interpreters: rng.some(&[PathBuf::from("/usr/lib64/ld-linux-x86-64.so.2")]),
@@ -417,6 +466,9 @@ mod tests {
                 output: rng.pick(&sizes),
                 inotify_instances: rng.pick(&counts),
                 inotify_watches: rng.pick(&counts),
+                connections: rng.pick(&counts),
+                connection_bytes: rng.pick(&sizes),
+                connection_seconds: rng.pick(&counts),
                 cgroups: if rng.chance(2) {
                     CgroupMode::Strict
                 } else {
@@ -446,7 +498,11 @@ mod tests {
                 },
             },
             delegate: strings(rng, &MBUS),
+        };
+        if p.net != NetMode::Proxy {
+            p.net_allow.clear();
         }
+        p
     }
 
     /// A random narrowing of `p`: drops permissions, lowers limits, adds
@@ -458,6 +514,7 @@ mod tests {
         n.libraries.retain(|_| !rng.chance(3));
         n.write.retain(|_| !rng.chance(3));
         n.net_connect.retain(|_| !rng.chance(3));
+        n.net_allow.retain(|_| !rng.chance(3));
         n.syscalls.names.retain(|_| !rng.chance(3));
         n.limits.memory /= 1 + rng.next() % 3;
         n.limits.pids = n.limits.pids.saturating_sub(rng.next() % 2);
@@ -501,6 +558,11 @@ mod tests {
             1 => q.limits.memory = q.limits.memory.saturating_mul(2),
             2 => q.read.extend(entries(rng)),
             3 => q.net = NetMode::Loopback,
+            4 => {
+                q.net = NetMode::Proxy;
+                q.net_allow
+                    .push(crate::policy::egress::Rule::parse("*.other.example:443").unwrap());
+            }
             _ => {}
         }
         q

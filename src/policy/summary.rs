@@ -125,8 +125,32 @@ fn summary(p: &Policy) -> String {
         match p.net {
             NetMode::None => "none (network namespace, no interface up)".into(),
             NetMode::Loopback => "loopback (network namespace, only lo up)".into(),
+            NetMode::Proxy => format!(
+                "proxy (network namespace, only lo up; the supervisor's proxy on 127.0.0.1:{}: HTTP CONNECT, HTTP, SOCKS5; names resolved outside)",
+                super::egress::PROXY_PORT
+            ),
         },
     );
+    for (i, r) in p.net_allow.iter().enumerate() {
+        let what = match &r.target {
+            super::egress::Target::Name(_) => "this name, any address it resolves to",
+            super::egress::Target::Suffix(_) => "names beneath, public addresses only unless listed",
+            super::egress::Target::Address(_) => "this address",
+            super::egress::Target::Network(..) => "addresses of this network",
+        };
+        line(if i == 0 { "net allow" } else { "" }, format!("{r}  [{what}]"));
+    }
+    if p.net == NetMode::Proxy {
+        line(
+            "connections",
+            format!(
+                "at most {}; each at most {} both ways and {} s",
+                p.limits.connections,
+                super::units::format_size(p.limits.connection_bytes),
+                p.limits.connection_seconds
+            ),
+        );
+    }
     let ports = |l: &[u16]| {
         if l.is_empty() {
             "(none)".to_string()
@@ -137,7 +161,11 @@ fn summary(p: &Policy) -> String {
                 .join(" ")
         }
     };
-    line("tcp connect", ports(&p.net_connect));
+    let mut connect = ports(&p.net_connect);
+    if p.net == NetMode::Proxy {
+        connect = format!("{} (the proxy), {connect}", super::egress::PROXY_PORT).replace(", (none)", "");
+    }
+    line("tcp connect", connect);
     line("tcp bind", ports(&p.net_bind));
     for (i, e) in p.interpreters.iter().enumerate() {
         line(

@@ -194,6 +194,8 @@ pub struct ChildFds {
     /// Write end of the interpreter guard's report pipe (the MBU's, its
     /// number in `NINEWALL_GUARD_FD`), or -1.
     pub guard: RawFd,
+    /// Socket to pass the proxy's listener to the supervisor on, or -1.
+    pub proxy: RawFd,
 }
 
 fn send(fds: ChildFds, r: Report) {
@@ -290,6 +292,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
             fds.identity,
             fds.workspace,
             fds.guard,
+            fds.proxy,
         ]),
     );
     // Wall 3: an identity of the execution's own (as root) makes the user
@@ -351,8 +354,19 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
             fail(fds, Step::UserLimits, index, e);
         }
     }
-    if spec.net == NetMode::Loopback {
+    if spec.net != NetMode::None {
         must(fds, Step::Loopback, sys::loopback_up());
+    }
+    if spec.net == NetMode::Proxy {
+        // The proxy's port on the sandbox's own loopback: the socket stays
+        // in this namespace, its connections are accepted by the supervisor.
+        let listener = must(
+            fds,
+            Step::ProxyListener,
+            sys::listen_loopback(crate::policy::egress::PROXY_PORT),
+        );
+        must(fds, Step::ProxyListener, sys::send_fd(fds.proxy, listener));
+        sys::close(listener);
     }
 
     // Init's lifeline to us: it sees the write end close if we die early.

@@ -55,6 +55,11 @@ pub fn wall_lines(plan: &SetupPlan) -> Vec<String> {
         }
         (crate::policy::NetMode::None, None) => "wall 6 network: network namespace, no interface up".to_string(),
         (crate::policy::NetMode::Loopback, _) => "wall 6 network: network namespace, loopback only".to_string(),
+        (crate::policy::NetMode::Proxy, _) => format!(
+            "wall 6 network: network namespace, loopback only; the supervisor's proxy on 127.0.0.1:{} connects to: {}",
+            crate::policy::egress::PROXY_PORT,
+            plan.proxy.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")
+        ),
     });
     match &plan.landlock {
         None => out.push("wall 7 Landlock: not available on this kernel, and not required by the profile".into()),

@@ -14,6 +14,7 @@ pub mod mounts;
 pub mod netns;
 mod notify;
 mod outcome;
+pub mod proxy;
 pub mod report;
 
 use std::ffi::CString;
@@ -139,6 +140,8 @@ pub struct Running {
     guard_pending: Vec<u8>,
     guard_refused: Vec<GuardRefusal>,
     guard_refused_total: u64,
+    /// Wall 6's proxy, with `net.mode = "proxy"`.
+    proxy: Option<proxy::Proxy>,
     rusage: Option<(u32, u32)>,
 }
 
@@ -335,6 +338,20 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
         .map(|n| n.start(notify_r))
         .transpose()
         .map_err(spawn_err("starting the seccomp listener's thread"))?;
+    // Wall 6's proxy: its thread waits for the listener the outer child
+    // makes on the sandbox's loopback.
+    let proxy_pair = (plan.net == crate::policy::NetMode::Proxy)
+        .then(sys::socketpair)
+        .transpose()
+        .map_err(spawn_err("creating the proxy's handoff socket"))?;
+    let (proxy_ours, proxy_theirs) = match proxy_pair {
+        Some((ours, theirs)) => (Some(ours), Some(theirs)),
+        None => (None, None),
+    };
+    let proxy = proxy_ours
+        .map(|ours| proxy::Proxy::start(ours, plan.proxy.clone(), plan.limits))
+        .transpose()
+        .map_err(spawn_err("starting the proxy's thread"))?;
     let pid = sys::fork().map_err(|e| SandboxError::Spawn {
         what: "fork",
         source: std::io::Error::from_raw_os_error(e),
@@ -350,10 +367,11 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
             identity: inherit.identity.unwrap_or(-1),
             workspace: inherit.workspace.unwrap_or(-1),
             guard: guard.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
+            proxy: proxy_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
         };
         child::outer(&spec, fds);
     }
-    drop((report_w, sync_r, out_w, err_w, notify_w));
+    drop((report_w, sync_r, out_w, err_w, notify_w, proxy_theirs));
     let guard = guard.map(|(r, _w)| r);
     let shared_net = shared_net.map(|(_, path)| path);
     Ok(Running {
@@ -382,6 +400,7 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
         guard_pending: Vec::new(),
         guard_refused: Vec::new(),
         guard_refused_total: 0,
+        proxy,
         failure: None,
         end: None,
         interrupted: None,
@@ -693,6 +712,9 @@ impl Running {
         self.release();
         let result = self.pump(signals, on_file);
         self.drain_guard();
+        // Nothing of the sandbox runs any more (or it is being killed): its
+        // connections end with it.
+        let net = self.proxy.take().map(proxy::Proxy::finish);
         if result.is_err() {
             let _ = sys::kill(self.outer, libc::SIGKILL);
         }
@@ -768,6 +790,7 @@ impl Running {
                 refused,
                 guard_refused: self.guard_refused,
                 guard_refused_total: self.guard_refused_total,
+                net,
             },
             remains,
         ))

@@ -114,6 +114,9 @@ pub struct Outcome {
     pub guard_refused: Vec<GuardRefusal>,
     /// Every refusal the guard reported, kept or not.
     pub guard_refused_total: u64,
+    /// Wall 6's proxy: every connection the sandbox asked for, with
+    /// `net.mode = "proxy"`.
+    pub net: Option<super::proxy::NetReport>,
 }
 
 /// How many of the guard's refusals an execution's records keep.
@@ -223,6 +226,7 @@ mod tests {
             refused: Vec::new(),
             guard_refused: Vec::new(),
             guard_refused_total: 0,
+            net: None,
         }
     }
 

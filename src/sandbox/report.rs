@@ -86,10 +86,13 @@ pub enum Step {
     BecomeIdentity,
     /// Outer child: one of the user namespace's limits; `index` says which.
     UserLimits,
+    /// Outer child: the proxy's listener on the sandbox's loopback, passed
+    /// to the supervisor.
+    ProxyListener,
 }
 
 impl Step {
-    const ALL: [Step; 36] = [
+    const ALL: [Step; 37] = [
         Step::JoinNetwork,
         Step::Unshare,
         Step::Lifeline,
@@ -126,6 +129,7 @@ impl Step {
         Step::Exec,
         Step::BecomeIdentity,
         Step::UserLimits,
+        Step::ProxyListener,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -150,7 +154,7 @@ impl Step {
             | Step::NoNewPrivs
             | Step::ResetSignals
             | Step::CloseFds => "wall 3 (credentials)",
-            Step::Loopback | Step::JoinNetwork => "wall 6 (network)",
+            Step::Loopback | Step::JoinNetwork | Step::ProxyListener => "wall 6 (network)",
             Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
             Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
             Step::Seccomp | Step::SeccompHandoff => "wall 8 (seccomp)",
@@ -176,6 +180,7 @@ impl Step {
             Step::TimeOffsets => "writing the time namespace's clock offsets",
             Step::Hostname => "sethostname",
             Step::Loopback => "bringing the loopback interface up",
+            Step::ProxyListener => "listening on 127.0.0.1:3128 for the supervisor's proxy",
             Step::ForkInit => "forking the sandbox's init",
             Step::InitLifeline => "arming init's parent-death signal",
             Step::Filesystem => "building the filesystem view",

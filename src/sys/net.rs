@@ -119,3 +119,32 @@ pub fn new_net_namespace_at(target: &CStr) -> SysResult<()> {
     unshare(libc::CLONE_NEWNET)?;
     mount(Some(c"/proc/thread-self/ns/net"), target, None, libc::MS_BIND, None)
 }
+
+/// A TCP socket listening on `127.0.0.1:port` of the caller's network
+/// namespace, close-on-exec (child-safe). The socket belongs to that
+/// namespace for its whole life, whichever process holds it later: the
+/// supervisor's proxy accepts the sandbox's connections on it.
+pub fn listen_loopback(port: u16) -> SysResult<RawFd> {
+    // SAFETY: integers only.
+    let sock = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: `addr` is a valid sockaddr_in of `len` bytes.
+    let bound = check(unsafe { libc::bind(sock, (&raw const addr).cast(), len) });
+    // SAFETY: integers only.
+    let listening = bound.and_then(|_| check(unsafe { libc::listen(sock, 128) }));
+    match listening {
+        Ok(_) => Ok(sock),
+        Err(e) => {
+            close(sock);
+            Err(e)
+        }
+    }
+}

@@ -1,4 +1,5 @@
 mod cli;
+mod egress;
 mod enforce_fs;
 mod enforce_landlock;
 mod enforce_limits;

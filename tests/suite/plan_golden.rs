@@ -76,6 +76,7 @@ fn policy() -> Policy {
         net: NetMode::None,
         net_connect: vec![],
         net_bind: vec![],
+        net_allow: vec![],
         interpreters: vec![p("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")],
         landlock_require: Feature::ALL.to_vec(),
         syscalls: Syscalls {
