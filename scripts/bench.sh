@@ -266,16 +266,106 @@ wait "${stalled[@]}"
 kill -TERM "$daemon"
 wait "$daemon" || true
 
+echo "measuring the egress proxy ..." >&2
+# Wall 6's proxy: a server on the host's loopback; the same client measures
+# 300 small requests one connection each and one 256 MiB download, once on
+# the host straight to the server (the baseline) and once in a proxy-mode
+# sandbox through the supervisor's proxy. Times are the client's own, so
+# the sandbox's launch is not in them.
+cat >"$work/proxy-server.py" <<'PY'
+import socket, sys, threading
+big = b"x" * (1 << 20)
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0)); srv.listen(128)
+print(srv.getsockname()[1], flush=True)
+def serve(c):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = c.recv(4096)
+        if not chunk:
+            return c.close()
+        head += chunk
+    if b" /big " in head or b"/big HTTP" in head:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (256 << 20))
+        for _ in range(256):
+            c.sendall(big)
+    else:
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+cat >"$work/proxy-client.py" <<'PY'
+import socket, sys, time
+how, port = sys.argv[1], int(sys.argv[2])
+def get(path):
+    if how == "proxy":
+        s = socket.create_connection(("127.0.0.1", 3128))
+        s.sendall(b"GET http://localhost:%d%s HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % (port, path, port))
+    else:
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: localhost:%d\r\n\r\n" % (path, port))
+    n = 0
+    while True:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        n += len(chunk)
+    s.close()
+    return n
+get(b"/small")
+t = time.perf_counter()
+for _ in range(300):
+    get(b"/small")
+per = (time.perf_counter() - t) / 300 * 1e6
+t = time.perf_counter()
+n = get(b"/big")
+mbs = n / (time.perf_counter() - t) / (1 << 20)
+print("%.1f %.1f" % (per, mbs))
+PY
+coproc PROXY_SERVER { exec /usr/bin/python3.11 "$work/proxy-server.py"; }
+read -r proxy_port <&"${PROXY_SERVER[0]}"
+cat >"$work/profiles/bench-proxy.toml" <<TOML
+extends = "base/python"
+[mbu]
+name = "bench-proxy"
+[exec]
+command = ["/usr/bin/python3.11", "-I", "-S"]
+[net]
+mode = "proxy"
+allow = ["localhost:$proxy_port"]
+[syscalls]
+allow = ["@default", "@network-io"]
+[limits]
+connections = 1000
+connection_bytes = "1G"
+[provenance]
+files = "none"
+TOML
+proxy_direct=""
+proxy_through=""
+for _ in 1 2 3; do
+    proxy_direct+="$(/usr/bin/python3.11 "$work/proxy-client.py" direct "$proxy_port");"
+    proxy_through+="$("$bin" run --profile "$work/profiles/bench-proxy.toml" -- - proxy "$proxy_port" <"$work/proxy-client.py");"
+done
+kill "$PROXY_SERVER_PID" 2>/dev/null || true
+
 echo "measuring the supervisor's peak RSS ..." >&2
 # The supervisor's own (RUSAGE_SELF), as -v reports it: GNU time's %M would
 # be the largest process of the tree, which is Python.
 rss_kb=$("$bin" run -v --profile "$work/profiles/py-all.toml" -- -c "$imports" 2>&1 >/dev/null | sed -n 's/.*supervisor peak RSS \([0-9]*\) KiB.*/\1/p')
 
-python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" "$daemon_rss_stalled" "$spaced_bare $spaced_bwrap $spaced_ninewall" "$migration" >bench/RESULTS.md <<'PY'
+python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" "$daemon_rss_stalled" "$spaced_bare $spaced_bwrap $spaced_ninewall" "$migration" "$proxy_direct" "$proxy_through" >bench/RESULTS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
 rss_stalled = int(sys.argv[12])
 spaced_bare, spaced_bwrap, spaced_ninewall = (float(x) for x in sys.argv[13].split())
 migration_ms, _, migration_note = sys.argv[14].partition(" | ")
+def trio(text):
+    # Three runs of "µs-per-connection MiB/s": the median of each.
+    runs = [tuple(float(x) for x in r.split()) for r in text.split(";") if r.strip()]
+    return sorted(r[0] for r in runs)[len(runs) // 2], sorted(r[1] for r in runs)[len(runs) // 2]
+proxy_direct, proxy_through = trio(sys.argv[15]), trio(sys.argv[16])
 d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rate_1, rate_8, rss_10, rss_1000 = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 cpu_ninewall, cpu_bwrap = float(sys.argv[9]), float(sys.argv[10])
@@ -377,6 +467,11 @@ out += ["", f"Per recorded access: ninewall {per_ninewall:.1f} µs (files = all 
         "", "The floor (`examples/notify_floor.rs`: the syscalls ninewall records sent to a bare listener built from ninewall's own syscall layer, no sandbox, nothing recorded, `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` as in ninewall) "
         f"costs {per_floor_read:.1f} µs per access to receive a notification, read its path, check it is still valid and let it continue, and {per_floor_resolve:.1f} µs when the path is also looked up beneath the root "
         f"(which every ninewall record needs, to say whether the path exists and which path the kernel reaches); over {floor_loop_n} notifications, minus the floor with nothing notified.",
+        "", "## Egress proxy (`net.mode = \"proxy\"`, baseline: the same client on the host, straight to the server)", "",
+        "| what | on the host, direct | in the sandbox, through the proxy | ratio |", "|---|---|---|---|",
+        f"| one small HTTP request, one connection each (300, µs per request) | {proxy_direct[0]:.0f} | {proxy_through[0]:.0f} | {proxy_through[0] / proxy_direct[0]:.2f}x (+{proxy_through[0] - proxy_direct[0]:.0f} µs) |",
+        f"| one 256 MiB download (MiB/s) | {proxy_direct[1]:.0f} | {proxy_through[1]:.0f} | {proxy_through[1] / proxy_direct[1]:.2f}x |",
+        "Medians of three runs each. The proxy's added time per connection includes resolving the name (`localhost`, from /etc/hosts), a thread, and the connect from the host's side.",
         "", "## Supervisor", "", f"Peak RSS of the supervisor itself (`ninewall run -v`, the import run, files = all): {rss_kb} KiB.",
         "", "## Daemon (`ninewall serve`, the every-wall /bin/true, baseline: `ninewall run` in the same run)", "",
         "| what | executions/s | vs `ninewall run` |", "|---|---|---|",

@@ -270,6 +270,11 @@ mod tests {
             json!({"kind": "guard.refused", "what": "import of 'os'"}),
             json!({"kind": "guard.refused", "what": "import of 'gc'"}),
             json!({"kind": "guard.refused", "what": "attribute '__class__'"}),
+            json!({"kind": "net.connect", "host": "api.example", "port": 443, "allowed": false, "refused": "not in net.allow"}),
+            json!({"kind": "net.connect", "host": "api.example", "port": 443, "allowed": false, "refused": "not in net.allow"}),
+            json!({"kind": "net.connect", "host": "fd00::1", "port": 80, "allowed": false, "refused": "not in net.allow"}),
+            json!({"kind": "net.connect", "host": "api.example", "port": 443, "allowed": true, "refused": null}),
+            json!({"kind": "net.connect", "host": "localhost", "port": 443, "allowed": false, "refused": "the TLS server name is not the host of the CONNECT"}),
         ];
         let a = explain(&recs, None);
         let find = |fix: &str| {
@@ -295,6 +300,13 @@ mod tests {
         assert!(find("python.modules += [\"os\"]").allowable);
         assert!(!find("none: gc may not be allowed").allowable);
         assert!(!find("none: the guard's language rule").allowable);
+        assert_eq!(find("net.allow += [\"api.example:443\"]").count, 2);
+        assert_eq!(
+            find("net.allow += [\"api.example:443\"]").wall,
+            "wall 6 (network, proxy)"
+        );
+        assert!(find("net.allow += [\"[fd00::1]:80\"]").allowable);
+        assert!(!find("none: the request itself was refused").allowable);
         let only = explain(&recs, Some("/etc"));
         assert_eq!(only.len(), 1, "{only:#?}");
     }

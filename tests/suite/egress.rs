@@ -594,3 +594,96 @@ time.sleep(0.3)
         );
     }
 }
+
+/// The knowledge profile's commented example is a working profile: with
+/// its lines uncommented, the sandbox reaches the named service (here a
+/// test server standing in for it, by the name `localhost`) and nothing else.
+#[test]
+fn the_knowledge_profiles_commented_retrieval_example_is_a_valid_proxy_profile() {
+    let server = HttpServer::start("retrieved");
+    let text = std::fs::read_to_string(source_profiles().join("knowledge.toml")).unwrap();
+    assert!(
+        text.contains("# allow = [\"retrieval.internal.example:443\"]"),
+        "the example moved"
+    );
+    let text = text
+        .replace("# [net]", "[net]")
+        .replace("# mode = \"proxy\"", "mode = \"proxy\"")
+        .replace(
+            "# allow = [\"retrieval.internal.example:443\"]",
+            &format!("allow = [\"localhost:{}\"]", server.port),
+        )
+        .replace("allow = [\"@default\"]", "allow = [\"@default\", \"@network-io\"]");
+    let p = write_profile(&format!("knowledge-proxy-{}", server.port), &text);
+    let check = check_profile(&p, false);
+    check.assert_code(0);
+    assert!(
+        check
+            .stdout
+            .contains(&format!("net allow    localhost:{}", server.port)),
+        "{check:#?}"
+    );
+    for who in identities() {
+        let r = run(
+            who,
+            &p,
+            &[],
+            &[
+                "-c",
+                &format!(
+                    "import urllib.request\nprint(urllib.request.urlopen('http://localhost:{}/', timeout=10).read().decode())",
+                    server.port
+                ),
+            ],
+            None,
+        );
+        r.assert_code(0);
+        assert_eq!(r.stdout.trim(), "retrieved");
+    }
+}
+
+/// `diff` names each `net.allow` entry a profile has beyond another's; an
+/// entry inside a wildcard of the other (same port) is no gain.
+#[test]
+fn diff_treats_each_net_allow_entry_as_a_permission() {
+    let wide = proxy_profile(
+        "egress-diff-wide",
+        &["*.corp.example:443".into(), "10.0.0.0/8:5432".into()],
+        "",
+    );
+    let narrow = proxy_profile(
+        "egress-diff-narrow",
+        &["api.corp.example:443".into(), "10.1.2.3:5432".into()],
+        "",
+    );
+    let diff = |a: &Path, b: &Path| {
+        Run::from_output(
+            ninewall(Who::Root)
+                .args(["diff", "--json"])
+                .arg(a)
+                .arg(b)
+                .output()
+                .unwrap(),
+        )
+    };
+    let r = diff(&narrow, &wide);
+    r.assert_code(0);
+    assert_eq!(r.json()["subset"], true, "{r:#?}");
+    let r = diff(&wide, &narrow);
+    r.assert_code(1);
+    let gained: Vec<String> = r.json()["gained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["key"] == "net.allow")
+        .map(|g| g["what"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        gained,
+        vec![
+            "may connect through the proxy to *.corp.example:443",
+            "may connect through the proxy to 10.0.0.0/8:5432"
+        ],
+        "{r:#?}"
+    );
+}
