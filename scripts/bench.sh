@@ -471,7 +471,7 @@ out += ["", f"Per recorded access: ninewall {per_ninewall:.1f} µs (files = all 
         "| what | on the host, direct | in the sandbox, through the proxy | ratio |", "|---|---|---|---|",
         f"| one small HTTP request, one connection each (300, µs per request) | {proxy_direct[0]:.0f} | {proxy_through[0]:.0f} | {proxy_through[0] / proxy_direct[0]:.2f}x (+{proxy_through[0] - proxy_direct[0]:.0f} µs) |",
         f"| one 256 MiB download (MiB/s) | {proxy_direct[1]:.0f} | {proxy_through[1]:.0f} | {proxy_through[1] / proxy_direct[1]:.2f}x |",
-        "Medians of three runs each. The proxy's added time per connection includes resolving the name (`localhost`, from /etc/hosts), a thread, and the connect from the host's side.",
+        "", "Medians of three runs each. The proxy's added time per connection includes resolving the name (`localhost`, from /etc/hosts), a thread, and the connect from the host's side.",
         "", "## Supervisor", "", f"Peak RSS of the supervisor itself (`ninewall run -v`, the import run, files = all): {rss_kb} KiB.",
         "", "## Daemon (`ninewall serve`, the every-wall /bin/true, baseline: `ninewall run` in the same run)", "",
         "| what | executions/s | vs `ninewall run` |", "|---|---|---|",

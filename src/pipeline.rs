@@ -36,7 +36,7 @@ use crate::policy::units::format_size;
 use crate::policy::{Overflow, Policy, RecordBudget};
 use crate::profile::Profile;
 use crate::provenance::{self, AuditLog, Lineage};
-use crate::sandbox::{self, End, FileEvent, Limit, Outcome, Remains, Running, SandboxError, SignalForwarder};
+use crate::sandbox::{self, End, Event, Limit, Outcome, Remains, Running, SandboxError, SignalForwarder};
 use crate::sys;
 
 /// What `ninewall run` was asked to do, its arguments parsed.
@@ -817,13 +817,26 @@ fn supervise(
             lost += n;
         }
     };
-    let waited = running.wait(Some(signals), &mut |e: FileEvent| {
-        let within = recorder.event(e, &mut batch);
-        if batch.len() >= FILE_BATCH {
-            flush(log, &mut batch);
+    let mut net_lost: u64 = 0;
+    let waited = running.wait(Some(signals), &mut |event: Event| match event {
+        Event::File(e) => {
+            let within = recorder.event(e, &mut batch);
+            if batch.len() >= FILE_BATCH {
+                flush(log, &mut batch);
+            }
+            within || records.on_overflow == Overflow::Summarize
         }
-        within || records.on_overflow == Overflow::Summarize
+        Event::Connections(ended) => {
+            // Wall 6's connections, as they end; `exec.end` makes them durable.
+            for chunk in ended.chunks(FILE_BATCH) {
+                if log.append_batch(provenance::net_records(exec_id, chunk)).is_err() {
+                    net_lost += chunk.len() as u64;
+                }
+            }
+            true
+        }
     });
+    lost += net_lost;
     let mut tail: Vec<serde_json::Value> = batch.drain(..).filter_map(|r| serde_json::to_value(r).ok()).collect();
     tail.extend(recorder.finish());
     if let Some(service) = delegation {
@@ -849,7 +862,7 @@ fn finish(
     let Supervised { waited, tail, lost } = supervised;
     if lost > 0 {
         messages.say(format!(
-            "provenance: {lost} file events could not be written to {}",
+            "provenance: {lost} file or connection records could not be written to {}",
             log.path().display()
         ));
     }
@@ -861,18 +874,6 @@ fn finish(
             return Finished::recorded(exit::SANDBOX, exec_id, None);
         }
     };
-    // Wall 6's connections, a batch at a time; `exec.end` makes them durable.
-    if let Some(net) = &outcome.net {
-        for batch in net.kept.chunks(FILE_BATCH) {
-            if log.append_batch(provenance::net_records(exec_id, batch)).is_err() {
-                messages.say(format!(
-                    "provenance: {} connection records could not be written to {}",
-                    batch.len(),
-                    log.path().display()
-                ));
-            }
-        }
-    }
     let result = Ok(outcome);
     // The end is on disk before the caller learns anything, and before
     // waiting for a slow reader to take the last of the output.

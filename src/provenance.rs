@@ -1204,7 +1204,7 @@ pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Val
             "refused": n.refused,
             "bytes_out": n.bytes_out,
             "bytes_in": n.bytes_in,
-            "unrecorded": n.total - n.kept.len() as u64,
+            "unrecorded": n.unrecorded,
         })),
     }));
     out

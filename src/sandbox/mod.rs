@@ -33,6 +33,16 @@ pub use notify::FileEvent;
 pub use outcome::{End, GuardRefusal, Limit, Outcome, SetupFailure, Usage, GUARD_REPORTS_KEPT};
 use report::{Report, Step, RECORD};
 
+/// What the supervisor's loop hands its caller while the sandbox runs, for
+/// the records written during the run.
+#[derive(Debug)]
+pub enum Event {
+    /// A recorded file access (the seccomp listener's).
+    File(FileEvent),
+    /// Connections wall 6's proxy has ended.
+    Connections(Vec<proxy::Connection>),
+}
+
 /// Failures of the supervisor itself (as opposed to a step inside the sandbox).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -704,17 +714,23 @@ impl Running {
     pub fn wait(
         mut self,
         signals: Option<&SignalForwarder>,
-        on_file: &mut dyn FnMut(FileEvent) -> bool,
+        on_event: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(Outcome, Remains), SandboxError> {
         if !self.maps_written {
             self.enter_cgroup()?;
         }
         self.release();
-        let result = self.pump(signals, on_file);
+        let result = self.pump(signals, on_event);
         self.drain_guard();
         // Nothing of the sandbox runs any more (or it is being killed): its
         // connections end with it.
-        let net = self.proxy.take().map(proxy::Proxy::finish);
+        let net = self.proxy.take().map(|p| {
+            let (rest, report) = p.finish();
+            if !rest.is_empty() {
+                on_event(Event::Connections(rest));
+            }
+            report
+        });
         if result.is_err() {
             let _ = sys::kill(self.outer, libc::SIGKILL);
         }
@@ -901,7 +917,7 @@ impl Running {
     fn pump(
         &mut self,
         signals: Option<&SignalForwarder>,
-        on_file: &mut dyn FnMut(FileEvent) -> bool,
+        on_event: &mut dyn FnMut(Event) -> bool,
     ) -> Result<(), SandboxError> {
         let deadline = self.started + Duration::from_secs(self.limits.wall_seconds);
         let cpu_budget_ns = self.limits.cpu_seconds.saturating_mul(1_000_000_000);
@@ -981,6 +997,7 @@ impl Running {
                 // Only POLLERR/POLLHUP: the requester's read end closed.
                 (self.requester, 0),
                 (self.guard.as_ref().map(std::os::fd::AsRawFd::as_raw_fd), libc::POLLIN),
+                (self.proxy.as_ref().map(proxy::Proxy::wake_fd), libc::POLLIN),
             ];
             let mut fds: Vec<libc::pollfd> = watch
                 .iter()
@@ -997,6 +1014,12 @@ impl Running {
             }
             if ready(self.guard.as_ref().map(std::os::fd::AsRawFd::as_raw_fd)) {
                 self.read_guard(&mut chunk);
+            }
+            if let Some(p) = self.proxy.as_ref().filter(|p| ready(Some(p.wake_fd()))) {
+                let ended = p.take();
+                if !ended.is_empty() {
+                    on_event(Event::Connections(ended));
+                }
             }
             if unsent_out && ready(Some(1)) {
                 self.send_some(1);
@@ -1037,7 +1060,7 @@ impl Running {
                     // says to end the run then.
                     let mut go_on = true;
                     for e in n.take() {
-                        go_on &= on_file(e);
+                        go_on &= on_event(Event::File(e));
                     }
                     if !go_on {
                         self.kill_all(Limit::Records);
@@ -1081,8 +1104,10 @@ impl Running {
 /// Runs `plan` to completion with the caller's stdio, forwarding signals;
 /// file events are dropped.
 pub fn run(plan: &SetupPlan, signals: Option<&SignalForwarder>) -> Result<Outcome, SandboxError> {
-    spawn(plan)?.wait(signals, &mut |_| true).map(|(outcome, mut remains)| {
-        remains.take_unsent().pass_on();
-        outcome
-    })
+    spawn(plan)?
+        .wait(signals, &mut |_: Event| true)
+        .map(|(outcome, mut remains)| {
+            remains.take_unsent().pass_on();
+            outcome
+        })
 }

@@ -7,7 +7,10 @@
 //! SOCKS5 (names resolved here, never inside), decides each destination by
 //! `net.allow` (`policy::egress`), connects from the host's network, and
 //! relays bytes, bounded per connection in bytes and time. Every connection,
-//! allowed or refused, becomes a [`Connection`]: the `net.connect` records.
+//! allowed or refused, becomes a [`Connection`], handed to the supervisor's
+//! loop as it ends (its wake pipe): the `net.connect` records, written while
+//! the sandbox runs. Past `limits.connections`, the first refusal is a
+//! record and the rest are counted.
 //!
 //! One thread accepts; each connection has a thread of its own (small
 //! stack), at most [`MAX_ACTIVE`] at once; more wait in the listen backlog.
@@ -27,9 +30,6 @@ use crate::sys;
 
 /// Connections relayed at once; the rest wait to be accepted.
 pub const MAX_ACTIVE: usize = 64;
-/// How many connections an execution's records keep one by one; all are
-/// counted.
-pub const CONNECTIONS_KEPT: usize = 1000;
 /// Longest HTTP request head or SOCKS5 request read before deciding.
 const MAX_HEAD: usize = 16 << 10;
 /// How long a client has to say where it wants to go.
@@ -67,12 +67,10 @@ pub struct Connection {
     pub ended: &'static str,
 }
 
-/// All the connections of one execution.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What the proxy did for one execution, all connections counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct NetReport {
-    /// The first [`CONNECTIONS_KEPT`], in the order they ended.
-    pub kept: Vec<Connection>,
-    /// Every connection, kept or not.
+    /// Every connection the sandbox opened to the proxy.
     pub total: u64,
     /// Of those, refused.
     pub refused: u64,
@@ -80,17 +78,38 @@ pub struct NetReport {
     pub bytes_out: u64,
     /// Bytes to the sandbox, all connections.
     pub bytes_in: u64,
+    /// Connections counted and not recorded one by one: refusals past
+    /// `limits.connections` after the first (a flood of them is a count).
+    pub unrecorded: u64,
 }
 
-impl NetReport {
-    fn add(&mut self, c: Connection) {
-        self.total += 1;
-        self.refused += u64::from(c.refused.is_some());
-        self.bytes_out += c.bytes_out;
-        self.bytes_in += c.bytes_in;
-        if self.kept.len() < CONNECTIONS_KEPT {
-            self.kept.push(c);
+/// The connections ended and not yet taken by the supervisor's loop, and
+/// the counts.
+#[derive(Default)]
+struct Ledger {
+    report: NetReport,
+    pending: Vec<Connection>,
+    limit_recorded: bool,
+}
+
+impl Ledger {
+    /// Counts `c` and keeps it for its record; true if it is the first
+    /// waiting to be taken (the loop is to be woken).
+    fn add(&mut self, c: Connection) -> bool {
+        let r = &mut self.report;
+        r.total += 1;
+        r.refused += u64::from(c.refused.is_some());
+        r.bytes_out += c.bytes_out;
+        r.bytes_in += c.bytes_in;
+        if c.refused == Some(Refusal::ConnectionLimit) {
+            if self.limit_recorded {
+                r.unrecorded += 1;
+                return false;
+            }
+            self.limit_recorded = true;
         }
+        self.pending.push(c);
+        self.pending.len() == 1
     }
 }
 
@@ -99,7 +118,9 @@ pub struct Proxy {
     /// Closed to stop everything.
     stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
-    report: Arc<Mutex<NetReport>>,
+    ledger: Arc<Mutex<Ledger>>,
+    /// Readable when connections wait to be taken.
+    wake: OwnedFd,
 }
 
 /// What every connection's thread shares.
@@ -107,7 +128,8 @@ struct Shared {
     rules: Vec<Rule>,
     limits: Limits,
     stop: OwnedFd,
-    report: Arc<Mutex<NetReport>>,
+    ledger: Arc<Mutex<Ledger>>,
+    wake: OwnedFd,
 }
 
 impl Proxy {
@@ -115,12 +137,14 @@ impl Proxy {
     /// the sandbox's outer child sends, and ends if none comes.
     pub fn start(handoff: OwnedFd, rules: Vec<Rule>, limits: Limits) -> std::io::Result<Proxy> {
         let (stop_r, stop_w) = sys::pipe_cloexec()?;
-        let report = Arc::new(Mutex::new(NetReport::default()));
+        let (wake_r, wake_w) = sys::pipe_cloexec()?;
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
         let shared = Arc::new(Shared {
             rules,
             limits,
             stop: stop_r,
-            report: Arc::clone(&report),
+            ledger: Arc::clone(&ledger),
+            wake: wake_w,
         });
         let thread = std::thread::Builder::new()
             .name("nw-proxy".into())
@@ -129,18 +153,37 @@ impl Proxy {
         Ok(Proxy {
             stop: Some(stop_w),
             thread: Some(thread),
-            report,
+            ledger,
+            wake: wake_r,
         })
     }
 
+    /// Readable when ended connections wait for [`Proxy::take`].
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    /// The connections that ended since the last call, for their records.
+    pub fn take(&self) -> Vec<Connection> {
+        let mut buf = [0u8; 64];
+        let _ = sys::read_once(self.wake.as_raw_fd(), &mut buf);
+        self.ledger
+            .lock()
+            .map(|mut l| std::mem::take(&mut l.pending))
+            .unwrap_or_default()
+    }
+
     /// Stops accepting, ends every connection still open (the sandbox is
-    /// gone), waits for them, and returns what they were.
-    pub fn finish(mut self) -> NetReport {
+    /// gone), waits for them; the connections not yet taken, and the counts.
+    pub fn finish(mut self) -> (Vec<Connection>, NetReport) {
         self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.report.lock().map(|r| r.clone()).unwrap_or_default()
+        self.ledger
+            .lock()
+            .map(|mut l| (std::mem::take(&mut l.pending), l.report))
+            .unwrap_or_default()
     }
 }
 
@@ -269,8 +312,10 @@ fn refused_before_reading(at: Duration, why: Refusal) -> Connection {
 }
 
 fn record(shared: &Shared, c: Connection) {
-    if let Ok(mut r) = shared.report.lock() {
-        r.add(c);
+    let first = shared.ledger.lock().is_ok_and(|mut l| l.add(c));
+    if first {
+        // One byte per wake-up: the loop takes everything that waits.
+        let _ = sys::write_all(shared.wake.as_raw_fd(), &[1]);
     }
 }
 
@@ -322,7 +367,14 @@ fn serve(mut client: TcpStream, shared: &Shared, at: Duration) -> Connection {
     // must name the host that was allowed.
     let mut first = request.rest;
     if request.protocol != "http" {
-        match check_tls_name(&mut client, stop, deadline, &request.host, &mut first) {
+        match check_tls_name(
+            &mut client,
+            upstream.as_raw_fd(),
+            stop,
+            deadline,
+            &request.host,
+            &mut first,
+        ) {
             Ok(()) => {}
             Err(why) => {
                 c.refused = Some(why);
@@ -625,16 +677,37 @@ fn accept_answer(client: &mut TcpStream, protocol: &str) -> std::io::Result<()> 
 
 /// If the client's first bytes through a tunnel are a TLS ClientHello, its
 /// server name (when it has one) must be the host asked for; a hello that
-/// cannot be read is refused too (fail closed). Anything else passes.
+/// cannot be read is refused too (fail closed). Anything else passes, and
+/// so does a tunnel whose server speaks first (SSH, SMTP: not TLS, which the
+/// client begins).
 fn check_tls_name(
     client: &mut TcpStream,
+    upstream: RawFd,
     stop: RawFd,
     deadline: Instant,
     host: &str,
     first: &mut Vec<u8>,
 ) -> Result<(), Refusal> {
-    if first.is_empty() && !read_more(client, stop, deadline, first) {
-        return Ok(());
+    if first.is_empty() {
+        let mut p = [
+            libc::pollfd {
+                fd: client.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: upstream,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = i32::try_from(deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(i32::MAX);
+        if sys::poll_readable(&mut p, ms).is_err() || p[0].revents == 0 {
+            return Ok(());
+        }
+        if !read_more(client, stop, deadline, first) {
+            return Ok(());
+        }
     }
     if first.first() != Some(&0x16) {
         return Ok(());

@@ -501,10 +501,16 @@ fn a_wildcard_name_that_resolves_to_loopback_is_refused_unless_the_address_is_li
     );
 }
 
-/// The peak resident memory of a process, sampled until it ends.
-fn run_sampling_peak(who: Who, profile: &Path, code: &str) -> (Run, u64) {
+/// Runs `code`, sampling the supervisor's peak resident memory until it
+/// ends; the run, the peak in KiB, and the log it wrote.
+fn run_sampling_peak(who: Who, profile: &Path, code: &str) -> (Run, u64, PathBuf) {
+    let dir = scratch_dir("egress-peak");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let log = dir.join("audit.jsonl");
     let mut cmd = ninewall(who);
-    cmd.args(["run", "--profile"])
+    cmd.args(["run", "--audit-log"])
+        .arg(&log)
+        .arg("--profile")
         .arg(profile)
         .args(["--", "-c", code])
         .stdin(Stdio::null())
@@ -534,7 +540,7 @@ fn run_sampling_peak(who: Who, profile: &Path, code: &str) -> (Run, u64) {
     let out = child.wait_with_output().unwrap();
     done.store(true, Ordering::SeqCst);
     sampler.join().unwrap();
-    (Run::from_output(out), peak.load(Ordering::SeqCst) as u64)
+    (Run::from_output(out), peak.load(Ordering::SeqCst) as u64, log)
 }
 
 #[test]
@@ -575,10 +581,10 @@ time.sleep(0.3)
     };
     for who in identities() {
         let before = server.accepted();
-        let (few, few_peak) = run_sampling_peak(who, &p, &code(10));
+        let (few, few_peak, _) = run_sampling_peak(who, &p, &code(10));
         few.assert_code(0);
         assert_eq!(few.stdout.trim(), "10 0");
-        let (many, many_peak) = run_sampling_peak(who, &p, &code(1000));
+        let (many, many_peak, log) = run_sampling_peak(who, &p, &code(1000));
         many.assert_code(0);
         assert_eq!(many.stdout.trim(), "200 800", "{many:#?}");
         assert_eq!(
@@ -586,6 +592,22 @@ time.sleep(0.3)
             210,
             "past the limit nothing reaches the server"
         );
+        // Every connection within the limit is a record, and the first
+        // refusal past it; the rest are counted.
+        let records: Vec<Value> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect();
+        let c = connects(&records);
+        assert_eq!(c.iter().filter(|v| v["allowed"] == true).count(), 200);
+        let past: Vec<&&Value> = c.iter().filter(|v| v["allowed"] == false).collect();
+        assert_eq!(past.len(), 1, "{past:?}");
+        assert_eq!(past[0]["refused"], "limits.connections reached");
+        let end = records.iter().find(|v| v["kind"] == "exec.end").unwrap();
+        assert_eq!(end["net"]["connections"], 1000, "{end}");
+        assert_eq!(end["net"]["refused"], 800, "{end}");
+        assert_eq!(end["net"]["unrecorded"], 799, "{end}");
         eprintln!("supervisor peak: {few_peak} KiB for 10 connections, {many_peak} KiB for 1000");
         assert!(few_peak > 0 && many_peak > 0, "the supervisor's memory was not sampled");
         assert!(
@@ -686,4 +708,152 @@ fn diff_treats_each_net_allow_entry_as_a_permission() {
         ],
         "{r:#?}"
     );
+}
+
+/// A server that sends `bytes` to every connection (0: sends nothing and
+/// holds the connection open for a minute).
+fn raw_server(bytes: usize) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                if bytes == 0 {
+                    std::thread::sleep(std::time::Duration::from_secs(60));
+                } else {
+                    let chunk = vec![b'x'; 64 << 10];
+                    let mut left = bytes;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if conn.write_all(&chunk[..n]).is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_connection_is_cut_at_its_byte_and_time_limits_and_the_record_names_the_limit() {
+    let big = raw_server(8 << 20);
+    let silent = raw_server(0);
+    let banner = raw_server(16);
+    let p = proxy_profile(
+        &format!("egress-limits-{big}"),
+        &[
+            format!("localhost:{big}"),
+            format!("localhost:{silent}"),
+            format!("localhost:{banner}"),
+        ],
+        "[limits]\nconnection_bytes = \"1M\"\nconnection_seconds = 2\n",
+    );
+    let code = format!(
+        r#"
+import json, socket, time
+def tunnel(port):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+    s.sendall(b"CONNECT localhost:%d HTTP/1.1\r\n\r\n" % port)
+    head = s.recv(39)
+    n = 0
+    t = time.monotonic()
+    s.sendall(b"plain bytes, not TLS")
+    while True:
+        c = s.recv(65536)
+        if not c:
+            break
+        n += len(c)
+    return n, round(time.monotonic() - t, 1)
+def server_first(port):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=30)
+    s.sendall(b"CONNECT localhost:%d HTTP/1.1\r\n\r\n" % port)
+    head = s.recv(39)
+    t = time.monotonic()
+    got = s.recv(100)
+    return len(got), round(time.monotonic() - t, 1)
+print(json.dumps({{"big": tunnel({big}), "silent": tunnel({silent}), "banner": server_first({banner})}}))
+"#
+    );
+    for who in identities() {
+        let (r, records) = run_recorded(who, &p, &code);
+        r.assert_code(0);
+        let out = r.json();
+        let got = out["big"][0].as_u64().unwrap();
+        assert!(got > 0 && got <= 1 << 20, "{out}");
+        let waited = out["silent"][1].as_f64().unwrap();
+        assert!((1.5..20.0).contains(&waited), "{out}");
+        // A server that speaks first is heard without the client speaking.
+        assert_eq!(out["banner"][0], 16, "{out}");
+        assert!(out["banner"][1].as_f64().unwrap() < 5.0, "{out}");
+        let ended: Vec<(u64, String, u64)> = connects(&records)
+            .iter()
+            .map(|v| {
+                (
+                    v["port"].as_u64().unwrap(),
+                    v["ended"].as_str().unwrap().to_string(),
+                    v["bytes_in"].as_u64().unwrap() + v["bytes_out"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(ended.len(), 3, "{records:#?}");
+        assert_eq!(ended[0].0, u64::from(big));
+        assert_eq!(ended[0].1, "limits.connection_bytes");
+        assert!(ended[0].2 <= 1 << 20, "{ended:?}");
+        assert_eq!(ended[1].0, u64::from(silent));
+        assert_eq!(ended[1].1, "limits.connection_seconds");
+    }
+}
+
+/// A connection's record is on the log when the connection ends, not when
+/// the run does: a run still going (and later killed) has it already.
+#[test]
+fn a_connections_record_is_written_while_the_run_goes_on() {
+    let server = HttpServer::start("early");
+    let p = proxy_profile(
+        &format!("egress-early-{}", server.port),
+        &[format!("localhost:{}", server.port)],
+        "",
+    );
+    for who in identities() {
+        let dir = scratch_dir("egress-early");
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+        let log = dir.join("audit.jsonl");
+        let code = format!(
+            "import time, urllib.request\nurllib.request.urlopen('http://localhost:{}/', timeout=10).read()\nprint('fetched', flush=True)\ntime.sleep(30)\n",
+            server.port
+        );
+        let mut child = ninewall(who)
+            .args(["run", "--audit-log"])
+            .arg(&log)
+            .arg("--profile")
+            .arg(&p)
+            .args(["--", "-c", &code])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut seen = None;
+        while started.elapsed() < std::time::Duration::from_secs(20) && seen.is_none() {
+            seen = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| v["kind"] == "net.connect");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let still_running = child.try_wait().unwrap().is_none();
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGTERM) };
+        let _ = child.wait();
+        let rec = seen.unwrap_or_else(|| panic!("no net.connect record while the run went on"));
+        assert!(still_running, "the run had ended: the record proves nothing");
+        assert_eq!(rec["allowed"], true, "{rec}");
+        assert_eq!(rec["ended"], "closed", "{rec}");
+    }
 }
