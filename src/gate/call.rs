@@ -90,14 +90,23 @@ fn call_with(c: &Call, say: &dyn Fn(String), end: &mut Option<WireResponse>) -> 
         },
         None => None,
     };
-    let request = serde_json::json!({
+    // Text as text; other bytes as base64, which the protocol carries too.
+    let mut request = serde_json::json!({
         "v": 2,
         "mbu": c.mbu,
         "args": c.args,
-        "stdin": stdin,
         "workspace": workspace,
         "caused_by": c.caused_by,
     });
+    if let Some(fields) = request.as_object_mut() {
+        match String::from_utf8(stdin) {
+            Ok(text) => fields.insert("stdin".into(), text.into()),
+            Err(e) => fields.insert(
+                "stdin_base64".into(),
+                crate::gate::exec::encode_base64(e.as_bytes()).into(),
+            ),
+        };
+    }
     let mut line = request.to_string();
     line.push('\n');
     if line.len() > MAX_REQUEST_BYTES {
@@ -124,11 +133,11 @@ fn call_with(c: &Call, say: &dyn Fn(String), end: &mut Option<WireResponse>) -> 
     receive(&stream, &c.socket, say, end)
 }
 
-/// Standard input, when it is not a terminal: the MBU's, whole, as text.
-fn read_stdin() -> Result<String, String> {
+/// Standard input, when it is not a terminal: the MBU's, whole.
+fn read_stdin() -> Result<Vec<u8>, String> {
     let mut stdin = std::io::stdin();
     if stdin.is_terminal() {
-        return Ok(String::new());
+        return Ok(Vec::new());
     }
     let mut bytes = Vec::new();
     (&mut stdin)
@@ -140,7 +149,7 @@ fn read_stdin() -> Result<String, String> {
             "standard input is over {MAX_REQUEST_BYTES} bytes, more than one request carries"
         ));
     }
-    String::from_utf8(bytes).map_err(|_| "standard input is not UTF-8 text (the daemon's protocol carries text)".into())
+    Ok(bytes)
 }
 
 /// Reads the answer: the first line, the frames, the end line.

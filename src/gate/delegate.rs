@@ -88,6 +88,10 @@ impl Delegation {
         if req.workspace.is_some() {
             return WireResponse::refused("workspace: a delegated execution gets a fresh workspace of its own");
         }
+        let stdin = match req.stdin_bytes() {
+            Ok(b) => b,
+            Err(e) => return WireResponse::refused(e),
+        };
         let child = match self.check(&req.mbu) {
             Ok(c) => c,
             Err(e) => {
@@ -104,7 +108,7 @@ impl Delegation {
         let exec = Execution {
             profile: &child.profile,
             args: &req.args,
-            stdin: req.stdin.as_bytes(),
+            stdin: &stdin,
             workspace: None,
             audit_log: &self.log,
             lineage: &lineage,

@@ -37,9 +37,14 @@ pub struct WireRequest {
     /// Arguments appended to the profile's command.
     #[serde(default)]
     pub args: Vec<String>,
-    /// The MBU's standard input (UTF-8 text).
+    /// The MBU's standard input as UTF-8 text.
     #[serde(default)]
     pub stdin: String,
+    /// The MBU's standard input as base64 (RFC 4648, padded), for bytes
+    /// that are not UTF-8; only one of `stdin` and `stdin_base64` may be
+    /// given.
+    #[serde(default)]
+    pub stdin_base64: Option<String>,
     /// A host directory to use as the workspace (daemon only).
     #[serde(default)]
     pub workspace: Option<PathBuf>,
@@ -51,6 +56,76 @@ pub struct WireRequest {
     /// 2 (daemon only), the output streamed in frames (see [`Started::stream`]).
     #[serde(default)]
     pub v: Option<u32>,
+}
+
+impl WireRequest {
+    /// The MBU's standard input, whichever field carries it.
+    pub fn stdin_bytes(&self) -> Result<Vec<u8>, String> {
+        match &self.stdin_base64 {
+            None => Ok(self.stdin.clone().into_bytes()),
+            Some(_) if !self.stdin.is_empty() => {
+                Err("both stdin and stdin_base64 are given; valid: one of them".into())
+            }
+            Some(b64) => decode_base64(b64)
+                .ok_or_else(|| "stdin_base64 is not base64 (RFC 4648: A-Z a-z 0-9 + /, padded with =)".to_string()),
+        }
+    }
+}
+
+/// Decodes standard, padded base64; `None` for anything else.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let value = |c: u8| -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    };
+    let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+    let quads = bytes.len() / 4;
+    for (i, quad) in bytes.chunks(4).enumerate() {
+        let pad = quad.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 || (pad > 0 && i + 1 != quads) {
+            return None;
+        }
+        let mut n: u32 = 0;
+        for &c in quad.get(..4 - pad)? {
+            n = (n << 6) | value(c)?;
+        }
+        n <<= 6 * pad;
+        let [_, a, b, c] = n.to_be_bytes();
+        out.extend_from_slice([a, b, c].get(..3 - pad)?);
+    }
+    Some(out)
+}
+
+/// Encodes bytes as standard, padded base64.
+pub fn encode_base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let mut buf = [0u8; 3];
+        for (d, s) in buf.iter_mut().zip(chunk) {
+            *d = *s;
+        }
+        let n = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                let idx = (n >> (18 - 6 * i)) & 63;
+                out.push(char::from(*ALPHABET.get(idx as usize).unwrap_or(&b'A')));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 /// Most bytes of stdout and of stderr one answer line of protocol 1 carries;
@@ -538,4 +613,23 @@ fn read_capped(stream: impl Read, cap: u64) -> (Vec<u8>, bool) {
     // Drain the rest so the writer is never blocked by us.
     let dropped = std::io::copy(&mut limited.into_inner(), &mut std::io::sink()).unwrap_or(0);
     (kept, dropped > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_every_length_and_refuses_what_is_not_base64() {
+        let data: Vec<u8> = (0..=255u8).chain([0, 0xff, 0x80]).collect();
+        for n in 0..data.len() {
+            let text = encode_base64(&data[..n]);
+            assert_eq!(decode_base64(&text).as_deref(), Some(&data[..n]), "{n}: {text}");
+        }
+        assert_eq!(encode_base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
+        assert_eq!(decode_base64("YW55IGNhcm5hbCBwbGVhcw==").unwrap(), b"any carnal pleas");
+        for bad in ["YW5", "YW5=IGNh", "YW55IGNhcm5hbCBwbGVhc===", "YW5-", "Y W5", "===="] {
+            assert_eq!(decode_base64(bad), None, "{bad}");
+        }
+    }
 }

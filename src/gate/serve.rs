@@ -634,6 +634,10 @@ fn start<'a>(shared: &'a Shared, peer: &Peer, worker: &Worker, req: &WireRequest
         Ok(g) => g,
         Err(r) => return Err(refuse(r.to_string(), Some(&worker.name))),
     };
+    let stdin = match req.stdin_bytes() {
+        Ok(b) => b,
+        Err(why) => return Err(refuse(why, Some(&worker.name))),
+    };
     // Opened here, once, as the client: the supervisor gets this descriptor
     // and resolves no path again.
     let workspace = match req.workspace.as_deref().map(|ws| open_workspace(ws, peer)).transpose() {
@@ -654,7 +658,7 @@ fn start<'a>(shared: &'a Shared, peer: &Peer, worker: &Worker, req: &WireRequest
     let exec = Execution {
         profile: &grant.profile,
         args: &req.args,
-        stdin: req.stdin.as_bytes(),
+        stdin: &stdin,
         workspace: workspace.as_ref().map(|(path, fd)| Workspace { path, fd: fd.as_fd() }),
         audit_log: &shared.children_log,
         lineage: &lineage,

@@ -1816,6 +1816,26 @@ fn a_worker_calls_with_ninewall_call_streams_and_cancels() {
     let r = call(worker, &d.socket, "reason", &["-"], "print(6 * 7)\n");
     r.assert_code(0);
     assert_eq!(r.stdout.trim(), "42");
+    // Bytes that are not UTF-8 go in and come out as they are.
+    let sent: Vec<u8> = (0..=255u8).rev().chain([0xff, 0xfe, 0x00, 0x80]).collect();
+    let mut child = ninewall(worker)
+        .args(["call", "reason", "--socket"])
+        .arg(&d.socket)
+        .args([
+            "--",
+            "-c",
+            "import sys\nsys.stdout.buffer.write(sys.stdin.buffer.read()[::-1])",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&sent).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let back: Vec<u8> = sent.iter().rev().copied().collect();
+    assert_eq!(out.stdout, back, "binary stdin did not round-trip");
     // Refused by the gate: 125 and why.
     let r = call(worker, &d.socket, "code_generate_new", &["-c", "print(1)"], "");
     r.assert_code(125);
@@ -1911,7 +1931,9 @@ fn the_python_client_calls_records_and_reads_refusals() {
          r = ninewall.call('reason', ['-c', 'print(5)\\nraise SystemExit(5)'], caused_by=rec, socket_path=S, on_stdout=got.append)\n\
          print('code', r.code(), got, r.stdout)\n\
          try:\n    ninewall.call('code_generate_new', socket_path=S)\nexcept ninewall.Refused as e:\n    print('refused', 'code_generate_new' in str(e))\n\
-         print('enum', int(ninewall.ExitCode.SANDBOX), ninewall.ExitCode(124).name)",
+         print('enum', int(ninewall.ExitCode.SANDBOX), ninewall.ExitCode(124).name)\n\
+         r = ninewall.call('reason', ['-c', 'import sys; sys.stdout.buffer.write(sys.stdin.buffer.read()[::-1])'], stdin=bytes(range(256)), socket_path=S)\n\
+         print('bytes', r.stdout == bytes(range(256))[::-1])",
         socket = d.socket.to_str().unwrap(),
         lib = lib.to_str().unwrap()
     );
@@ -1923,7 +1945,7 @@ fn the_python_client_calls_records_and_reads_refusals() {
     let out = Run::from_output(cmd.output().unwrap());
     assert_eq!(out.code, 0, "{out:#?}");
     assert_eq!(
-        out.stdout, "call 0 b'2\\n' True\ncode 5 [b'5\\n'] b''\nrefused True\nenum 125 TIMEOUT\n",
+        out.stdout, "call 0 b'2\\n' True\ncode 5 [b'5\\n'] b''\nrefused True\nenum 125 TIMEOUT\nbytes True\n",
         "{out:#?}"
     );
     // The model call and the execution it caused are linked in the log.

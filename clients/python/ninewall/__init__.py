@@ -16,6 +16,7 @@ end line).
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import json
@@ -23,7 +24,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 __all__ = [
     "ExitCode",
@@ -110,7 +111,7 @@ def call(
     mbu: str,
     args: Sequence[str] = (),
     *,
-    stdin: str = "",
+    stdin: Union[str, bytes] = "",
     workspace: Optional[str] = None,
     caused_by: Optional[str] = None,
     socket_path: Optional[str] = None,
@@ -127,7 +128,11 @@ def call(
     and :class:`TimeoutError` is raised. Raises :class:`Refused` when the
     daemon refuses, :class:`DaemonError` when it cannot be reached.
     """
-    request = {"v": 2, "mbu": mbu, "args": list(args), "stdin": stdin}
+    request: dict = {"v": 2, "mbu": mbu, "args": list(args)}
+    if isinstance(stdin, bytes):
+        request["stdin_base64"] = base64.b64encode(stdin).decode("ascii")
+    else:
+        request["stdin"] = stdin
     if workspace is not None:
         request["workspace"] = os.path.abspath(workspace)
     if caused_by is not None:
