@@ -79,3 +79,23 @@ cp -r scripts/escape "$profiles/.escape"
 chmod -R a+rX "$profiles/.escape"
 (cd / && runuser -u "$user" -- env NINEWALL_TEST_EXEC_DIR="$NINEWALL_TEST_EXEC_DIR" \
     /usr/bin/python3.11 "$profiles/.escape/harness.py" "$CARGO_TARGET_DIR/$(rustc --print host-tuple)/release/ninewall" "$profiles")
+
+echo "== pass 5: a fresh cargo install into a temporary root, run from /"
+# What an admin who installs with cargo gets: the static binary, and the
+# shipped profiles found by name (NINEWALL_PROFILES; scripts/install.sh puts
+# them in /etc/ninewall/profiles).
+install_root=$(mktemp -d /var/tmp/ninewall-test-install.XXXXXX)
+trap 'rm -rf "$profiles" "$policy" "$install_root"' EXIT
+cargo install --quiet --locked --path . --root "$install_root"
+# Static: no PT_INTERP program header (no dynamic loader to run it).
+python3 - "$install_root/bin/ninewall" <<'PY' || { echo "test.sh: cargo install did not give a static binary" >&2; exit 1; }
+import struct, sys
+elf = open(sys.argv[1], "rb").read()
+phoff, = struct.unpack_from("<Q", elf, 0x20)
+phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+types = [struct.unpack_from("<I", elf, phoff + i * phentsize)[0] for i in range(phnum)]
+sys.exit(3 in types)
+PY
+answer=$(cd / && NINEWALL_PROFILES="$profiles" "$install_root/bin/ninewall" run --profile reason -- -c 'print(6 * 7)')
+[ "$answer" = 42 ] || { echo "test.sh: the installed ninewall answered '$answer', not 42" >&2; exit 1; }
+echo "installed ninewall ran the reason profile from /"
