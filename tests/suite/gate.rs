@@ -1856,6 +1856,7 @@ fn a_worker_calls_with_ninewall_call_streams_and_cancels() {
     assert_eq!(r.code, 6);
     let v: Value =
         serde_json::from_str(r.stderr.lines().last().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {r:#?}"));
+    assert_schema("call", &v);
     assert_eq!(v["exit_code"], 6);
     assert_eq!(v["ok"], true);
     assert!(v["exec"].is_string());
@@ -1869,6 +1870,7 @@ fn a_worker_calls_with_ninewall_call_streams_and_cancels() {
     );
     assert_eq!(r.code, 125);
     let v: Value = serde_json::from_str(r.stderr.lines().last().unwrap_or("")).unwrap();
+    assert_schema("call", &v);
     assert_eq!(v["ok"], false);
     assert!(
         v["error"].as_str().is_some_and(|e| e.contains("code_generate_new")),

@@ -8,6 +8,7 @@ mod enforce_seccomp;
 mod gate;
 mod interpreter_guard;
 mod invalid_profiles;
+mod json_schema;
 mod plan_golden;
 mod profile_merge;
 mod provenance;

@@ -343,3 +343,91 @@ pub fn check_profile(profile: &Path, json: bool) -> Run {
     }
     Run::from_output(cmd.arg(profile).output().unwrap())
 }
+
+/// Checks `value` against `clients/schema/NAME.json`, the published shape
+/// of a `--json` output, with the part of JSON Schema those files use
+/// (`type`, `const`, `enum`, `properties`, `required`,
+/// `additionalProperties`, `items`, `anyOf`, `$ref` to a sibling file).
+pub fn assert_schema(name: &str, value: &serde_json::Value) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/schema");
+    let load = |file: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap()
+    };
+    let schema = load(&format!("{name}.json"));
+    if let Err(e) = conforms(&schema, value, "$", &load) {
+        panic!("{name}.json: {e}\nvalue: {value:#}");
+    }
+}
+
+fn conforms(
+    schema: &serde_json::Value,
+    v: &serde_json::Value,
+    at: &str,
+    load: &dyn Fn(&str) -> serde_json::Value,
+) -> Result<(), String> {
+    use serde_json::Value;
+    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
+        return conforms(&load(r), v, at, load);
+    }
+    if let Some(alts) = schema.get("anyOf").and_then(Value::as_array) {
+        let errors: Vec<String> = alts.iter().filter_map(|a| conforms(a, v, at, load).err()).collect();
+        if errors.len() == alts.len() {
+            return Err(format!("{at}: matches none of anyOf: {}", errors.join(" | ")));
+        }
+    }
+    if let Some(t) = schema.get("type") {
+        let kinds: Vec<&str> = match t {
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            Value::String(s) => vec![s.as_str()],
+            _ => vec![],
+        };
+        let is = |k: &str| match k {
+            "string" => v.is_string(),
+            "integer" => v.is_i64() || v.is_u64(),
+            "number" => v.is_number(),
+            "boolean" => v.is_boolean(),
+            "object" => v.is_object(),
+            "array" => v.is_array(),
+            "null" => v.is_null(),
+            _ => false,
+        };
+        if !kinds.iter().any(|k| is(k)) {
+            return Err(format!("{at}: {v} is not of type {t}"));
+        }
+    }
+    if let Some(c) = schema.get("const") {
+        if c != v {
+            return Err(format!("{at}: {v} is not {c}"));
+        }
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(v) {
+            return Err(format!("{at}: {v} is not one of {e:?}"));
+        }
+    }
+    if let Some(o) = v.as_object() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        for key in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+            let key = key.as_str().unwrap_or("");
+            if !o.contains_key(key) {
+                return Err(format!("{at}: no {key:?}"));
+            }
+        }
+        for (k, x) in o {
+            match props.and_then(|p| p.get(k)) {
+                Some(s) => conforms(s, x, &format!("{at}.{k}"), load)?,
+                None => match schema.get("additionalProperties") {
+                    Some(Value::Bool(false)) => return Err(format!("{at}: unexpected {k:?}")),
+                    Some(s @ Value::Object(_)) => conforms(s, x, &format!("{at}.{k}"), load)?,
+                    _ => {}
+                },
+            }
+        }
+    }
+    if let (Some(items), Some(a)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in a.iter().enumerate() {
+            conforms(items, x, &format!("{at}[{i}]"), load)?;
+        }
+    }
+    Ok(())
+}
