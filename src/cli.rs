@@ -73,6 +73,10 @@ pub enum Command {
         /// The provenance log. Default: as for `run`.
         #[arg(long, value_name = "LOG")]
         log: Option<PathBuf>,
+        /// For each fix: would the execution's profile with it still be
+        /// within this profile (a name or a path), as `diff` would say?
+        #[arg(long, value_name = "PROFILE")]
+        against: Option<PathBuf>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,

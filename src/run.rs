@@ -71,7 +71,13 @@ pub fn main(cli: Cli) -> i32 {
             }
         }
         Command::Learn(args) => crate::learn::main(&args, &|m| say(m)),
-        Command::Why { exec, path, log, json } => why(&exec, path.as_deref(), log, json),
+        Command::Why {
+            exec,
+            path,
+            log,
+            against,
+            json,
+        } => why(&exec, path.as_deref(), log, against.as_deref(), json),
         Command::Policy { policy, json } => show_gate(&policy, json),
         Command::Diff { a, b, json } => diff(&a, &b, json),
         Command::Audit { action } => audit(action),
@@ -457,7 +463,7 @@ cgroup move  {} {note}",
     0
 }
 
-fn why(exec: &str, only: Option<&str>, log: Option<PathBuf>, json: bool) -> i32 {
+fn why(exec: &str, only: Option<&str>, log: Option<PathBuf>, against: Option<&Path>, json: bool) -> i32 {
     let Some(log) = log.or_else(|| provenance::default_log_path(sys::effective_ids().0)) else {
         say("no log: give --log LOG or set NINEWALL_AUDIT_LOG");
         return EXIT_USAGE;
@@ -474,7 +480,25 @@ fn why(exec: &str, only: Option<&str>, log: Option<PathBuf>, json: bool) -> i32 
         say(format!("no execution {exec} in {}", log.display()));
         return 1;
     };
-    let advice = crate::why::explain(records, only);
+    let mut advice = crate::why::explain(records, only);
+    if let Some(named) = against {
+        // The execution's profile as its start record names it, now.
+        let Some(top) = records
+            .iter()
+            .find(|r| r.get("kind").and_then(serde_json::Value::as_str) == Some("exec.start"))
+            .and_then(|r| r.pointer("/profile/files"))
+            .and_then(serde_json::Value::as_array)
+            .and_then(|files| files.last())
+            .and_then(serde_json::Value::as_str)
+        else {
+            say(format!("execution {exec}: its start record names no profile file"));
+            return 1;
+        };
+        let (Ok(own), Ok(other)) = (load_policy(Path::new(top)), load_policy(named)) else {
+            return EXIT_USAGE;
+        };
+        crate::why::compare(&mut advice, &own, &other, &other.name);
+    }
     let mut out = std::io::stdout().lock();
     let written = if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&advice).unwrap_or_default())
@@ -495,6 +519,28 @@ fn why(exec: &str, only: Option<&str>, log: Option<PathBuf>, json: bool) -> i32 
                 if a.allowable { "allow with" } else { "allow" },
                 a.fix
             ));
+            if let Some(c) = &a.against {
+                if c.within {
+                    s.push_str(&format!("    and stay within {}\n", c.profile));
+                } else if c.gained.is_empty() {
+                    s.push_str(&format!(
+                        "    which adds nothing beyond {} (the profile already is wider: {})\n",
+                        c.profile,
+                        c.already.join("; ")
+                    ));
+                } else {
+                    let already = if c.already.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (and already: {})", c.already.join("; "))
+                    };
+                    s.push_str(&format!(
+                        "    which is wider than {}: {}{already}\n",
+                        c.profile,
+                        c.gained.join("; ")
+                    ));
+                }
+            }
         }
         s.push_str("A change widens the profile: `ninewall diff NEW OLD` lists what it would gain.");
         writeln!(out, "{s}")

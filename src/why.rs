@@ -25,6 +25,79 @@ pub struct Advice {
     pub fix: String,
     /// Whether `fix` is a profile change (false: nothing in a profile allows it).
     pub allowable: bool,
+    /// With `--against PROFILE`: whether the profile with `fix` applied
+    /// would still be within that one (what `diff` would say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub against: Option<Against>,
+}
+
+/// The profile with one fix applied, compared with a named one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Against {
+    /// The profile compared with.
+    pub profile: String,
+    /// Whether the changed profile allows nothing the named one does not.
+    pub within: bool,
+    /// What the fix would allow beyond it, as `diff` says it (`key: what`).
+    pub gained: Vec<String>,
+    /// What the profile already allows beyond it, fix or not.
+    pub already: Vec<String>,
+}
+
+/// `policy` with one advice's fix applied, when the fix is a profile change
+/// this can make (`fs.read += [...]`, `syscalls.allow += [...]`, ...).
+pub fn apply(fix: &str, policy: &crate::Policy) -> Option<crate::Policy> {
+    use crate::policy::{EntryKind, FsEntry, NetMode};
+    let mut p = policy.clone();
+    if fix.starts_with("net.mode = \"loopback\"") {
+        p.net = NetMode::Loopback;
+        return Some(p);
+    }
+    let (key, rest) = fix.split_once(" += [")?;
+    let value: String = serde_json::Deserializer::from_str(rest)
+        .into_iter::<String>()
+        .next()?
+        .ok()?;
+    let entry = |path: &str| FsEntry {
+        path: path.into(),
+        kind: if Path::new(path).is_dir() {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        },
+    };
+    match key {
+        "fs.read" => p.read.push(entry(&value)),
+        "fs.write" => p.write.push(entry(&value)),
+        "exec.executables" => p.executables.push(value.into()),
+        "syscalls.allow" => p.syscalls.names.push(value),
+        "python.modules" => p.python.as_mut()?.modules.push(value),
+        "net.allow" => p.net_allow.push(crate::policy::egress::Rule::parse(&value).ok()?),
+        _ => return None,
+    }
+    Some(p)
+}
+
+/// Fills in each allowable advice's [`Against`]: `policy` (the
+/// execution's profile) with that fix, compared with `named`.
+pub fn compare(advice: &mut [Advice], policy: &crate::Policy, named: &crate::Policy, name: &str) {
+    let words = |p: &crate::Policy| -> Vec<String> {
+        crate::policy::subset::excess(p, named)
+            .iter()
+            .map(|e| format!("{}: {}", e.key, e.what))
+            .collect()
+    };
+    let already = words(policy);
+    for a in advice.iter_mut().filter(|a| a.allowable) {
+        let Some(changed) = apply(&a.fix, policy) else { continue };
+        let all = words(&changed);
+        a.against = Some(Against {
+            profile: name.to_string(),
+            within: all.is_empty(),
+            gained: all.into_iter().filter(|g| !already.contains(g)).collect(),
+            already: already.clone(),
+        });
+    }
 }
 
 /// The advice for an execution's records, refusals of the same kind and
@@ -86,6 +159,7 @@ pub fn explain(records: &[Value], only: Option<&str>) -> Vec<Advice> {
                     count: r.get("count").and_then(Value::as_u64).unwrap_or(1),
                     fix: format!("syscalls.allow += [\"{name}\"]{also}"),
                     allowable: true,
+                    against: None,
                 });
             }
             Some("net.connect") if only.is_none() && r.get("refused").is_some_and(|v| !v.is_null()) => {
@@ -109,6 +183,7 @@ pub fn explain(records: &[Value], only: Option<&str>) -> Vec<Advice> {
                     count: 1,
                     allowable: fix.starts_with("net.allow") || fix.starts_with("limits"),
                     fix,
+                    against: None,
                 });
             }
             Some("guard.refused") if only.is_none() => add(guard_advice(&crate::provenance::bounded_text(
@@ -142,6 +217,7 @@ fn argument_refusal(name: &str, families: &[String], network: &str, count: u64) 
             count,
             fix: fix.clone(),
             allowable: fix.starts_with("net.mode"),
+            against: None,
         });
     }
     crate::seccomp::guard::guard_of(name).map(|_| Advice {
@@ -152,6 +228,7 @@ fn argument_refusal(name: &str, families: &[String], network: &str, count: u64) 
             "syscalls.allow += [\"{name}\"] if the profile lacks it; if it has it, the call asked for a set-uid or set-gid mode, which no profile allows"
         ),
         allowable: true,
+        against: None,
     })
 }
 
@@ -184,6 +261,7 @@ fn file_advice(path: &str, access: &str, exists_inside: bool) -> Advice {
             count: 1,
             fix,
             allowable,
+            against: None,
         };
     }
     let wall = match access {
@@ -204,6 +282,7 @@ fn file_advice(path: &str, access: &str, exists_inside: bool) -> Advice {
         count: 1,
         fix,
         allowable: true,
+        against: None,
     }
 }
 
@@ -233,6 +312,7 @@ fn guard_advice(what: &str) -> Advice {
                 count: 1,
                 fix: format!("none: {m} may not be allowed ({why})"),
                 allowable: false,
+                against: None,
             },
             None => Advice {
                 wall: "wall 2 (interpreter guard)",
@@ -240,6 +320,7 @@ fn guard_advice(what: &str) -> Advice {
                 count: 1,
                 fix: format!("python.modules += [{:?}]", m.split('.').next().unwrap_or(&m)),
                 allowable: true,
+                against: None,
             },
         },
         None => Advice {
@@ -248,6 +329,7 @@ fn guard_advice(what: &str) -> Advice {
             count: 1,
             fix: "none: the guard's language rule, not a setting (change the code)".to_string(),
             allowable: false,
+            against: None,
         },
     }
 }

@@ -362,6 +362,36 @@ fn why_names_the_wall_and_the_change_that_allows_it_and_the_change_works() {
     let advice = only.json();
     assert_eq!(advice.as_array().map(Vec::len), Some(1), "{advice:#}");
     assert_eq!(advice[0]["fix"], "fs.read += [\"/etc/hostname\"]");
+    // Against a named profile: would the profile with the fix still be
+    // within it, as `diff` would say?
+    let roomy = write_profile(
+        "why-roomy",
+        "extends = \"reason\"\n[mbu]\nname = \"why-roomy\"\n[fs]\nread = [\"/etc\"]\n[syscalls]\nallow = [\"socket\"]\n",
+    );
+    let against = |named: &std::path::Path| {
+        let r = Run::from_output(
+            ninewall(who)
+                .args(["why", &exec, "--path", "/etc/hostname", "--json", "--against"])
+                .arg(named)
+                .arg("--log")
+                .arg(&log)
+                .output()
+                .unwrap(),
+        );
+        r.assert_code(0);
+        assert_schema("why", &r.json());
+        r.json()[0]["against"].clone()
+    };
+    let within = against(&roomy);
+    assert_eq!(within["within"], true, "{within:#}");
+    assert_eq!(within["profile"], "why-roomy");
+    let beyond = against(&profile("reason"));
+    assert_eq!(beyond["within"], false, "{beyond:#}");
+    assert_eq!(
+        beyond["gained"],
+        serde_json::json!(["fs.read: may read /etc/hostname"]),
+        "{beyond:#}"
+    );
     // The change, made: the same code reads the file; the socket, allowed
     // as a syscall, is still refused for its family under net.mode "none",
     // and `why` then says what allows it.
