@@ -41,6 +41,14 @@ pub struct Learned {
     pub limits: Vec<(&'static str, String, String)>,
 }
 
+/// The program search path of the observation and of the learned profile:
+/// programs find what they run by it (a shell, `collect2` its `ld`).
+const SEARCH_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// How many times a command is observed at most, each time with the
+/// programs it started the time before.
+const OBSERVATIONS: usize = 8;
+
 /// Directories where a run's own files are: never profile entries.
 const OWN: [&str; 4] = ["/proc", "/dev", "/tmp", "/work"];
 
@@ -74,7 +82,7 @@ pub fn observation_profile(executables: &[PathBuf], arg_paths: &[PathBuf]) -> St
     format!(
         "# ninewall learn: the observation run (wide views, every access recorded)\n\
          [mbu]\nname = \"learn\"\n\
-         [exec]\nexecutables = [{}]\n\
+         [exec]\nexecutables = [{}]\nenv = {{ PATH = {SEARCH_PATH:?}, LANG = \"C.UTF-8\" }}\n\
          [fs]\nread = [{}]\nlibraries = [{}]\n\
          [net]\nmode = \"loopback\"\n\
          [syscalls]\nallow = [\"@default\", \"@network-io\", \"@ipc\", \"@chown\", \"@system-info\"]\non_denied = \"errno\"\n\
@@ -241,6 +249,31 @@ pub fn learn(records: &[Value], name: &str, collapse: &[PathBuf], fan: usize) ->
         match text("access").as_str() {
             "exec" => {
                 l.executables.entry(path.clone()).or_insert_with(|| "executed".into());
+                // Started by another name (`as` found on PATH as
+                // /usr/bin/as -> x86_64-linux-gnu-as): that symlink must
+                // be there too, or the name finds nothing next time.
+                // Each link of the chain, named by its real directory
+                // (/bin/ld is /usr/bin/ld on a merged-/usr host; /usr/bin/ld
+                // -> x86_64-linux-gnu-ld -> x86_64-linux-gnu-ld.bfd).
+                let mut link = PathBuf::from(text("asked"));
+                for _ in 0..8 {
+                    let (Some(dir), Some(name)) = (link.parent(), link.file_name()) else {
+                        break;
+                    };
+                    let Ok(real_dir) = std::fs::canonicalize(dir) else {
+                        break;
+                    };
+                    let here = real_dir.join(name);
+                    let Ok(next) = std::fs::read_link(&here) else { break };
+                    let shown = here.display().to_string();
+                    if own(&shown) {
+                        break;
+                    }
+                    l.read
+                        .entry(shown)
+                        .or_insert_with(|| format!("a name {path} was started by (a symlink)"));
+                    link = real_dir.join(next);
+                }
             }
             "read" if exists && is_library(&path) => {
                 l.libraries
@@ -372,7 +405,7 @@ impl Learned {
         };
         let mut s = format!(
             "# Learned by `ninewall learn` from {}.\n# Every entry says why it is here; remove what you do not want to allow.\n\
-             [mbu]\nname = {:?}\n\n[exec]\nexecutables = [\n{}]\n\n[fs]\n",
+             [mbu]\nname = {:?}\n\n[exec]\nexecutables = [\n{}]\nenv = {{ PATH = {SEARCH_PATH:?}, LANG = \"C.UTF-8\" }}  # as observed\n\n[fs]\n",
             note(source),
             self.name,
             list(&self.executables)
@@ -483,10 +516,11 @@ fn learn_in(args: &crate::cli::LearnArgs, work: &Path, say: &dyn Fn(String)) -> 
             .collect();
         // Observed until it executes nothing more than it may: a program it
         // starts (cat, wc) that the observation did not list is refused there,
-        // then listed, and the command observed again (four times at most).
+        // then listed, and the command observed again (a compiler driver
+        // takes five: cc1, as, collect2, ld; OBSERVATIONS at most).
         let profile = work.join("observe.toml");
         let mut observed = None;
-        for round in 0..4 {
+        for round in 0..OBSERVATIONS {
             if std::fs::write(&profile, observation_profile(&exes, &arg_paths)).is_err() {
                 say("learn: cannot write the observation profile".into());
                 return exit::SANDBOX;
@@ -514,6 +548,13 @@ fn learn_in(args: &crate::cli::LearnArgs, work: &Path, say: &dyn Fn(String)) -> 
             let more = refused_executables(&records, &exes);
             observed = Some((records, code));
             if more.is_empty() {
+                break;
+            }
+            if round + 1 == OBSERVATIONS {
+                say(format!(
+                    "learn: after {OBSERVATIONS} observations it still started programs not listed ({}): the profile leaves them out",
+                    more.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                ));
                 break;
             }
             say(format!(
@@ -635,14 +676,20 @@ fn learn_in(args: &crate::cli::LearnArgs, work: &Path, say: &dyn Fn(String)) -> 
     }
 }
 
-/// Programs an observation run tried to execute and was refused, that are
-/// executable files on the host and not listed yet.
+/// Programs an observation run tried to execute and was refused, or probed
+/// with `access` (a compiler driver finds `ld` that way before it runs
+/// it), that are executable files on the host and not listed yet.
 fn refused_executables(records: &[Value], listed: &[PathBuf]) -> Vec<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let mut out: Vec<PathBuf> = Vec::new();
     for r in records {
         let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
-        if text("kind") != "file" || text("access") != "exec" || text("verdict") != "refused" {
+        let refused_exec = text("access") == "exec" && text("verdict") == "refused";
+        // `access(X_OK)` fails on the observation's noexec views of /usr:
+        // a program that probes before it runs (collect2 and `ld`, a shell
+        // and PATH) asked for it.
+        let probed = text("access") == "meta" && matches!(text("syscall"), "access" | "faccessat" | "faccessat2");
+        if text("kind") != "file" || !(refused_exec || probed) {
             continue;
         }
         let Ok(real) = std::fs::canonicalize(text("path")) else {

@@ -855,3 +855,128 @@ fn learn_a_shell_script_that_reads_data_and_writes_a_report() {
         "the learned profile asks for more than the permissive one: {diff:#?}"
     );
 }
+
+/// `learn` on what each shipped profile is for, and on a compiler run
+/// (gcc starts cc1, as, collect2 and ld, found by PATH and by `access`):
+/// each learned profile checks, runs its workload again with the same
+/// result, and is a `diff`-subset of a hand-written permissive profile.
+#[test]
+fn learn_the_shipped_workloads_and_a_compiler_run() {
+    if !Path::new("/usr/bin/gcc").exists() && skip("gcc is not installed (.ci/run installs it)") {
+        return;
+    }
+    if !Path::new("/srv/knowledge/README.txt").exists() && skip("/srv/knowledge/README.txt is missing") {
+        return;
+    }
+    let src = exec_dir().join(format!("learn-cc-{}", unique()));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hello = src.join("hello.c");
+    std::fs::write(
+        &hello,
+        "#include <stdio.h>\nint main(void) { puts(\"compiled\"); return 0; }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hello, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let py = |code: &str| {
+        vec![
+            "/usr/bin/python3.11".to_string(),
+            "-I".into(),
+            "-S".into(),
+            "-B".into(),
+            "-c".into(),
+            code.into(),
+        ]
+    };
+    let workloads: Vec<(&str, Vec<String>, &str)> = vec![
+        ("reason", py("import json, statistics\nprint(json.dumps(statistics.mean([1, 2, 3, 4])))"), "2.5"),
+        ("knowledge", py("print(open('/srv/knowledge/README.txt').read().split()[0])"), "ninewall"),
+        (
+            "document_generation",
+            py("import csv\nwith open('/work/r.csv', 'w', newline='') as f:\n    csv.writer(f).writerow(['q', 1])\nprint(open('/work/r.csv').read().strip())"),
+            "q,1",
+        ),
+        ("code_generate_new", py("import math, re\nprint(len(re.findall('a', 'banana')), math.factorial(5))"), "3 120"),
+        // Compiled and linked into the sandbox's own /tmp (noexec there:
+        // it is not run); exit 0 means cc1, as, collect2 and ld all ran.
+        (
+            "compiler",
+            vec!["/usr/bin/gcc".into(), "-o".into(), "/tmp/hello".into(), hello.display().to_string()],
+            "",
+        ),
+    ];
+    let gcc_dir = "/usr/lib/gcc/x86_64-linux-gnu";
+    let permissive = write_profile(
+        "learn-permissive",
+        &format!(
+            "[mbu]\nname = \"learn-permissive\"\n[exec]\nexecutables = [\"/usr/bin/python3.11\", \"/usr/bin/dash\", {exes}]\n\
+             [fs]\nread = [\"/usr\", \"/etc\", \"/srv\", \"/lib\", \"/lib64\", \"/bin\", {src:?}]\nlibraries = [\"/usr/lib\", \"/usr/lib64\"]\n\
+             [syscalls]\nallow = [\"@default\", \"@network-io\", \"@ipc\", \"@system-info\"]\n\
+             [limits]\nmemory = \"4G\"\npids = 512\ncpu_seconds = 600\nwall_seconds = 600\noutput = \"64M\"\n",
+            exes = [
+                "/usr/bin/x86_64-linux-gnu-gcc-12",
+                "/usr/bin/x86_64-linux-gnu-as",
+                "/usr/bin/x86_64-linux-gnu-ld.bfd",
+                &format!("{gcc_dir}/12/cc1"),
+                &format!("{gcc_dir}/12/collect2"),
+                &format!("{gcc_dir}/12/lto-wrapper"),
+            ]
+            .iter()
+            .filter(|p| Path::new(p).exists())
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+            src = src.to_str().unwrap(),
+        ),
+    );
+    check_profile(&permissive, false).assert_code(0);
+    for who in identities() {
+        for (name, command, expect) in &workloads {
+            let out = scratch_dir("learn-shipped");
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o1777)).unwrap();
+            let learned = out.join(format!("{name}.toml"));
+            let r = Run::from_output(
+                ninewall(who)
+                    .args(["learn", "--name", name, "--out"])
+                    .arg(&learned)
+                    .arg("--")
+                    .args(command)
+                    .output()
+                    .unwrap(),
+            );
+            r.assert_code(0);
+            assert_eq!(r.stdout.trim(), *expect, "{name}, observed: {r:#?}");
+            assert!(
+                r.stderr.contains("the command exits 0 under it, as it did observed"),
+                "{name} ({who:?}): {r:#?}"
+            );
+            check_profile(&learned, false).assert_code(0);
+            // Its workload, again, by hand.
+            let again = run(
+                who,
+                &learned,
+                &[],
+                command.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+                None,
+            );
+            again.assert_code(0);
+            assert_eq!(
+                again.stdout.trim(),
+                *expect,
+                "{name} under the learned profile: {again:#?}"
+            );
+            let diff = Run::from_output(
+                ninewall(who)
+                    .arg("diff")
+                    .arg(&learned)
+                    .arg(&permissive)
+                    .output()
+                    .unwrap(),
+            );
+            assert_eq!(
+                diff.code, 0,
+                "{name}: the learned profile asks for more than the permissive one: {diff:#?}"
+            );
+        }
+    }
+}
