@@ -164,6 +164,9 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     host.identity = identity.as_ref().map(Identity::id);
     let loaded = load(&admission)?;
     let workspace = prepare_workspace(invocation, &host, &admission.lineage)?;
+    // Wall 9: bounded before the plan takes the workspace's tree; put back
+    // when this is dropped, on every way out.
+    let disk = bound_disk(&loaded.policy, workspace.as_ref())?;
     let planned = plan(&loaded, invocation, workspace, &host)?;
     if invocation.verbose {
         for line in sandbox::wall_lines(&planned.setup) {
@@ -223,7 +226,14 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     if invocation.verbose {
         say_resources(&running, &planned.setup, messages);
     }
-    let supervised = supervise(running, &signals, &mut log, &exec_id, loaded.policy.records, service);
+    let mut supervised = supervise(running, &signals, &mut log, &exec_id, loaded.policy.records, service);
+    if let (Some(bound), Ok((outcome, _))) = (disk, supervised.waited.as_mut()) {
+        let used = bound.finish();
+        if used.reached {
+            outcome.limit.get_or_insert(Limit::Disk);
+        }
+        outcome.disk = Some(used);
+    }
     Ok(finish(
         supervised,
         &mut log,
@@ -232,6 +242,24 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
         invocation.verbose,
         messages,
     ))
+}
+
+/// Wall 9, `limits.disk`: the host workspace bounded by its btrfs qgroup,
+/// or why it cannot be (then nothing runs). Only as root, where the
+/// workspace is a tree mounted from one descriptor.
+fn bound_disk(policy: &Policy, workspace: Option<&Workspace>) -> Result<Option<sandbox::disk::DiskBound>, Error> {
+    let (Some(allowed), Some(ws)) = (policy.limits.disk, workspace) else {
+        return Ok(None);
+    };
+    let Some(tree) = ws.tree.as_ref() else {
+        return Err(SandboxError::Disk(
+            "a host workspace is bounded by a btrfs qgroup, which only root can set; run as root (or the daemon), or without --workspace (the tmpfs workspace is bounded by its size)".into(),
+        )
+        .into());
+    };
+    sandbox::disk::DiskBound::set(std::os::fd::AsFd::as_fd(tree), allowed)
+        .map(Some)
+        .map_err(|why| SandboxError::Disk(format!("{}: {why}", ws.path.display())).into())
 }
 
 /// Wall 3: as root, an identity of this execution's own

@@ -203,6 +203,7 @@ struct RawLimits {
     connections: Option<Spanned<Scalar>>,
     connection_bytes: Option<Spanned<Scalar>>,
     connection_seconds: Option<Spanned<Scalar>>,
+    disk: Option<Spanned<Scalar>>,
     cgroups: Option<Spanned<Scalar>>,
 }
 
@@ -460,6 +461,7 @@ impl Profile {
                 ("connections", l.connections),
                 ("connection_bytes", l.connection_bytes),
                 ("connection_seconds", l.connection_seconds),
+                ("disk", l.disk),
                 ("cgroups", l.cgroups),
             ] {
                 if let Some(v) = value {

@@ -1206,6 +1206,7 @@ pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Val
             "bytes_in": n.bytes_in,
             "unrecorded": n.unrecorded,
         })),
+        "disk": o.disk.map(|d| json!({"allowed": d.allowed, "added": d.added, "reached": d.reached})),
     }));
     out
 }

@@ -231,6 +231,11 @@ pub struct Limits {
     pub connection_bytes: u64,
     /// Seconds one proxied connection may last.
     pub connection_seconds: u64,
+    /// Bytes an execution may add to its host workspace (`--workspace`);
+    /// `None`: not bounded beyond the filesystem. Enforced by a btrfs
+    /// qgroup on the workspace's subvolume; where that cannot be had,
+    /// nothing runs.
+    pub disk: Option<u64>,
     /// Whether cgroups are required.
     pub cgroups: CgroupMode,
 }
@@ -250,6 +255,7 @@ impl Default for Limits {
             connections: 256,
             connection_bytes: 64 << 20,
             connection_seconds: 60,
+            disk: None,
             cgroups: CgroupMode::BestEffort,
         }
     }
@@ -499,6 +505,13 @@ impl Policy {
 
         let syscalls = check_syscalls(&mut c, profile);
         let limits = check_limits(&mut c, profile);
+        if let (Some(at), false) = (profile.limits.get("disk"), profile.write.is_empty()) {
+            c.problems.push(Problem {
+                origin: at.origin.clone(),
+                value: Some(at.value.to_string()),
+                message: "bounds the host workspace only, and this profile also writes fs.write paths, which it would leave unbounded; valid: remove limits.disk or the fs.write entries".into(),
+            });
+        }
         let record_files = match &profile.provenance_files {
             None => RecordFiles::All,
             Some(at) => match at.value.as_str() {
@@ -733,6 +746,7 @@ fn check_limits(c: &mut Checker, profile: &Profile) -> Limits {
             "connections" => count(1, 1 << 20).map(|n| limits.connections = n),
             "connection_bytes" => size(1 << 10, 1 << 40).map(|n| limits.connection_bytes = n),
             "connection_seconds" => seconds(7 * 86400).map(|n| limits.connection_seconds = n),
+            "disk" => size(1 << 20, 1 << 50).map(|n| limits.disk = Some(n)),
             "cgroups" => match &at.value {
                 Scalar::Text(t) if t == "strict" => {
                     limits.cgroups = CgroupMode::Strict;

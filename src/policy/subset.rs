@@ -181,6 +181,11 @@ fn limit_excess(a: &Limits, b: &Limits, gained: &mut impl FnMut(&'static str, St
             gained(key, format!("{} > {}", show(x), show(y)));
         }
     }
+    match (a.disk, b.disk) {
+        (None, Some(y)) => gained("limits.disk", format!("unbounded > {}", size(y))),
+        (Some(x), Some(y)) if x > y => gained("limits.disk", format!("{} > {}", size(x), size(y))),
+        _ => {}
+    }
     if b.cgroups == CgroupMode::Strict && a.cgroups != CgroupMode::Strict {
         gained(
             "limits.cgroups",
@@ -306,6 +311,10 @@ pub fn intersect(a: &Policy, b: &Policy) -> Policy {
         connections: a.limits.connections.min(b.limits.connections),
         connection_bytes: a.limits.connection_bytes.min(b.limits.connection_bytes),
         connection_seconds: a.limits.connection_seconds.min(b.limits.connection_seconds),
+        disk: match (a.limits.disk, b.limits.disk) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        },
         cgroups: if a.limits.cgroups == CgroupMode::Strict || b.limits.cgroups == CgroupMode::Strict {
             CgroupMode::Strict
         } else {
@@ -469,6 +478,7 @@ mod tests {
                 connections: rng.pick(&counts),
                 connection_bytes: rng.pick(&sizes),
                 connection_seconds: rng.pick(&counts),
+                disk: if rng.chance(2) { None } else { Some(rng.pick(&sizes)) },
                 cgroups: if rng.chance(2) {
                     CgroupMode::Strict
                 } else {

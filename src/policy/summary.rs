@@ -116,6 +116,15 @@ fn summary(p: &Policy) -> String {
             }
         ),
     );
+    if let Some(disk) = p.limits.disk {
+        line(
+            "disk",
+            format!(
+                "at most {} added to a host workspace (--workspace: a btrfs subvolume with quotas on, bounded by its qgroup; anywhere else nothing runs); the tmpfs workspace is bounded by its size",
+                super::units::format_size(disk)
+            ),
+        );
+    }
     line(
         "proc, dev",
         "a new /proc of the sandbox's pids; /dev with null zero full random urandom".into(),

@@ -10,6 +10,7 @@
 pub mod cgroup;
 pub mod child;
 mod describe;
+pub mod disk;
 pub mod mounts;
 pub mod netns;
 mod notify;
@@ -92,6 +93,9 @@ pub enum SandboxError {
     /// The sandbox could not be put in its cgroup.
     #[error("wall 9 (resources): {0}")]
     Cgroup(#[source] cgroup::CgroupError),
+    /// `limits.disk` cannot be enforced on this workspace.
+    #[error("wall 9 (resources): limits.disk cannot be enforced, so nothing runs: {0}")]
+    Disk(String),
 }
 
 /// A sandbox that is being set up or running.
@@ -807,6 +811,7 @@ impl Running {
                 guard_refused: self.guard_refused,
                 guard_refused_total: self.guard_refused_total,
                 net,
+                disk: None,
             },
             remains,
         ))

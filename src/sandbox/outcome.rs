@@ -41,6 +41,9 @@ pub enum Limit {
     /// Its file records reached `provenance.max_records` under
     /// `on_overflow = "kill"`.
     Records,
+    /// What it added to its host workspace came to `limits.disk`: the
+    /// kernel refused the writes past it (`EDQUOT`).
+    Disk,
 }
 
 impl Limit {
@@ -57,6 +60,7 @@ impl Limit {
             Limit::Output => format!("limits.output = {}", format_size(l.output)),
             Limit::Cancelled => "its requester went away".to_string(),
             Limit::Records => "provenance.max_records, on_overflow = \"kill\"".to_string(),
+            Limit::Disk => format!("limits.disk = {}", l.disk.map_or_else(|| "?".into(), format_size)),
         }
     }
 
@@ -71,6 +75,7 @@ impl Limit {
             Limit::Output => "output",
             Limit::Cancelled => "cancelled",
             Limit::Records => "records",
+            Limit::Disk => "disk",
         }
     }
 }
@@ -117,6 +122,8 @@ pub struct Outcome {
     /// Wall 6's proxy: every connection the sandbox asked for, with
     /// `net.mode = "proxy"`.
     pub net: Option<super::proxy::NetReport>,
+    /// Wall 9: what it added to a host workspace bounded by `limits.disk`.
+    pub disk: Option<super::disk::DiskUse>,
 }
 
 /// How many of the guard's refusals an execution's records keep.
@@ -227,6 +234,7 @@ mod tests {
             guard_refused: Vec::new(),
             guard_refused_total: 0,
             net: None,
+            disk: None,
         }
     }
 

@@ -23,6 +23,7 @@ use std::ptr;
 
 use libc::{c_char, c_int};
 
+pub(crate) mod btrfs;
 pub(crate) mod caps;
 pub(crate) mod fd;
 pub(crate) mod landlock;

@@ -317,3 +317,181 @@ fn a_reader_that_never_reads_stops_neither_the_wall_limit_nor_the_end_record() {
         assert!(r.stdout.len() > 64 * 1024, "{who:?}: what was held back is passed on");
     }
 }
+
+/// A btrfs filesystem of the test's own (a loop-mounted image, quotas on),
+/// unmounted when dropped.
+struct Btrfs {
+    mount: std::path::PathBuf,
+}
+
+impl Btrfs {
+    fn make() -> Option<Btrfs> {
+        let dir = exec_dir().join(format!("btrfs-{}", unique()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("image");
+        let mount = dir.join("mnt");
+        std::fs::create_dir_all(&mount).unwrap();
+        std::fs::File::create(&image).unwrap().set_len(300 << 20).unwrap();
+        let ok = |cmd: &mut std::process::Command| cmd.output().is_ok_and(|o| o.status.success());
+        if !ok(std::process::Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&image)) {
+            return None;
+        }
+        assert!(
+            ok(std::process::Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mount)),
+            "mounting a btrfs image (a loop device) failed"
+        );
+        let fs = Btrfs { mount };
+        assert!(ok(std::process::Command::new("btrfs")
+            .args(["quota", "enable"])
+            .arg(&fs.mount)));
+        Some(fs)
+    }
+
+    /// A subvolume, world-traversable, owned by root.
+    fn subvolume(&self, name: &str) -> std::path::PathBuf {
+        let p = self.mount.join(name);
+        let out = std::process::Command::new("btrfs")
+            .args(["subvolume", "create"])
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        p
+    }
+
+    /// `btrfs qgroup show` for the subvolume: (referenced, max_rfer as shown).
+    fn qgroup(&self, subvolume: &std::path::Path) -> String {
+        let _ = std::process::Command::new("sync").status();
+        let out = std::process::Command::new("btrfs")
+            .args(["qgroup", "show", "-re", "--raw"])
+            .arg(&self.mount)
+            .output()
+            .unwrap();
+        let name = subvolume.file_name().unwrap().to_str().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.split_whitespace().last() == Some(name))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+const WRITE_4M: &str = "import errno\nn = 0\ntry:\n    with open('/work/big', 'wb') as f:\n        for i in range(64):\n            f.write(b'x' * 65536)\n            f.flush()\n            n += 65536\nexcept OSError as e:\n    print(errno.errorcode[e.errno], n)\nelse:\n    print('wrote', n)";
+
+fn last_end(log: &std::path::Path) -> serde_json::Value {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "exec.end")
+        .unwrap()
+}
+
+#[test]
+fn a_host_workspace_is_bounded_in_bytes_by_the_kernel_or_nothing_runs() {
+    let p = write_profile(
+        "disk-bounded",
+        "extends = \"base/python\"\n[mbu]\nname = \"disk-bounded\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\", \"-B\"]\n[limits]\ndisk = \"1M\"\n",
+    );
+    let dir = scratch_dir("disk-log");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let log = dir.join("audit.jsonl");
+    let log_s = log.to_str().unwrap();
+    // Anywhere but a btrfs subvolume with quotas, and unprivileged, nothing
+    // runs and the message names the filesystem.
+    for who in identities() {
+        let ws = exec_dir().join(format!("disk-ext-{}", unique()));
+        std::fs::create_dir_all(&ws).unwrap();
+        let (uid, gid) = who.workspace_owner();
+        std::os::unix::fs::chown(&ws, Some(uid), Some(gid)).unwrap();
+        let r = run(
+            who,
+            &p,
+            &["--workspace", ws.to_str().unwrap()],
+            &["-c", "print('ran')"],
+            None,
+        );
+        r.assert_code(125);
+        assert!(!r.stdout.contains("ran"), "{r:#?}");
+        assert!(r.stderr.contains("limits.disk cannot be enforced"), "{r:#?}");
+        let why = if who == Who::Root {
+            "not btrfs"
+        } else {
+            "only root can set"
+        };
+        assert!(r.stderr.contains(why), "{who:?}: {r:#?}");
+    }
+    if !identities().contains(&Who::Root) {
+        // Only root makes the loop-mounted btrfs below; the root half of
+        // the suite runs it.
+        return;
+    }
+    let Some(fs) = Btrfs::make() else {
+        assert!(!in_ci(), "mkfs.btrfs is missing (.ci/run installs btrfs-progs)");
+        skip("mkfs.btrfs is missing");
+        return;
+    };
+    let ws = fs.subvolume("ws");
+    let before = fs.qgroup(&ws);
+    assert!(
+        before.ends_with("none none ws") || before.contains(" none "),
+        "{before}"
+    );
+    // 4 MiB written, 1 MiB allowed: the kernel refuses the rest, the run
+    // is recorded as ended by limits.disk, and the limit that was there
+    // (none) is back.
+    let r = run(
+        Who::Root,
+        &p,
+        &["--workspace", ws.to_str().unwrap(), "--audit-log", log_s],
+        &["-c", WRITE_4M],
+        None,
+    );
+    r.assert_code(0);
+    assert!(r.stdout.starts_with("EDQUOT "), "{r:#?}");
+    let written = std::fs::metadata(ws.join("big")).unwrap().len();
+    assert!(written <= 1 << 20, "{written} bytes landed on the host");
+    assert!(r.stderr.contains("limits.disk = 1M"), "{r:#?}");
+    let end = last_end(&log);
+    assert_eq!(end["reason"], "disk", "{end}");
+    assert_eq!(end["disk"]["reached"], true, "{end}");
+    assert!(end["disk"]["added"].as_u64().unwrap() <= 1 << 20, "{end}");
+    let after = fs.qgroup(&ws);
+    let max_rfer = after.split_whitespace().nth(3).unwrap_or("");
+    assert_eq!(max_rfer, "none", "the workspace's limit is not back: {after}");
+    // The bound is on what a run adds: a second run adds 100 KiB to the
+    // 1 MiB already there, within its own limit.
+    let r = run(
+        Who::Root,
+        &p,
+        &["--workspace", ws.to_str().unwrap(), "--audit-log", log_s],
+        &["-c", "open('/work/more', 'wb').write(b'y' * 102400)"],
+        None,
+    );
+    r.assert_code(0);
+    let end = last_end(&log);
+    assert_eq!(end["reason"], "exited", "{end}");
+    assert_eq!(end["disk"]["reached"], false, "{end}");
+    // A directory inside the subvolume is not its root: refused.
+    let inner = ws.join("inner");
+    std::fs::create_dir_all(&inner).unwrap();
+    let r = run(
+        Who::Root,
+        &p,
+        &["--workspace", inner.to_str().unwrap()],
+        &["-c", "print('ran')"],
+        None,
+    );
+    r.assert_code(125);
+    assert!(r.stderr.contains("not a subvolume's root"), "{r:#?}");
+}

@@ -346,6 +346,18 @@ fn cases() -> Vec<Case> {
             "is set by the proxy",
         ),
         case(
+            "disk-and-fs-write",
+            with_head("[fs]\nwrite = [\"/var/tmp\"]\n[limits]\ndisk = \"1G\"\n"),
+            8,
+            "limits.disk = \"1G\": bounds the host workspace only",
+        ),
+        case(
+            "disk-too-small",
+            with_head("[limits]\ndisk = \"4K\"\n"),
+            6,
+            "limits.disk = \"4K\": out of range; valid: from 1M",
+        ),
+        case(
             "proxy-bind",
             with_head("[net]\nmode = \"proxy\"\nallow = [\"api.example:443\"]\nbind = [3128]\n"),
             8,
