@@ -1199,6 +1199,7 @@ pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Val
         "resources": o.resources,
         "refused_syscalls": o.refused.iter().map(|(_, n)| n).sum::<u64>(),
         "guard_refused": o.guard_refused_total,
+        "guard_reports_cut": o.guard_cut,
         "net": o.net.as_ref().map(|n| json!({
             "connections": n.total,
             "refused": n.refused,

@@ -209,6 +209,9 @@ fn execute_kept(invocation: &Invocation) -> (i32, OutcomeLine) {
     (finished.code, line)
 }
 
+/// What a chain alone cannot show, said of a log with no seal.
+const UNSEALED: &str = "not sealed: the chain shows an edit of any record but the last, and neither an edit of the last nor records cut from the end (seal the log: audit setup-keys)";
+
 fn audit(action: AuditAction) -> i32 {
     if let AuditAction::SetupKeys { log, interval } = &action {
         return setup_keys(log, *interval);
@@ -231,6 +234,7 @@ fn audit(action: AuditAction) -> i32 {
                 Ok(n) => serde_json::json!({
                     "log": log, "ok": true, "records": n,
                     "seals": text.split(|&b| b == b'\n').filter(|l| l.starts_with(b"{") && l.windows(15).any(|w| w == b"\"kind\":\"seal\"")).count(),
+                    "unsealed": (!text.windows(15).any(|w| w == b"\"kind\":\"seal\"")).then_some(UNSEALED),
                     "recovered": provenance::recoveries(&text).iter().map(|(line, bytes)| serde_json::json!({"line": line, "cut_bytes": bytes})).collect::<Vec<_>>(),
                 }),
                 Err(b) => serde_json::json!({"log": log, "ok": false, "error": b.to_string()}),
@@ -256,13 +260,13 @@ fn audit(action: AuditAction) -> i32 {
                 let sealed = if seals > 0 {
                     format!("; {seals} seals (check them with --key)")
                 } else {
-                    "; not sealed (see audit setup-keys)".to_string()
+                    format!("; {UNSEALED}")
                 };
                 if recovered.is_empty() {
                     println!("{}: {n} records, chain intact{sealed}", log.display());
                 } else {
                     println!(
-                        "{}: {n} records, chain intact; {} torn line(s) of cut-short writes set aside and recorded ({})",
+                        "{}: {n} records, chain intact; {} torn line(s) of cut-short writes set aside and recorded ({}){sealed}",
                         log.display(),
                         recovered.len(),
                         recovered.join(", ")

@@ -98,6 +98,10 @@ pub enum SandboxError {
     Disk(String),
 }
 
+/// Most bytes the supervisor reads from the interpreter guard's report
+/// pipe in one execution: 1,000 reports of at most ~350 bytes fit.
+pub const GUARD_BYTES_MAX: u64 = 1 << 20;
+
 /// A sandbox that is being set up or running.
 pub struct Running {
     outer: i32,
@@ -154,6 +158,10 @@ pub struct Running {
     guard_pending: Vec<u8>,
     guard_refused: Vec<GuardRefusal>,
     guard_refused_total: u64,
+    /// Bytes read from the guard's pipe so far.
+    guard_bytes: u64,
+    /// More than [`GUARD_BYTES_MAX`] came: the pipe was closed.
+    guard_cut: bool,
     /// Wall 6's proxy, with `net.mode = "proxy"`.
     proxy: Option<proxy::Proxy>,
     rusage: Option<(u32, u32)>,
@@ -414,6 +422,8 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
         guard_pending: Vec::new(),
         guard_refused: Vec::new(),
         guard_refused_total: 0,
+        guard_bytes: 0,
+        guard_cut: false,
         proxy,
         failure: None,
         end: None,
@@ -810,6 +820,7 @@ impl Running {
                 refused,
                 guard_refused: self.guard_refused,
                 guard_refused_total: self.guard_refused_total,
+                guard_cut: self.guard_cut,
                 net,
                 disk: None,
             },
@@ -832,6 +843,15 @@ impl Running {
             }
             Ok(n) => n,
         };
+        // The guard writes at most 1,000 short lines; more is user code
+        // (with `os` allowed) writing to the descriptor: read no further.
+        self.guard_bytes += n as u64;
+        if self.guard_bytes > GUARD_BYTES_MAX {
+            self.guard = None;
+            self.guard_cut = true;
+            self.guard_pending.clear();
+            return;
+        }
         self.guard_pending.extend_from_slice(chunk.get(..n).unwrap_or_default());
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

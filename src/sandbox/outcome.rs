@@ -119,6 +119,9 @@ pub struct Outcome {
     pub guard_refused: Vec<GuardRefusal>,
     /// Every refusal the guard reported, kept or not.
     pub guard_refused_total: u64,
+    /// The guard's pipe carried more than the guard ever writes and was
+    /// closed (user code with `os` wrote to it).
+    pub guard_cut: bool,
     /// Wall 6's proxy: every connection the sandbox asked for, with
     /// `net.mode = "proxy"`.
     pub net: Option<super::proxy::NetReport>,
@@ -233,6 +236,7 @@ mod tests {
             refused: Vec::new(),
             guard_refused: Vec::new(),
             guard_refused_total: 0,
+            guard_cut: false,
             net: None,
             disk: None,
         }

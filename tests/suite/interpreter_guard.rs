@@ -529,3 +529,33 @@ fn the_workspace_rule_holds_through_every_door_a_profile_opens() {
         );
     }
 }
+
+/// User code of a profile that allows `os` can write to the guard's report
+/// descriptor; past what the guard ever writes the supervisor stops reading
+/// it and says so, and the run goes on.
+#[test]
+fn a_flood_of_the_guards_report_pipe_is_cut_and_said() {
+    let p = write_profile(
+        "guard-flood",
+        "extends = \"code_generate_new\"\n[mbu]\nname = \"guard-flood\"\n[python]\nmodules = [\"os\"]\n",
+    );
+    let code = "import os\n\
+                junk = b'{\"what\": \"forged\", \"line\": 1}\\n' * 2048\n\
+                sent = 0\n\
+                for fd in range(3, 32):\n    try:\n        while sent < (4 << 20):\n            sent += os.write(fd, junk)\n    except OSError:\n        pass\n\
+                print('done', sent >= (1 << 20))";
+    for who in identities() {
+        let dir = scratch_dir("guard-flood");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let log = dir.join("audit.jsonl");
+        let r = run(who, &p, &["--audit-log", log.to_str().unwrap()], &["-c", code], None);
+        r.assert_code(0);
+        assert_eq!(r.stdout.trim(), "done True", "{r:#?}");
+        let records = log_records(&log);
+        let end = records.iter().find(|v| v["kind"] == "exec.end").unwrap();
+        assert_eq!(end["guard_reports_cut"], true, "{end}");
+        // What was read before the cut is bounded like any report.
+        let kept = records.iter().filter(|v| v["kind"] == "guard.refused").count();
+        assert!(kept <= 100, "{kept} guard records");
+    }
+}

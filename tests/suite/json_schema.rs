@@ -91,6 +91,12 @@ fn every_json_output_matches_its_schema() {
 
     let (_, verified) = json_of(&["audit", "verify", "--json", log_s]);
     assert_eq!(verified["ok"], true);
+    assert!(
+        verified["unsealed"]
+            .as_str()
+            .is_some_and(|u| u.contains("neither an edit of the last")),
+        "{verified}"
+    );
     assert_schema("verify", &verified);
     let not_a_log = dir.join("not-a-log");
     std::fs::write(&not_a_log, "hello\n").unwrap();
