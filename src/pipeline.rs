@@ -164,8 +164,6 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     host.identity = identity.as_ref().map(Identity::id);
     let loaded = load(&admission)?;
     let workspace = prepare_workspace(invocation, &host, &admission.lineage)?;
-    // Wall 9: bounded before the plan takes the workspace's tree; put back
-    // when this is dropped, on every way out.
     let disk = bound_disk(&loaded.policy, workspace.as_ref())?;
     let planned = plan(&loaded, invocation, workspace, &host)?;
     if invocation.verbose {
@@ -227,13 +225,7 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
         say_resources(&running, &planned.setup, messages);
     }
     let mut supervised = supervise(running, &signals, &mut log, &exec_id, loaded.policy.records, service);
-    if let (Some(bound), Ok((outcome, _))) = (disk, supervised.waited.as_mut()) {
-        let used = bound.finish();
-        if used.reached {
-            outcome.limit.get_or_insert(Limit::Disk);
-        }
-        outcome.disk = Some(used);
-    }
+    account_disk(disk, &mut supervised);
     Ok(finish(
         supervised,
         &mut log,
@@ -244,8 +236,23 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     ))
 }
 
+/// Wall 9, `limits.disk`, after the run: what it added to its workspace
+/// (the limit named when it came to it), and the workspace's own limit
+/// put back.
+fn account_disk(disk: Option<sandbox::disk::DiskBound>, supervised: &mut Supervised) {
+    if let (Some(bound), Ok((outcome, _))) = (disk, supervised.waited.as_mut()) {
+        let used = bound.finish();
+        if used.reached {
+            outcome.limit.get_or_insert(Limit::Disk);
+        }
+        outcome.disk = Some(used);
+    }
+}
+
 /// Wall 9, `limits.disk`: the host workspace bounded by its btrfs qgroup,
-/// or why it cannot be (then nothing runs). Only as root, where the
+/// or why it cannot be (then nothing runs). Done before the plan takes the
+/// workspace's tree; the bound puts the previous limit back when dropped,
+/// on every way out. Only as root, where the
 /// workspace is a tree mounted from one descriptor.
 fn bound_disk(policy: &Policy, workspace: Option<&Workspace>) -> Result<Option<sandbox::disk::DiskBound>, Error> {
     let (Some(allowed), Some(ws)) = (policy.limits.disk, workspace) else {
