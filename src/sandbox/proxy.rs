@@ -37,7 +37,8 @@ const REQUEST_TIME: Duration = Duration::from_secs(10);
 /// How long one upstream connect may take.
 const CONNECT_TIME: Duration = Duration::from_secs(10);
 const RELAY_BUFFER: usize = 16 << 10;
-const THREAD_STACK: usize = 128 << 10;
+/// Each thread's stack: room for glibc's resolver (getaddrinfo) with margin.
+const THREAD_STACK: usize = 256 << 10;
 
 /// One connection the sandbox asked the proxy for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1959,3 +1959,76 @@ fn the_python_client_calls_records_and_reads_refusals() {
         "{recs:#?}"
     );
 }
+
+/// A delegating execution with the egress proxy may hand its children the
+/// hosts it has, or fewer; a child that asks for another is refused naming
+/// the entry, and the child's connections are its own records.
+#[test]
+fn delegation_narrows_net_allow_and_each_child_has_its_own_proxy() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                let _ = std::io::Read::read(&mut conn, &mut buf);
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nchild");
+            });
+        }
+    });
+    let net = |allow: &str| {
+        format!("[net]\nmode = \"proxy\"\nallow = [{allow}]\n[syscalls]\nallow = [\"@default\", \"@network-io\"]\n")
+    };
+    write_profile(
+        "eg-child",
+        &format!(
+            "extends = \"reason\"\n[mbu]\nname = \"eg-child\"\n{}",
+            net(&format!("\"localhost:{port}\""))
+        ),
+    );
+    write_profile(
+        "eg-child-wide",
+        &format!(
+            "extends = \"reason\"\n[mbu]\nname = \"eg-child-wide\"\n{}",
+            net(&format!("\"localhost:{port}\", \"api.elsewhere.example:443\""))
+        ),
+    );
+    let parent = write_profile(
+        "eg-parent",
+        &format!(
+            "extends = \"reason\"\n[mbu]\nname = \"eg-parent\"\ndelegate = [\"eg-child\", \"eg-child-wide\"]\n{}",
+            net(&format!("\"localhost:{port}\", \"*.corp.example:443\""))
+        ),
+    );
+    for who in identities() {
+        let log = fresh_dir("eg-log").join("audit.jsonl");
+        let (_, a) = delegating_run(
+            who,
+            &parent,
+            &log,
+            &format!(
+                r#"
+fetch = "import urllib.request\nprint(urllib.request.urlopen('http://localhost:{port}/', timeout=10).read().decode())"
+for req in [{{"mbu": "eg-child", "args": ["-c", fetch]}}, {{"mbu": "eg-child-wide", "args": ["-c", fetch]}}]:
+    print(json.dumps(ask(req)))
+"#
+            ),
+        );
+        assert_eq!(a[0]["ok"], true, "{a:#?}");
+        assert_eq!(a[0]["stdout"], "child\n", "{a:#?}");
+        assert!(
+            a[1]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("net.allow: may connect through the proxy to api.elsewhere.example:443")),
+            "{a:#?}"
+        );
+        let recs = records(&log);
+        let child = a[0]["exec"].as_str().unwrap();
+        let connects: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "net.connect").collect();
+        assert_eq!(connects.len(), 1, "{connects:#?}");
+        assert_eq!(connects[0]["exec"], child);
+        assert_eq!(connects[0]["allowed"], true);
+        verify(&log);
+    }
+}
