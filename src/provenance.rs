@@ -1206,6 +1206,7 @@ pub fn end_records(id: &str, result: &Result<crate::Outcome, String>) -> Vec<Val
             "bytes_out": n.bytes_out,
             "bytes_in": n.bytes_in,
             "unrecorded": n.unrecorded,
+            "cpu_ms": n.cpu_ns / 1_000_000,
         })),
         "disk": o.disk.map(|d| json!({"allowed": d.allowed, "added": d.added, "reached": d.reached})),
     }));

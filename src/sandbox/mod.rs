@@ -989,10 +989,11 @@ impl Running {
             if self.limit.is_none() && now >= next_cpu_check {
                 next_cpu_check = now + Duration::from_millis(100);
                 // The sandbox's CPU and what recording it cost the supervisor.
+                // The sandbox's CPU and what recording it and relaying its
+                // connections cost the supervisor.
                 let sandbox = self.cgroup.as_ref().and_then(Cgroup::cpu_ns);
-                if sandbox.unwrap_or(0) + self.recorder_cpu_ns > cpu_budget_ns
-                    && (sandbox.is_some() || self.recorder_cpu_ns > 0)
-                {
+                let charged = self.recorder_cpu_ns + self.proxy.as_ref().map_or(0, proxy::Proxy::cpu_ns);
+                if sandbox.unwrap_or(0) + charged > cpu_budget_ns && (sandbox.is_some() || charged > 0) {
                     self.kill_all(Limit::Cpu);
                 }
             }

@@ -20,6 +20,7 @@
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -82,6 +83,9 @@ pub struct NetReport {
     /// Connections counted and not recorded one by one: refusals past
     /// `limits.connections` after the first (a flood of them is a count).
     pub unrecorded: u64,
+    /// CPU time the proxy's threads spent for this execution (charged to
+    /// its `cpu_seconds`, as the file recorder's is).
+    pub cpu_ns: u64,
 }
 
 /// The connections ended and not yet taken by the supervisor's loop, and
@@ -122,6 +126,7 @@ pub struct Proxy {
     ledger: Arc<Mutex<Ledger>>,
     /// Readable when connections wait to be taken.
     wake: OwnedFd,
+    cpu_ns: Arc<AtomicU64>,
 }
 
 /// What every connection's thread shares.
@@ -131,6 +136,7 @@ struct Shared {
     stop: OwnedFd,
     ledger: Arc<Mutex<Ledger>>,
     wake: OwnedFd,
+    cpu_ns: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -140,12 +146,14 @@ impl Proxy {
         let (stop_r, stop_w) = sys::pipe_cloexec()?;
         let (wake_r, wake_w) = sys::pipe_cloexec()?;
         let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let cpu_ns = Arc::new(AtomicU64::new(0));
         let shared = Arc::new(Shared {
             rules,
             limits,
             stop: stop_r,
             ledger: Arc::clone(&ledger),
             wake: wake_w,
+            cpu_ns: Arc::clone(&cpu_ns),
         });
         let thread = std::thread::Builder::new()
             .name("nw-proxy".into())
@@ -156,7 +164,13 @@ impl Proxy {
             thread: Some(thread),
             ledger,
             wake: wake_r,
+            cpu_ns,
         })
+    }
+
+    /// CPU time its threads have spent so far.
+    pub fn cpu_ns(&self) -> u64 {
+        self.cpu_ns.load(Ordering::Relaxed)
     }
 
     /// Readable when ended connections wait for [`Proxy::take`].
@@ -181,9 +195,10 @@ impl Proxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        let cpu_ns = self.cpu_ns();
         self.ledger
             .lock()
-            .map(|mut l| (std::mem::take(&mut l.pending), l.report))
+            .map(|mut l| (std::mem::take(&mut l.pending), NetReport { cpu_ns, ..l.report }))
             .unwrap_or_default()
     }
 }
@@ -278,7 +293,9 @@ fn accept_loop(handoff: &OwnedFd, shared: &Arc<Shared>) {
             .name("nw-proxy-conn".into())
             .stack_size(THREAD_STACK)
             .spawn(move || {
-                let c = serve(client, &s, at);
+                let mut meter = CpuMeter::new(&s.cpu_ns);
+                let c = serve(client, &s, at, &mut meter);
+                meter.tick();
                 record(&s, c);
             });
         match spawned {
@@ -288,6 +305,27 @@ fn accept_loop(handoff: &OwnedFd, shared: &Arc<Shared>) {
     }
     for w in workers {
         let _ = w.join();
+    }
+    CpuMeter::new(&shared.cpu_ns).tick();
+}
+
+/// Charges a thread's CPU time to the execution, as it goes.
+struct CpuMeter<'a> {
+    total: &'a AtomicU64,
+    charged: u64,
+}
+
+impl<'a> CpuMeter<'a> {
+    fn new(total: &'a AtomicU64) -> CpuMeter<'a> {
+        CpuMeter { total, charged: 0 }
+    }
+
+    /// Adds what this thread has spent since the last tick.
+    fn tick(&mut self) {
+        let now = sys::thread_cpu_ns();
+        self.total
+            .fetch_add(now.saturating_sub(self.charged), Ordering::Relaxed);
+        self.charged = now;
     }
 }
 
@@ -331,7 +369,7 @@ struct Request {
     rest: Vec<u8>,
 }
 
-fn serve(mut client: TcpStream, shared: &Shared, at: Duration) -> Connection {
+fn serve(mut client: TcpStream, shared: &Shared, at: Duration, meter: &mut CpuMeter<'_>) -> Connection {
     let started = Instant::now();
     let stop = shared.stop.as_raw_fd();
     let mut c = refused_before_reading(at, Refusal::BadRequest);
@@ -389,12 +427,12 @@ fn serve(mut client: TcpStream, shared: &Shared, at: Duration) -> Connection {
     let mut pending = request.forward;
     pending.extend_from_slice(&first);
     let (out, inn, ended) = relay(
-        &mut client,
-        &mut upstream,
+        (&mut client, &mut upstream),
         &pending,
         stop,
         end,
         shared.limits.connection_bytes,
+        meter,
     );
     c.bytes_out = out;
     c.bytes_in = inn;
@@ -802,12 +840,12 @@ impl<'a> Cursor<'a> {
 /// Copies both ways until both sides have closed, the stop pipe closes, the
 /// time is up or the bytes are spent; (out, in, what ended it).
 fn relay(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
+    (client, upstream): (&mut TcpStream, &mut TcpStream),
     first: &[u8],
     stop: RawFd,
     end: Instant,
     budget: u64,
+    meter: &mut CpuMeter<'_>,
 ) -> (u64, u64, &'static str) {
     let mut out = 0u64;
     let mut inn = 0u64;
@@ -822,7 +860,12 @@ fn relay(
     }
     let mut buf = vec![0u8; RELAY_BUFFER];
     let (mut client_open, mut upstream_open) = (true, true);
+    let mut rounds: u32 = 0;
     let ended = loop {
+        rounds = rounds.wrapping_add(1);
+        if rounds.is_multiple_of(64) {
+            meter.tick();
+        }
         if !client_open && !upstream_open {
             break "closed";
         }

@@ -857,3 +857,26 @@ fn a_connections_record_is_written_while_the_run_goes_on() {
         assert_eq!(rec["ended"], "closed", "{rec}");
     }
 }
+
+/// What the proxy's threads spend relaying is the execution's: counted in
+/// `exec.end.net.cpu_ms` and charged to `limits.cpu_seconds` with the
+/// sandbox's own CPU.
+#[test]
+fn the_proxys_cpu_is_charged_to_the_execution() {
+    let big = raw_server(256 << 20);
+    let p = proxy_profile(
+        &format!("egress-cpu-{big}"),
+        &[format!("localhost:{big}")],
+        "[limits]\nconnection_bytes = \"1G\"\n",
+    );
+    let code = format!(
+        "import socket\ns = socket.create_connection(('127.0.0.1', 3128))\ns.sendall(b'CONNECT localhost:{big} HTTP/1.1\\r\\n\\r\\n')\nn = 0\nwhile True:\n    c = s.recv(1 << 20)\n    if not c:\n        break\n    n += len(c)\nprint(n > (255 << 20))"
+    );
+    for who in identities() {
+        let (r, records) = run_recorded(who, &p, &code);
+        r.assert_code(0);
+        assert_eq!(r.stdout.trim(), "True", "{r:#?}");
+        let end = records.iter().find(|v| v["kind"] == "exec.end").unwrap();
+        assert!(end["net"]["cpu_ms"].as_u64().unwrap() >= 1, "{end}");
+    }
+}
