@@ -252,8 +252,8 @@ fn account_disk(disk: Option<sandbox::disk::DiskBound>, supervised: &mut Supervi
 /// Wall 9, `limits.disk`: the host workspace bounded by its btrfs qgroup,
 /// or why it cannot be (then nothing runs). Done before the plan takes the
 /// workspace's tree; the bound puts the previous limit back when dropped,
-/// on every way out. Only as root, where the
-/// workspace is a tree mounted from one descriptor.
+/// on every way out. Only as root, where the workspace is a tree mounted
+/// from one descriptor.
 fn bound_disk(policy: &Policy, workspace: Option<&Workspace>) -> Result<Option<sandbox::disk::DiskBound>, Error> {
     let (Some(allowed), Some(ws)) = (policy.limits.disk, workspace) else {
         return Ok(None);

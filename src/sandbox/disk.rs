@@ -12,10 +12,12 @@
 //! subvolume's root, quotas off, not root) nothing runs: a bound the profile
 //! asks for and the host cannot give is a wall not built.
 //!
-//! Two executions in one workspace at once share its qgroup: the later one's
-//! limit holds for both until either ends. A supervisor killed with
-//! SIGKILL leaves its limit in place (the workspace stays bounded; the next
-//! run sets it anew).
+//! One execution at a time per workspace: the bound holds an exclusive
+//! `flock` on the workspace's root for the run, and a second execution with
+//! `limits.disk` in the same workspace is refused while it is held (two
+//! would share one qgroup, and each would put back the other's limit). A
+//! supervisor killed with SIGKILL leaves its limit in place (the workspace
+//! stays bounded; the next run sets it anew).
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
@@ -61,6 +63,15 @@ impl DiskBound {
     pub fn set(dir: BorrowedFd<'_>, allowed: u64) -> Result<DiskBound, String> {
         let fd = btrfs::open_dir(dir.as_raw_fd()).map_err(|e| format!("cannot open the workspace: {e}"))?;
         let raw = fd.as_raw_fd();
+        // Released when `fd` is closed, after the limit is put back.
+        crate::sys::flock(raw, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                "another execution with limits.disk is running in this workspace (one at a time: they would share its qgroup)"
+                    .to_string()
+            } else {
+                format!("locking the workspace: {e}")
+            }
+        })?;
         let subvolume = match btrfs::subvolume_root(raw) {
             Ok(Ok(id)) => id,
             Ok(Err(what)) => {

@@ -482,6 +482,43 @@ fn a_host_workspace_is_bounded_in_bytes_by_the_kernel_or_nothing_runs() {
     let end = last_end(&log);
     assert_eq!(end["reason"], "exited", "{end}");
     assert_eq!(end["disk"]["reached"], false, "{end}");
+    // One execution at a time per bounded workspace: a second, while the
+    // first runs, is refused; the first's limit is put back all the same.
+    let mut first = ninewall(Who::Root)
+        .args(["run", "--profile"])
+        .arg(&p)
+        .args([
+            "--workspace",
+            ws.to_str().unwrap(),
+            "--",
+            "-c",
+            "import time\nprint('up', flush=True)\ntime.sleep(3)",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(first.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "up");
+    let second = run(
+        Who::Root,
+        &p,
+        &["--workspace", ws.to_str().unwrap()],
+        &["-c", "print('ran')"],
+        None,
+    );
+    second.assert_code(125);
+    assert!(
+        second
+            .stderr
+            .contains("another execution with limits.disk is running in this workspace"),
+        "{second:#?}"
+    );
+    assert!(first.wait().unwrap().success());
+    let after = fs.qgroup(&ws);
+    assert_eq!(after.split_whitespace().nth(3), Some("none"), "{after}");
     // A directory inside the subvolume is not its root: refused.
     let inner = ws.join("inner");
     std::fs::create_dir_all(&inner).unwrap();
