@@ -249,12 +249,11 @@ pub fn learn(records: &[Value], name: &str, collapse: &[PathBuf], fan: usize) ->
         match text("access").as_str() {
             "exec" => {
                 l.executables.entry(path.clone()).or_insert_with(|| "executed".into());
-                // Started by another name (`as` found on PATH as
-                // /usr/bin/as -> x86_64-linux-gnu-as): that symlink must
-                // be there too, or the name finds nothing next time.
-                // Each link of the chain, named by its real directory
-                // (/bin/ld is /usr/bin/ld on a merged-/usr host; /usr/bin/ld
-                // -> x86_64-linux-gnu-ld -> x86_64-linux-gnu-ld.bfd).
+                // Started by another name, found on PATH: each symlink of
+                // that name's chain must be there too, or the name finds
+                // nothing next time (/usr/bin/ld -> x86_64-linux-gnu-ld ->
+                // x86_64-linux-gnu-ld.bfd), each named by its real
+                // directory (/bin/ld is /usr/bin/ld on a merged-/usr host).
                 let mut link = PathBuf::from(text("asked"));
                 for _ in 0..8 {
                     let (Some(dir), Some(name)) = (link.parent(), link.file_name()) else {
@@ -405,7 +404,7 @@ impl Learned {
         };
         let mut s = format!(
             "# Learned by `ninewall learn` from {}.\n# Every entry says why it is here; remove what you do not want to allow.\n\
-             [mbu]\nname = {:?}\n\n[exec]\nexecutables = [\n{}]\nenv = {{ PATH = {SEARCH_PATH:?}, LANG = \"C.UTF-8\" }}  # as observed\n\n[fs]\n",
+             [mbu]\nname = {:?}\n\n[exec]\nexecutables = [\n{}]\nenv = {{ PATH = {SEARCH_PATH:?}, LANG = \"C.UTF-8\" }}  # the search path learn observes with\n\n[fs]\n",
             note(source),
             self.name,
             list(&self.executables)

@@ -165,9 +165,15 @@ fn parse_host(host: &str) -> Result<Target, String> {
 }
 
 /// A DNS name: labels of letters, digits and inner hyphens (underscores
-/// accepted, as service names use them), at most 253 characters.
+/// accepted, as service names use them), at most 253 characters, the last
+/// label not all digits (`10.1`, `127.1` are addresses to the resolver,
+/// which reads them as 10.0.0.1 and 127.0.0.1: never a name here).
 fn is_hostname(name: &str) -> bool {
     !name.is_empty()
+        && name
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()))
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -409,6 +415,7 @@ mod tests {
             ("exa mple:443", "not a host name"),
             (":443", "no host"),
             ("10.0.0.0/33:1", "prefix"),
+            ("127.1:80", "not a host name"),
         ] {
             let e = Rule::parse(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");
@@ -432,6 +439,9 @@ mod tests {
         assert_eq!(admit(&r, &name("10.1.200.3"), 5432), Ok(Admitted::Address));
         assert_eq!(admit(&r, &name("[::ffff:10.1.2.3]"), 5432), Ok(Admitted::Address));
         assert_eq!(admit(&r, &name("10.2.0.1"), 5432), Err(Refusal::NotAllowed));
+        // What the resolver would read as an address is no name.
+        assert_eq!(Host::parse("127.1"), None);
+        assert_eq!(Host::parse("10.0.1"), None);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let public: IpAddr = "93.184.216.34".parse().unwrap();
         let listed: IpAddr = "10.1.9.9".parse().unwrap();
