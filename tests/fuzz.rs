@@ -1,7 +1,8 @@
 //! Fuzzing the parsers that read what others wrote: a request line from a
-//! daemon client, a profile, a role policy, and the provenance log (which
+//! daemon client, a profile, a role policy, the provenance log (which
 //! `audit verify` and `audit show` read, and which anyone who could write to
-//! it may have shaped). Each target gets valid inputs mutated at random
+//! it may have shaped), and what the egress proxy reads from a sandbox (a
+//! TLS ClientHello, host names) with `net.allow` entries. Each target gets valid inputs mutated at random
 //! (bytes flipped, inserted, cut, duplicated, tokens of the format spliced
 //! in) and raw random bytes; the property is that nothing panics and every
 //! answer is an `Ok` or a clear error.
@@ -307,4 +308,101 @@ fn sample_log() -> Vec<u8> {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(ninewall::provenance::verify(&text).is_ok());
     text
+}
+
+/// What the egress proxy reads from a sandbox (a TLS ClientHello, a host
+/// name) and what a profile says (`net.allow` entries), and the daemon's
+/// base64 standard input: never a panic.
+#[test]
+fn egress_inputs() {
+    use ninewall::policy::egress::{admit, usable, Host, Rule};
+    // A ClientHello for "api.example" with a supported_versions extension.
+    let mut hello = vec![0x16, 3, 1, 0, 0, 1, 0, 0, 0, 3, 3];
+    hello.extend_from_slice(&[7; 32]);
+    hello.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    let sni = b"api.example";
+    let mut ext = vec![
+        0,
+        0,
+        0,
+        (sni.len() + 5) as u8,
+        0,
+        (sni.len() + 3) as u8,
+        0,
+        0,
+        sni.len() as u8,
+    ];
+    ext.extend_from_slice(sni);
+    ext.extend_from_slice(&[0, 0x2b, 0, 3, 2, 3, 4]);
+    hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&ext);
+    let body = (hello.len() - 9) as u32;
+    hello[6..9].copy_from_slice(&body.to_be_bytes()[1..]);
+    let record = (hello.len() - 5) as u16;
+    hello[3..5].copy_from_slice(&record.to_be_bytes());
+    assert_eq!(
+        ninewall::sandbox::proxy::client_hello_name(&hello),
+        Some(Some("api.example".to_string()))
+    );
+    fuzz(
+        "ClientHello",
+        11,
+        &[hello],
+        &["\u{16}\u{3}\u{1}", "\0\0", "\u{ff}"],
+        |input| {
+            let _ = ninewall::sandbox::proxy::client_hello_name(input);
+        },
+    );
+    let rules: Vec<Rule> = [
+        "api.example:443",
+        "*.docs.example:443",
+        "10.0.0.0/8:80",
+        "[fd00::/64]:443",
+    ]
+    .iter()
+    .map(|r| Rule::parse(r).unwrap())
+    .collect();
+    let seeds: Vec<Vec<u8>> = [
+        "api.example:443",
+        "*.docs.example:443",
+        "[fd00::1]:443",
+        "10.1.0.0/16:5432",
+        "127.0.0.1:80",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    fuzz(
+        "net.allow",
+        12,
+        &seeds,
+        &["*.", ":", "[", "]", "/", "::", "."],
+        |input| {
+            let text = String::from_utf8_lossy(input);
+            if let Ok(r) = Rule::parse(&text) {
+                let _ = r.to_string();
+                let _ = rules.iter().any(|q| q.covers(&r) || r.covers(q));
+            }
+            let host = text.rsplit_once(':').map_or(text.as_ref(), |(h, _)| h);
+            if let Some(h) = Host::parse(host) {
+                if let Ok(a) = admit(&rules, &h, 443) {
+                    let _ = usable(&rules, a, 443, &["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()]);
+                }
+            }
+        },
+    );
+    fuzz(
+        "stdin_base64",
+        13,
+        &[b"aGVsbG8=".to_vec(), b"AAEC/w==".to_vec()],
+        &["=", "+", "/"],
+        |input| {
+            if let Some(bytes) = ninewall::gate::exec::decode_base64(&String::from_utf8_lossy(input)) {
+                assert_eq!(
+                    ninewall::gate::exec::decode_base64(&ninewall::gate::exec::encode_base64(&bytes)),
+                    Some(bytes)
+                );
+            }
+        },
+    );
 }
