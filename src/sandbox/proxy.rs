@@ -837,6 +837,22 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// One read of `from` passed on whole to `to`: how many bytes; `None` at
+/// its end (then `to` is told no more comes); `Err` when `to` did not take
+/// them all.
+fn pass_once(from: &mut TcpStream, to: &mut TcpStream, chunk: &mut [u8]) -> Result<Option<usize>, ()> {
+    match from.read(chunk) {
+        Ok(0) | Err(_) => {
+            let _ = to.shutdown(Shutdown::Write);
+            Ok(None)
+        }
+        Ok(n) => to
+            .write_all(chunk.get(..n).unwrap_or_default())
+            .map(|()| Some(n))
+            .map_err(drop),
+    }
+}
+
 /// Copies both ways until both sides have closed, the stop pipe closes, the
 /// time is up or the bytes are spent; (out, in, what ended it).
 fn relay(
@@ -905,32 +921,18 @@ fn relay(
             break "closed";
         };
         if p[0].revents != 0 {
-            match client.read(chunk) {
-                Ok(0) | Err(_) => {
-                    client_open = false;
-                    let _ = upstream.shutdown(Shutdown::Write);
-                }
-                Ok(n) => {
-                    if upstream.write_all(chunk.get(..n).unwrap_or_default()).is_err() {
-                        break "closed";
-                    }
-                    out += n as u64;
-                }
+            match pass_once(client, upstream, chunk) {
+                Ok(Some(n)) => out += n as u64,
+                Ok(None) => client_open = false,
+                Err(()) => break "closed",
             }
             continue;
         }
         if p[1].revents != 0 {
-            match upstream.read(chunk) {
-                Ok(0) | Err(_) => {
-                    upstream_open = false;
-                    let _ = client.shutdown(Shutdown::Write);
-                }
-                Ok(n) => {
-                    if client.write_all(chunk.get(..n).unwrap_or_default()).is_err() {
-                        break "closed";
-                    }
-                    inn += n as u64;
-                }
+            match pass_once(upstream, client, chunk) {
+                Ok(Some(n)) => inn += n as u64,
+                Ok(None) => upstream_open = false,
+                Err(()) => break "closed",
             }
         }
     };
