@@ -161,15 +161,6 @@ fn proxy_profile(name: &str, allow: &[String], extra: &str) -> PathBuf {
     )
 }
 
-fn records_of(log: &Path, exec: &str) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["exec"] == exec)
-        .collect()
-}
-
 /// Runs `code` and returns the run and its records (a log of its own).
 fn run_recorded(who: Who, profile: &Path, code: &str) -> (Run, Vec<Value>) {
     let dir = scratch_dir("egress-log");
@@ -182,16 +173,12 @@ fn run_recorded(who: Who, profile: &Path, code: &str) -> (Run, Vec<Value>) {
         &["-c", code],
         None,
     );
-    let all: Vec<Value> = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    let exec = exec_ids(&log).pop().unwrap_or_else(|| panic!("no exec.start: {r:#?}"));
+    let records = log_records(&log)
+        .into_iter()
+        .filter(|v| v["exec"] == exec.as_str())
         .collect();
-    let exec = all.iter().rev().find(|v| v["kind"] == "exec.start").map_or_else(
-        || panic!("no exec.start: {r:#?}"),
-        |v| v["exec"].as_str().unwrap().to_string(),
-    );
-    (r, records_of(&log, &exec))
+    (r, records)
 }
 
 fn connects(records: &[Value]) -> Vec<&Value> {
@@ -477,10 +464,8 @@ fn a_wildcard_name_that_resolves_to_loopback_is_refused_unless_the_address_is_li
         let r = Run::from_output(out);
         r.assert_code(0);
         assert!(r.stdout.starts_with(expect), "{name}: {r:#?}");
-        let text = std::fs::read_to_string(&log).unwrap();
-        let rec: Value = text
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        let rec: Value = log_records(&log)
+            .into_iter()
             .find(|v| v["kind"] == "net.connect")
             .unwrap();
         assert_eq!(rec["host"], "api.nw-test.example");
@@ -594,11 +579,7 @@ time.sleep(0.3)
         );
         // Every connection within the limit is a record, and the first
         // refusal past it; the rest are counted.
-        let records: Vec<Value> = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .collect();
+        let records = log_records(&log);
         let c = connects(&records);
         assert_eq!(c.iter().filter(|v| v["allowed"] == true).count(), 200);
         let past: Vec<&&Value> = c.iter().filter(|v| v["allowed"] == false).collect();

@@ -392,12 +392,7 @@ print(json.dumps({{"sha": hashlib.sha256(open("/etc/ld.so.cache", "rb").read()).
         assert_eq!(v["passwd"], "ENOENT", "{who:?}: {v}");
         // The loader opened the cache and went straight to each library: no
         // probe of the glibc-hwcaps directories is left in the record.
-        let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .filter(|r: &serde_json::Value| r["kind"] == "file")
-            .collect();
+        let events: Vec<serde_json::Value> = log_records(&log).into_iter().filter(|r| r["kind"] == "file").collect();
         assert!(events
             .iter()
             .any(|e| e["path"] == "/etc/ld.so.cache" && e["access"] == "read"));

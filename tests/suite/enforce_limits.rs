@@ -388,11 +388,9 @@ impl Drop for Btrfs {
 const WRITE_4M: &str = "import errno\nn = 0\ntry:\n    with open('/work/big', 'wb') as f:\n        for i in range(64):\n            f.write(b'x' * 65536)\n            f.flush()\n            n += 65536\nexcept OSError as e:\n    print(errno.errorcode[e.errno], n)\nelse:\n    print('wrote', n)";
 
 fn last_end(log: &std::path::Path) -> serde_json::Value {
-    std::fs::read_to_string(log)
-        .unwrap()
-        .lines()
+    log_records(log)
+        .into_iter()
         .rev()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["kind"] == "exec.end")
         .unwrap()
 }
@@ -484,24 +482,21 @@ fn a_host_workspace_is_bounded_in_bytes_by_the_kernel_or_nothing_runs() {
     assert_eq!(end["disk"]["reached"], false, "{end}");
     // One execution at a time per bounded workspace: a second, while the
     // first runs, is refused; the first's limit is put back all the same.
-    let mut first = ninewall(Who::Root)
-        .args(["run", "--profile"])
-        .arg(&p)
-        .args([
-            "--workspace",
-            ws.to_str().unwrap(),
-            "--",
-            "-c",
-            "import time\nprint('up', flush=True)\ntime.sleep(3)",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(first.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "up");
+    let (mut first, up) = spawn_until_line(
+        ninewall(Who::Root)
+            .args(["run", "--profile"])
+            .arg(&p)
+            .args([
+                "--workspace",
+                ws.to_str().unwrap(),
+                "--",
+                "-c",
+                "import time\nprint('up', flush=True)\ntime.sleep(3)",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    assert_eq!(up, "up");
     let second = run(
         Who::Root,
         &p,

@@ -387,13 +387,11 @@ print(json.dumps({"ns": os.readlink("/proc/self/ns/net"),
 
 /// The `exec.start` record of the only run logged in `log`.
 fn only_start(log: &std::path::Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(log).unwrap();
-    let starts: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+    let starts: Vec<serde_json::Value> = log_records(log)
+        .into_iter()
         .filter(|r| r["kind"] == "exec.start")
         .collect();
-    assert_eq!(starts.len(), 1, "{text}");
+    assert_eq!(starts.len(), 1, "{starts:#?}");
     starts.into_iter().next().unwrap()
 }
 

@@ -55,14 +55,6 @@ fn analyst_policy(name: &str, worker: Who) -> PathBuf {
     )
 }
 
-fn records(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn verify(log: &Path) {
     let out = Run::from_output(ninewall(Who::Root).args(["audit", "verify"]).arg(log).output().unwrap());
     assert_eq!(out.code, 0, "the log does not verify: {out:#?}");
@@ -217,7 +209,7 @@ fn run_with_a_policy_runs_what_the_roles_grant_and_nothing_else() {
         "{out:#?}"
     );
     // The granted runs say who and which role in their start records.
-    let recs = records(&log);
+    let recs = log_records(&log);
     let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
     assert_eq!(starts.len(), 3, "{recs:#?}");
     for s in starts {
@@ -431,7 +423,7 @@ for req in [
         );
 
         // Provenance links the child to its parent, and records the refusals.
-        let recs = records(&log);
+        let recs = log_records(&log);
         let child = a[0]["exec"].as_str().unwrap();
         let start = start_of(&recs, child);
         let parent_exec = start["parent"].as_str().unwrap();
@@ -472,7 +464,7 @@ fn grandchildren_are_held_to_their_parent_not_to_the_grandparent() {
         a[2]["error"],
         "refused: dg-wide is not a subset of dg-middle; it would gain: fs.read: may read /etc/hostname; limits.memory: 1G > 128M"
     );
-    let recs = records(&log);
+    let recs = log_records(&log);
     let middle = a[0]["exec"].as_str().unwrap();
     let grandchild = start_of(&recs, a[1]["exec"].as_str().unwrap());
     assert_eq!(grandchild["parent"], middle);
@@ -500,7 +492,10 @@ fn a_chain_of_delegations_stops_at_the_depth_limit() {
     );
     out.assert_code(0);
     assert_eq!(out.stdout.trim(), "delegation deeper than 8 levels", "{out:#?}");
-    let starts = records(&log).into_iter().filter(|r| r["kind"] == "exec.start").count();
+    let starts = log_records(&log)
+        .into_iter()
+        .filter(|r| r["kind"] == "exec.start")
+        .count();
     assert_eq!(starts, 9, "the top and eight delegated levels");
     verify(&log);
 }
@@ -760,7 +755,7 @@ fn the_daemon_runs_what_a_workers_roles_grant_and_nothing_else() {
         stopped.stderr
     );
     assert_eq!(lines("mbu=made-up"), 1, "{}", stopped.stderr);
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
     assert_eq!(starts.len(), 4, "reason, knowledge, document_generation, reason");
     for s in &starts {
@@ -811,7 +806,7 @@ fn a_client_that_is_no_worker_is_refused_and_recorded() {
         )
     );
     d.stop();
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     assert!(recs.iter().all(|r| r["kind"] != "exec.start"), "nothing ran");
     assert_eq!(recs.iter().filter(|r| r["kind"] == "gate.refused").count(), 1);
     verify(&d.log);
@@ -924,7 +919,7 @@ fn eight_clients_times_fifty_requests_are_all_answered_with_flat_memory() {
         late <= early + early / 10 + 1024,
         "daemon RSS grew from {early} KiB to {late} KiB over 400 executions"
     );
-    let starts = records(&d.log)
+    let starts = log_records(&d.log)
         .into_iter()
         .filter(|r| r["kind"] == "exec.start")
         .count();
@@ -965,7 +960,7 @@ fn a_supervisor_whose_requester_is_gone_runs_nothing() {
     out.assert_code(125);
     assert!(out.stderr.contains("the requester is gone; nothing ran"), "{out:#?}");
     assert!(!out.stdout.contains("ran"), "{out:#?}");
-    assert!(records(&log).iter().all(|r| r["kind"] != "exec.start"), "{out:#?}");
+    assert!(log_records(&log).iter().all(|r| r["kind"] != "exec.start"), "{out:#?}");
 }
 
 #[test]
@@ -980,14 +975,14 @@ fn a_daemon_killed_mid_execution_takes_its_executions_down_and_leaves_a_log_that
     // start record: a supervisor whose requester is gone before it starts
     // runs nothing and records nothing.
     wait_until("the execution starts", || {
-        host_processes_with(&marker).len() >= 2 && records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+        host_processes_with(&marker).len() >= 2 && log_records(&d.log).iter().any(|r| r["kind"] == "exec.start")
     });
     let mut daemon = d.child.take().unwrap();
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     // Its supervisors get SIGTERM, end their sandboxes and record the end.
     wait_until("the execution ends with its daemon", || {
-        host_processes_with(&marker).is_empty() && records(&d.log).iter().any(|r| r["kind"] == "exec.end")
+        host_processes_with(&marker).is_empty() && log_records(&d.log).iter().any(|r| r["kind"] == "exec.end")
     });
     let _ = client.wait();
     verify(&d.log);
@@ -1003,7 +998,7 @@ fn sigterm_drains_running_executions_and_kills_them_past_the_grace_period() {
         let client = client_sending(who, &d.socket, &req);
         // Wait until the execution has started, then ask the daemon to stop.
         wait_until("the execution starts", || {
-            records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+            log_records(&d.log).iter().any(|r| r["kind"] == "exec.start")
         });
         let stopped = d.stop();
         assert_eq!(stopped.code, 0, "{stopped:#?}");
@@ -1019,7 +1014,7 @@ fn sigterm_drains_running_executions_and_kills_them_past_the_grace_period() {
                 "{stopped:#?}"
             );
         }
-        let recs = records(&d.log);
+        let recs = log_records(&d.log);
         assert_eq!(recs.iter().filter(|r| r["kind"] == "exec.end").count(), 1, "{recs:#?}");
         verify(&d.log);
         assert!(!d.socket.exists(), "the socket is removed");
@@ -1171,7 +1166,7 @@ fn a_workspace_the_client_may_not_use_gets_one_answer_whatever_it_is() {
         "{a:#?}"
     );
     assert!(!inner.join("ran").exists());
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     assert!(recs.iter().all(|r| r["kind"] != "exec.start"), "nothing ran");
     assert_eq!(
         recs.iter().filter(|r| r["kind"] == "gate.refused").count(),
@@ -1208,7 +1203,7 @@ fn a_clients_private_workspace_works_through_the_daemon_and_stays_the_clients() 
     assert_eq!(std::fs::read_to_string(&made).unwrap(), "made");
     let meta = std::fs::metadata(&made).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (uid, gid), "owned by the client on the host");
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     let start = recs.iter().find(|r| r["kind"] == "exec.start").unwrap();
     assert!(start.to_string().contains(ws.to_str().unwrap()), "{start:#}");
 }
@@ -1504,16 +1499,16 @@ fn a_client_that_hangs_up_cancels_its_execution_and_the_log_says_so() {
     // both, and for the start record (a client gone before the start is
     // answered "nothing ran", and nothing is recorded).
     wait_until("the MBU runs", || {
-        host_processes_with(&marker).len() >= 2 && records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+        host_processes_with(&marker).len() >= 2 && log_records(&d.log).iter().any(|r| r["kind"] == "exec.start")
     });
     drop(c.stdin.take());
     c.wait().unwrap();
     wait_until("the execution ends", || {
-        records(&d.log).iter().any(|r| r["kind"] == "exec.end")
+        log_records(&d.log).iter().any(|r| r["kind"] == "exec.end")
     });
     wait_until("nothing of it is left", || host_processes_with(&marker).is_empty());
     d.stop();
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     let end = recs.iter().find(|r| r["kind"] == "exec.end").unwrap();
     assert_eq!(end["reason"], "cancelled", "{end:#}");
     verify(&d.log);
@@ -1543,7 +1538,7 @@ fn clients_that_never_read_their_output_do_not_swell_the_daemon() {
         assert_eq!(first_line(c).trim(), "sent");
     }
     wait_until("16 executions run", || {
-        records(&d.log).iter().filter(|r| r["kind"] == "exec.start").count() >= 16
+        log_records(&d.log).iter().filter(|r| r["kind"] == "exec.start").count() >= 16
     });
     // Let them fill every pipe and buffer they can.
     std::thread::sleep(Duration::from_secs(2));
@@ -1572,10 +1567,10 @@ fn clients_that_never_read_their_output_do_not_swell_the_daemon() {
         c.wait().unwrap();
     }
     wait_until("the stalled executions end", || {
-        records(&d.log).iter().filter(|r| r["kind"] == "exec.end").count() >= 17
+        log_records(&d.log).iter().filter(|r| r["kind"] == "exec.end").count() >= 17
     });
     d.stop();
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     let cancelled = recs
         .iter()
         .filter(|r| r["kind"] == "exec.end" && r["reason"] == "cancelled")
@@ -1603,7 +1598,7 @@ fn huge_names_and_floods_of_refusals_cost_the_log_a_few_hundred_bytes_each() {
     assert_eq!(a[20]["exit_code"], 0, "{:#}", a[20]);
     d.stop();
     let size = std::fs::metadata(&d.log).unwrap().len();
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     let refused: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "gate.refused").collect();
     let counted: u64 = refused
         .iter()
@@ -1742,7 +1737,7 @@ fn a_model_call_and_the_execution_it_caused_are_one_story() {
     d.stop();
     verify(&d.log);
     let exec = b[0]["exec"].as_str().unwrap();
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     let start = recs.iter().find(|r| r["kind"] == "exec.start").unwrap();
     assert_eq!(start["caused_by"], id.as_str());
     let llm = recs.iter().find(|r| r["kind"] == "llm.call").unwrap();
@@ -1881,23 +1876,20 @@ fn a_worker_calls_with_ninewall_call_streams_and_cancels() {
     r.assert_code(125);
     assert!(r.stderr.contains("cannot reach the daemon at"), "{r:#?}");
     // Ctrl-C: the client goes, the daemon ends the run and records why.
-    let mut child = ninewall(worker)
-        .args(["call", "reason", "--socket"])
-        .arg(&d.socket)
-        .args(["--", "-c", "import time\nprint('ready', flush=True)\ntime.sleep(60)"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
+    let (mut child, ready) = spawn_until_line(
+        ninewall(worker)
+            .args(["call", "reason", "--socket"])
+            .arg(&d.socket)
+            .args(["--", "-c", "import time\nprint('ready', flush=True)\ntime.sleep(60)"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    assert_eq!(ready, "ready");
     // SAFETY: kill with a pid we started.
     unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
     child.wait().unwrap();
     wait_until("the cancelled run is recorded", || {
-        records(&d.log)
+        log_records(&d.log)
             .iter()
             .any(|r| r["kind"] == "exec.end" && r["reason"] == "cancelled")
     });
@@ -1951,7 +1943,7 @@ fn the_python_client_calls_records_and_reads_refusals() {
         "{out:#?}"
     );
     // The model call and the execution it caused are linked in the log.
-    let recs = records(&d.log);
+    let recs = log_records(&d.log);
     let llm = recs.iter().find(|r| r["kind"] == "llm.call").unwrap();
     assert!(
         recs.iter()
@@ -2023,7 +2015,7 @@ for req in [{{"mbu": "eg-child", "args": ["-c", fetch]}}, {{"mbu": "eg-child-wid
                 .is_some_and(|e| e.contains("net.allow: may connect through the proxy to api.elsewhere.example:443")),
             "{a:#?}"
         );
-        let recs = records(&log);
+        let recs = log_records(&log);
         let child = a[0]["exec"].as_str().unwrap();
         let connects: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "net.connect").collect();
         assert_eq!(connects.len(), 1, "{connects:#?}");

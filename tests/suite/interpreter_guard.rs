@@ -359,14 +359,6 @@ fn ordinary_model_code_prints_what_it_prints_without_the_guard() {
     assert!(differ.is_empty(), "{}", differ.join("\n\n"));
 }
 
-fn log_records(log: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn the_guards_refusals_are_provenance_and_user_code_cannot_forge_them() {
     for who in identities() {

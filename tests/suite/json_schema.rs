@@ -81,8 +81,8 @@ fn every_json_output_matches_its_schema() {
         assert!(kinds.contains(k), "{k} missing from {kinds:?}");
     }
     // Every line of the log itself, too.
-    for line in std::fs::read_to_string(&log).unwrap().lines() {
-        assert_schema("record", &serde_json::from_str(line).unwrap());
+    for record in log_records(&log) {
+        assert_schema("record", &record);
     }
 
     let (_, why) = json_of(&["why", "--json", "--log", log_s, &exec]);

@@ -49,14 +49,6 @@ fn locked_log(name: &str, who: Who, hold: &[&str]) -> (std::path::PathBuf, std::
     (log, holder)
 }
 
-fn records(log: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn verify(log: &std::path::Path) -> Run {
     Run::from_output(ninewall(Who::Root).args(["audit", "verify"]).arg(log).output().unwrap())
 }
@@ -73,7 +65,7 @@ fn a_run_records_its_start_its_refusals_and_its_end() {
             None,
         );
         r.assert_code(4);
-        let recs = records(&log);
+        let recs = log_records(&log);
         let kinds: Vec<&str> = recs
             .iter()
             .map(|r| r["kind"].as_str().unwrap())
@@ -172,7 +164,7 @@ fn eight_concurrent_supervisors_keep_one_chain() {
     let r = verify(&log);
     r.assert_code(0);
     assert!(r.stdout.contains("16 records, chain intact"), "{r:#?}");
-    let recs = records(&log);
+    let recs = log_records(&log);
     let mut codes: Vec<i64> = recs
         .iter()
         .filter(|r| r["kind"] == "exec.end")
@@ -259,7 +251,7 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
         );
         r.assert_code(0);
         verify(&log).assert_code(0);
-        let events: Vec<(String, String, String, bool)> = records(&log)
+        let events: Vec<(String, String, String, bool)> = log_records(&log)
             .iter()
             .filter(|r| {
                 r["kind"] == "file"
@@ -311,13 +303,13 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
             "{events:#?}"
         );
         assert!(
-            records(&log)
+            log_records(&log)
                 .iter()
                 .any(|r| r["syscall"] == "newfstatat" && r["path"] == "/work/in2.txt" && r["exists"] == true),
             "{events:#?}"
         );
         // Every record of the run belongs to it, numbered in order.
-        let seqs: Vec<u64> = records(&log)
+        let seqs: Vec<u64> = log_records(&log)
             .iter()
             .filter(|r| r["kind"] == "file")
             .map(|r| r["seq"].as_u64().unwrap())
@@ -333,7 +325,7 @@ fn file_accesses_are_recorded_with_their_kind_and_verdict() {
             None,
         )
         .assert_code(0);
-        assert!(records(&quiet).iter().all(|r| r["kind"] != "file"));
+        assert!(log_records(&quiet).iter().all(|r| r["kind"] != "file"));
     }
 }
 
@@ -356,7 +348,7 @@ fn every_access_of_a_busy_run_is_recorded_in_order_before_its_end() {
         );
         r.assert_code(0);
         verify(&log).assert_code(0);
-        let recs = records(&log);
+        let recs = log_records(&log);
         // 1000 different files: 1000 records (identical accesses in a row
         // would be one and a count).
         let creates = recs
@@ -428,7 +420,7 @@ fn the_program_waits_until_its_start_record_is_written() {
         let out = Run::from_output(child.wait_with_output().unwrap());
         out.assert_code(0);
         assert!(marker.exists(), "{who:?}: {out:#?}");
-        let kinds: Vec<String> = records(&log)
+        let kinds: Vec<String> = log_records(&log)
             .iter()
             .map(|r| r["kind"].as_str().unwrap().to_string())
             .collect();
@@ -484,7 +476,7 @@ fn a_dotdot_after_a_symlink_is_recorded_where_the_kernel_goes() {
         );
         r.assert_code(0);
         assert_eq!(r.stdout.trim(), "True False", "{who:?}: {r:#?}");
-        let files: Vec<serde_json::Value> = records(&log).into_iter().filter(|r| r["kind"] == "file").collect();
+        let files: Vec<serde_json::Value> = log_records(&log).into_iter().filter(|r| r["kind"] == "file").collect();
         let made: Vec<&serde_json::Value> = files.iter().filter(|r| r["asked"] == "/work/l/../exfil.txt").collect();
         assert_eq!(made.len(), 2, "{who:?}: {files:#?}");
         assert_eq!(made[0]["path"], "/tmp/exfil.txt", "{:#}", made[0]);
@@ -522,7 +514,7 @@ fn audit_show_escapes_what_the_sandbox_chose() {
         None,
     );
     r.assert_code(0);
-    let recorded = records(&log).iter().any(|r| {
+    let recorded = log_records(&log).iter().any(|r| {
         r["path"]
             .as_str()
             .is_some_and(|p| p.contains('\u{1b}') && p.contains('\n'))
@@ -583,7 +575,7 @@ fn a_torn_last_line_is_cut_off_and_recorded_and_the_chain_goes_on() {
             .contains("1 torn line(s) of cut-short writes set aside and recorded"),
         "{after:#?}"
     );
-    let recs = records(&log);
+    let recs = log_records(&log);
     let repaired: Vec<&serde_json::Value> = recs.iter().filter(|r| r["kind"] == "log.recovered").collect();
     assert_eq!(repaired.len(), 1, "{recs:#?}");
     assert_eq!(repaired[0]["cut_bytes"], torn.len());
@@ -666,7 +658,7 @@ fn a_file_record_says_when_the_access_happened() {
         None,
     )
     .assert_code(0);
-    let recs = records(&log);
+    let recs = log_records(&log);
     let time_of = |path: &str| {
         let r = recs
             .iter()
@@ -710,7 +702,7 @@ fn statfs_and_extended_attribute_calls_are_recorded() {
     );
     r.assert_code(0);
     assert_eq!(r.stdout.trim(), "b'v' ['user.k']", "{r:#?}");
-    let recs = records(&log);
+    let recs = log_records(&log);
     for call in ["statfs", "setxattr", "getxattr", "listxattr", "removexattr"] {
         assert!(
             recs.iter().any(|r| r["kind"] == "file"
@@ -743,7 +735,7 @@ fn a_flood_of_accesses_is_bounded_by_repeats_and_the_record_budget() {
         None,
     )
     .assert_code(0);
-    let recs = records(&log);
+    let recs = log_records(&log);
     let of_long: Vec<&serde_json::Value> = recs.iter().filter(|r| r["path"] == long.as_str()).collect();
     assert_eq!(of_long.len(), 1, "one record of the path");
     let repeated: Vec<&serde_json::Value> = recs
@@ -778,7 +770,7 @@ fn a_flood_of_accesses_is_bounded_by_repeats_and_the_record_budget() {
     );
     r.assert_code(0);
     assert_eq!(r.stdout.trim(), "done");
-    let recs = records(&log);
+    let recs = log_records(&log);
     let files = recs.iter().filter(|r| r["kind"] == "file").count();
     assert!(files <= 200, "{files} file records past a budget of 200");
     let dropped = recs
@@ -804,7 +796,7 @@ fn a_flood_of_accesses_is_bounded_by_repeats_and_the_record_budget() {
     );
     assert_ne!(r.code, 0, "{r:#?}");
     assert!(!r.stdout.contains("done"), "{r:#?}");
-    let end = records(&log).into_iter().find(|r| r["kind"] == "exec.end").unwrap();
+    let end = log_records(&log).into_iter().find(|r| r["kind"] == "exec.end").unwrap();
     assert_eq!(end["reason"], "records", "{end:#}");
 }
 
@@ -1008,7 +1000,7 @@ fn five_path_shapes_are_recorded_where_the_kernel_went() {
         );
         r.assert_code(0);
         // The files the opens made (os.symlink and os.mkdir make theirs too).
-        let creates: Vec<String> = records(&log)
+        let creates: Vec<String> = log_records(&log)
             .iter()
             .filter(|r| {
                 r["kind"] == "file"
@@ -1059,7 +1051,7 @@ fn a_record_says_where_its_path_cannot_be_known() {
     );
     r.assert_code(0);
     assert_eq!(r.stdout.trim(), "ENOENT");
-    let recs = records(&log);
+    let recs = log_records(&log);
     let file = |path: &str| {
         recs.iter()
             .find(|v| v["kind"] == "file" && v["path"] == path)
@@ -1131,7 +1123,7 @@ fn a_supervisor_killed_while_appending_leaves_a_log_the_next_run_repairs() {
         .assert_code(0);
         verify(&log).assert_code(0);
     }
-    let recs = records(&log);
+    let recs = log_records(&log);
     let killed = recs
         .iter()
         .filter(|r| r["kind"] == "exec.start" && r["mbu"] == "document_generation")

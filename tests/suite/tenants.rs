@@ -18,20 +18,15 @@ const SLEEPER: &str =
 /// A root `ninewall run` of the reason profile running [`SLEEPER`]; its
 /// host uid once it has printed it.
 fn start_sleeper() -> (Child, u32) {
-    let mut child = ninewall(Who::Root)
-        .args(["run", "--profile"])
-        .arg(profile("reason"))
-        .args(["--", "-c", SLEEPER])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let uid = line.trim().parse().unwrap_or_else(|_| panic!("no host uid: {line:?}"));
+    let (child, line) = spawn_until_line(
+        ninewall(Who::Root)
+            .args(["run", "--profile"])
+            .arg(profile("reason"))
+            .args(["--", "-c", SLEEPER])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let uid = line.parse().unwrap_or_else(|_| panic!("no host uid: {line:?}"));
     (child, uid)
 }
 
@@ -245,20 +240,14 @@ fn inotify_profile(name: &str, limits: &str) -> Option<std::path::PathBuf> {
 /// Starts `inotify_instances N` (or `_watches`) in a sandbox; returns it,
 /// holding what it got until its stdin closes, and its report line.
 fn start_inotify_holder(who: Who, profile: &Path, what: &str, n: u32) -> (Child, String) {
-    let mut child = ninewall(who)
-        .args(["run", "--profile"])
-        .arg(profile)
-        .args(["--", what, &n.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, line.trim().to_string())
+    spawn_until_line(
+        ninewall(who)
+            .args(["run", "--profile"])
+            .arg(profile)
+            .args(["--", what, &n.to_string()])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
 }
 
 fn inotify_count(who: Who, profile: &Path, what: &str, n: u32) -> String {

@@ -334,6 +334,36 @@ pub fn net_profile() -> PathBuf {
     )
 }
 
+/// Every record of a provenance log, in order; none when there is no log
+/// yet. A line that is not JSON fails the test (ninewall writes whole
+/// lines only).
+pub fn log_records(log: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: not a record ({e}): {l}", log.display())))
+        .collect()
+}
+
+/// The ids of the executions started in a log, in order.
+pub fn exec_ids(log: &Path) -> Vec<String> {
+    log_records(log)
+        .iter()
+        .filter(|r| r["kind"] == "exec.start")
+        .filter_map(|r| r["exec"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Spawns `cmd` with its stdout piped and reads its first line (the
+/// sandboxed program saying it is up, or what it found); the child, still
+/// running, and that line, trimmed.
+pub fn spawn_until_line(cmd: &mut Command) -> (std::process::Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    (child, line.trim().to_string())
+}
+
 /// `ninewall check [--json] PROFILE`, as the caller of the tests.
 pub fn check_profile(profile: &Path, json: bool) -> Run {
     let mut cmd = ninewall(Who::Root);
