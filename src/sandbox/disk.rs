@@ -61,7 +61,7 @@ impl DiskBound {
     /// Bounds the workspace `dir` (a descriptor of its root) to what it
     /// holds plus `allowed` bytes; the reason when it cannot be bounded.
     pub fn set(dir: BorrowedFd<'_>, allowed: u64) -> Result<DiskBound, String> {
-        let fd = btrfs::open_dir(dir.as_raw_fd()).map_err(|e| format!("cannot open the workspace: {e}"))?;
+        let fd = crate::sys::reopen_dir(dir.as_raw_fd()).map_err(|e| format!("cannot open the workspace: {e}"))?;
         let raw = fd.as_raw_fd();
         // Released when `fd` is closed, after the limit is put back.
         crate::sys::flock(raw, libc::LOCK_EX | libc::LOCK_NB).map_err(|e| {

@@ -168,6 +168,15 @@ impl Proxy {
         })
     }
 
+    /// Closes the stop pipe (every thread sees it) and waits for the
+    /// accepting thread, which waits for the connections' threads.
+    fn stop_and_join(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
     /// CPU time its threads have spent so far.
     pub fn cpu_ns(&self) -> u64 {
         self.cpu_ns.load(Ordering::Relaxed)
@@ -191,10 +200,7 @@ impl Proxy {
     /// Stops accepting, ends every connection still open (the sandbox is
     /// gone), waits for them; the connections not yet taken, and the counts.
     pub fn finish(mut self) -> (Vec<Connection>, NetReport) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_and_join();
         let cpu_ns = self.cpu_ns();
         self.ledger
             .lock()
@@ -205,49 +211,40 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_and_join();
     }
 }
 
-fn stopped(stop: RawFd) -> bool {
-    let mut p = [libc::pollfd {
-        fd: stop,
+/// A `poll` entry waiting for `fd` to be readable (-1: ignored).
+fn readable(fd: RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
         events: libc::POLLIN,
         revents: 0,
-    }];
+    }
+}
+
+/// Milliseconds from now until `deadline`, for `poll`.
+fn ms_until(deadline: Instant) -> i32 {
+    i32::try_from(deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(i32::MAX)
+}
+
+fn stopped(stop: RawFd) -> bool {
+    let mut p = [readable(stop)];
     sys::poll_readable(&mut p, 0).is_ok() && p[0].revents != 0
 }
 
 /// Waits until `fd` is readable (true), the stop pipe closes or `deadline`
-/// passes (false).
-fn wait_readable(fd: RawFd, stop: RawFd, deadline: Instant) -> bool {
-    let mut p = [
-        libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stop,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    let left = deadline.saturating_duration_since(Instant::now());
-    let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+/// (if any) passes (false).
+fn wait_readable(fd: RawFd, stop: RawFd, deadline: Option<Instant>) -> bool {
+    let mut p = [readable(fd), readable(stop)];
+    let ms = deadline.map_or(-1, ms_until);
     sys::poll_readable(&mut p, ms).is_ok() && p[1].revents == 0 && p[0].revents != 0
 }
 
 fn accept_loop(handoff: &OwnedFd, shared: &Arc<Shared>) {
     let stop = shared.stop.as_raw_fd();
-    if !wait_readable(
-        handoff.as_raw_fd(),
-        stop,
-        Instant::now() + Duration::from_secs(86400 * 7),
-    ) {
+    if !wait_readable(handoff.as_raw_fd(), stop, None) {
         return;
     }
     let Ok(Some(fd)) = sys::recv_fd(handoff.as_raw_fd()) else {
@@ -262,17 +259,15 @@ fn accept_loop(handoff: &OwnedFd, shared: &Arc<Shared>) {
     loop {
         workers.retain(|w| !w.is_finished());
         if workers.len() >= MAX_ACTIVE {
-            // Full: the next connection waits in the backlog.
-            if !wait_readable(stop, stop, Instant::now() + Duration::from_millis(20)) && stopped(stop) {
+            // Full: the next connection waits in the backlog while a
+            // connection's thread ends (or the sandbox does).
+            let mut p = [readable(stop)];
+            if sys::poll_readable(&mut p, 20).is_err() || p[0].revents != 0 {
                 break;
             }
             continue;
         }
-        if !wait_readable(
-            listener.as_raw_fd(),
-            stop,
-            Instant::now() + Duration::from_secs(86400 * 7),
-        ) {
+        if !wait_readable(listener.as_raw_fd(), stop, None) {
             if stopped(stop) {
                 break;
             }
@@ -448,7 +443,7 @@ fn elapsed_ms(since: Instant) -> u64 {
 /// Reads more of the client into `buf` (at most `MAX_HEAD` in all);
 /// false at end of stream, stop, deadline or a full buffer.
 fn read_more(client: &mut TcpStream, stop: RawFd, deadline: Instant, buf: &mut Vec<u8>) -> bool {
-    if buf.len() >= MAX_HEAD || !wait_readable(client.as_raw_fd(), stop, deadline) {
+    if buf.len() >= MAX_HEAD || !wait_readable(client.as_raw_fd(), stop, Some(deadline)) {
         return false;
     }
     let mut chunk = [0u8; 4096];
@@ -728,19 +723,8 @@ fn check_tls_name(
     first: &mut Vec<u8>,
 ) -> Result<(), Refusal> {
     if first.is_empty() {
-        let mut p = [
-            libc::pollfd {
-                fd: client.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: upstream,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let ms = i32::try_from(deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(i32::MAX);
+        let mut p = [readable(client.as_raw_fd()), readable(upstream)];
+        let ms = ms_until(deadline);
         if sys::poll_readable(&mut p, ms).is_err() || p[0].revents == 0 {
             return Ok(());
         }
@@ -892,23 +876,11 @@ fn relay(
         if now >= end {
             break "limits.connection_seconds";
         }
-        let ms = i32::try_from(end.saturating_duration_since(now).as_millis()).unwrap_or(i32::MAX);
+        let ms = ms_until(end);
         let mut p = [
-            libc::pollfd {
-                fd: if client_open { client.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if upstream_open { upstream.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop,
-                events: libc::POLLIN,
-                revents: 0,
-            },
+            readable(if client_open { client.as_raw_fd() } else { -1 }),
+            readable(if upstream_open { upstream.as_raw_fd() } else { -1 }),
+            readable(stop),
         ];
         if sys::poll_readable(&mut p, ms).is_err() {
             break "closed";

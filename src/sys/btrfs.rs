@@ -84,18 +84,6 @@ struct SearchArgs {
     buf: [u8; 4096 - 104],
 }
 
-/// The directory `fd` names (an `O_PATH` descriptor, such as a detached
-/// mount's), opened for reading: ioctls need a descriptor that is open.
-pub fn open_dir(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
-    // SAFETY: a NUL-terminated path relative to a descriptor we were given.
-    let r = unsafe { libc::openat(fd, c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor we now own.
-    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r) })
-}
-
 /// The subvolume whose root directory `fd` is, on btrfs; `None` when `fd`
 /// is on another filesystem (its magic given) or not a subvolume's root.
 pub fn subvolume_root(fd: RawFd) -> io::Result<Result<u64, String>> {

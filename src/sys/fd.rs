@@ -361,3 +361,15 @@ pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: `fd` is open (checked above) and, by the caller's word, ours alone.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// The directory `fd` names (an `O_PATH` descriptor, such as a detached
+/// mount's), opened for reading: ioctls need a descriptor that is open.
+pub fn reopen_dir(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: a NUL-terminated path relative to a descriptor we were given.
+    let r = unsafe { libc::openat(fd, c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
