@@ -259,6 +259,11 @@ pub struct RunArgs {
     /// started this one must be running this very program.
     #[arg(long, value_name = "FD", hide = true)]
     pub lineage_fd: Option<i32>,
+    /// Build a warm sandbox and take its request (who asked, arguments,
+    /// workspace) on this socket (used by `serve`; only from ninewall
+    /// itself, as --lineage-fd).
+    #[arg(long, value_name = "FD", hide = true, requires = "outcome_fd", conflicts_with_all = ["lineage_fd", "workspace", "args"])]
+    pub warm_fd: Option<i32>,
     /// A host directory to use as the workspace (read-write, noexec) instead
     /// of a fresh tmpfs.
     #[arg(long, value_name = "DIR")]
@@ -328,4 +333,10 @@ pub struct ServeArgs {
     /// first. Refused without this.
     #[arg(long)]
     pub socket_in_shared_dir: bool,
+    /// Warm sandboxes kept per MBU of the policy: built before anyone asks
+    /// (namespaces, identity, filesystem view, cgroup, network), each used
+    /// by one request, replaced while the daemon is not busy. 0: every
+    /// request builds its own.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub warm: usize,
 }

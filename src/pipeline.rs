@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::exit;
 use crate::gate::delegate::{Current, Delegation};
+use crate::gate::exec::{WarmRequest, WarmSays};
 use crate::gate::{Gate, Peer};
 use crate::host::Host;
 use crate::identity::{IdRange, Identity};
@@ -102,20 +103,66 @@ pub struct Finished {
 
 /// Where ninewall's own lines go: stderr (`ninewall: …`), or kept, for an
 /// outcome line that a daemon or a delegating supervisor reads.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Messages {
     kept: Option<Vec<String>>,
+    /// Told the outcome as soon as the end is recorded and the output passed
+    /// on, with the lines kept, before the sandbox's remains are reaped and
+    /// its cgroup removed: whoever waits for it need not wait for that.
+    on_end: Option<OnEnd>,
+}
+
+/// What [`Messages::kept_until_end`] calls with the outcome and the lines.
+pub type OnEnd = Box<dyn FnOnce(&Finished, Vec<String>)>;
+
+impl std::fmt::Debug for Messages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Messages")
+            .field("kept", &self.kept)
+            .field("on_end", &self.on_end.is_some())
+            .finish()
+    }
 }
 
 impl Messages {
     /// Lines go to stderr.
     pub fn to_stderr() -> Messages {
-        Messages { kept: None }
+        Messages {
+            kept: None,
+            on_end: None,
+        }
     }
 
     /// Lines are kept for [`Messages::take`].
     pub fn kept() -> Messages {
-        Messages { kept: Some(Vec::new()) }
+        Messages {
+            kept: Some(Vec::new()),
+            on_end: None,
+        }
+    }
+
+    /// Lines are kept, and given to `on_end` with the outcome of a recorded
+    /// execution as soon as its end is on disk; what is said after that
+    /// (nothing, when all goes well) is kept for [`Messages::take`].
+    pub fn kept_until_end(on_end: OnEnd) -> Messages {
+        Messages {
+            kept: Some(Vec::new()),
+            on_end: Some(on_end),
+        }
+    }
+
+    /// Whether the outcome was already given to the `on_end` of
+    /// [`Messages::kept_until_end`].
+    pub fn ended(&self) -> bool {
+        self.kept.is_some() && self.on_end.is_none()
+    }
+
+    fn end(&mut self, finished: &Finished) {
+        if let Some(on_end) = self.on_end.take() {
+            let lines = self.take();
+            self.kept = Some(Vec::new());
+            on_end(finished, lines);
+        }
     }
 
     /// Says `message`, a line at a time.
@@ -166,19 +213,62 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     let workspace = prepare_workspace(invocation, &host, &admission.lineage)?;
     let disk = bound_disk(&loaded.policy, workspace.as_ref())?;
     let planned = plan(&loaded, invocation, workspace, &host)?;
+    say_walls(invocation, &planned, messages);
+    let signals = SignalForwarder::install().map_err(SandboxError::Signals)?;
+    let log_source = log_source(invocation, &host)?;
+    let launch = spawn(&planned, &loaded.policy, identity.as_ref(), None);
+    let run = Run {
+        invocation,
+        caller: host.caller.uid,
+        lineage: &admission.lineage,
+        loaded: &loaded,
+        planned: &planned,
+        signals: &signals,
+        warm: None,
+    };
+    run_launched(&run, launch, &log_source, disk, messages)
+}
+
+fn say_walls(invocation: &Invocation, planned: &Planned, messages: &mut Messages) {
     if invocation.verbose {
         for line in sandbox::wall_lines(&planned.setup) {
             messages.say(line);
         }
     }
-    let signals = SignalForwarder::install().map_err(SandboxError::Signals)?;
-    let log_source = invocation
+}
+
+/// Where the provenance log is: the one given, or the caller's default.
+fn log_source(invocation: &Invocation, host: &Host) -> Result<LogSource, Error> {
+    invocation
         .audit_log
         .clone()
         .or_else(|| provenance::default_log_path(host.caller.uid).map(LogSource::Path))
-        .ok_or(Error::NoLog)?;
-    let launch = spawn(&planned, &loaded.policy, identity.as_ref());
-    let (mut log, delegation_log) = match open_log(&log_source, launch.delegation.is_some()) {
+        .ok_or(Error::NoLog)
+}
+
+/// An execution whose sandbox is forked (or could not be), as the rest of
+/// the pipeline needs it.
+struct Run<'a> {
+    invocation: &'a Invocation,
+    /// The uid ninewall runs as.
+    caller: u32,
+    lineage: &'a Lineage,
+    loaded: &'a Loaded,
+    planned: &'a Planned,
+    signals: &'a SignalForwarder,
+    /// For a warm sandbox: when and from which profile its walls were built.
+    warm: Option<&'a WarmBuilt>,
+}
+
+/// From the fork on: the start record, the run, the end record.
+fn run_launched(
+    run: &Run<'_>,
+    launch: Launch,
+    log_source: &LogSource,
+    disk: Option<sandbox::disk::DiskBound>,
+    messages: &mut Messages,
+) -> Result<Finished, Error> {
+    let (mut log, delegation_log) = match open_log(log_source, launch.delegation.is_some()) {
         Ok(opened) => opened,
         Err(e) => {
             launch.abandon();
@@ -188,18 +278,22 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     let exec_id = provenance::new_exec_id();
     let start = provenance::start_record(
         &exec_id,
-        &loaded.policy,
-        &planned.setup,
+        &run.loaded.policy,
+        &run.planned.setup,
         provenance::StartContext {
-            uid: host.caller.uid,
-            workspace: planned.workspace.as_deref(),
-            profile_sha256: &loaded.digest,
-            lineage: &admission.lineage,
+            uid: run.caller,
+            workspace: run.planned.workspace.as_deref(),
+            profile_sha256: &run.loaded.digest,
+            lineage: run.lineage,
             shared_network: launch.shared_network(),
+            warm: run.warm.map(|w| provenance::WarmStart {
+                built_at: &w.built_at,
+                profile_sha256: &w.profile_sha256,
+            }),
         },
     );
     let started = record_start(&mut log, launch, start)?;
-    if invocation.verbose {
+    if run.invocation.verbose {
         messages.say(format!("provenance: execution {exec_id} in {}", log.path().display()));
     }
     let (mut running, delegation) = match started {
@@ -212,26 +306,28 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     };
     let service = delegation.zip(delegation_log).map(|(socket, log)| {
         let parent = Parent {
-            loaded: &loaded,
+            loaded: run.loaded,
             exec_id: &exec_id,
-            lineage: &admission.lineage,
+            lineage: run.lineage,
         };
         serve_delegation(socket, &parent, log)
     });
-    if let Some(fd) = invocation.requester {
+    if let Some(fd) = run.invocation.requester {
         running.cancel_when_gone(fd);
     }
-    if invocation.verbose {
-        say_resources(&running, &planned.setup, messages);
+    if run.invocation.verbose {
+        say_resources(&running, &run.planned.setup, messages);
     }
-    let mut supervised = supervise(running, &signals, &mut log, &exec_id, loaded.policy.records, service);
+    let records = run.loaded.policy.records;
+    let mut supervised = supervise(running, run.signals, &mut log, &exec_id, records, service);
     account_disk(disk, &mut supervised);
+    let verbose = run.invocation.verbose;
     Ok(finish(
         supervised,
         &mut log,
         &exec_id,
-        &planned.setup,
-        invocation.verbose,
+        &run.planned.setup,
+        verbose,
         messages,
     ))
 }
@@ -709,6 +805,189 @@ pub fn workspace_dir(dir: &Path, opened: Option<&OwnedFd>, ids: &IdMap) -> Resul
     Ok(real)
 }
 
+// --- warm sandboxes ---------------------------------------------------------
+
+/// When and from which profile a warm sandbox's walls were built: said in
+/// its execution's start record.
+#[derive(Debug, Clone)]
+pub struct WarmBuilt {
+    /// When its walls were built (RFC 3339).
+    pub built_at: String,
+    /// [`provenance::profile_digest`] of the profile they were built from.
+    pub profile_sha256: String,
+}
+
+/// A warm sandbox's supervisor (`ninewall run --warm-fd`, started by the
+/// daemon before anyone asks): builds the sandbox's walls that do not depend
+/// on the request, says so on `control`, waits there for one request, and
+/// runs it as [`execute`] would have. Nothing is recorded until the request
+/// came: a warm sandbox nobody used (the daemon stopped, or dropped it) ran
+/// nothing.
+pub fn execute_warm(control: &UnixStream, invocation: &Invocation, messages: &mut Messages) -> Finished {
+    match try_execute_warm(control, invocation, messages) {
+        Ok(finished) => finished,
+        Err(e) => {
+            messages.say(&e);
+            Finished {
+                code: e.exit_code(),
+                exec: None,
+                limit: None,
+            }
+        }
+    }
+}
+
+fn try_execute_warm(control: &UnixStream, invocation: &Invocation, messages: &mut Messages) -> Result<Finished, Error> {
+    let mut host = Host::probe();
+    let admission = admit(invocation, &host)?;
+    let identity = identity_for(&host)?;
+    host.identity = identity.as_ref().map(Identity::id);
+    let loaded = load(&admission)?;
+    let signals = SignalForwarder::install().map_err(SandboxError::Signals)?;
+    let log_source = log_source(invocation, &host)?;
+    let workspace_at = loaded.policy.workspace.path.clone();
+    let warm_plan = plan(&loaded, invocation, None, &host)?;
+    let mut launch = spawn(&warm_plan, &loaded.policy, identity.as_ref(), Some(&workspace_at));
+    let built = WarmBuilt {
+        built_at: provenance::now_rfc3339(),
+        profile_sha256: loaded.digest.clone(),
+    };
+    if let Err(e) = launch.warm_up() {
+        launch.abandon();
+        tell(control, &WarmSays::Failed { error: e.to_string() });
+        return Err(e.into());
+    }
+    tell(
+        control,
+        &WarmSays::Ready {
+            profile_sha256: built.profile_sha256.clone(),
+            built_at: built.built_at.clone(),
+        },
+    );
+    let Some((request, workspace_fd)) = wait_for_request(control, &signals) else {
+        launch.abandon();
+        return Err(SandboxError::Warm("no request came; nothing ran".into()).into());
+    };
+    if let Some(why) = changed_since(&loaded) {
+        launch.abandon();
+        tell(control, &WarmSays::Stale { error: why.clone() });
+        return Err(SandboxError::Warm(why).into());
+    }
+    tell(control, &WarmSays::Taken);
+    // The descriptor is the workspace's only with a workspace named.
+    let workspace_fd = workspace_fd.filter(|_| request.workspace.is_some());
+    let invocation = Invocation {
+        args: request.args,
+        workspace: request.workspace,
+        workspace_fd: workspace_fd.map(std::os::fd::IntoRawFd::into_raw_fd),
+        lineage: request.lineage,
+        ..invocation.clone()
+    };
+    let (planned, disk) = match plan_request(&loaded, &invocation, &host, &warm_plan.setup) {
+        Ok(p) => p,
+        Err(e) => {
+            launch.abandon();
+            return Err(e);
+        }
+    };
+    launch.begin(&planned, &workspace_at);
+    say_walls(&invocation, &planned, messages);
+    let run = Run {
+        invocation: &invocation,
+        caller: host.caller.uid,
+        lineage: &invocation.lineage,
+        loaded: &loaded,
+        planned: &planned,
+        signals: &signals,
+        warm: Some(&built),
+    };
+    run_launched(&run, launch, &log_source, disk, messages)
+}
+
+/// The request's own plan, and its disk bound; refused if it would change
+/// a wall the warm sandbox already built (only the program, its arguments
+/// and what is at the workspace may differ).
+fn plan_request(
+    loaded: &Loaded,
+    invocation: &Invocation,
+    host: &Host,
+    warm: &SetupPlan,
+) -> Result<(Planned, Option<sandbox::disk::DiskBound>), Error> {
+    let workspace = prepare_workspace(invocation, host, &invocation.lineage)?;
+    let disk = bound_disk(&loaded.policy, workspace.as_ref())?;
+    let planned = plan(loaded, invocation, workspace, host)?;
+    let at = &loaded.policy.workspace.path;
+    let walls = |p: &SetupPlan| {
+        let mut p = p.clone();
+        p.argv.clear();
+        p.program = PathBuf::new();
+        p.mounts.retain(|m| m.inside() != at);
+        p
+    };
+    if walls(warm) != walls(&planned.setup) {
+        return Err(SandboxError::Warm("the request would change walls built before it; nothing ran".into()).into());
+    }
+    Ok((planned, disk))
+}
+
+/// Why the profile's files are no longer the ones loaded, if they are not.
+fn changed_since(loaded: &Loaded) -> Option<String> {
+    loaded.profile.files.iter().find_map(|(path, bytes)| {
+        (std::fs::read(path).ok().as_ref() != Some(bytes))
+            .then(|| format!("{} changed since the warm sandbox was built from it", path.display()))
+    })
+}
+
+/// One line to the daemon; a daemon that is gone hears nothing.
+fn tell(control: &UnixStream, says: &WarmSays) {
+    use std::io::Write;
+    let mut line = serde_json::to_vec(says).unwrap_or_default();
+    line.push(b'\n');
+    let _ = (&*control).write_all(&line);
+}
+
+/// Most bytes of a request line from the daemon.
+const WARM_REQUEST_LINE_MAX: usize = 4 << 20;
+
+/// Waits for the daemon's request: one JSON line, and the workspace's
+/// descriptor with its first bytes. `None`: the daemon closed the socket, a
+/// signal came, or the line is not a request.
+fn wait_for_request(control: &UnixStream, signals: &SignalForwarder) -> Option<(WarmRequest, Option<OwnedFd>)> {
+    let mut line = Vec::new();
+    let mut fd: Option<OwnedFd> = None;
+    let mut chunk = vec![0u8; 64 << 10];
+    while !line.contains(&b'\n') && line.len() <= WARM_REQUEST_LINE_MAX {
+        let mut fds = [
+            libc::pollfd {
+                fd: control.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signals.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        sys::poll_readable(&mut fds, -1).ok()?;
+        if fds[1].revents != 0 {
+            return None;
+        }
+        let (n, got) = sys::recv_with_fd(control.as_raw_fd(), &mut chunk).ok()?;
+        if got >= 0 {
+            let owned = sys::own_fd(got);
+            fd.get_or_insert(owned);
+        }
+        if n == 0 {
+            return None;
+        }
+        line.extend_from_slice(chunk.get(..n)?);
+    }
+    let end = line.iter().position(|&b| b == b'\n')?;
+    let request = serde_json::from_slice(line.get(..end)?).ok()?;
+    Some((request, fd))
+}
+
 /// A sandbox forked and building its walls, and the supervisor's end of the
 /// delegation socket when the profile may delegate.
 pub struct Launch {
@@ -728,6 +1007,25 @@ impl Launch {
             running.abandon();
         }
     }
+
+    /// A warm sandbox's walls, built up to its request.
+    fn warm_up(&mut self) -> Result<(), SandboxError> {
+        match &mut self.sandbox {
+            Ok(running) => running.warm_up(),
+            Err(e) => Err(SandboxError::Warm(e.to_string())),
+        }
+    }
+
+    /// Gives a warm sandbox its request; a failure is kept, to be recorded
+    /// as the sandbox's (the request is an execution from here on).
+    fn begin(&mut self, planned: &Planned, workspace: &Path) {
+        if let Ok(running) = &mut self.sandbox {
+            let tree = planned.workspace_tree.as_ref().map(std::os::fd::AsFd::as_fd);
+            if let Err(e) = running.begin(&planned.setup, workspace, tree) {
+                self.sandbox = Err(e);
+            }
+        }
+    }
 }
 
 /// Forks the sandbox. It builds its walls while the start record is written;
@@ -735,7 +1033,7 @@ impl Launch {
 /// [`Running::wait`], which is called only once that record is on disk. A
 /// failure is kept in the [`Launch`]: a sandbox that was not built is an
 /// execution all the same, recorded with its failure.
-pub fn spawn(planned: &Planned, policy: &Policy, identity: Option<&Identity>) -> Launch {
+pub fn spawn(planned: &Planned, policy: &Policy, identity: Option<&Identity>, warm: Option<&Path>) -> Launch {
     // Wall 1 for children: a socket to the delegation service, and nothing more.
     let pair = match policy.delegate.is_empty() {
         true => Ok(None),
@@ -747,6 +1045,7 @@ pub fn spawn(planned: &Planned, policy: &Policy, identity: Option<&Identity>) ->
                 delegate: pair.as_ref().map(|(_, inside)| inside.as_raw_fd()),
                 identity: identity.map(Identity::lock_fd),
                 workspace: planned.workspace_tree.as_ref().map(AsRawFd::as_raw_fd),
+                warm,
             };
             Launch {
                 sandbox: sandbox::spawn_with(&planned.setup, inherit),
@@ -921,7 +1220,10 @@ fn finish(
         return Finished::recorded(exit::SANDBOX, exec_id, None);
     };
     say_outcome(&outcome, setup, verbose, messages);
-    Finished::recorded(outcome.exit_code(), exec_id, outcome.limit)
+    let finished = Finished::recorded(outcome.exit_code(), exec_id, outcome.limit);
+    // The remains are reaped and the cgroup removed after this.
+    messages.end(&finished);
+    finished
 }
 
 /// Appends the run's last file events and its end records (one write, one

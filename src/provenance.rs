@@ -829,6 +829,18 @@ pub struct StartContext<'a> {
     /// The shared empty network namespace the sandbox joined, if it did not
     /// get one of its own.
     pub shared_network: Option<&'a Path>,
+    /// For a warm sandbox: when, and from which profile, the walls that do
+    /// not depend on the request were built.
+    pub warm: Option<WarmStart<'a>>,
+}
+
+/// A warm sandbox's build, in its execution's start record.
+#[derive(Debug, Clone, Copy)]
+pub struct WarmStart<'a> {
+    /// When its walls were built (RFC 3339).
+    pub built_at: &'a str,
+    /// [`profile_digest`] of the profile they were built from.
+    pub profile_sha256: &'a str,
 }
 
 /// The `exec.start` record.
@@ -859,6 +871,7 @@ pub fn start_record(id: &str, policy: &crate::Policy, plan: &crate::SetupPlan, c
         "argv": bounded_list(&plan.argv),
         "program": plan.program,
         "workspace": cx.workspace,
+        "warm": cx.warm.map(|w| json!({"built_at": w.built_at, "profile_sha256": w.profile_sha256})),
         "walls": {
             "interpreter_guard": policy.python.is_some(),
             "credentials": {

@@ -115,20 +115,33 @@ fn init_logging(default: tracing::Level) {
 /// a reaper, which is not this program.)
 fn lineage_from(fd: i32) -> Result<Lineage, String> {
     use std::io::Read;
-    let not_ninewall = "who asked is taken only from ninewall itself (a daemon or a delegating supervisor), \
-                        and the process that started this one is not ninewall";
-    match sys::parent_runs_this_program() {
-        Ok(true) => {}
-        // A parent we may not even look at is not the daemon or supervisor
-        // that starts us as its own user.
-        Ok(false) => return Err(not_ninewall.into()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => return Err(not_ninewall.into()),
-        Err(e) => return Err(format!("cannot tell what started this process: {e}")),
-    }
+    started_by_ninewall()?;
     let file = std::fs::File::from(sys::take_inherited_fd(fd).map_err(|e| e.to_string())?);
     let mut text = Vec::new();
     file.take(64 << 10).read_to_end(&mut text).map_err(|e| e.to_string())?;
     serde_json::from_slice(&text).map_err(|e| e.to_string())
+}
+
+/// Whether the process that started this one runs this very program: who
+/// asked is taken from nothing else.
+fn started_by_ninewall() -> Result<(), String> {
+    let not_ninewall = "who asked is taken only from ninewall itself (a daemon or a delegating supervisor), \
+                        and the process that started this one is not ninewall";
+    match sys::parent_runs_this_program() {
+        Ok(true) => Ok(()),
+        // A parent we may not even look at is not the daemon or supervisor
+        // that starts us as its own user.
+        Ok(false) => Err(not_ninewall.into()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => Err(not_ninewall.into()),
+        Err(e) => Err(format!("cannot tell what started this process: {e}")),
+    }
+}
+
+/// The control socket of a warm sandbox's supervisor (`--warm-fd`).
+fn warm_control(fd: i32) -> Result<std::os::unix::net::UnixStream, String> {
+    started_by_ninewall()?;
+    let owned = sys::take_inherited_fd(fd).map_err(|e| e.to_string())?;
+    Ok(std::os::unix::net::UnixStream::from(owned))
 }
 
 /// `ninewall run`: the arguments as an [`Invocation`], and for a run started
@@ -138,6 +151,13 @@ fn run(args: RunArgs) -> i32 {
         Ok(l) => l.unwrap_or_default(),
         Err(e) => {
             say(format!("--lineage-fd: {e}"));
+            return EXIT_USAGE;
+        }
+    };
+    let warm = match args.warm_fd.map(warm_control).transpose() {
+        Ok(w) => w,
+        Err(e) => {
+            say(format!("--warm-fd: {e}"));
             return EXIT_USAGE;
         }
     };
@@ -169,7 +189,7 @@ fn run(args: RunArgs) -> i32 {
         }
         return pipeline::execute(&invocation, &mut Messages::to_stderr()).code;
     };
-    let mut out = match sys::take_inherited_fd(fd) {
+    let out = match sys::take_inherited_fd(fd) {
         Ok(f) => std::fs::File::from(f),
         Err(e) => {
             say(format!("--outcome-fd {fd}: {e}"));
@@ -188,25 +208,56 @@ fn run(args: RunArgs) -> i32 {
         requester: Some(std::os::fd::AsRawFd::as_raw_fd(&out)),
         ..invocation
     };
-    let (code, line) = execute_kept(&invocation);
-    if serde_json::to_writer(&mut out, &line).is_err() || out.write_all(b"\n").is_err() {
-        return EXIT_SANDBOX;
+    // The outcome goes out as soon as the end is recorded and the output
+    // passed on (stdout and stderr are then closed, so the requester's
+    // reads end too); the sandbox's remains are reaped after that.
+    let out = std::rc::Rc::new(std::cell::RefCell::new(Some(out)));
+    let early = std::rc::Rc::clone(&out);
+    let mut messages = Messages::kept_until_end(Box::new(move |finished, lines| {
+        if let Some(mut file) = early.borrow_mut().take() {
+            let _ = write_outcome(&mut file, &outcome_line(finished, lines));
+        }
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            let _ = sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
+            let _ = sys::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 2);
+        }
+    }));
+    let finished = match &warm {
+        Some(control) => pipeline::execute_warm(control, &invocation, &mut messages),
+        None => pipeline::execute(&invocation, &mut messages),
+    };
+    let late = out.borrow_mut().take();
+    if let Some(mut file) = late {
+        if write_outcome(&mut file, &outcome_line(&finished, messages.take())).is_err() {
+            return EXIT_SANDBOX;
+        }
     }
-    code
+    finished.code
+}
+
+/// The outcome line, and its newline.
+fn write_outcome(out: &mut std::fs::File, line: &OutcomeLine) -> std::io::Result<()> {
+    // One write: the reader wakes once, not once per JSON token.
+    let mut text = serde_json::to_vec(line)?;
+    text.push(b'\n');
+    out.write_all(&text)
+}
+
+fn outcome_line(finished: &pipeline::Finished, messages: Vec<String>) -> OutcomeLine {
+    OutcomeLine {
+        exec: finished.exec.clone(),
+        exit_code: finished.code,
+        limit: finished.limit.map(|l| l.name().to_string()),
+        messages,
+    }
 }
 
 /// Runs the invocation with ninewall's own messages kept, not said: the
-/// exit code, and the outcome as one line (`run --json`, `--outcome-fd`).
+/// exit code, and the outcome as one line (`run --json`).
 fn execute_kept(invocation: &Invocation) -> (i32, OutcomeLine) {
     let mut messages = Messages::kept();
     let finished = pipeline::execute(invocation, &mut messages);
-    let line = OutcomeLine {
-        exec: finished.exec,
-        exit_code: finished.code,
-        limit: finished.limit.map(|l| l.name().to_string()),
-        messages: messages.take(),
-    };
-    (finished.code, line)
+    (finished.code, outcome_line(&finished, messages.take()))
 }
 
 /// What a chain alone cannot show, said of a log with no seal.
@@ -693,6 +744,7 @@ fn serve(a: ServeArgs) -> i32 {
             max_clients: a.max_clients,
             max_clients_per_uid: a.max_clients_per_uid,
             socket_in_shared_dir: a.socket_in_shared_dir,
+            warm: a.warm,
         },
         activated,
     )

@@ -203,6 +203,45 @@ impl WireResponse {
     }
 }
 
+/// What a warm sandbox's supervisor (`ninewall run --warm-fd`) tells the
+/// daemon on its control socket, one JSON line each.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "warm", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WarmSays {
+    /// Its walls are built; it waits for a request.
+    Ready {
+        /// The profile they were built from.
+        profile_sha256: String,
+        /// When (RFC 3339).
+        built_at: String,
+    },
+    /// They could not be built; the supervisor ends.
+    Failed {
+        /// Which wall, and why.
+        error: String,
+    },
+    /// It took the request: its outcome comes on the outcome pipe.
+    Taken,
+    /// Its profile changed since: it ran nothing, and ends.
+    Stale {
+        /// Which file changed.
+        error: String,
+    },
+}
+
+/// A request for a warm sandbox, from the daemon: one JSON line, the
+/// workspace's descriptor passed with its first bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmRequest {
+    /// Arguments after `--`.
+    pub args: Vec<String>,
+    /// The host workspace, as the client named it.
+    pub workspace: Option<PathBuf>,
+    /// Who asked.
+    pub lineage: Lineage,
+}
+
 /// What `ninewall run --outcome-fd` writes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct OutcomeLine {
@@ -279,16 +318,8 @@ impl Execution<'_> {
         let (lineage_r, lineage_w) = crate::sys::pipe_cloexec()?;
         crate::sys::write_all(lineage_w.as_raw_fd(), &lineage).map_err(std::io::Error::from_raw_os_error)?;
         drop(lineage_w);
-        let mut cmd = Command::new("/proc/self/exe");
-        cmd.arg("run")
-            .arg("--profile")
-            .arg(self.profile)
-            .arg("--audit-log-fd")
-            .arg(self.audit_log.raw_fd().to_string())
-            .arg("--outcome-fd")
-            .arg(outcome_w.as_raw_fd().to_string())
-            .arg("--lineage-fd")
-            .arg(lineage_r.as_raw_fd().to_string());
+        let mut cmd = supervisor_command(self.profile, self.audit_log, &outcome_w);
+        cmd.arg("--lineage-fd").arg(lineage_r.as_raw_fd().to_string());
         if let Some(ws) = self.workspace {
             cmd.arg("--workspace")
                 .arg(ws.path)
@@ -296,38 +327,11 @@ impl Execution<'_> {
                 .arg(ws.fd.as_raw_fd().to_string());
         }
         cmd.arg("--").args(self.args);
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.env_clear();
-        // No code runs in the child before exec (no pre_exec), so the standard
-        // library spawns with posix_spawn (vfork): a fork of this process,
-        // threads and all, and the exec that throws that copy away cost about
-        // as much as the sandbox's own set-up. The supervisor arms its own
-        // parent-death signal (`run --outcome-fd`).
-        let mut child = {
-            let _only_spawn = SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            crate::sys::set_inheritable(outcome_w.as_raw_fd(), true)?;
-            // The log and the workspace stay open here: inheritable only for
-            // this one spawn.
-            let shared: Vec<RawFd> = [self.audit_log.raw_fd(), lineage_r.as_raw_fd()]
-                .into_iter()
-                .chain(self.workspace.map(|ws| ws.fd.as_raw_fd()))
-                .collect();
-            let mut spawned = shared
-                .iter()
-                .try_for_each(|&fd| crate::sys::set_inheritable(fd, true))
-                .and_then(|()| cmd.spawn());
-            let mut closed = Ok(());
-            for &fd in &shared {
-                closed = closed.and(crate::sys::set_inheritable(fd, false));
-            }
-            drop(outcome_w);
-            if let (Ok(child), Err(e)) = (&mut spawned, closed) {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(e);
-            }
-            spawned?
-        };
+        let inherited: Vec<RawFd> = [lineage_r.as_raw_fd()]
+            .into_iter()
+            .chain(self.workspace.map(|ws| ws.fd.as_raw_fd()))
+            .collect();
+        let mut child = spawn_supervisor(&mut cmd, self.audit_log, outcome_w, &inherited)?;
         let writer = child.stdin.take().map(|mut w| {
             let input = self.stdin.to_vec();
             std::thread::spawn(move || {
@@ -344,6 +348,173 @@ impl Execution<'_> {
             cap: self.output_cap,
             writer,
         })
+    }
+}
+
+/// `ninewall run --profile P --audit-log-fd L --outcome-fd O`, its stdio
+/// piped and its environment empty.
+fn supervisor_command(profile: &Path, audit_log: &AuditLog, outcome_w: &std::os::fd::OwnedFd) -> Command {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg("run")
+        .arg("--profile")
+        .arg(profile)
+        .arg("--audit-log-fd")
+        .arg(audit_log.raw_fd().to_string())
+        .arg("--outcome-fd")
+        .arg(outcome_w.as_raw_fd().to_string());
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env_clear();
+    cmd
+}
+
+/// Spawns a supervisor that inherits `outcome_w`, the log and `inherited`,
+/// and nothing else of this process.
+fn spawn_supervisor(
+    cmd: &mut Command,
+    audit_log: &AuditLog,
+    outcome_w: std::os::fd::OwnedFd,
+    inherited: &[RawFd],
+) -> std::io::Result<std::process::Child> {
+    // No code runs in the child before exec (no pre_exec), so the standard
+    // library spawns with posix_spawn (vfork): a fork of this process,
+    // threads and all, and the exec that throws that copy away cost about
+    // as much as the sandbox's own set-up. The supervisor arms its own
+    // parent-death signal (`run --outcome-fd`).
+    let _only_spawn = SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    crate::sys::set_inheritable(outcome_w.as_raw_fd(), true)?;
+    // The log and the others stay open here: inheritable only for this
+    // one spawn.
+    let shared: Vec<RawFd> = std::iter::once(audit_log.raw_fd())
+        .chain(inherited.iter().copied())
+        .collect();
+    let mut spawned = shared
+        .iter()
+        .try_for_each(|&fd| crate::sys::set_inheritable(fd, true))
+        .and_then(|()| cmd.spawn());
+    let mut closed = Ok(());
+    for &fd in &shared {
+        closed = closed.and(crate::sys::set_inheritable(fd, false));
+    }
+    drop(outcome_w);
+    if let (Ok(child), Err(e)) = (&mut spawned, closed) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    spawned
+}
+
+/// A warm sandbox's supervisor (`run --warm-fd`), started before anyone
+/// asked: its walls are being built, or are, and it waits for one request.
+pub struct Warm {
+    /// Until it took its request.
+    started: Option<Started>,
+    control: std::os::unix::net::UnixStream,
+    answers: LineReader,
+    /// The profile its walls were built from, once it said it is ready.
+    pub profile_sha256: Option<String>,
+}
+
+/// Most bytes of a line a warm supervisor says.
+const WARM_LINE_MAX: usize = 64 << 10;
+
+impl Warm {
+    /// Starts the supervisor of a warm sandbox of `profile`.
+    pub fn start(profile: &Path, audit_log: &AuditLog) -> std::io::Result<Warm> {
+        let (outcome_r, outcome_w) = crate::sys::pipe_cloexec()?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let mut cmd = supervisor_command(profile, audit_log, &outcome_w);
+        cmd.arg("--warm-fd").arg(theirs.as_raw_fd().to_string());
+        let child = spawn_supervisor(&mut cmd, audit_log, outcome_w, &[theirs.as_raw_fd()])?;
+        drop(theirs);
+        let answers = LineReader::new(ours.try_clone()?);
+        Ok(Warm {
+            started: Some(Started {
+                handle: i32::try_from(child.id())
+                    .ok()
+                    .and_then(|pid| crate::sys::ProcessHandle::open(pid).ok()),
+                child,
+                outcome: Some(std::fs::File::from(outcome_r)),
+                cap: 0,
+                writer: None,
+            }),
+            control: ours,
+            answers,
+            profile_sha256: None,
+        })
+    }
+
+    /// The supervisor's next line, within `within`.
+    fn says(&mut self, within: std::time::Duration) -> Result<WarmSays, String> {
+        match self.answers.next_line(WARM_LINE_MAX, Some(within)) {
+            NextLine::Line(line) => {
+                serde_json::from_slice(&line).map_err(|e| format!("said what is not understood: {e}"))
+            }
+            NextLine::End | NextLine::Truncated => Err("ended before saying how it is".into()),
+            other => Err(format!("said nothing in time ({other:?})")),
+        }
+    }
+
+    /// Waits until its walls are built: `Err` says why they could not be
+    /// (the supervisor is then ended).
+    pub fn ready(&mut self, within: std::time::Duration) -> Result<(), String> {
+        match self.says(within) {
+            Ok(WarmSays::Ready { profile_sha256, .. }) => {
+                self.profile_sha256 = Some(profile_sha256);
+                Ok(())
+            }
+            Ok(WarmSays::Failed { error }) => Err(error),
+            Ok(other) => Err(format!("said {other:?} before it was ready")),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives it the request; once it took it, the running execution, as a
+    /// cold start's. `Err`: it did not take it (its profile changed since,
+    /// or it is gone) and ran nothing; the caller starts one cold.
+    pub fn take(
+        mut self,
+        request: &WarmRequest,
+        workspace: Option<std::os::fd::BorrowedFd<'_>>,
+        stdin: &[u8],
+        cap: u64,
+    ) -> Result<Started, String> {
+        let mut line = serde_json::to_vec(request).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        let fd = workspace.map_or(-1, |w| w.as_raw_fd());
+        let socket = self.control.as_raw_fd();
+        crate::sys::send_with_fd(socket, &line, fd)
+            .and_then(|n| crate::sys::write_all(socket, line.get(n..).unwrap_or_default()))
+            .map_err(|e| format!("cannot give it the request: {}", std::io::Error::from_raw_os_error(e)))?;
+        match self.says(std::time::Duration::from_secs(10)) {
+            Ok(WarmSays::Taken) => {}
+            Ok(WarmSays::Stale { error }) => return Err(error),
+            Ok(other) => return Err(format!("answered {other:?}")),
+            Err(e) => return Err(e),
+        }
+        let Some(mut started) = self.started.take() else {
+            return Err("it was already taken".into());
+        };
+        started.cap = cap;
+        started.writer = started.child.stdin.take().map(|mut w| {
+            let input = stdin.to_vec();
+            std::thread::spawn(move || {
+                let _ = w.write_all(&input);
+            })
+        });
+        Ok(started)
+    }
+}
+
+impl Drop for Warm {
+    /// A warm sandbox nobody took: its supervisor sees its control socket
+    /// close, tears the sandbox down without recording anything, and is
+    /// reaped here.
+    fn drop(&mut self) {
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
+        if let Some(mut started) = self.started.take() {
+            let _ = started.child.wait();
+        }
     }
 }
 
@@ -395,9 +566,14 @@ impl Started {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
-        let status = self.child.wait();
         let outcome: Option<OutcomeLine> = read.ok().and_then(|_| serde_json::from_slice(&text).ok());
+        if outcome.is_some() {
+            // Its outcome came before it reaped its sandbox's remains: the
+            // answer does not wait for that.
+            reap_later(&mut self.child);
+        }
         let Some(o) = outcome else {
+            let status = self.child.wait();
             return WireResponse::refused(format!(
                 "the supervisor ended without an outcome ({})",
                 match status {
@@ -603,6 +779,42 @@ impl LineReader {
         } else {
             NextLine::Incomplete
         }
+    }
+}
+
+/// Reaps `child` now if it has exited, else on a thread that reaps such
+/// supervisors one after another (each exits within milliseconds of its
+/// outcome). Without that thread, here and now.
+fn reap_later(child: &mut std::process::Child) {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    static REAPER: OnceLock<Option<Mutex<Sender<i32>>>> = OnceLock::new();
+    if matches!(child.try_wait(), Ok(Some(_))) {
+        return;
+    }
+    let reaper = REAPER.get_or_init(|| {
+        let (tx, rx) = channel::<i32>();
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || {
+                for pid in rx {
+                    let _ = crate::sys::waitpid(pid, 0);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let sent = i32::try_from(child.id())
+        .ok()
+        .zip(reaper.as_ref())
+        .is_some_and(|(pid, tx)| {
+            tx.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .send(pid)
+                .is_ok()
+        });
+    if !sent {
+        let _ = child.wait();
     }
 }
 

@@ -26,6 +26,7 @@ pub mod call;
 pub mod delegate;
 pub mod exec;
 pub mod serve;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::fmt;

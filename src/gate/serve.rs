@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::exec::{
-    Execution, LineReader, NextLine, Started, Streamed, WireRequest, WireResponse, Workspace, MAX_REQUEST_BYTES,
-    V1_OUTPUT_CAP,
+    Execution, LineReader, NextLine, Started, Streamed, WarmRequest, WireRequest, WireResponse, Workspace,
+    MAX_REQUEST_BYTES, V1_OUTPUT_CAP,
 };
+use super::warm::Pool;
 use super::{Gate, Peer, Worker};
 use crate::provenance::Lineage;
 use crate::provenance::{self, AuditLog};
@@ -58,6 +59,8 @@ pub struct ServeConfig {
     pub max_clients_per_uid: usize,
     /// Whether the socket may be in a directory others can write.
     pub socket_in_shared_dir: bool,
+    /// Warm sandboxes kept per MBU (see [`super::warm`]).
+    pub warm: usize,
 }
 
 struct Shared {
@@ -81,6 +84,8 @@ struct Shared {
     /// Whether the daemon made its socket (and so removes it), rather than
     /// being handed it by socket activation.
     bound_here: bool,
+    /// The warm sandboxes.
+    pool: Pool,
 }
 
 fn say(m: impl std::fmt::Display) {
@@ -180,6 +185,7 @@ pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i
         cfg.socket.display(),
         cfg.audit_log.display()
     ));
+    let pool = Pool::new(&gate, cfg.warm);
     let shared = Arc::new(Shared {
         gate,
         cfg,
@@ -193,7 +199,9 @@ pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i
         agent_records: Mutex::new(HashMap::new()),
         next: AtomicU64::new(0),
         bound_here,
+        pool,
     });
+    let warmer = start_warmer(&shared);
     notify("READY=1");
     let mut threads: Vec<std::thread::JoinHandle<()>> = Vec::new();
     loop {
@@ -251,11 +259,39 @@ pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i
             Err(e) => say(format!("cannot start a client thread: {e}")),
         }
     }
-    drain(&shared, listener, threads);
+    drain(&shared, listener, threads, warmer);
     0
 }
 
-fn drain(shared: &Shared, listener: UnixListener, threads: Vec<std::thread::JoinHandle<()>>) {
+/// The thread that keeps the warm sandboxes ready (none with `--warm 0`).
+/// The machine is busy while as many executions run as it has CPUs.
+fn start_warmer(shared: &Arc<Shared>) -> Option<std::thread::JoinHandle<()>> {
+    if shared.cfg.warm == 0 {
+        return None;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let shared = Arc::clone(shared);
+    let spawned = std::thread::Builder::new().name("warm".into()).spawn(move || {
+        let busy = || shared.running.lock().map_or(true, |r| r.len() >= cpus);
+        shared.pool.keep_filled(&shared.children_log, &busy, &|m| say(m));
+    });
+    match spawned {
+        Ok(t) => Some(t),
+        Err(e) => {
+            say(format!(
+                "cannot start the warm sandboxes' thread ({e}); every request starts cold"
+            ));
+            None
+        }
+    }
+}
+
+fn drain(
+    shared: &Shared,
+    listener: UnixListener,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    warmer: Option<std::thread::JoinHandle<()>>,
+) {
     shared.draining.store(true, Ordering::SeqCst);
     notify("STOPPING=1");
     // No more connections: the socket goes, and what the kernel queued with
@@ -296,6 +332,12 @@ fn drain(shared: &Shared, listener: UnixListener, threads: Vec<std::thread::Join
         }
     }
     for t in threads {
+        let _ = t.join();
+    }
+    // Last: the warm supervisors are its children, and so were the ones
+    // taken for requests, which end with it.
+    shared.pool.stop();
+    if let Some(t) = warmer {
         let _ = t.join();
     }
     record_suppressed(shared);
@@ -615,6 +657,7 @@ impl Drop for InFlight<'_> {
         if let Ok(mut r) = self.shared.running.lock() {
             r.remove(&self.key);
         }
+        self.shared.pool.nudge();
     }
 }
 
@@ -655,6 +698,10 @@ fn start<'a>(shared: &'a Shared, peer: &Peer, worker: &Worker, req: &WireRequest
         expect_profile: None,
         caused_by: req.caused_by.clone(),
     };
+    let cap = grant.output_limit.min(V1_OUTPUT_CAP);
+    if let Some(started) = start_warm(shared, req, workspace.as_ref(), &lineage, &stdin, cap) {
+        return Ok(InFlight::new(shared, started));
+    }
     let exec = Execution {
         profile: &grant.profile,
         args: &req.args,
@@ -663,11 +710,43 @@ fn start<'a>(shared: &'a Shared, peer: &Peer, worker: &Worker, req: &WireRequest
         audit_log: &shared.children_log,
         lineage: &lineage,
         // Protocol 1 holds the output for its one answer line: bounded.
-        output_cap: grant.output_limit.min(V1_OUTPUT_CAP),
+        output_cap: cap,
     };
     match exec.start() {
         Ok(started) => Ok(InFlight::new(shared, started)),
         Err(e) => Err(format!("cannot start the supervisor: {e}")),
+    }
+}
+
+/// The request, given to a warm sandbox of its MBU if one is ready and
+/// can take it; `None`: it starts cold. A daemon not running as root binds
+/// a client's workspace by its path, which only a sandbox not yet built can.
+fn start_warm(
+    shared: &Shared,
+    req: &WireRequest,
+    workspace: Option<&(PathBuf, OwnedFd)>,
+    lineage: &Lineage,
+    stdin: &[u8],
+    cap: u64,
+) -> Option<Started> {
+    if workspace.is_some() && sys::effective_ids().0 != 0 {
+        return None;
+    }
+    let warm = shared.pool.take(&req.mbu)?;
+    let request = WarmRequest {
+        args: req.args.clone(),
+        workspace: workspace.map(|(path, _)| path.clone()),
+        lineage: lineage.clone(),
+    };
+    match warm.take(&request, workspace.map(|(_, fd)| fd.as_fd()), stdin, cap) {
+        Ok(started) => Some(started),
+        Err(why) => {
+            say(format!(
+                "a warm sandbox of {} did not take a request ({why}); it starts cold",
+                req.mbu
+            ));
+            None
+        }
     }
 }
 

@@ -31,6 +31,15 @@
 //!                                        and the kernel kills the whole namespace
 //! ```
 //!
+//! A **warm** sandbox (`ninewall serve` builds them before anyone asks) is
+//! the same up to sync word 2, without its workspace and without Landlock's
+//! rules; then init says [`Report::Warm`] and waits on its request socket.
+//! The request brings the program, arguments and environment (into memory
+//! allocated before fork) and the workspace (a tmpfs to mount, or the
+//! detached tree to attach, its descriptor passed with the request); init
+//! mounts it, builds the Landlock ruleset on the finished view, and goes on
+//! as above. A warm sandbox takes one request: init execs one MBU, once.
+//!
 //! Invariant: everything here runs between `fork` and `execve` of a possibly
 //! multi-threaded supervisor, so it only reads the prepared [`ChildSpec`] and
 //! calls the child-safe wrappers of [`sys`]: no allocation, no locks, no panic.
@@ -38,7 +47,7 @@
 //! The outer child and init die with their parent (`PR_SET_PDEATHSIG`), so
 //! killing the supervisor, even with SIGKILL, takes the whole sandbox down.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -109,6 +118,36 @@ pub struct ChildSpec {
     /// as decimal text), written by the outer child while it holds the
     /// namespace's capabilities.
     pub user_limits: Vec<(CString, Vec<u8>)>,
+    /// For a warm sandbox: room for its request (see [`WarmSpec`]).
+    pub warm: Option<WarmSpec>,
+}
+
+/// Room for a warm sandbox's request, allocated before fork: init reads
+/// the request into `bytes` and points `pointers` into it.
+pub struct WarmSpec {
+    /// The request's strings (its length is the most accepted).
+    pub bytes: Vec<u8>,
+    /// argv, a null, envp, a null (its length is the most accepted).
+    pub pointers: Vec<*const c_char>,
+    /// Where the request put the program in `bytes`, and how many argv and
+    /// envp pointers it filled.
+    pub layout: (usize, usize, usize),
+}
+
+/// A warm sandbox's request header: body length, argc, envc, workspace
+/// kind, each a native-endian `u32`. The body: program, workspace target,
+/// tmpfs options, then argc and envc strings, each NUL-terminated.
+pub const REQUEST_HEADER: usize = 16;
+/// Workspace kind: a tmpfs of the request's options.
+pub const WORKSPACE_TMPFS: u32 = 1;
+/// Workspace kind: the detached tree whose descriptor came with the request.
+pub const WORKSPACE_TREE: u32 = 2;
+
+/// What the MBU executes.
+struct Exec<'a> {
+    program: &'a CStr,
+    argv: &'a [*const c_char],
+    envp: &'a [*const c_char],
 }
 
 // The sync pipe carries three words from the supervisor, in this order; each
@@ -196,6 +235,8 @@ pub struct ChildFds {
     pub guard: RawFd,
     /// Socket to pass the proxy's listener to the supervisor on, or -1.
     pub proxy: RawFd,
+    /// A warm sandbox's request socket (init reads it), or -1.
+    pub request: RawFd,
 }
 
 fn send(fds: ChildFds, r: Report) {
@@ -256,7 +297,7 @@ fn lifeline(spec: &ChildSpec, fds: ChildFds) {
 }
 
 /// The outer child: namespaces, identity, then init. Never returns.
-pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
+pub fn outer(spec: &mut ChildSpec, fds: ChildFds) -> ! {
     // Lifeline: end with the supervisor; if it is already gone, stop now.
     must(
         fds,
@@ -293,6 +334,7 @@ pub fn outer(spec: &ChildSpec, fds: ChildFds) -> ! {
             fds.workspace,
             fds.guard,
             fds.proxy,
+            fds.request,
         ]),
     );
     // Wall 3: an identity of the execution's own (as root) makes the user
@@ -471,7 +513,7 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// Init: pid 1 of the sandbox. Builds the filesystem view, starts the MBU,
 /// reaps every orphan, reports the MBU's end and exits, which makes the
 /// kernel kill whatever is left in the namespace. Never returns.
-fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
+fn init(spec: &mut ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
     must(fds, Step::InitLifeline, sys::set_parent_death_signal(libc::SIGKILL));
     if sys::pipe_hung_up(lifeline) {
         sys::exit_now(SETUP_FAILED);
@@ -484,8 +526,12 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
         }
     }
     // Wall 7: the rules name paths of the finished view, so they come after
-    // pivot_root; the MBU enforces the ruleset just before exec.
-    let ruleset = spec.landlock.as_ref().map(|ll| build_ruleset(ll, fds));
+    // pivot_root (and, warm, after the request's workspace); the MBU
+    // enforces the ruleset just before exec.
+    let mut ruleset = match spec.warm {
+        None => spec.landlock.as_ref().map(|ll| build_ruleset(ll, fds)),
+        Some(_) => None,
+    };
 
     must(
         fds,
@@ -504,10 +550,24 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
         WORD_NO_CGROUP => {}
         _ => sys::exit_now(SETUP_FAILED),
     }
+    if spec.warm.is_some() {
+        send(fds, Report::Warm);
+        take_request(spec, fds);
+        ruleset = spec.landlock.as_ref().map(|ll| build_ruleset(ll, fds));
+    }
+    let spec: &ChildSpec = spec;
+    let exec = match &spec.warm {
+        Some(warm) => requested_exec(warm, fds),
+        None => Exec {
+            program: &spec.program,
+            argv: &spec.argv,
+            envp: &spec.envp,
+        },
+    };
     must(fds, Step::UnshareCgroup, sys::unshare(libc::CLONE_NEWCGROUP));
     let pid = must(fds, Step::ForkMbu, sys::fork());
     if pid == 0 {
-        mbu(spec, fds, ruleset, handoff.as_ref());
+        mbu(spec, fds, ruleset, handoff.as_ref(), &exec);
     }
     MBU_PID.store(pid, Ordering::Relaxed);
     if let Some(h) = &handoff {
@@ -576,8 +636,108 @@ fn init(spec: &ChildSpec, fds: ChildFds, lifeline: RawFd) -> ! {
     }
 }
 
+/// A warm sandbox's init: reads the request into the room allocated before
+/// fork (its socket closing first means nobody will ask: a quiet exit),
+/// and mounts its workspace.
+fn take_request(spec: &mut ChildSpec, fds: ChildFds) {
+    let Some(warm) = spec.warm.as_mut() else {
+        return;
+    };
+    let mut header = [0u8; REQUEST_HEADER];
+    let (n, tree) = must(fds, Step::WaitForRequest, sys::recv_with_fd(fds.request, &mut header));
+    if n == 0 {
+        sys::exit_now(SETUP_FAILED);
+    }
+    let rest = must(
+        fds,
+        Step::WaitForRequest,
+        sys::read_full(fds.request, header.get_mut(n..).unwrap_or_default()),
+    );
+    if n + rest != REQUEST_HEADER {
+        sys::exit_now(SETUP_FAILED);
+    }
+    let word = |i: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(header.get(i * 4..i * 4 + 4).unwrap_or(&[0; 4]));
+        u32::from_ne_bytes(w) as usize
+    };
+    let (len, kind) = (word(0), word(3));
+    let Some(body) = warm.bytes.get_mut(..len) else {
+        fail(fds, Step::WaitForRequest, 0, libc::E2BIG);
+    };
+    if must(fds, Step::WaitForRequest, sys::read_full(fds.request, body)) != len {
+        sys::exit_now(SETUP_FAILED);
+    }
+    sys::close(fds.request);
+    // The program, then where and how the workspace is mounted, then argv
+    // and envp, each list ended by a null pointer.
+    let mut at = 0;
+    let program_at = at;
+    let bad = |i: u32| -> ! { fail(fds, Step::WaitForRequest, i, libc::EINVAL) };
+    next_str(body, &mut at).unwrap_or_else(|| bad(0));
+    let target = next_str(body, &mut at).unwrap_or_else(|| bad(1));
+    let options = next_str(body, &mut at).unwrap_or_else(|| bad(2));
+    let (argc, envc) = (word(1), word(2));
+    if argc + envc + 2 > warm.pointers.len() {
+        fail(fds, Step::WaitForRequest, 3, libc::E2BIG);
+    }
+    let mut slot = 0;
+    for list in [argc, envc] {
+        for _ in 0..list {
+            let s = next_str(body, &mut at).unwrap_or_else(|| bad(4));
+            if let Some(p) = warm.pointers.get_mut(slot) {
+                *p = s.as_ptr();
+            }
+            slot += 1;
+        }
+        if let Some(p) = warm.pointers.get_mut(slot) {
+            *p = std::ptr::null();
+        }
+        slot += 1;
+    }
+    warm.layout = (program_at, argc, envc);
+    let mounted = match kind as u32 {
+        WORKSPACE_TREE if tree >= 0 => sys::attach_tree(tree, target),
+        WORKSPACE_TMPFS if tree < 0 => sys::mount(
+            Some(c"tmpfs"),
+            target,
+            Some(c"tmpfs"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            Some(options),
+        ),
+        _ => Err(libc::EINVAL),
+    };
+    if tree >= 0 {
+        sys::close(tree);
+    }
+    must(fds, Step::Workspace, mounted);
+}
+
+/// The next NUL-terminated string of `body` from `*at` (child-safe).
+fn next_str<'a>(body: &'a [u8], at: &mut usize) -> Option<&'a CStr> {
+    let rest = body.get(*at..)?;
+    let s = CStr::from_bytes_until_nul(rest).ok()?;
+    *at += s.to_bytes_with_nul().len();
+    Some(s)
+}
+
+/// The program, argv and envp of a warm sandbox's request, as
+/// [`take_request`] laid them out in its room.
+fn requested_exec(warm: &WarmSpec, fds: ChildFds) -> Exec<'_> {
+    let (program_at, argc, envc) = warm.layout;
+    let program = warm
+        .bytes
+        .get(program_at..)
+        .and_then(|b| CStr::from_bytes_until_nul(b).ok())
+        .unwrap_or_else(|| fail(fds, Step::WaitForRequest, 0, libc::EINVAL));
+    let (Some(argv), Some(envp)) = (warm.pointers.get(..=argc), warm.pointers.get(argc + 1..argc + envc + 2)) else {
+        fail(fds, Step::WaitForRequest, 0, libc::E2BIG);
+    };
+    Exec { program, argv, envp }
+}
+
 /// The MBU process: drops everything, then `execve`. Never returns.
-fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<&sys::Handoff>) -> ! {
+fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<&sys::Handoff>, exec: &Exec<'_>) -> ! {
     must(fds, Step::Setsid, sys::setsid());
     // stdout and stderr go to the supervisor, which enforces the output limit.
     must(fds, Step::CloseFds, sys::dup2(fds.stdout, 1));
@@ -628,9 +788,10 @@ fn mbu(spec: &ChildSpec, fds: ChildFds, ruleset: Option<RawFd>, handoff: Option<
         }
         None => must(fds, Step::Seccomp, sys::seccomp_install(&spec.seccomp)),
     }
-    // SAFETY: `argv` and `envp` point into `argv_store` and `env_store`,
-    // owned by `spec`, which lives until this process execs or exits.
-    let errno = unsafe { sys::execve(&spec.program, &spec.argv, &spec.envp) };
+    // SAFETY: `argv` and `envp` point into `argv_store` and `env_store`, or
+    // into a warm sandbox's request bytes, all owned by `spec`, which lives
+    // until this process execs or exits.
+    let errno = unsafe { sys::execve(exec.program, exec.argv, exec.envp) };
     send(
         fds,
         Report::Failed {

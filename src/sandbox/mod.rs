@@ -96,6 +96,9 @@ pub enum SandboxError {
     /// `limits.disk` cannot be enforced on this workspace.
     #[error("wall 9 (resources): limits.disk cannot be enforced, so nothing runs: {0}")]
     Disk(String),
+    /// A warm sandbox could not be built, or not be given its request.
+    #[error("warm sandbox: {0}")]
+    Warm(String),
 }
 
 /// Most bytes the supervisor reads from the interpreter guard's report
@@ -165,6 +168,13 @@ pub struct Running {
     /// Wall 6's proxy, with `net.mode = "proxy"`.
     proxy: Option<proxy::Proxy>,
     rusage: Option<(u32, u32)>,
+    /// A warm sandbox's request socket, until the request is sent.
+    request: Option<OwnedFd>,
+    /// Environment the supervisor adds to the plan's (the delegation and
+    /// guard descriptors' numbers), for a warm sandbox's request.
+    extra_env: Vec<String>,
+    /// Init said the warm sandbox waits for its request.
+    warm: bool,
 }
 
 fn cstring(bytes: &[u8]) -> CString {
@@ -273,6 +283,7 @@ fn prepare(plan: &SetupPlan) -> (ChildSpec, Vec<String>) {
                 )
             })
             .collect(),
+        warm: None,
         seccomp_notify: plan.seccomp.has_listener(),
         seccomp_allows_futex: plan.seccomp.allow.iter().any(|n| n == "futex")
             && !plan.seccomp.recorded.iter().any(|(n, _)| n == "futex"),
@@ -304,7 +315,7 @@ pub fn spawn(plan: &SetupPlan) -> Result<Running, SandboxError> {
 
 /// Descriptors the sandbox's processes inherit besides their pipes.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Inherit {
+pub struct Inherit<'a> {
     /// A socket to the supervisor's delegation service: the MBU's, its
     /// number in `NINEWALL_DELEGATE_FD`.
     pub delegate: Option<RawFd>,
@@ -314,13 +325,25 @@ pub struct Inherit {
     /// The prepared (idmapped) workspace tree the plan's
     /// `Mount::Workspace` attaches: init's.
     pub workspace: Option<RawFd>,
+    /// Build a warm sandbox: without its workspace (the mount at this path
+    /// is left to the request), waiting for [`Running::begin`].
+    pub warm: Option<&'a std::path::Path>,
 }
 
+/// Most bytes of a warm sandbox's request (program, workspace, argv, envp):
+/// what `execve` itself takes at most on this kernel's default stack limit.
+pub const WARM_REQUEST_BYTES: usize = 2 << 20;
+/// Most argv and envp strings in a warm sandbox's request.
+pub const WARM_REQUEST_STRINGS: usize = 1 << 16;
+
 /// [`spawn`], with `inherit`'s descriptors passed on.
-pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, SandboxError> {
+pub fn spawn_with(plan: &SetupPlan, inherit: Inherit<'_>) -> Result<Running, SandboxError> {
     let delegate = inherit.delegate;
     let started = Instant::now();
-    let (mut spec, landlock_describe) = prepare(plan);
+    let (mut spec, landlock_describe) = match inherit.warm {
+        Some(workspace) => prepare_warm(plan, workspace),
+        None => prepare(plan),
+    };
     let spawn_err = |what| move |source| SandboxError::Spawn { what, source };
     // Wall 2's report pipe: the guard's refusals, one JSON line each.
     let guard = plan
@@ -374,6 +397,15 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
         .map(|ours| proxy::Proxy::start(ours, plan.proxy.clone(), plan.limits))
         .transpose()
         .map_err(spawn_err("starting the proxy's thread"))?;
+    let (request, request_theirs) = match spec.warm {
+        Some(_) => {
+            // A stream: the request is longer than one read takes.
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                .map_err(spawn_err("creating the warm sandbox's request socket"))?;
+            (Some(OwnedFd::from(ours)), Some(OwnedFd::from(theirs)))
+        }
+        None => (None, None),
+    };
     let pid = sys::fork().map_err(|e| SandboxError::Spawn {
         what: "fork",
         source: std::io::Error::from_raw_os_error(e),
@@ -390,10 +422,11 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
             workspace: inherit.workspace.unwrap_or(-1),
             guard: guard.as_ref().map_or(-1, |(_, w)| w.as_raw_fd()),
             proxy: proxy_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
+            request: request_theirs.as_ref().map_or(-1, AsRawFd::as_raw_fd),
         };
-        child::outer(&spec, fds);
+        child::outer(&mut spec, fds);
     }
-    drop((report_w, sync_r, out_w, err_w, notify_w, proxy_theirs));
+    drop((report_w, sync_r, out_w, err_w, notify_w, proxy_theirs, request_theirs));
     let guard = guard.map(|(r, _w)| r);
     let shared_net = shared_net.map(|(_, path)| path);
     Ok(Running {
@@ -441,7 +474,27 @@ pub fn spawn_with(plan: &SetupPlan, inherit: Inherit) -> Result<Running, Sandbox
         cancel_kill_at: None,
         recorder_cpu_ns: 0,
         rusage: None,
+        request,
+        extra_env,
+        warm: false,
     })
+}
+
+/// [`prepare`] for a warm sandbox: the mount at `workspace` only as a mount
+/// point (the request says what goes there), and room for the request.
+fn prepare_warm(plan: &SetupPlan, workspace: &std::path::Path) -> (ChildSpec, Vec<String>) {
+    let mut without = plan.clone();
+    without.mounts.retain(|m| m.inside() != workspace);
+    without.mounts.push(crate::plan::Mount::Dir {
+        target: workspace.to_path_buf(),
+    });
+    let (mut spec, describe) = prepare(&without);
+    spec.warm = Some(child::WarmSpec {
+        bytes: vec![0; WARM_REQUEST_BYTES],
+        pointers: vec![std::ptr::null(); WARM_REQUEST_STRINGS],
+        layout: (0, 0, 0),
+    });
+    (spec, describe)
 }
 
 fn write_proc(pid: i32, name: &str, content: &str) -> Result<(), SandboxError> {
@@ -536,6 +589,13 @@ impl SignalForwarder {
     }
 }
 
+impl AsRawFd for SignalForwarder {
+    /// The signalfd: readable when a forwarded signal is pending.
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl Running {
     /// Host pid of the sandbox's init, once started.
     pub fn init_pid(&self) -> Option<i32> {
@@ -581,6 +641,7 @@ impl Running {
             Report::Signaled { signal } => self.end = Some(End::Signaled(signal)),
             Report::Usage { cpu_ms, maxrss_kb } => self.rusage = Some((cpu_ms, maxrss_kb)),
             Report::Emptied => self.emptied = true,
+            Report::Warm => self.warm = true,
         }
         Ok(())
     }
@@ -621,6 +682,10 @@ impl Running {
     /// MBU then waits for [`Running::wait`], so a caller can make its start
     /// record durable meanwhile. A setup failure is kept for `wait` to report.
     pub fn enter_cgroup(&mut self) -> Result<(), SandboxError> {
+        // A warm sandbox is in its cgroup already.
+        if self.cgroup_word_sent {
+            return Ok(());
+        }
         while !self.maps_written && self.failure.is_none() {
             if !self.next_report()? {
                 return Ok(());
@@ -660,6 +725,92 @@ impl Running {
         if self.released {
             self.send_recorded();
         }
+        Ok(())
+    }
+
+    /// Builds a warm sandbox up to its request: the namespaces, the id maps,
+    /// the filesystem view without the workspace, the cgroup (the outer
+    /// child and init are moved into it now, not while a caller waits).
+    /// `Err` says which wall could not be built; the sandbox is then
+    /// abandoned by the caller.
+    pub fn warm_up(&mut self) -> Result<(), SandboxError> {
+        self.enter_cgroup()?;
+        while !self.warm && self.failure.is_none() {
+            if !self.next_report()? {
+                break;
+            }
+        }
+        match (&self.failure, self.warm) {
+            (Some(f), _) => Err(SandboxError::Warm(f.to_string())),
+            (None, true) => Ok(()),
+            (None, false) => Err(SandboxError::Warm("its processes ended before it was built".into())),
+        }
+    }
+
+    /// Gives a warm sandbox its request: the program, argv and the plan's
+    /// environment, and what goes at `workspace` (the plan's mount there: a
+    /// tmpfs, or `tree`, the detached workspace). The execution's clock starts
+    /// now. The sandbox goes on as a cold one does from sync word 2: its MBU
+    /// waits for [`Running::wait`].
+    pub fn begin(
+        &mut self,
+        plan: &SetupPlan,
+        workspace: &std::path::Path,
+        tree: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<(), SandboxError> {
+        use crate::plan::Mount;
+        let unusable = |why: &str| SandboxError::Warm(why.to_string());
+        let (kind, options) = match (plan.mounts.iter().find(|m| m.inside() == workspace), tree) {
+            (Some(Mount::Tmpfs { size, mode, .. }), None) => {
+                (child::WORKSPACE_TMPFS, format!("mode={mode:o},size={size}"))
+            }
+            (Some(Mount::Workspace { .. }), Some(_)) => (child::WORKSPACE_TREE, String::new()),
+            _ => return Err(unusable("its workspace can only be bound before the sandbox is built")),
+        };
+        let env: Vec<String> = plan
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain(self.extra_env.iter().cloned())
+            .collect();
+        let mut body = Vec::new();
+        for s in [
+            plan.program.as_os_str().as_bytes(),
+            workspace.as_os_str().as_bytes(),
+            options.as_bytes(),
+        ]
+        .into_iter()
+        .chain(plan.argv.iter().map(String::as_bytes))
+        .chain(env.iter().map(String::as_bytes))
+        {
+            if s.contains(&0) {
+                return Err(unusable("a string of the request contains a NUL byte"));
+            }
+            body.extend_from_slice(s);
+            body.push(0);
+        }
+        if body.len() > WARM_REQUEST_BYTES || plan.argv.len() + env.len() + 2 > WARM_REQUEST_STRINGS {
+            return Err(unusable("the request's arguments and environment are too large"));
+        }
+        let mut message = Vec::with_capacity(child::REQUEST_HEADER + body.len());
+        for n in [body.len(), plan.argv.len(), env.len(), kind as usize] {
+            message.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_ne_bytes());
+        }
+        message.extend_from_slice(&body);
+        let socket = self
+            .request
+            .take()
+            .ok_or_else(|| unusable("it was already given a request"))?;
+        let fd = tree.map_or(-1, |t| t.as_raw_fd());
+        let sent = sys::send_with_fd(socket.as_raw_fd(), &message, fd)
+            .and_then(|n| sys::write_all(socket.as_raw_fd(), message.get(n..).unwrap_or_default()));
+        if let Err(e) = sent {
+            return Err(SandboxError::Warm(format!(
+                "sending it the request: {}",
+                std::io::Error::from_raw_os_error(e)
+            )));
+        }
+        self.started = Instant::now();
         Ok(())
     }
 

@@ -89,10 +89,15 @@ pub enum Step {
     /// Outer child: the proxy's listener on the sandbox's loopback, passed
     /// to the supervisor.
     ProxyListener,
+    /// Init of a warm sandbox: reading the request (program, arguments,
+    /// environment, workspace) the supervisor sends once a caller asks.
+    WaitForRequest,
+    /// Init of a warm sandbox: mounting the request's workspace.
+    Workspace,
 }
 
 impl Step {
-    const ALL: [Step; 37] = [
+    const ALL: [Step; 39] = [
         Step::JoinNetwork,
         Step::Unshare,
         Step::Lifeline,
@@ -130,6 +135,8 @@ impl Step {
         Step::BecomeIdentity,
         Step::UserLimits,
         Step::ProxyListener,
+        Step::WaitForRequest,
+        Step::Workspace,
     ];
 
     fn from_u32(n: u32) -> Option<Step> {
@@ -156,10 +163,11 @@ impl Step {
             | Step::CloseFds => "wall 3 (credentials)",
             Step::Loopback | Step::JoinNetwork | Step::ProxyListener => "wall 6 (network)",
             Step::LandlockRuleset | Step::LandlockRule | Step::LandlockRestrict => "wall 7 (Landlock)",
-            Step::Filesystem | Step::Chdir => "wall 4 (filesystem view)",
+            Step::Filesystem | Step::Chdir | Step::Workspace => "wall 4 (filesystem view)",
             Step::Seccomp | Step::SeccompHandoff => "wall 8 (seccomp)",
             Step::Rlimits | Step::WaitForCgroup | Step::UserLimits => "wall 9 (resources)",
             Step::WaitForRecord => "provenance",
+            Step::WaitForRequest => "warm sandbox",
             Step::Exec => "exec",
         }
     }
@@ -204,6 +212,8 @@ impl Step {
             Step::NoNewPrivs => "setting no_new_privs",
             Step::BecomeIdentity => "becoming the execution's own host uid and gid",
             Step::Exec => "execve",
+            Step::WaitForRequest => "reading the request",
+            Step::Workspace => "mounting the workspace",
         }
     }
 }
@@ -248,6 +258,9 @@ pub enum Report {
     /// sandbox's pid namespace but init is left. Init's exit and the outer
     /// child's (which tear the namespaces down) follow.
     Emptied,
+    /// A warm sandbox's walls that do not depend on the request are built,
+    /// it is in its cgroup, and init waits for the request.
+    Warm,
 }
 
 /// Size of one record on the pipe.
@@ -264,6 +277,7 @@ impl Report {
             Report::Signaled { signal } => (5, 0, 0, signal),
             Report::Usage { cpu_ms, maxrss_kb } => (6, cpu_ms, maxrss_kb, 0),
             Report::Emptied => (7, 0, 0, 0),
+            Report::Warm => (8, 0, 0, 0),
         };
         let mut out = [0u8; RECORD];
         out[0..4].copy_from_slice(&kind.to_ne_bytes());
@@ -296,6 +310,7 @@ impl Report {
                 maxrss_kb: word(8),
             },
             7 => Report::Emptied,
+            8 => Report::Warm,
             _ => return None,
         })
     }
@@ -310,6 +325,7 @@ mod tests {
         let mut all = vec![
             Report::NamespacesMade,
             Report::Emptied,
+            Report::Warm,
             Report::InitStarted { pid: 4242 },
             Report::Exited { code: 3 },
             Report::Signaled { signal: 9 },

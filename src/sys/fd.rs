@@ -231,70 +231,102 @@ union CmsgSpace {
 
 /// Sends descriptor `fd` over unix socket `sock` (child-safe).
 pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult<()> {
-    let mut byte = [0u8; 1];
+    send_with_fd(sock, &[0], fd).map(drop)
+}
+
+/// Sends `data` over unix stream socket `sock`, and with its first byte
+/// descriptor `fd` unless it is -1 (child-safe). Returns how much of `data`
+/// was taken: the caller sends the rest with [`write_all`]. `MSG_NOSIGNAL`:
+/// a peer that is gone is `EPIPE`, not a signal.
+pub fn send_with_fd(sock: RawFd, data: &[u8], fd: RawFd) -> SysResult<usize> {
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
     };
     let mut space = CmsgSpace { buf: [0; 64] };
     // SAFETY: msghdr is plain data; every field used is set below.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
-    // SAFETY: CMSG_SPACE is a pure size computation.
-    let space_len = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
-    // SAFETY: reading the union's bytes as a pointer target; 64 bytes is more
-    // than CMSG_SPACE(4).
+    if fd >= 0 {
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space_len = unsafe { libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) } as usize;
+        // SAFETY: reading the union's bytes as a pointer target; 64 bytes is
+        // more than CMSG_SPACE(4).
+        msg.msg_control = unsafe { space.buf.as_mut_ptr() }.cast();
+        msg.msg_controllen = space_len;
+        // SAFETY: msg_control points to space_len valid bytes, so the first header fits.
+        let cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+        if cmsg.is_null() {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: `cmsg` points into `space`, with room for a header and one int.
+        unsafe {
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
+            ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+        }
+    }
+    // SAFETY: `msg` and everything it points to (`data`, `space`) are valid
+    // for the call; the kernel only reads them.
+    retry(|| check_long(unsafe { libc::sendmsg(sock, &raw const msg, libc::MSG_NOSIGNAL) } as libc::c_long))
+        .map(|n| n.cast_unsigned() as usize)
+}
+
+/// Receives into `buf` from unix socket `sock`, and the descriptor that came
+/// with these bytes, close-on-exec, or -1 (child-safe). Returns the bytes
+/// read (0 at end of stream). A second descriptor in the same message is
+/// closed, never leaked.
+pub fn recv_with_fd(sock: RawFd, buf: &mut [u8]) -> SysResult<(usize, RawFd)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut space = CmsgSpace { buf: [0; 64] };
+    // SAFETY: msghdr is plain data; every field used is set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    // SAFETY: as in send_with_fd.
     msg.msg_control = unsafe { space.buf.as_mut_ptr() }.cast();
-    msg.msg_controllen = space_len;
-    // SAFETY: msg_control points to space_len valid bytes, so the first header fits.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
-    if cmsg.is_null() {
-        return Err(libc::EINVAL);
+    msg.msg_controllen = 64;
+    // SAFETY: `msg` points to valid, writable buffers of the sizes given.
+    let n = retry(|| check_long(unsafe { libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC) } as libc::c_long))?;
+    let mut got = -1;
+    // SAFETY: the kernel filled msg_control and msg_controllen; CMSG_FIRSTHDR
+    // and CMSG_NXTHDR check every header against that length.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+    while !cmsg.is_null() {
+        // SAFETY: a non-null header within msg_control, from the kernel.
+        let (level, kind, len) = unsafe { ((*cmsg).cmsg_level, (*cmsg).cmsg_type, (*cmsg).cmsg_len) };
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_LEN is a pure size computation.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let count = len.saturating_sub(header) / std::mem::size_of::<c_int>();
+            for i in 0..count {
+                // SAFETY: the kernel wrote `count` ints after the header.
+                let fd = unsafe { ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>().add(i)) };
+                if got < 0 {
+                    got = fd;
+                } else {
+                    close(fd);
+                }
+            }
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(&raw const msg, cmsg) };
     }
-    // SAFETY: `cmsg` points into `space`, with room for a header and one int.
-    unsafe {
-        (*cmsg).cmsg_level = libc::SOL_SOCKET;
-        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
-        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
-    }
-    // SAFETY: `msg` and everything it points to are valid for the call.
-    retry(|| check_long(unsafe { libc::sendmsg(sock, &raw const msg, 0) } as libc::c_long)).map(drop)
+    Ok((n.cast_unsigned() as usize, got))
 }
 
 /// Receives one descriptor sent with [`send_fd`]; `None` at end of stream.
 pub fn recv_fd(sock: RawFd) -> io::Result<Option<OwnedFd>> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    let mut space = CmsgSpace { buf: [0; 64] };
-    // SAFETY: msghdr is plain data; every field used is set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    // SAFETY: as in send_fd.
-    msg.msg_control = unsafe { space.buf.as_mut_ptr() }.cast();
-    msg.msg_controllen = 64;
-    // SAFETY: `msg` points to valid buffers.
-    let n = unsafe { libc::recvmsg(sock, &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if n == 0 {
-        return Ok(None);
-    }
-    // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR checks the length.
-    let cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
-    // SAFETY: a non-null header from the kernel, of SCM_RIGHTS with one int.
-    unsafe {
-        if cmsg.is_null() || (*cmsg).cmsg_level != libc::SOL_SOCKET || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
-            return Ok(None);
-        }
-        let fd = ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>());
-        Ok(Some(OwnedFd::from_raw_fd(fd)))
+    match recv_with_fd(sock, &mut byte).map_err(io::Error::from_raw_os_error)? {
+        (_, fd) if fd < 0 => Ok(None),
+        // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+        (_, fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
     }
 }
 

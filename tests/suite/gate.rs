@@ -2024,3 +2024,296 @@ for req in [{{"mbu": "eg-child", "args": ["-c", fetch]}}, {{"mbu": "eg-child-wid
         verify(&log);
     }
 }
+
+// --- warm sandboxes -----------------------------------------------------------------
+
+/// The daemon's warm supervisors (`run --warm-fd`, its children) and, for
+/// each, whether its sandbox is there (the outer child and init, forked
+/// copies with the same command line).
+fn warm_supervisors(daemon: i32) -> Vec<(i32, String, bool)> {
+    let mut found = Vec::new();
+    for pid in host_processes_with("--warm-fd") {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ppid: i32 = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        if ppid != daemon {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let built = host_processes_with("--warm-fd").into_iter().any(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).ok().and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<i32>().ok())
+            }) == Some(pid)
+        });
+        found.push((pid, String::from_utf8_lossy(&cmdline).replace('\0', " "), built));
+    }
+    found
+}
+
+/// Waits until the daemon has `n` built warm sandboxes of `mbu`; their
+/// supervisors' pids.
+fn wait_for_warm(d: &Daemon, mbu: &str, n: usize) -> Vec<i32> {
+    let profile = format!("/{mbu}.toml");
+    let mut pids = Vec::new();
+    wait_until(&format!("{n} warm sandboxes of {mbu}"), || {
+        pids = warm_supervisors(d.pid())
+            .into_iter()
+            .filter(|(_, cmd, built)| *built && cmd.contains(&profile))
+            .map(|(pid, _, _)| pid)
+            .collect();
+        pids.len() >= n
+    });
+    // Built is not yet said ready: the supervisor says so once init waits
+    // for the request, a moment after init exists.
+    std::thread::sleep(Duration::from_millis(300));
+    pids
+}
+
+/// The supervisor's pid in an execution id (`TIME-PID-N`).
+fn supervisor_of(exec: &str) -> i32 {
+    exec.rsplit('-').nth(1).and_then(|p| p.parse().ok()).unwrap()
+}
+
+/// A warm sandbox is built before the request (its supervisor exists
+/// before the request is sent), runs exactly one request, and is never
+/// given another: every execution has a supervisor of its own, finds the
+/// sandbox's /tmp as nothing before it left it, and gets its arguments
+/// exactly (an empty one, one with a space). Its start record says when
+/// and from which profile digest its walls were built.
+#[test]
+fn a_warm_sandbox_is_built_before_the_request_and_runs_exactly_one() {
+    let who = agent();
+    let policy = analyst_policy("warm-once", who);
+    let mut d = Daemon::start(&policy, &["--warm", "1"]);
+    let code = "import os, sys\nprint(os.path.exists('/tmp/used'), sys.argv[1:])\nopen('/tmp/used', 'w').close()";
+    let mut warm_before = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        warm_before.push(wait_for_warm(&d, "reason", 1));
+        let a = ask(
+            who,
+            &d.socket,
+            &[json!({"mbu": "reason", "args": ["-c", code, "", "x y"]})],
+        );
+        answers.push(a[0].clone());
+    }
+    d.stop();
+    for a in &answers {
+        assert_eq!(a["stdout"], "False ['', 'x y']\n", "{answers:#?}");
+        assert_eq!(a["exit_code"], 0, "{answers:#?}");
+    }
+    let recs = log_records(&d.log);
+    let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
+    assert_eq!(starts.len(), 4, "{recs:#?}");
+    let mut supervisors = std::collections::BTreeSet::new();
+    for (start, before) in starts.iter().zip(&warm_before) {
+        let exec = start["exec"].as_str().unwrap();
+        let pid = supervisor_of(exec);
+        assert!(
+            before.contains(&pid),
+            "execution {exec} ran in a sandbox built before its request (warm then: {before:?})"
+        );
+        assert!(supervisors.insert(pid), "supervisor {pid} ran two executions");
+        assert_schema("record", start);
+        let warm = &start["warm"];
+        assert_eq!(warm["profile_sha256"], start["profile"]["sha256"], "{start:#}");
+        assert!(
+            warm["built_at"].as_str().unwrap() < start["time"].as_str().unwrap(),
+            "built before it started: {start:#}"
+        );
+        let argv = start["argv"].as_array().unwrap();
+        assert_eq!(argv[argv.len() - 2..], [json!(""), json!("x y")], "{start:#}");
+    }
+    verify(&d.log);
+}
+
+/// Two clients' requests on warm sandboxes, at once, each with its own
+/// workspace: each sees only its own directory, and what it makes lands
+/// there and nowhere else.
+#[test]
+fn two_requests_on_warm_sandboxes_see_only_their_own_workspaces() {
+    if !identities().contains(&Who::Root) {
+        return;
+    }
+    let who = agent();
+    let Who::User { uid, gid } = who else { return };
+    let base = fresh_dir("warm-ws");
+    let dirs: Vec<PathBuf> = ["one", "two"]
+        .iter()
+        .map(|name| {
+            let dir = base.join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join(format!("{name}.txt")), name).unwrap();
+            std::os::unix::fs::chown(dir.join(format!("{name}.txt")), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
+            dir
+        })
+        .collect();
+    let policy = analyst_policy("warm-ws", who);
+    let mut d = Daemon::start(&policy, &["--warm", "2"]);
+    wait_for_warm(&d, "document_generation", 2);
+    let code =
+        "import os; print(sorted(os.listdir('/work'))); open('/work/made.txt', 'w').write(os.environ.get('X', 'made'))";
+    let clients: Vec<Child> = dirs
+        .iter()
+        .map(|dir| {
+            client_sending(
+                who,
+                &d.socket,
+                &json!({"mbu": "document_generation", "workspace": dir, "args": ["-c", code]}),
+            )
+        })
+        .collect();
+    let outs: Vec<String> = clients
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned())
+        .collect();
+    d.stop();
+    for (out, name) in outs.iter().zip(["one", "two"]) {
+        let a: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+        assert_eq!(a["stdout"], format!("['{name}.txt']\n"), "{a:#?}");
+    }
+    for dir in &dirs {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 2, "{}: {names:?}", dir.display());
+        assert!(names.contains(&"made.txt".to_string()), "{names:?}");
+    }
+    let recs = log_records(&d.log);
+    let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
+    assert_eq!(starts.len(), 2);
+    assert!(
+        starts.iter().all(|s| !s["warm"].is_null()),
+        "both ran warm: {starts:#?}"
+    );
+}
+
+/// A profile edited while its warm sandboxes wait takes effect on the very
+/// next request: the sandboxes built from the old file are not used, and
+/// the start record's digest is the new file's (as a cold `run` of it
+/// records it).
+#[test]
+fn a_profile_edited_while_warm_sandboxes_wait_takes_effect_on_the_next_request() {
+    let who = agent();
+    let name = format!("warm-edit-{}", unique());
+    let text = |word: &str| {
+        format!(
+            "extends = \"base/python\"\n[mbu]\nname = \"{name}\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\", \"-c\", \"print('{word}')\"]\n"
+        )
+    };
+    let profile = write_profile(&name, &text("one"));
+    let policy = write_policy(
+        &name,
+        &format!(
+            "[roles.r]\nmbus = [\"{name}\"]\n[workers.agent]\nuser = \"{}\"\nroles = [\"r\"]\n",
+            uid_of(who)
+        ),
+    );
+    let mut d = Daemon::start(&policy, &["--warm", "1"]);
+    wait_for_warm(&d, &name, 1);
+    let first = ask(who, &d.socket, &[json!({"mbu": name})]);
+    wait_for_warm(&d, &name, 1);
+    write_profile(&name, &text("two"));
+    let second = ask(who, &d.socket, &[json!({"mbu": name})]);
+    d.stop();
+    assert_eq!(first[0]["stdout"], "one\n", "{first:#?}");
+    assert_eq!(second[0]["stdout"], "two\n", "{second:#?}");
+    let recs = log_records(&d.log);
+    let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
+    assert_eq!(starts.len(), 2, "{recs:#?}");
+    assert!(!starts[0]["warm"].is_null(), "the first ran warm: {:#}", starts[0]);
+    // The digest of the file as it is now, as a cold run records it.
+    let log = fresh_dir("warm-edit-cold").join("audit.jsonl");
+    run(who, &profile, &["--audit-log", log.to_str().unwrap()], &[], None).assert_code(0);
+    let cold = log_records(&log);
+    let now = &cold.iter().find(|r| r["kind"] == "exec.start").unwrap()["profile"]["sha256"];
+    assert_eq!(&starts[1]["profile"]["sha256"], now, "{:#}", starts[1]);
+    assert_ne!(starts[0]["profile"]["sha256"], starts[1]["profile"]["sha256"]);
+    if !starts[1]["warm"].is_null() {
+        assert_eq!(&starts[1]["warm"]["profile_sha256"], now, "{:#}", starts[1]);
+    }
+}
+
+/// The host cgroup directories a process is in that ninewall made.
+fn ninewall_cgroups(pid: i32) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            if !path.contains("/ninewall-") {
+                return None;
+            }
+            let mount = match controllers {
+                "" => "unified".to_string(),
+                c => c.split(',').find(|c| !c.starts_with("name="))?.to_string(),
+            };
+            let candidates = [
+                Path::new("/sys/fs/cgroup").join(&mount),
+                PathBuf::from("/sys/fs/cgroup"),
+            ];
+            candidates
+                .iter()
+                .map(|m| m.join(path.trim_start_matches('/')))
+                .find(|p| p.exists())
+        })
+        .collect()
+}
+
+/// `kill -9` of the daemon takes its warm sandboxes down with it: no
+/// supervisor, sandbox process or cgroup of them is left, nothing was
+/// recorded (nothing ran), and the next daemon starts and serves.
+#[test]
+fn a_daemon_killed_with_sigkill_leaves_no_warm_sandbox_behind() {
+    let who = agent();
+    let policy = analyst_policy("warm-kill9", who);
+    let mut d = Daemon::start(&policy, &["--warm", "2"]);
+    // Every MBU the policy names, granted to this worker or not.
+    for mbu in ["reason", "knowledge", "document_generation", "code_generate_new"] {
+        wait_for_warm(&d, mbu, 2);
+    }
+    let supervisors: Vec<i32> = warm_supervisors(d.pid()).into_iter().map(|(pid, _, _)| pid).collect();
+    assert_eq!(supervisors.len(), 8, "{supervisors:?}");
+    // Every process of theirs: the supervisors and their sandboxes.
+    let theirs: Vec<i32> = host_processes_with("--warm-fd");
+    let cgroups: Vec<PathBuf> = theirs.iter().flat_map(|&pid| ninewall_cgroups(pid)).collect();
+    if identities().contains(&Who::Root) {
+        assert!(
+            !cgroups.is_empty(),
+            "as root the warm sandboxes are in cgroups of their own"
+        );
+    }
+    let mut daemon = d.child.take().unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    let alive = |pid: &i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("--warm-fd"))
+    };
+    wait_until("every warm sandbox's process is gone", || !theirs.iter().any(alive));
+    wait_until("every warm sandbox's cgroup is gone", || {
+        !cgroups.iter().any(|c| c.exists())
+    });
+    assert!(
+        log_records(&d.log).iter().all(|r| r["kind"] != "exec.start"),
+        "a warm sandbox nobody used ran nothing"
+    );
+    let mut again = Daemon::start(&policy, &["--warm", "1"]);
+    let a = ask(
+        who,
+        &again.socket,
+        &[json!({"mbu": "reason", "args": ["-c", "print('again')"]})],
+    );
+    again.stop();
+    assert_eq!(a[0]["stdout"], "again\n", "{a:#?}");
+    assert!(!theirs.iter().any(alive) && !cgroups.iter().any(|c| c.exists()));
+}
