@@ -6,9 +6,13 @@
 //! before it (64 zeros for the first line), so an edit, insertion, deletion or
 //! reordering anywhere but at the very end breaks the chain at that line, and
 //! `ninewall audit verify` names it. Appends take an exclusive `flock` on the
-//! file, read the last line, write one line and `fdatasync` before unlocking:
-//! several supervisors appending to one log keep one chain, and a record is on
-//! disk before the caller is told anything.
+//! file, read the last line and write their lines: several supervisors
+//! appending to one log keep one chain. A durable append then calls
+//! `fdatasync` after unlocking, so that the syncs of executions that end
+//! together are one journal commit (the filesystem joins concurrent syncs of
+//! one file into its running transaction), and returns only once it is done:
+//! a record is on disk before the caller is told anything. (A sealed log
+//! syncs before unlocking, so that its witness hears the seals in order.)
 //!
 //! Records: `exec.start` (written before the sandbox is built: if it cannot be
 //! written, nothing runs), `syscall.denied` (one per refused syscall name, with
@@ -456,16 +460,24 @@ impl AuditLog {
                 let _ = self.file.set_len(before);
                 return Err(e);
             }
-            if sync {
-                self.file.sync_data()?;
-            }
+            // Synced here only for a seal, whose witness must hear the seals
+            // in the log's order; else after unlocking, below.
             if let Some((epoch, head)) = witness {
+                self.file.sync_data()?;
                 seal::witness(&self.path, epoch, &head);
+                return Ok(false);
             }
-            Ok::<(), std::io::Error>(())
+            Ok::<bool, std::io::Error>(sync)
         })();
         let _ = crate::sys::flock(fd, libc::LOCK_UN);
-        result.map_err(err("cannot write"))
+        // Everything written up to our lines (by anyone) is on disk when this
+        // returns: fdatasync writes all of the file's dirty data, and waits
+        // for a commit already under way that holds it.
+        match result {
+            Ok(true) => self.file.sync_data().map_err(err("cannot sync")),
+            Ok(false) => Ok(()),
+            Err(e) => Err(err("cannot write")(e)),
+        }
     }
 }
 
