@@ -636,6 +636,18 @@ pub fn plan(
     workspace: Option<Workspace>,
     host: &Host,
 ) -> Result<Planned, Error> {
+    let (request, tree) = request_for(loaded, invocation, workspace);
+    let setup = SetupPlan::build(&loaded.policy, &request, host)?;
+    Ok(Planned {
+        setup,
+        workspace: request.workspace_dir,
+        workspace_tree: tree,
+    })
+}
+
+/// What the invocation asks of the profile, and the workspace's detached
+/// tree (as root) that init attaches.
+fn request_for(loaded: &Loaded, invocation: &Invocation, workspace: Option<Workspace>) -> (Request, Option<OwnedFd>) {
     let (path, owner, tree) = match workspace {
         Some(w) => (Some(w.path), w.owner, w.tree),
         None => (None, None, None),
@@ -655,17 +667,12 @@ pub fn plan(
     };
     let request = Request {
         args: invocation.args.clone(),
-        workspace_dir: path.clone(),
+        workspace_dir: path,
         workspace_owner: owner,
         guard_code,
         program,
     };
-    let setup = SetupPlan::build(&loaded.policy, &request, host)?;
-    Ok(Planned {
-        setup,
-        workspace: path,
-        workspace_tree: tree,
-    })
+    (request, tree)
 }
 
 /// A root run's workspace, ready to attach.
@@ -904,9 +911,9 @@ fn try_execute_warm(control: &UnixStream, invocation: &Invocation, messages: &mu
     run_launched(&run, launch, &log_source, disk, messages)
 }
 
-/// The request's own plan, and its disk bound; refused if it would change
-/// a wall the warm sandbox already built (only the program, its arguments
-/// and what is at the workspace may differ).
+/// The warm sandbox's plan for the request (only the program, its
+/// arguments and what is at the workspace are the request's: the rest was
+/// built), and its disk bound.
 fn plan_request(
     loaded: &Loaded,
     invocation: &Invocation,
@@ -915,18 +922,12 @@ fn plan_request(
 ) -> Result<(Planned, Option<sandbox::disk::DiskBound>), Error> {
     let workspace = prepare_workspace(invocation, host, &invocation.lineage)?;
     let disk = bound_disk(&loaded.policy, workspace.as_ref())?;
-    let planned = plan(loaded, invocation, workspace, host)?;
-    let at = &loaded.policy.workspace.path;
-    let walls = |p: &SetupPlan| {
-        let mut p = p.clone();
-        p.argv.clear();
-        p.program = PathBuf::new();
-        p.mounts.retain(|m| m.inside() != at);
-        p
+    let (request, tree) = request_for(loaded, invocation, workspace);
+    let planned = Planned {
+        setup: warm.for_request(&loaded.policy, &request)?,
+        workspace: request.workspace_dir,
+        workspace_tree: tree,
     };
-    if walls(warm) != walls(&planned.setup) {
-        return Err(SandboxError::Warm("the request would change walls built before it; nothing ran".into()).into());
-    }
     Ok((planned, disk))
 }
 

@@ -438,25 +438,7 @@ impl SetupPlan {
     /// host (`pipeline::workspace_dir`).
     pub fn build(policy: &Policy, request: &Request, host: &Host) -> Result<SetupPlan, PlanError> {
         let ids = id_map(host.caller, host.identity);
-        let (program, mut argv) = match &request.program {
-            Some(p) if policy.command.is_none() && policy.executables.contains(p) => (p.clone(), request.args.clone()),
-            _ => resolve_program(policy, &request.args)?,
-        };
-        if policy.python.is_some() {
-            // The guard runs first and then the user's code: python [flags]
-            // /.ninewall/guard.py ARGS.
-            let flags = policy.command.as_ref().map_or(1, Vec::len);
-            let guard = if request.guard_code.is_some() {
-                crate::interpreter::GUARD_CODE_PATH
-            } else {
-                crate::interpreter::GUARD_PATH
-            };
-            argv.insert(flags.min(argv.len()), guard.to_string());
-        }
-        if let Some(index) = request.args.iter().position(|a| a.contains('\0')) {
-            return Err(PlanError::NulInArgument { index });
-        }
-
+        let (program, argv) = program_and_argv(policy, request)?;
         let mut mounts = profile_binds(policy);
         mounts.extend(guard_mounts(policy, request));
         mounts.extend(fixed_mounts(policy, request));
@@ -506,6 +488,53 @@ impl SetupPlan {
             user_limits: UserLimit::for_limits(&policy.limits),
         })
     }
+}
+
+impl SetupPlan {
+    /// This plan, built for a warm sandbox with no request, for `request`:
+    /// the program, its arguments and what is mounted at the workspace are
+    /// the request's, which is all a request may change of a sandbox built
+    /// before it (the daemon's warm sandboxes). `request.guard_code` must be
+    /// what the plan was built with.
+    pub fn for_request(&self, policy: &Policy, request: &Request) -> Result<SetupPlan, PlanError> {
+        let (program, argv) = program_and_argv(policy, request)?;
+        let [.., workspace] = fixed_mounts(policy, request);
+        let mut plan = self.clone();
+        plan.program = program;
+        plan.argv = argv;
+        for m in &mut plan.mounts {
+            if m.inside() == policy.workspace.path {
+                *m = workspace.clone();
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// The program a request runs and its argv: the profile's command and the
+/// request's arguments (or the program the arguments name, where the
+/// profile lists executables), with the interpreter guard's path inserted
+/// where the profile has `[python]`.
+fn program_and_argv(policy: &Policy, request: &Request) -> Result<(PathBuf, Vec<String>), PlanError> {
+    let (program, mut argv) = match &request.program {
+        Some(p) if policy.command.is_none() && policy.executables.contains(p) => (p.clone(), request.args.clone()),
+        _ => resolve_program(policy, &request.args)?,
+    };
+    if policy.python.is_some() {
+        // The guard runs first and then the user's code: python [flags]
+        // /.ninewall/guard.py ARGS.
+        let flags = policy.command.as_ref().map_or(1, Vec::len);
+        let guard = if request.guard_code.is_some() {
+            crate::interpreter::GUARD_CODE_PATH
+        } else {
+            crate::interpreter::GUARD_PATH
+        };
+        argv.insert(flags.min(argv.len()), guard.to_string());
+    }
+    if let Some(index) = request.args.iter().position(|a| a.contains('\0')) {
+        return Err(PlanError::NulInArgument { index });
+    }
+    Ok((program, argv))
 }
 
 /// Wall 4, step 1: the profile's binds and symlinks, parents first.

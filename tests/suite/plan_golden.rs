@@ -215,6 +215,50 @@ fn root_runs_as_an_identity_of_its_own_and_binds_a_workspace_idmapped_from_its_d
     );
 }
 
+/// A warm sandbox's plan (built with no request) given a request is the
+/// plan built for that request in one go: nothing but the program, its
+/// arguments and what is at the workspace depends on the request.
+#[test]
+fn a_warm_plan_given_a_request_is_the_plan_of_that_request() {
+    let mut guarded = policy();
+    guarded.python = Some(ninewall::interpreter::PythonPolicy {
+        modules: vec!["json".into()],
+        packages: Vec::new(),
+        stdlib: p("/usr/lib/python3.11"),
+    });
+    for policy in [policy(), guarded] {
+        for caller in [Caller { uid: 0, gid: 0 }, Caller { uid: 1000, gid: 1000 }] {
+            let host = host(caller);
+            let warm = SetupPlan::build(&policy, &Request::default(), &host).unwrap();
+            let requests = [
+                Request::default(),
+                Request {
+                    args: vec!["-c".into(), String::new(), "x y".into()],
+                    ..Request::default()
+                },
+                Request {
+                    args: vec!["-c".into(), "pass".into()],
+                    workspace_dir: Some(p("/var/lib/ws")),
+                    workspace_owner: Some((1234, 1235)),
+                    ..Request::default()
+                },
+            ];
+            for request in requests {
+                assert_eq!(
+                    warm.for_request(&policy, &request).unwrap(),
+                    SetupPlan::build(&policy, &request, &host).unwrap(),
+                    "{request:?}"
+                );
+            }
+            let nul = Request {
+                args: vec!["a\0b".into()],
+                ..Request::default()
+            };
+            assert!(warm.for_request(&policy, &nul).is_err());
+        }
+    }
+}
+
 #[test]
 fn init_runs_these_filesystem_operations_in_this_order() {
     let mut pol = policy();
