@@ -244,6 +244,17 @@ TOML
 daemon=$!
 while [ ! -S "$work/ninewall.sock" ]; do sleep 0.05; done
 rss() { sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$daemon/status"; }
+# As agents call the daemon: one request every 0.2 s to it (warm sandboxes,
+# the default), to a daemon without them (--warm 0), and a bwrap launch,
+# taking turns; medians of 40 each, timed by the compiled client.
+"$bin" serve --warm 0 --policy "$work/policy.toml" --socket "$work/cold.sock" --audit-log "$work/daemon-cold.jsonl" 2>/dev/null &
+cold_daemon=$!
+while [ ! -S "$work/cold.sock" ]; do sleep 0.05; done
+sleep 2 # the warm sandboxes are built
+read -r daemon_spaced_warm daemon_spaced_cold daemon_spaced_bwrap < <("$client" spaced 40 200 bench-true \
+    "$work/ninewall.sock" "$work/cold.sock" -- bwrap "${bwrap_args[@]}" /usr/bin/true)
+kill -TERM "$cold_daemon"
+wait "$cold_daemon" || true
 # The first 10 executions come from 10 clients at once, so that the
 # comparison is of executions, not of how many threads have existed.
 "$client" "$work/ninewall.sock" bench-true 10 1 >/dev/null
@@ -356,7 +367,7 @@ echo "measuring the supervisor's peak RSS ..." >&2
 # be the largest process of the tree, which is Python.
 rss_kb=$("$bin" run -v --profile "$work/profiles/py-all.toml" -- -c "$imports" 2>&1 >/dev/null | sed -n 's/.*supervisor peak RSS \([0-9]*\) KiB.*/\1/p')
 
-python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" "$daemon_rss_stalled" "$spaced_bare $spaced_bwrap $spaced_ninewall" "$migration" "$proxy_direct" "$proxy_through" >bench/RESULTS.md <<'PY'
+python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_1000" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" "$daemon_rss_stalled" "$spaced_bare $spaced_bwrap $spaced_ninewall" "$migration" "$proxy_direct" "$proxy_through" "$daemon_spaced_warm $daemon_spaced_cold $daemon_spaced_bwrap" >bench/RESULTS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
 rss_stalled = int(sys.argv[12])
 spaced_bare, spaced_bwrap, spaced_ninewall = (float(x) for x in sys.argv[13].split())
@@ -366,6 +377,7 @@ def trio(text):
     runs = [tuple(float(x) for x in r.split()) for r in text.split(";") if r.strip()]
     return sorted(r[0] for r in runs)[len(runs) // 2], sorted(r[1] for r in runs)[len(runs) // 2]
 proxy_direct, proxy_through = trio(sys.argv[15]), trio(sys.argv[16])
+daemon_warm, daemon_cold, daemon_bwrap = (float(x) for x in sys.argv[17].split())
 d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rate_1, rate_8, rss_10, rss_1000 = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 cpu_ninewall, cpu_bwrap = float(sys.argv[9]), float(sys.argv[10])
@@ -477,6 +489,11 @@ out += ["", f"Per recorded access: ninewall {per_ninewall:.1f} µs (files = all 
         "| what | executions/s | vs `ninewall run` |", "|---|---|---|",
         f"| 1 client, 200 requests one after another | {rate_1:.1f} | {rate_1 / (1000 / t('true-ninewall')[0]):.2f}x (sequential runs: {1000 / t('true-ninewall')[0]:.1f}/s) |",
         f"| 8 clients, 100 requests each | {rate_8:.1f} | {rate_8 / (200000 / t('true-ninewall-x8')[0]):.2f}x (8 runs in flight: {200000 / t('true-ninewall-x8')[0]:.1f}/s) |",
+        "", "Spaced 0.2 s apart, as agents call (one request to each daemon and one bwrap launch in turn, 40 each; request to answer, as the compiled client sees it):", "",
+        "| what | median ms | vs bwrap |", "|---|---|---|",
+        f"| bwrap --unshare-all, launched directly | {daemon_bwrap:.2f} | 1.00x |",
+        f"| daemon with warm sandboxes (`--warm 1`, the default) | {daemon_warm:.2f} | {daemon_warm / daemon_bwrap:.2f}x |",
+        f"| daemon without (`--warm 0`) | {daemon_cold:.2f} | {daemon_cold / daemon_bwrap:.2f}x |",
         "", f"Daemon RSS: {rss_10} KiB after 10 executions (10 clients at once), {rss_1000} KiB after 1,010 ({(rss_1000 - rss_10) * 100 / rss_10:+.1f}%; target: within 10%); {rss_stalled} KiB while 16 clients that asked for 8 MiB of output each (protocol 2) read none of it. Rates measured by a compiled client (`examples/daemon_client.rs`)."]
 print("\n".join(out))
 PY
