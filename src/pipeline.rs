@@ -189,17 +189,21 @@ impl Messages {
 /// Runs one execution to its recorded end; every failure is said and
 /// becomes the exit code.
 pub fn execute(invocation: &Invocation, messages: &mut Messages) -> Finished {
-    match try_execute(invocation, messages) {
-        Ok(finished) => finished,
-        Err(e) => {
-            messages.say(&e);
-            Finished {
-                code: e.exit_code(),
-                exec: None,
-                limit: None,
-            }
+    let result = try_execute(invocation, messages);
+    finished_or_said(result, messages)
+}
+
+/// The execution's end, or the error that ended it before its start was
+/// recorded, said and made the exit code.
+fn finished_or_said(result: Result<Finished, Error>, messages: &mut Messages) -> Finished {
+    result.unwrap_or_else(|e| {
+        messages.say(&e);
+        Finished {
+            code: e.exit_code(),
+            exec: None,
+            limit: None,
         }
-    }
+    })
 }
 
 fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finished, Error> {
@@ -831,17 +835,8 @@ pub struct WarmBuilt {
 /// came: a warm sandbox nobody used (the daemon stopped, or dropped it) ran
 /// nothing.
 pub fn execute_warm(control: &UnixStream, invocation: &Invocation, messages: &mut Messages) -> Finished {
-    match try_execute_warm(control, invocation, messages) {
-        Ok(finished) => finished,
-        Err(e) => {
-            messages.say(&e);
-            Finished {
-                code: e.exit_code(),
-                exec: None,
-                limit: None,
-            }
-        }
-    }
+    let result = try_execute_warm(control, invocation, messages);
+    finished_or_said(result, messages)
 }
 
 fn try_execute_warm(control: &UnixStream, invocation: &Invocation, messages: &mut Messages) -> Result<Finished, Error> {
