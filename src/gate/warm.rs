@@ -37,7 +37,7 @@ const LOOK_EVERY: Duration = Duration::from_secs(2);
 /// The warm sandboxes, per MBU.
 pub struct Pool {
     per_mbu: usize,
-    /// MBU → its profile, for every MBU the policy grants.
+    /// MBU → its profile, for every MBU the policy grants to a worker.
     profiles: BTreeMap<String, PathBuf>,
     ready: Mutex<HashMap<String, Vec<Warm>>>,
     wake: Condvar,
@@ -45,12 +45,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of `per_mbu` warm sandboxes for each MBU `gate` grants.
+    /// A pool of `per_mbu` warm sandboxes for each MBU `gate` grants to a
+    /// worker (an MBU only a role nobody holds names is never asked for).
     pub fn new(gate: &Gate, per_mbu: usize) -> Pool {
         let profiles = gate
-            .output_limits
-            .keys()
-            .map(|mbu| (mbu.clone(), super::profile_path(&gate.profiles, mbu)))
+            .workers
+            .iter()
+            .flat_map(|w| gate.capabilities(w))
+            .map(|mbu| {
+                let profile = super::profile_path(&gate.profiles, &mbu);
+                (mbu, profile)
+            })
             .collect();
         Pool {
             per_mbu,

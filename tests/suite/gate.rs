@@ -2252,6 +2252,28 @@ fn a_profile_edited_while_warm_sandboxes_wait_takes_effect_on_the_next_request()
     }
 }
 
+/// Every process below `root`.
+fn descendants(root: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_string_lossy().parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut i = 0;
+    while let Some(&parent) = found.get(i) {
+        found.extend(parents.iter().filter(|(_, pp)| *pp == parent).map(|(pid, _)| *pid));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 /// The host cgroup directories a process is in that ninewall made.
 fn ninewall_cgroups(pid: i32) -> Vec<PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
@@ -2286,14 +2308,31 @@ fn a_daemon_killed_with_sigkill_leaves_no_warm_sandbox_behind() {
     let who = agent();
     let policy = analyst_policy("warm-kill9", who);
     let mut d = Daemon::start(&policy, &["--warm", "2"]);
-    // Every MBU the policy names, granted to this worker or not.
-    for mbu in ["reason", "knowledge", "document_generation", "code_generate_new"] {
+    // Every MBU a worker holds (code_generate_new's role is nobody's).
+    for mbu in ["reason", "knowledge", "document_generation"] {
         wait_for_warm(&d, mbu, 2);
     }
-    let supervisors: Vec<i32> = warm_supervisors(d.pid()).into_iter().map(|(pid, _, _)| pid).collect();
-    assert_eq!(supervisors.len(), 8, "{supervisors:?}");
-    // Every process of theirs: the supervisors and their sandboxes.
-    let theirs: Vec<i32> = host_processes_with("--warm-fd");
+    let supervisors: Vec<(i32, String, bool)> = warm_supervisors(d.pid());
+    assert_eq!(supervisors.len(), 6, "{supervisors:?}");
+    assert!(
+        !supervisors
+            .iter()
+            .any(|(_, cmd, _)| cmd.contains("/code_generate_new.toml")),
+        "{supervisors:?}"
+    );
+    // Every process of theirs: the supervisors and their sandboxes (other
+    // tests' daemons have warm sandboxes too).
+    let theirs: Vec<i32> = descendants(d.pid())
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--warm-fd"))
+        })
+        .collect();
+    assert!(
+        theirs.len() >= 6 * 3,
+        "each supervisor and its sandbox's two processes: {theirs:?}"
+    );
     let cgroups: Vec<PathBuf> = theirs.iter().flat_map(|&pid| ninewall_cgroups(pid)).collect();
     if identities().contains(&Who::Root) {
         assert!(
