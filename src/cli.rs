@@ -333,7 +333,7 @@ pub struct ServeArgs {
     /// first. Refused without this.
     #[arg(long)]
     pub socket_in_shared_dir: bool,
-    /// Warm sandboxes kept per MBU of the policy: built before anyone asks
+    /// Warm sandboxes kept per MBU a worker holds: built before anyone asks
     /// (namespaces, identity, filesystem view, cgroup, network), each used
     /// by one request, replaced while the daemon is not busy. 0: every
     /// request builds its own.

@@ -1,4 +1,4 @@
-//! The daemon's warm sandboxes: per MBU of the policy, a few supervisors
+//! The daemon's warm sandboxes: per MBU a worker holds, a few supervisors
 //! started before anyone asks (`run --warm-fd`), whose sandboxes have the
 //! walls that do not depend on the request already built: namespaces, the
 //! execution's own identity, the filesystem view without the workspace, the
