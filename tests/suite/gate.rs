@@ -2274,6 +2274,52 @@ fn descendants(root: i32) -> Vec<i32> {
     found
 }
 
+/// A warm sandbox's clock starts with its request, not with its build: one
+/// built well over its wall-time limit ago runs a request that takes most
+/// of that limit to the end, and one that takes longer is still ended by it.
+#[test]
+fn a_warm_sandboxs_wall_time_limit_counts_from_the_request() {
+    let who = agent();
+    let name = format!("warm-clock-{}", unique());
+    write_profile(
+        &name,
+        &format!(
+            "extends = \"base/python\"\n[mbu]\nname = \"{name}\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\"]\n[limits]\nwall_seconds = 2\n"
+        ),
+    );
+    let policy = write_policy(
+        &name,
+        &format!(
+            "[roles.r]\nmbus = [\"{name}\"]\n[workers.agent]\nuser = \"{}\"\nroles = [\"r\"]\n",
+            uid_of(who)
+        ),
+    );
+    let mut d = Daemon::start(&policy, &["--warm", "1"]);
+    wait_for_warm(&d, &name, 1);
+    std::thread::sleep(Duration::from_secs(3));
+    let within = ask(
+        who,
+        &d.socket,
+        &[json!({"mbu": name, "args": ["-c", "import time; time.sleep(1); print('done')"]})],
+    );
+    wait_for_warm(&d, &name, 1);
+    let over = ask(
+        who,
+        &d.socket,
+        &[json!({"mbu": name, "args": ["-c", "import time; time.sleep(30)"]})],
+    );
+    d.stop();
+    assert_eq!(within[0]["stdout"], "done\n", "{within:#?}");
+    assert_eq!(within[0]["exit_code"], 0, "{within:#?}");
+    assert_eq!(over[0]["limit"], "timeout", "{over:#?}");
+    let recs = log_records(&d.log);
+    let starts: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "exec.start").collect();
+    assert!(
+        starts.iter().all(|s| !s["warm"].is_null()),
+        "both ran warm: {starts:#?}"
+    );
+}
+
 /// The host cgroup directories a process is in that ninewall made.
 fn ninewall_cgroups(pid: i32) -> Vec<PathBuf> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
