@@ -2084,6 +2084,21 @@ fn wait_for_warm(d: &Daemon, mbu: &str, n: usize) -> Vec<i32> {
     pids
 }
 
+/// A daemon with one warm sandbox of the staged profile `name`, which its
+/// policy grants to `who`, ready.
+fn one_mbu_daemon(name: &str, who: Who) -> Daemon {
+    let policy = write_policy(
+        name,
+        &format!(
+            "[roles.r]\nmbus = [\"{name}\"]\n[workers.agent]\nuser = \"{}\"\nroles = [\"r\"]\n",
+            uid_of(who)
+        ),
+    );
+    let d = Daemon::start(&policy, &["--warm", "1"]);
+    wait_for_warm(&d, name, 1);
+    d
+}
+
 /// The supervisor's pid in an execution id (`TIME-PID-N`).
 fn supervisor_of(exec: &str) -> i32 {
     exec.rsplit('-').nth(1).and_then(|p| p.parse().ok()).unwrap()
@@ -2220,15 +2235,7 @@ fn a_profile_edited_while_warm_sandboxes_wait_takes_effect_on_the_next_request()
         )
     };
     let profile = write_profile(&name, &text("one"));
-    let policy = write_policy(
-        &name,
-        &format!(
-            "[roles.r]\nmbus = [\"{name}\"]\n[workers.agent]\nuser = \"{}\"\nroles = [\"r\"]\n",
-            uid_of(who)
-        ),
-    );
-    let mut d = Daemon::start(&policy, &["--warm", "1"]);
-    wait_for_warm(&d, &name, 1);
+    let mut d = one_mbu_daemon(&name, who);
     let first = ask(who, &d.socket, &[json!({"mbu": name})]);
     wait_for_warm(&d, &name, 1);
     write_profile(&name, &text("two"));
@@ -2287,15 +2294,7 @@ fn a_warm_sandboxs_wall_time_limit_counts_from_the_request() {
             "extends = \"base/python\"\n[mbu]\nname = \"{name}\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\"]\n[limits]\nwall_seconds = 2\n"
         ),
     );
-    let policy = write_policy(
-        &name,
-        &format!(
-            "[roles.r]\nmbus = [\"{name}\"]\n[workers.agent]\nuser = \"{}\"\nroles = [\"r\"]\n",
-            uid_of(who)
-        ),
-    );
-    let mut d = Daemon::start(&policy, &["--warm", "1"]);
-    wait_for_warm(&d, &name, 1);
+    let mut d = one_mbu_daemon(&name, who);
     std::thread::sleep(Duration::from_secs(3));
     let within = ask(
         who,
