@@ -200,6 +200,27 @@ for round in $(seq $ROUNDS); do
         WARMUP=0 hf "loop-floor-$mode" 1 "$floor $mode /usr/bin/python3.11 -I -S -c \"$loop\""
     done
 done
+# The imports as agents call: one run every 0.2 s, bare and under ninewall
+# (files = "none" and "all") taking turns; medians of 20.
+echo "measuring the imports spaced 0.2 s apart ..." >&2
+spaced_py=$(python3 - "$bin" "$work/profiles" "$imports" <<'PY'
+import statistics, subprocess, sys, time
+b, profiles, code = sys.argv[1], sys.argv[2], sys.argv[3]
+cmds = {
+    "bare": ["/usr/bin/python3.11", "-I", "-S", "-c", code],
+    "none": [b, "run", "--profile", f"{profiles}/py-none.toml", "--", "-c", code],
+    "all": [b, "run", "--profile", f"{profiles}/py-all.toml", "--", "-c", code],
+}
+t = {k: [] for k in cmds}
+for _ in range(20):
+    for k, c in cmds.items():
+        time.sleep(0.2)
+        s = time.perf_counter()
+        subprocess.run(c, check=True, stdout=subprocess.DEVNULL)
+        t[k].append((time.perf_counter() - s) * 1000)
+print(" ".join("%.2f" % statistics.median(t[k]) for k in cmds))
+PY
+)
 # How many accesses a run records, from the log itself.
 : >"$work/count.jsonl"
 NINEWALL_AUDIT_LOG=$work/count.jsonl "$bin" run --profile "$work/profiles/py-all.toml" -- -c "$imports"
@@ -367,7 +388,7 @@ echo "measuring the supervisor's peak RSS ..." >&2
 # be the largest process of the tree, which is Python.
 rss_kb=$("$bin" run -v --profile "$work/profiles/py-all.toml" -- -c "$imports" 2>&1 >/dev/null | sed -n 's/.*supervisor peak RSS \([0-9]*\) KiB.*/\1/p')
 
-python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_2010" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" "$daemon_rss_stalled" "$spaced_bare $spaced_bwrap $spaced_ninewall" "$migration" "$proxy_direct" "$proxy_through" "$daemon_spaced_warm $daemon_spaced_cold $daemon_spaced_bwrap" >bench/RESULTS.md <<'PY'
+python3 - "$json" "$imp_events" "$loop_events" "$rss_kb" "$daemon_rate_1" "$daemon_rate_8" "$daemon_rss_10" "$daemon_rss_2010" "$cpu_ninewall" "$cpu_bwrap" "$floor_loop_n" "$daemon_rss_stalled" "$spaced_bare $spaced_bwrap $spaced_ninewall" "$migration" "$proxy_direct" "$proxy_through" "$daemon_spaced_warm $daemon_spaced_cold $daemon_spaced_bwrap" "$spaced_py" >bench/RESULTS.md <<'PY'
 import json, os, platform, subprocess, sys, datetime
 rss_stalled = int(sys.argv[12])
 spaced_bare, spaced_bwrap, spaced_ninewall = (float(x) for x in sys.argv[13].split())
@@ -378,6 +399,7 @@ def trio(text):
     return sorted(r[0] for r in runs)[len(runs) // 2], sorted(r[1] for r in runs)[len(runs) // 2]
 proxy_direct, proxy_through = trio(sys.argv[15]), trio(sys.argv[16])
 daemon_warm, daemon_cold, daemon_bwrap = (float(x) for x in sys.argv[17].split())
+py_spaced_bare, py_spaced_none, py_spaced_all = (float(x) for x in sys.argv[18].split())
 d, imp_events, loop_events, rss_kb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 rate_1, rate_8, rss_10, rss_2010 = float(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 cpu_ninewall, cpu_bwrap = float(sys.argv[9]), float(sys.argv[10])
@@ -471,6 +493,11 @@ out += ["", f"## Recording file accesses (baseline: bare; ninewall records {imp_
         row("20,000 open/close: floor, nothing notified", "loop-floor-none", "loop-bare"),
         row("20,000 open/close: floor, read, continue", "loop-floor-read", "loop-bare"),
         row("20,000 open/close: floor, read, resolve, continue", "loop-floor-resolve", "loop-bare")]
+out += ["", "The imports spaced 0.2 s apart, as agents call (bare and ninewall taking turns, 20 each):", "",
+        "| what | median ms | vs bare |", "|---|---|---|",
+        f"| bare | {py_spaced_bare:.2f} | 1.00x |",
+        f"| ninewall files = none | {py_spaced_none:.2f} | {py_spaced_none / py_spaced_bare:.2f}x |",
+        f"| ninewall files = all | {py_spaced_all:.2f} | {py_spaced_all / py_spaced_bare:.2f}x |"]
 per_ninewall = (t("loop-ninewall-all")[0] - t("loop-ninewall-none")[0]) * 1000 / max(loop_events, 1)
 per_strace = (t("loop-strace")[0] - t("loop-bare")[0]) * 1000 / 20000
 per_floor_read = (t("loop-floor-read")[0] - t("loop-floor-none")[0]) * 1000 / max(floor_loop_n, 1)
