@@ -289,6 +289,60 @@ fn a_forged_lineage_is_refused_and_nothing_runs() {
     assert!(!recorded.contains("exec.start"), "{recorded}");
 }
 
+/// A warm supervisor takes its request, and with it who asked, only from
+/// ninewall itself: started by anyone else with a control socket and a
+/// forged request already on it, it refuses before building anything, and
+/// nothing runs or is recorded.
+#[test]
+fn a_forged_warm_request_is_refused_and_nothing_runs() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let who = agent();
+    let dir = fresh_dir("forged-warm");
+    let log = dir.join("audit.jsonl");
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (mut outcome_r, outcome_w) = std::io::pipe().unwrap();
+    let request = json!({"args": ["-c", "print('ran')"], "workspace": null, "lineage": {"worker": "boss", "role": "admin", "client_uid": 0}});
+    (&ours).write_all(format!("{request}\n").as_bytes()).unwrap();
+    let (control, outcome) = (theirs.as_raw_fd(), outcome_w.as_raw_fd());
+    let mut cmd = ninewall(who);
+    cmd.args(["run", "--profile"])
+        .arg(profile("reason"))
+        .arg("--audit-log")
+        .arg(&log)
+        .args(["--warm-fd", "3", "--outcome-fd", "4"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: dup2 is async-signal-safe and touches only the child's
+    // descriptors (each target is above both sources' reach: 3 and 4 are
+    // free in the child until these calls).
+    unsafe {
+        cmd.pre_exec(move || {
+            for (from, to) in [(control, 30), (outcome, 31), (30, 3), (31, 4)] {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop((theirs, outcome_w));
+    wait_until("the forged warm supervisor ends", || {
+        child.try_wait().unwrap().is_some()
+    });
+    let out = Run::from_output(child.wait_with_output().unwrap());
+    out.assert_code(2);
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    assert!(out.stderr.contains("taken only from ninewall itself"), "{out:#?}");
+    let mut said = String::new();
+    outcome_r.read_to_string(&mut said).unwrap();
+    assert!(!said.contains("exec"), "{said}");
+    let recorded = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!recorded.contains("exec.start"), "{recorded}");
+}
+
 // --- diff -----------------------------------------------------------------------
 
 #[test]
