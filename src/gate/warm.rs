@@ -9,9 +9,10 @@
 //! of the pool, given the request, and runs it as a cold one would. The pool
 //! is refilled by one thread, one sandbox at a time, while fewer executions
 //! run than the machine has CPUs. A profile changed on disk is noticed
-//! twice: this thread drops the sandboxes built from its old digest, and the
-//! supervisor itself refuses a request if its profile's files are no longer
-//! the ones it loaded (the daemon then starts the request cold).
+//! twice: this thread drops the sandboxes built from its old digest (it
+//! looks every 2 s), and the supervisor itself refuses a request if its
+//! profile's files are no longer the ones it loaded (the daemon then starts
+//! the request cold).
 //!
 //! The warm supervisors are children of the refilling thread, which lives
 //! as long as the daemon: they end with it (parent-death signal), and their
@@ -31,7 +32,7 @@ use crate::provenance::AuditLog;
 const BUILD_WITHIN: Duration = Duration::from_secs(30);
 /// How long after a failed build the MBU is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
-/// How often the profiles are looked at when nothing else wakes the thread.
+/// How often the profiles are looked at for edits.
 const LOOK_EVERY: Duration = Duration::from_secs(2);
 
 /// The warm sandboxes, per MBU.
@@ -98,8 +99,14 @@ impl Pool {
     /// sandbox left is ended before it returns.
     pub fn keep_filled(&self, log: &AuditLog, busy: &dyn Fn() -> bool, say: &dyn Fn(String)) {
         let mut failed: HashMap<String, Instant> = HashMap::new();
+        let mut looked: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
-            self.drop_stale();
+            // Parsing every profile is not for each wake-up (one per
+            // execution's end): the supervisor checks its own at each request.
+            if looked.is_none_or(|at| at.elapsed() >= LOOK_EVERY) {
+                self.drop_stale();
+                looked = Some(Instant::now());
+            }
             let next = self.profiles.iter().find(|(mbu, _)| {
                 let have = self.counts().get(*mbu).copied().unwrap_or(0);
                 have < self.per_mbu && failed.get(*mbu).is_none_or(|at| at.elapsed() >= RETRY_AFTER)
