@@ -336,7 +336,23 @@ pub struct ServeArgs {
     /// Warm sandboxes kept per MBU a worker holds: built before anyone asks
     /// (namespaces, identity, filesystem view, cgroup, network), each used
     /// by one request, replaced while the daemon is not busy. 0: every
-    /// request builds its own.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// request builds its own. The policy's `[warm]` table sets it per MBU;
+    /// this is for the MBUs it does not name.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = warm_count)]
     pub warm: usize,
+}
+
+/// Most warm sandboxes of one MBU, for `serve --warm` and the policy's
+/// `[warm]` table: each holds an identity, a cgroup, a supervisor and an
+/// init while it waits, so a typo of `200` is refused rather than built.
+pub const MAX_WARM: usize = 16;
+
+/// `--warm N`: a count from 0 to [`MAX_WARM`].
+fn warm_count(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n <= MAX_WARM => Ok(n),
+        _ => Err(format!(
+            "not a count of warm sandboxes; valid: 0 (every request builds its own) to {MAX_WARM}"
+        )),
+    }
 }

@@ -784,6 +784,7 @@ fn show_gate(path: &Path, json: bool) -> i32 {
             "workers": gate.workers.iter().map(|w| serde_json::json!({
                 "name": w.name, "identity": w.identity.to_string(), "roles": w.roles, "may_run": gate.capabilities(w),
             })).collect::<Vec<_>>(),
+            "warm": gate.warm,
         });
         return match writeln!(
             std::io::stdout().lock(),
@@ -809,6 +810,13 @@ fn show_gate(path: &Path, json: bool) -> i32 {
             w.identity,
             w.roles.join(" "),
             gate.capabilities(w).join(" ")
+        ));
+    }
+    if !gate.warm.is_empty() {
+        let counts: Vec<String> = gate.warm.iter().map(|(mbu, n)| format!("{mbu} {n}")).collect();
+        s.push_str(&format!(
+            "warm         {} (serve --warm N for the others)\n",
+            counts.join(", ")
         ));
     }
     if writeln!(std::io::stdout().lock(), "{}", s.trim_end()).is_err() {

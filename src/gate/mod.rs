@@ -16,6 +16,10 @@
 //! [workers.research-agent]
 //! user = "agent"                   # a user name or a uid; or group = "…"
 //! roles = ["analyst"]
+//!
+//! [warm]                           # optional: sandboxes `serve` keeps built per MBU
+//! reason = 2                       # (`serve --warm N` for the MBUs not named)
+//! document_generation = 0
 //! ```
 //!
 //! Loading validates everything (unknown keys, unknown roles, users and groups
@@ -51,7 +55,13 @@ pub struct Gate {
     pub workers: Vec<Worker>,
     /// Each granted MBU's `limits.output`, as validated at load.
     pub output_limits: BTreeMap<String, u64>,
+    /// MBU → how many warm sandboxes `serve` keeps of it, where the policy
+    /// says (an admin knows which MBUs are called often and which are rare;
+    /// each warm sandbox holds an identity, a cgroup and two processes).
+    pub warm: BTreeMap<String, usize>,
 }
+
+pub use crate::cli::MAX_WARM;
 
 /// One worker: who it is to the kernel, and its roles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +168,8 @@ struct RawGate {
     roles: BTreeMap<Spanned<String>, RawRole>,
     #[serde(default)]
     workers: BTreeMap<Spanned<String>, RawWorker>,
+    #[serde(default)]
+    warm: BTreeMap<Spanned<String>, Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -324,6 +336,7 @@ impl Gate {
                 });
             }
         }
+        let warm = warm_counts(&raw.warm, &roles, &mut p);
         if !p.list.is_empty() {
             return Err(GateError::Invalid(p.list));
         }
@@ -333,6 +346,7 @@ impl Gate {
             profiles,
             roles,
             workers,
+            warm,
         })
     }
 
@@ -398,6 +412,45 @@ impl Gate {
         all.dedup();
         all
     }
+}
+
+/// The `[warm]` table: a count from 0 to [`MAX_WARM`] for an MBU a role
+/// grants (a name no role grants is a typo: nothing would ever be warmed).
+fn warm_counts(
+    raw: &BTreeMap<Spanned<String>, Spanned<i64>>,
+    roles: &BTreeMap<String, Vec<String>>,
+    p: &mut Problems<'_>,
+) -> BTreeMap<String, usize> {
+    let granted: Vec<&String> = {
+        let mut all: Vec<&String> = roles.values().flatten().collect();
+        all.sort();
+        all.dedup();
+        all
+    };
+    let mut warm = BTreeMap::new();
+    for (mbu, count) in raw {
+        let key = format!("warm.{}", mbu.get_ref());
+        let at = p.at(mbu, &key);
+        if !granted.contains(&&at.value) {
+            p.bad(&at, format!("no role grants this MBU; valid: one of {granted:?}"));
+            continue;
+        }
+        match usize::try_from(*count.get_ref()) {
+            Ok(n) if n <= MAX_WARM => {
+                warm.insert(at.value, n);
+            }
+            _ => {
+                p.bad_at(
+                    p.file.origin(count.span(), &key),
+                    format!(
+                        "{} is not a count of warm sandboxes; valid: 0 (every request builds its own) to {MAX_WARM}",
+                        count.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    warm
 }
 
 /// `DIR/NAME.toml`. Callers check `name` with [`is_mbu_name`] first, so it

@@ -59,7 +59,8 @@ pub struct ServeConfig {
     pub max_clients_per_uid: usize,
     /// Whether the socket may be in a directory others can write.
     pub socket_in_shared_dir: bool,
-    /// Warm sandboxes kept per MBU (see [`super::warm`]).
+    /// Warm sandboxes kept per MBU the policy's `[warm]` table does not
+    /// name (see [`super::warm`]).
     pub warm: usize,
 }
 
@@ -263,10 +264,10 @@ pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i
     0
 }
 
-/// The thread that keeps the warm sandboxes ready (none with `--warm 0`).
-/// The machine is busy while as many executions run as it has CPUs.
+/// The thread that keeps the warm sandboxes ready (none if no MBU keeps
+/// any). The machine is busy while as many executions run as it has CPUs.
 fn start_warmer(shared: &Arc<Shared>) -> Option<std::thread::JoinHandle<()>> {
-    if shared.cfg.warm == 0 {
+    if shared.pool.is_empty() {
         return None;
     }
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);

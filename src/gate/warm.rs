@@ -37,34 +37,41 @@ const LOOK_EVERY: Duration = Duration::from_secs(2);
 
 /// The warm sandboxes, per MBU.
 pub struct Pool {
-    per_mbu: usize,
-    /// MBU → its profile, for every MBU the policy grants to a worker.
-    profiles: BTreeMap<String, PathBuf>,
+    /// MBU → its profile and how many of it to keep, for every MBU the
+    /// policy grants to a worker and keeps at least one of.
+    profiles: BTreeMap<String, (PathBuf, usize)>,
     ready: Mutex<HashMap<String, Vec<Warm>>>,
     wake: Condvar,
     stop: AtomicBool,
 }
 
 impl Pool {
-    /// A pool of `per_mbu` warm sandboxes for each MBU `gate` grants to a
-    /// worker (an MBU only a role nobody holds names is never asked for).
+    /// A pool of warm sandboxes for each MBU `gate` grants to a worker (an
+    /// MBU only a role nobody holds names is never asked for): as many as
+    /// the policy's `[warm]` table says, else `per_mbu`.
     pub fn new(gate: &Gate, per_mbu: usize) -> Pool {
         let profiles = gate
             .workers
             .iter()
             .flat_map(|w| gate.capabilities(w))
-            .map(|mbu| {
+            .filter_map(|mbu| {
+                let keep = gate.warm.get(&mbu).copied().unwrap_or(per_mbu);
                 let profile = super::profile_path(&gate.profiles, &mbu);
-                (mbu, profile)
+                (keep > 0).then_some((mbu, (profile, keep)))
             })
             .collect();
         Pool {
-            per_mbu,
             profiles,
             ready: Mutex::new(HashMap::new()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
         }
+    }
+
+    /// Whether it keeps none of any MBU (`--warm 0` and no `[warm]` count
+    /// above 0 in the policy): then nothing refills it.
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty()
     }
 
     /// A warm sandbox of `mbu`, if one is ready.
@@ -94,8 +101,8 @@ impl Pool {
     }
 
     /// The refilling thread's loop, until [`Pool::stop`]: drops sandboxes of
-    /// a profile that changed, and builds one more wherever fewer than
-    /// `per_mbu` are ready, unless `busy` says the machine is. Every warm
+    /// a profile that changed, and builds one more wherever fewer are ready
+    /// than its MBU keeps, unless `busy` says the machine is. Every warm
     /// sandbox left is ended before it returns.
     pub fn keep_filled(&self, log: &AuditLog, busy: &dyn Fn() -> bool, say: &dyn Fn(String)) {
         let mut failed: HashMap<String, Instant> = HashMap::new();
@@ -107,12 +114,12 @@ impl Pool {
                 self.drop_stale();
                 looked = Some(Instant::now());
             }
-            let next = self.profiles.iter().find(|(mbu, _)| {
+            let next = self.profiles.iter().find(|(mbu, (_, keep))| {
                 let have = self.counts().get(*mbu).copied().unwrap_or(0);
-                have < self.per_mbu && failed.get(*mbu).is_none_or(|at| at.elapsed() >= RETRY_AFTER)
+                have < *keep && failed.get(*mbu).is_none_or(|at| at.elapsed() >= RETRY_AFTER)
             });
             match next {
-                Some((mbu, profile)) if !busy() => match build(profile, log) {
+                Some((mbu, (profile, _))) if !busy() => match build(profile, log) {
                     Ok(warm) => {
                         failed.remove(mbu);
                         if let Ok(mut ready) = self.ready.lock() {
@@ -145,7 +152,7 @@ impl Pool {
     /// Drops the warm sandboxes whose profile is no longer what is on disk.
     fn drop_stale(&self) {
         let mut stale = Vec::new();
-        for (mbu, profile) in &self.profiles {
+        for (mbu, (profile, _)) in &self.profiles {
             let now = crate::profile::Profile::load(profile)
                 .ok()
                 .map(|p| crate::provenance::profile_digest(&p.files));

@@ -75,7 +75,8 @@ fn a_bad_policy_is_refused_naming_file_line_and_key() {
         "[roles.analyst]\nmbus = [\"reason\", \"no-such-mbu\", \"../etc/passwd\"]\n\
          [workers.a]\nuser = \"no-such-user-xyz\"\nroles = [\"analyst\", \"no-role\"]\n\
          [workers.b]\nroles = [\"analyst\"]\n\
-         [workers.c]\ngroup = \"no-such-group-xyz\"\nroles = []\n",
+         [workers.c]\ngroup = \"no-such-group-xyz\"\nroles = []\n\
+         [warm]\nknowledge = 1\nreason = 17\n",
     );
     let out = Run::from_output(ninewall(Who::Root).arg("policy").arg(&path).output().unwrap());
     out.assert_code(2);
@@ -87,6 +88,8 @@ fn a_bad_policy_is_refused_naming_file_line_and_key() {
         format!("{file}:6: workers.a.roles[1] = \"no-role\": no such role; valid: one of [\"analyst\"]"),
         format!("{file}:7: workers.b: needs exactly one of user = \"NAME\" or group = \"NAME\""),
         format!("{file}:10: workers.c.group = \"no-such-group-xyz\": no such group on this host"),
+        format!("{file}:13: warm.knowledge = \"knowledge\": no role grants this MBU; valid: one of [\"reason\"]"),
+        format!("{file}:14: warm.reason: 17 is not a count of warm sandboxes; valid: 0 (every request builds its own) to 16"),
     ] {
         assert!(
             out.stderr.contains(&expected),
@@ -2208,6 +2211,91 @@ fn a_warm_sandbox_is_built_before_the_request_and_runs_exactly_one() {
         let argv = start["argv"].as_array().unwrap();
         assert_eq!(argv[argv.len() - 2..], [json!(""), json!("x y")], "{start:#}");
     }
+    verify(&d.log);
+}
+
+/// The policy's `[warm]` table sets the count per MBU, over `--warm`: the
+/// daemon keeps two of the MBU it names 2, none of the one it names 0 (a
+/// request for it starts cold), and `--warm`'s one of the MBU it does not
+/// name; a taken sandbox of the first is replaced up to two again.
+#[test]
+fn the_policy_sets_how_many_warm_sandboxes_each_mbu_keeps() {
+    let who = agent();
+    let policy = write_policy(
+        "warm-counts",
+        &format!(
+            "[roles.analyst]\nmbus = [\"knowledge\", \"reason\", \"document_generation\"]\n\
+             [workers.agent]\nuser = \"{}\"\nroles = [\"analyst\"]\n\
+             [warm]\nreason = 2\nknowledge = 0\n",
+            uid_of(who)
+        ),
+    );
+    let shown = Run::from_output(ninewall(Who::Root).arg("policy").arg(&policy).output().unwrap());
+    shown.assert_code(0);
+    assert!(
+        shown
+            .stdout
+            .contains("warm         knowledge 0, reason 2 (serve --warm N for the others)"),
+        "{shown:#?}"
+    );
+    let typo = Run::from_output(
+        ninewall(Who::Root)
+            .args(["serve", "--warm", "200", "--policy"])
+            .arg(&policy)
+            .output()
+            .unwrap(),
+    );
+    typo.assert_code(2);
+    assert!(
+        typo.stderr
+            .contains("not a count of warm sandboxes; valid: 0 (every request builds its own) to 16"),
+        "{typo:#?}"
+    );
+    let mut d = Daemon::start(&policy, &["--warm", "1"]);
+    let reason = wait_for_warm(&d, "reason", 2);
+    wait_for_warm(&d, "document_generation", 1);
+    // The refilling thread has built what it keeps and waits: nothing more.
+    std::thread::sleep(Duration::from_millis(1500));
+    let of = |mbu: &str| {
+        let profile = format!("/{mbu}.toml");
+        warm_supervisors(d.pid())
+            .into_iter()
+            .filter(|(_, cmd, _)| cmd.contains(&profile))
+            .count()
+    };
+    assert_eq!(
+        (of("reason"), of("document_generation"), of("knowledge")),
+        (2, 1, 0),
+        "warm supervisors: {:#?}",
+        warm_supervisors(d.pid())
+    );
+    let a = ask(who, &d.socket, &[json!({"mbu": "reason", "args": ["-c", "print(1)"]})]);
+    assert_eq!(a[0]["stdout"], "1\n", "{a:#?}");
+    let k = ask(
+        who,
+        &d.socket,
+        &[json!({"mbu": "knowledge", "args": ["-c", "print(2)"]})],
+    );
+    assert_eq!(k[0]["exit_code"], 0, "{k:#?}");
+    let replaced = wait_for_warm(&d, "reason", 2);
+    d.stop();
+    let recs = log_records(&d.log);
+    let warm_of = |mbu: &str| -> Vec<bool> {
+        recs.iter()
+            .filter(|r| r["kind"] == "exec.start" && r["mbu"] == mbu)
+            .map(|r| !r["warm"].is_null())
+            .collect()
+    };
+    assert_eq!(warm_of("reason"), [true], "{recs:#?}");
+    assert_eq!(warm_of("knowledge"), [false], "{recs:#?}");
+    let taken = supervisor_of(
+        recs.iter()
+            .find(|r| r["kind"] == "exec.start" && r["mbu"] == "reason")
+            .and_then(|r| r["exec"].as_str())
+            .unwrap(),
+    );
+    assert!(reason.contains(&taken), "{taken} was not one of {reason:?}");
+    assert!(!replaced.contains(&taken), "{taken} is warm again: {replaced:?}");
     verify(&d.log);
 }
 

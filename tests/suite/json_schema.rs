@@ -133,12 +133,14 @@ fn every_json_output_matches_its_schema() {
     std::fs::write(
         &policy,
         format!(
-            "profiles = {:?}\n[roles.analyst]\nmbus = [\"reason\"]\n[workers.boss]\nuser = \"root\"\nroles = [\"analyst\"]\n",
+            "profiles = {:?}\n[roles.analyst]\nmbus = [\"reason\"]\n[workers.boss]\nuser = \"root\"\nroles = [\"analyst\"]\n\
+             [warm]\nreason = 2\n",
             stage().profiles.display().to_string()
         ),
     )
     .unwrap();
     let (_, roles) = json_of(&["policy", "--json", policy.to_str().unwrap()]);
+    assert_eq!(roles["warm"], serde_json::json!({"reason": 2}));
     assert_schema("policy", &roles);
 
     let (_, probe) = json_of(&["probe", "--json"]);
