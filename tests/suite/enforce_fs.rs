@@ -345,15 +345,48 @@ fn a_workspace_the_sandbox_cannot_write_is_refused_before_anything_runs() {
     assert!(!marker.exists());
 }
 
+/// The directories of the libraries the host's loader cache lists that the
+/// reason profile does not show (on Debian, none without multilib; with
+/// `libc6-i386`, `/usr/lib32`).
+fn cache_dirs_beyond_reason() -> Vec<String> {
+    let out = std::process::Command::new("/sbin/ldconfig").arg("-p").output().unwrap();
+    let shown = [
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib/python3.11/lib-dynload",
+    ];
+    let mut dirs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(" => ")
+                .map(|(_, path)| std::path::PathBuf::from(path.trim()))
+        })
+        .filter_map(|lib| std::fs::canonicalize(lib.parent()?).ok())
+        .filter(|dir| !shown.iter().any(|s| dir.starts_with(s)))
+        .map(|dir| dir.display().to_string())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs
+}
+
 #[test]
 fn the_loader_gets_the_hosts_cache_read_only_when_it_shows_nothing_new() {
     // The reason profile binds /usr/lib/x86_64-linux-gnu, where every library
-    // of a Debian host's cache is: the sandbox gets the cache, read-only, and
-    // nothing else of /etc.
+    // of a Debian host's cache is (with what a multilib host lists elsewhere
+    // added): the sandbox gets the cache, read-only, and nothing else of /etc.
     let Ok(host) = std::fs::read("/etc/ld.so.cache") else {
         skip("this host has no /etc/ld.so.cache");
         return;
     };
+    let reason = std::fs::read_to_string(profile("reason"))
+        .unwrap()
+        .replace("name = \"reason\"", "name = \"ldcache-reason\"")
+        .replace(
+            "[fs]\n",
+            &format!("[fs]\nlibraries = {:?}\n", cache_dirs_beyond_reason()),
+        );
+    let shows_the_cache = write_profile("ldcache-reason", &reason);
     let host_sha = {
         let out = std::process::Command::new("sha256sum")
             .arg("/etc/ld.so.cache")
@@ -378,7 +411,7 @@ print(json.dumps({{"sha": hashlib.sha256(open("/etc/ld.so.cache", "rb").read()).
         );
         let r = run(
             who,
-            &profile("reason"),
+            &shows_the_cache,
             &["--audit-log", log.to_str().unwrap()],
             &["-c", &code],
             None,
