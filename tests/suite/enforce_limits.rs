@@ -301,8 +301,10 @@ fn a_reader_that_never_reads_stops_neither_the_wall_limit_nor_the_end_record() {
             .spawn()
             .unwrap();
         let ended = loop {
+            // Whole lines only: the end may be half written when read.
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(line) = text.lines().find(|l| l.contains("\"kind\":\"exec.end\"")) {
+            let whole = text.rsplit_once('\n').map_or("", |(done, _)| done);
+            if let Some(line) = whole.lines().find(|l| l.contains("\"kind\":\"exec.end\"")) {
                 break line.to_string();
             }
             assert!(

@@ -1041,14 +1041,14 @@ fn a_daemon_killed_mid_execution_takes_its_executions_down_and_leaves_a_log_that
     // the start record: a supervisor whose requester is gone before it
     // starts runs nothing and records nothing.
     wait_until("the execution starts", || {
-        mbu_runs(&marker) && log_records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+        mbu_runs(&marker) && log_records_so_far(&d.log).iter().any(|r| r["kind"] == "exec.start")
     });
     let mut daemon = d.child.take().unwrap();
     daemon.kill().unwrap();
     daemon.wait().unwrap();
     // Its supervisors get SIGTERM, end their sandboxes and record the end.
     wait_until("the execution ends with its daemon", || {
-        host_processes_with(&marker).is_empty() && log_records(&d.log).iter().any(|r| r["kind"] == "exec.end")
+        host_processes_with(&marker).is_empty() && log_records_so_far(&d.log).iter().any(|r| r["kind"] == "exec.end")
     });
     let _ = client.wait();
     verify(&d.log);
@@ -1064,7 +1064,7 @@ fn sigterm_drains_running_executions_and_kills_them_past_the_grace_period() {
         let client = client_sending(who, &d.socket, &req);
         // Wait until the execution has started, then ask the daemon to stop.
         wait_until("the execution starts", || {
-            log_records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+            log_records_so_far(&d.log).iter().any(|r| r["kind"] == "exec.start")
         });
         let stopped = d.stop();
         assert_eq!(stopped.code, 0, "{stopped:#?}");
@@ -1564,12 +1564,12 @@ fn a_client_that_hangs_up_cancels_its_execution_and_the_log_says_so() {
     // The MBU, and the start record (a client gone before the start is
     // answered "nothing ran", and nothing is recorded).
     wait_until("the MBU runs", || {
-        mbu_runs(&marker) && log_records(&d.log).iter().any(|r| r["kind"] == "exec.start")
+        mbu_runs(&marker) && log_records_so_far(&d.log).iter().any(|r| r["kind"] == "exec.start")
     });
     drop(c.stdin.take());
     c.wait().unwrap();
     wait_until("the execution ends", || {
-        log_records(&d.log).iter().any(|r| r["kind"] == "exec.end")
+        log_records_so_far(&d.log).iter().any(|r| r["kind"] == "exec.end")
     });
     wait_until("nothing of it is left", || host_processes_with(&marker).is_empty());
     d.stop();
@@ -1603,7 +1603,11 @@ fn clients_that_never_read_their_output_do_not_swell_the_daemon() {
         assert_eq!(first_line(c).trim(), "sent");
     }
     wait_until("16 executions run", || {
-        log_records(&d.log).iter().filter(|r| r["kind"] == "exec.start").count() >= 16
+        log_records_so_far(&d.log)
+            .iter()
+            .filter(|r| r["kind"] == "exec.start")
+            .count()
+            >= 16
     });
     // Let them fill every pipe and buffer they can.
     std::thread::sleep(Duration::from_secs(2));
@@ -1632,7 +1636,11 @@ fn clients_that_never_read_their_output_do_not_swell_the_daemon() {
         c.wait().unwrap();
     }
     wait_until("the stalled executions end", || {
-        log_records(&d.log).iter().filter(|r| r["kind"] == "exec.end").count() >= 17
+        log_records_so_far(&d.log)
+            .iter()
+            .filter(|r| r["kind"] == "exec.end")
+            .count()
+            >= 17
     });
     d.stop();
     let recs = log_records(&d.log);
@@ -1954,7 +1962,7 @@ fn a_worker_calls_with_ninewall_call_streams_and_cancels() {
     unsafe { libc::kill(i32::try_from(child.id()).unwrap(), libc::SIGINT) };
     child.wait().unwrap();
     wait_until("the cancelled run is recorded", || {
-        log_records(&d.log)
+        log_records_so_far(&d.log)
             .iter()
             .any(|r| r["kind"] == "exec.end" && r["reason"] == "cancelled")
     });

@@ -345,6 +345,19 @@ pub fn log_records(log: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The records of a log that ninewall may be appending to: every whole
+/// line. A reader can see an append half done (a write to a file is not
+/// atomic to a concurrent read), so a last line without its newline is not
+/// a record yet; [`log_records`] is for logs no one writes any more.
+pub fn log_records_so_far(log: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let whole = text.rsplit_once('\n').map_or("", |(done, _)| done);
+    whole
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: not a record ({e}): {l}", log.display())))
+        .collect()
+}
+
 /// The ids of the executions started in a log, in order.
 pub fn exec_ids(log: &Path) -> Vec<String> {
     log_records(log)
