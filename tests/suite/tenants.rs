@@ -52,13 +52,28 @@ fn pids_of_uid(uid: u32) -> Vec<(i32, char)> {
         .collect()
 }
 
-/// The processes of `uid` that exist beyond an exit status: not zombies
-/// (a dead process whose parent, here a killed supervisor, is gone waits for
-/// the host's pid 1 to reap it; it runs and holds nothing).
+/// The processes of `uid` that can still run code: not zombies (a dead
+/// process whose parent, here a killed supervisor, is gone waits for the
+/// host's pid 1 to reap it; it runs and holds nothing) and not exiting.
+/// A process that has begun to exit (`PF_EXITING`, set before it closes
+/// its descriptors) never returns to user space; the sandbox's outer child,
+/// which runs as the execution's uid and holds the identity's lock, closes
+/// it and then tears down its namespaces before it is a zombie.
 fn live_pids_of_uid(uid: u32) -> Vec<i32> {
+    const PF_EXITING: u64 = 0x4;
     pids_of_uid(uid)
         .into_iter()
         .filter(|&(_, state)| state != 'Z')
+        .filter(|&(pid, _)| {
+            // Field 9 of stat, the task's flags; after the ")" of the name it
+            // is the 7th. Unreadable: the process is gone.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let flags = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse::<u64>().ok());
+                flags.is_some_and(|f| f & PF_EXITING == 0)
+            })
+        })
         .map(|(pid, _)| pid)
         .collect()
 }
