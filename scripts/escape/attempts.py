@@ -20,6 +20,7 @@ ABSTRACT = C.get("abstract", "none")
 UNIX_PATH = C.get("unix", "/nonexistent")
 HOST_NAME = C.get("hostname", "")
 RUN = C.get("run", "")
+SCRATCH_ID = C.get("scratch_id", "")          # st_dev:st_ino of the scratch dir
 W = "/work" if os.path.isdir("/work") and os.access("/work", os.W_OK) else S  # writable place
 
 
@@ -174,6 +175,30 @@ def fs_raw_disk():
             try_open(d, "rb")
     blocked("ENOENT: no disk device visible")
 def fs_cgroup_write(): try_open("/sys/fs/cgroup/cgroup.procs", "a")
+def fs_inherited_descriptor():
+    # The harness leaks a descriptor on the host directory of the canary into
+    # what it starts (as a careless caller would). Holding it is the escape:
+    # getdents and fchdir on it need no path, so neither the mount view nor
+    # Landlock (which checks at open) stands between it and the host.
+    seen = []
+    for fd in range(3, 1024):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        try:
+            seen.append(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            seen.append(f"{fd}:?")
+        if f"{st.st_dev}:{st.st_ino}" != SCRATCH_ID:
+            continue
+        try:
+            got = os.open(os.path.basename(CANARY), os.O_RDONLY, dir_fd=fd)
+            how = f"read {len(os.read(got, 200))} bytes of the canary beneath it"
+        except OSError as e:
+            how = f"opening the canary beneath it: {err(e)}"
+        escaped(f"inherited descriptor {fd} on the host's canary directory; {how}")
+    blocked("no inherited descriptor on the host's canary directory; open: " + (" ".join(seen) or "none beyond 0-2"))
 def fs_mmap_exec_written():
     import mmap
     f = W + "/nw-code"

@@ -79,6 +79,7 @@ def config(run):
         "scratch": scratch, "canary": canary, "host_pid": os.getpid(), "tcp": tcp.getsockname()[1],
         "udp": udp.getsockname()[1], "abstract": abstract_name, "unix": unix_path,
         "hostname": socket.gethostname(), "run": run,
+        "scratch_id": f"{os.stat(scratch).st_dev}:{os.stat(scratch).st_ino}",
     }.items())
 
 def orphans(run):
@@ -114,11 +115,16 @@ def accepted():
             pass
     return hit
 
+# The descriptor fs_inherited_descriptor looks for: the canary's directory,
+# left open in whatever the harness starts for that attempt.
+leaked = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
+
 def verdict(cmd, name, run, env=None):
     """Runs one attempt; returns (result, detail)."""
+    fds = (leaked,) if name == "fs_inherited_descriptor" else ()
     try:
         p = subprocess.run(cmd + ["-c", ATTEMPTS, name, config(run)], capture_output=True, text=True,
-                           timeout=150, cwd=scratch, env=env)
+                           timeout=150, cwd=scratch, env=env, pass_fds=fds)
     except subprocess.TimeoutExpired:
         return "ERROR", "timed out"
     out = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
