@@ -17,6 +17,14 @@
 //! (`sandbox::child`'s lifeline). Concurrent supervisors cannot take the same id; the
 //! files stay (removing a lock file under a lock is a race), one per id ever
 //! used.
+//!
+//! The outer child runs as the id itself, and a process closes its
+//! descriptors (so frees the lock) before it tears down its namespaces and
+//! becomes a zombie: for that moment the id is unlocked while a process of
+//! it still exists. So the lock file also names its last holder (the outer
+//! child's pid and start time, [`Identity::held_by`]), and an id whose last
+//! holder still exists, other than as a zombie, is not taken even when its
+//! lock is free: no two executions' processes ever share an id.
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -111,6 +119,19 @@ impl Identity {
         self.lock.as_raw_fd()
     }
 
+    /// Names `pid` (the sandbox's outer child, which holds the lock too) in
+    /// the lock file as its last holder: until that process is gone, the id
+    /// is not taken again even once the lock is free.
+    pub fn held_by(&self, pid: i32) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let started = start_time(pid)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no process {pid}")))?;
+        let file = std::fs::File::from(self.lock.try_clone()?);
+        let line = format!("{pid} {started}\n");
+        file.set_len(0)?;
+        file.write_all_at(line.as_bytes(), 0)
+    }
+
     /// Takes a free id of `range`, with its lock files in `dir` (made, 0700,
     /// if missing). Starts at a place that depends on the process and the
     /// time, so concurrent supervisors rarely try the same ids.
@@ -140,7 +161,12 @@ impl Identity {
             if named.iter().any(|&(lo, hi)| lo <= id && id <= hi) {
                 continue;
             }
-            if let Some(lock) = try_lock(&dir.join(id.to_string())).map_err(dir_error)? {
+            let path = dir.join(id.to_string());
+            if let Some(lock) = try_lock(&path).map_err(dir_error)? {
+                if last_holder_exists(&path) {
+                    // Still exiting; it lets go of the lock when dropped.
+                    continue;
+                }
                 return Ok(Identity { id, lock });
             }
         }
@@ -167,6 +193,41 @@ fn try_lock(path: &Path) -> std::io::Result<Option<OwnedFd>> {
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The start time of process `pid` (field 22 of its stat, in clock ticks
+/// since boot): with the pid, it names one process for all time.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name's ")": state is field 3, start time field 22.
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process a lock file names as its last holder still exists
+/// other than as a zombie (one that has torn everything down and only waits
+/// to be reaped). A file naming none (new, or written by an older ninewall)
+/// names nobody.
+fn last_holder_exists(lock_file: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(lock_file) else {
+        return false;
+    };
+    let mut fields = text.split_whitespace();
+    let (Some(Ok(pid)), Some(Ok(started))) = (
+        fields.next().map(str::parse::<i32>),
+        fields.next().map(str::parse::<u64>),
+    ) else {
+        return false;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut f = rest.split_whitespace();
+    let state = f.next();
+    let same = f.nth(18).and_then(|s| s.parse::<u64>().ok()) == Some(started);
+    same && !matches!(state, Some("Z" | "X"))
 }
 
 /// Every id or id range the host's databases name: users and groups, and
@@ -240,6 +301,47 @@ mod tests {
             assert_eq!(Identity::allocate(range, &dir).unwrap().id(), freed);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// An id whose lock is free is still not taken while the process its
+    /// lock file names exists: running, or stopped, or anything but a
+    /// zombie. Once that process is a zombie or gone, it is.
+    #[test]
+    fn an_id_is_not_taken_while_its_last_holder_exists() {
+        if !is_root() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ninewall-ids-holder-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let range = IdRange {
+            first: 0x7000_0000,
+            last: 0x7000_0000,
+        };
+        let mut holder = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = i32::try_from(holder.id()).unwrap();
+        let id = Identity::allocate(range, &dir).unwrap();
+        id.held_by(pid).unwrap();
+        drop(id);
+        assert!(
+            matches!(Identity::allocate(range, &dir), Err(IdentityError::Exhausted { .. })),
+            "taken while its last holder {pid} runs"
+        );
+        sys::kill(pid, libc::SIGSTOP).unwrap();
+        assert!(
+            matches!(Identity::allocate(range, &dir), Err(IdentityError::Exhausted { .. })),
+            "taken while its last holder {pid} is stopped"
+        );
+        // Killed and not yet reaped: a zombie, which holds nothing.
+        sys::kill(pid, libc::SIGKILL).unwrap();
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let again = Identity::allocate(range, &dir).unwrap();
+        assert_eq!(again.id(), range.first);
+        drop(again);
+        holder.wait().unwrap();
+        assert_eq!(Identity::allocate(range, &dir).unwrap().id(), range.first);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The lock directory must be root's: only a root test can make one.

@@ -1043,8 +1043,18 @@ pub fn spawn(planned: &Planned, policy: &Policy, identity: Option<&Identity>, wa
                 workspace: planned.workspace_tree.as_ref().map(AsRawFd::as_raw_fd),
                 warm,
             };
+            let sandbox = sandbox::spawn_with(&planned.setup, inherit).and_then(|running| {
+                // The id is not handed out again while this process exists.
+                match identity.map_or(Ok(()), |id| id.held_by(running.outer_pid())) {
+                    Ok(()) => Ok(running),
+                    Err(e) => {
+                        running.abandon();
+                        Err(SandboxError::Identity(e))
+                    }
+                }
+            });
             Launch {
-                sandbox: sandbox::spawn_with(&planned.setup, inherit),
+                sandbox,
                 delegation: pair.map(|(ours, _inside)| ours),
             }
         }

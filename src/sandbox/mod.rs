@@ -99,6 +99,9 @@ pub enum SandboxError {
     /// A warm sandbox could not be built, or not be given its request.
     #[error("warm sandbox: {0}")]
     Warm(String),
+    /// The execution's identity could not name its sandbox as its holder.
+    #[error("wall 3 (credentials): cannot name the sandbox in its identity's lock file: {0}")]
+    Identity(#[source] std::io::Error),
 }
 
 /// Most bytes the supervisor reads from the interpreter guard's report
@@ -597,6 +600,12 @@ impl AsRawFd for SignalForwarder {
 }
 
 impl Running {
+    /// Host pid of the sandbox's outer child (which holds the identity's
+    /// lock with the supervisor).
+    pub fn outer_pid(&self) -> i32 {
+        self.outer
+    }
+
     /// Host pid of the sandbox's init, once started.
     pub fn init_pid(&self) -> Option<i32> {
         self.init

@@ -58,7 +58,9 @@ fn pids_of_uid(uid: u32) -> Vec<(i32, char)> {
 /// A process that has begun to exit (`PF_EXITING`, set before it closes
 /// its descriptors) never returns to user space; the sandbox's outer child,
 /// which runs as the execution's uid and holds the identity's lock, closes
-/// it and then tears down its namespaces before it is a zombie.
+/// it and then tears down its namespaces before it is a zombie (the lock
+/// file names it, and the id is not taken again until it is one: the unit
+/// test `an_id_is_not_taken_while_its_last_holder_exists`).
 fn live_pids_of_uid(uid: u32) -> Vec<i32> {
     const PF_EXITING: u64 = 0x4;
     pids_of_uid(uid)
