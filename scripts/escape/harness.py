@@ -1,11 +1,13 @@
 """Runs every escape attempt (attempts.py) once outside any sandbox, to prove
-it works on this host, and then inside each shipped profile, and prints a
-table and a summary. Exit status 0 only when every testable attempt was
+it works on this host, and then inside each shipped profile, twice: started
+by `ninewall run`, and asked of a `ninewall serve` daemon (so in one of its
+warm sandboxes, built before the request, as workers' requests run). Prints
+a table and a summary. Exit status 0 only when every testable attempt was
 blocked everywhere and nothing errored.
 
     python3 harness.py NINEWALL PROFILES_DIR
 """
-import os, shutil, signal, socket, subprocess, sys, tempfile, time, uuid
+import atexit, json, os, shutil, signal, socket, subprocess, sys, tempfile, time, uuid
 
 NINEWALL, PROFILES = sys.argv[1], sys.argv[2]
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -119,13 +121,45 @@ def accepted():
 # left open in whatever the harness starts for that attempt.
 leaked = os.open(scratch, os.O_RDONLY | os.O_DIRECTORY)
 
-def verdict(cmd, name, run, env=None):
-    """Runs one attempt; returns (result, detail)."""
+class Ran:
+    """What one attempt left: exit status (negative: killed by that signal),
+    stdout, and stderr with ninewall's own lines."""
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+def launched(cmd, name, run, env=None):
+    """The attempt run as a command (bare, or `ninewall run`)."""
     fds = (leaked,) if name == "fs_inherited_descriptor" else ()
+    p = subprocess.run(cmd + ["-c", ATTEMPTS, name, config(run)], capture_output=True, text=True,
+                       timeout=150, cwd=scratch, env=env, pass_fds=fds)
+    return Ran(p.returncode, p.stdout, p.stderr)
+
+def asked(mbu):
+    """The attempt asked of the daemon for MBU (protocol 1: one answer)."""
+    def ask(name, run):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(150)
+            s.connect(daemon_socket)
+            request = {"mbu": mbu, "args": ["-c", ATTEMPTS, name, config(run)]}
+            s.sendall(json.dumps(request).encode() + b"\n")
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                line += chunk
+        answer = json.loads(line)
+        if not answer.get("ok"):
+            return Ran(125, "", "ninewall: " + answer.get("error", "no answer"))
+        said = "".join(f"\nninewall: {m}" for m in answer.get("messages", []))
+        return Ran(answer["exit_code"], answer.get("stdout", ""), answer.get("stderr", "") + said)
+    return ask
+
+def verdict(attempt, name, run):
+    """Runs one attempt; returns (result, detail)."""
     try:
-        p = subprocess.run(cmd + ["-c", ATTEMPTS, name, config(run)], capture_output=True, text=True,
-                           timeout=150, cwd=scratch, env=env, pass_fds=fds)
-    except subprocess.TimeoutExpired:
+        p = attempt(name, run)
+    except (subprocess.TimeoutExpired, socket.timeout):
         return "ERROR", "timed out"
     out = [l for l in p.stdout.splitlines() if l.startswith("RESULT ")]
     result, detail = "ERROR", ""
@@ -160,11 +194,29 @@ def verdict(cmd, name, run, env=None):
         result, detail = "ESCAPED", f"processes outlived the run: {left}"
     return result, detail
 
+# The daemon: every profile granted to this user, one warm sandbox each
+# (the default), its own socket and log.
+daemon_socket = os.path.join(scratch, "ninewall.sock")
+with open(os.path.join(scratch, "policy.toml"), "w") as f:
+    f.write(f'profiles = "{PROFILES}"\n[roles.escape]\nmbus = {json.dumps(SHIPPED)}\n'
+            f'[workers.harness]\nuser = "{os.getuid()}"\nroles = ["escape"]\n')
+daemon = subprocess.Popen([NINEWALL, "serve", "--policy", os.path.join(scratch, "policy.toml"),
+                           "--socket", daemon_socket, "--audit-log", os.path.join(scratch, "daemon.jsonl")],
+                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(scratch, "daemon.err"), "w"))
+atexit.register(daemon.terminate)  # whatever ends the harness ends it too
+for _ in range(200):
+    if os.path.exists(daemon_socket) or daemon.poll() is not None:
+        break
+    time.sleep(0.05)
+if not os.path.exists(daemon_socket):
+    print("the daemon did not start: " + open(os.path.join(scratch, "daemon.err")).read())
+    sys.exit(1)
+
 rows, untestable = [], []
 env = dict(os.environ, NW_HOST_SECRET="yes")
 for name in names:
     run = uuid.uuid4().hex[:8]
-    res, detail = verdict([PYTHON, "-I", "-S"], name, run, env)
+    res, detail = verdict(lambda n, r: launched([PYTHON, "-I", "-S"], n, r, env), name, run)
     if res != "ESCAPED":
         untestable.append((name, detail))
         continue
@@ -174,21 +226,28 @@ for name in names:
         if check.returncode != 0:
             rows.append((name, profile, "ERROR", "profile does not check: " + check.stderr.strip()))
             continue
-        run = uuid.uuid4().hex[:8]
-        res, detail = verdict([NINEWALL, "run", "--audit-log", log, "--profile", path, "--"], name, run)
-        rows.append((name, profile, res, detail))
+        run_cmd = [NINEWALL, "run", "--audit-log", log, "--profile", path, "--"]
+        for how, attempt in (("run", lambda n, r: launched(run_cmd, n, r)), ("serve", asked(profile))):
+            run = uuid.uuid4().hex[:8]
+            res, detail = verdict(attempt, name, run)
+            rows.append((name, f"{profile} ({how})", res, detail))
     if open(canary).read() != SECRET or os.stat(canary).st_mode & 0o7777 != 0o644:
         rows.append((name, "-", "ESCAPED", "the host canary changed"))
+daemon.terminate()
+daemon.wait(timeout=60)
+starts = [r for r in map(json.loads, open(os.path.join(scratch, "daemon.jsonl"))) if r.get("kind") == "exec.start"]
+warm = sum(1 for r in starts if r.get("warm"))
 
 width = max(len(r[0]) for r in rows) if rows else 10
-print(f"{'attempt':<{width}}  {'profile':<20}  {'result':<8}  detail")
+print(f"{'attempt':<{width}}  {'profile (how)':<36}  {'result':<8}  detail")
 for n, p, r, d in rows:
-    print(f"{n:<{width}}  {p:<20}  {r:<8}  {d}")
+    print(f"{n:<{width}}  {p:<36}  {r:<8}  {d}")
 if untestable:
     print()
     print("not testable on this host (the attempt did not work even without a sandbox):")
     for n, d in untestable:
         print(f"  {n}: {d}")
+print(f"\nthrough the daemon: {len(starts)} executions, {warm} of them in a sandbox built before its request")
 b = sum(r[2] == "BLOCKED" for r in rows)
 e = sum(r[2] == "ESCAPED" for r in rows)
 x = sum(r[2] == "ERROR" for r in rows)
