@@ -137,18 +137,23 @@ def launched(cmd, name, run, env=None):
 def asked(mbu):
     """The attempt asked of the daemon for MBU (protocol 1: one answer)."""
     def ask(name, run):
-        with socket.socket(socket.AF_UNIX) as s:
-            s.settimeout(150)
-            s.connect(daemon_socket)
-            request = {"mbu": mbu, "args": ["-c", ATTEMPTS, name, config(run)]}
-            s.sendall(json.dumps(request).encode() + b"\n")
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                line += chunk
-        answer = json.loads(line)
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(150)
+                s.connect(daemon_socket)
+                request = {"mbu": mbu, "args": ["-c", ATTEMPTS, name, config(run)]}
+                s.sendall(json.dumps(request).encode() + b"\n")
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    line += chunk
+            answer = json.loads(line)
+        except socket.timeout:
+            raise
+        except (OSError, ValueError) as e:
+            return Ran(125, "", f"ninewall: no answer from the daemon: {e}")
         if not answer.get("ok"):
             return Ran(125, "", "ninewall: " + answer.get("error", "no answer"))
         said = "".join(f"\nninewall: {m}" for m in answer.get("messages", []))
@@ -237,6 +242,11 @@ daemon.terminate()
 daemon.wait(timeout=60)
 starts = [r for r in map(json.loads, open(os.path.join(scratch, "daemon.jsonl"))) if r.get("kind") == "exec.start"]
 warm = sum(1 for r in starts if r.get("warm"))
+# What the attempts did is on record, and the records are intact.
+for path in (log, os.path.join(scratch, "daemon.jsonl")):
+    check = subprocess.run([NINEWALL, "audit", "verify", path], capture_output=True, text=True)
+    if check.returncode != 0:
+        rows.append(("audit verify", os.path.basename(path), "ERROR", (check.stdout + check.stderr).strip()[-200:]))
 
 width = max(len(r[0]) for r in rows) if rows else 10
 print(f"{'attempt':<{width}}  {'profile (how)':<36}  {'result':<8}  detail")
