@@ -124,7 +124,7 @@ impl Identity {
     /// is not taken again even once the lock is free.
     pub fn held_by(&self, pid: i32) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
-        let started = start_time(pid)
+        let (_, started) = state_and_start(pid)
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("no process {pid}")))?;
         let file = std::fs::File::from(self.lock.try_clone()?);
         let line = format!("{pid} {started}\n");
@@ -195,12 +195,15 @@ fn try_lock(path: &Path) -> std::io::Result<Option<OwnedFd>> {
     }
 }
 
-/// The start time of process `pid` (field 22 of its stat, in clock ticks
-/// since boot): with the pid, it names one process for all time.
-fn start_time(pid: i32) -> Option<u64> {
+/// The state of process `pid` and its start time (fields 3 and 22 of its
+/// stat; the start time in clock ticks since boot: with the pid, it names
+/// one process for all time).
+fn state_and_start(pid: i32) -> Option<(String, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name's ")": state is field 3, start time field 22.
-    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.to_string();
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// Whether the process a lock file names as its last holder still exists
@@ -218,16 +221,7 @@ fn last_holder_exists(lock_file: &Path) -> bool {
     ) else {
         return false;
     };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let mut f = rest.split_whitespace();
-    let state = f.next();
-    let same = f.nth(18).and_then(|s| s.parse::<u64>().ok()) == Some(started);
-    same && !matches!(state, Some("Z" | "X"))
+    state_and_start(pid).is_some_and(|(state, start)| start == started && !matches!(state.as_str(), "Z" | "X"))
 }
 
 /// Every id or id range the host's databases name: users and groups, and
