@@ -264,6 +264,11 @@ pub struct RunArgs {
     /// itself, as --lineage-fd).
     #[arg(long, value_name = "FD", hide = true, requires = "outcome_fd", conflicts_with_all = ["lineage_fd", "workspace", "args"])]
     pub warm_fd: Option<i32>,
+    /// Run in this cgroup the daemon made and lends for the execution,
+    /// instead of making one (used by `serve` on cgroup v1; only from
+    /// ninewall itself, as --lineage-fd).
+    #[arg(long, value_name = "NAME", hide = true, requires = "outcome_fd")]
+    pub cgroup: Option<String>,
     /// A host directory to use as the workspace (read-write, noexec) instead
     /// of a fresh tmpfs.
     #[arg(long, value_name = "DIR")]

@@ -98,6 +98,11 @@ pub struct Cgroups {
     /// The supervisor's cgroup directory in the v1 hierarchy of each of
     /// [`V1_CONTROLLERS`].
     pub v1: Result<Vec<(&'static str, PathBuf)>, Unusable>,
+    /// The v1 cgroup a daemon lent this execution (`run --cgroup`, see
+    /// `sandbox::cgroup::CgroupPool`): not a probe but a loan, set by the
+    /// pipeline; used instead of a fresh cgroup if it is fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lent: Option<String>,
 }
 
 impl Cgroups {
@@ -126,7 +131,7 @@ impl Cgroups {
             .into_iter()
             .map(|controller| v1_parent(controller, &own, &mounts).map(|dir| (controller, dir)))
             .collect();
-        Cgroups { v2, v1 }
+        Cgroups { v2, v1, lent: None }
     }
 
     /// Neither version, for the same reason.
@@ -134,6 +139,7 @@ impl Cgroups {
         Cgroups {
             v2: Err(why.clone()),
             v1: Err(why),
+            lent: None,
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Invocation {
     pub args: Vec<String>,
     /// Say which walls are built and what the run used.
     pub verbose: bool,
+    /// The cgroup a daemon lends this execution (`run --cgroup`), by name.
+    pub cgroup: Option<String>,
     /// Whoever asked for the run, when someone did (`run --outcome-fd`):
     /// the write end of the pipe it reads the outcome from. The run is
     /// ended (limit `cancelled`) once nobody can read it.
@@ -213,6 +215,7 @@ fn try_execute(invocation: &Invocation, messages: &mut Messages) -> Result<Finis
     // processes are gone.
     let identity = identity_for(&host)?;
     host.identity = identity.as_ref().map(Identity::id);
+    host.cgroups.lent.clone_from(&invocation.cgroup);
     let loaded = load(&admission)?;
     let workspace = prepare_workspace(invocation, &host, &admission.lineage)?;
     let disk = bound_disk(&loaded.policy, workspace.as_ref())?;
@@ -844,6 +847,7 @@ fn try_execute_warm(control: &UnixStream, invocation: &Invocation, messages: &mu
     let admission = admit(invocation, &host)?;
     let identity = identity_for(&host)?;
     host.identity = identity.as_ref().map(Identity::id);
+    host.cgroups.lent.clone_from(&invocation.cgroup);
     let loaded = load(&admission)?;
     let signals = SignalForwarder::install().map_err(SandboxError::Signals)?;
     let log_source = log_source(invocation, &host)?;

@@ -123,9 +123,10 @@ fn lineage_from(fd: i32) -> Result<Lineage, String> {
 }
 
 /// Whether the process that started this one runs this very program: who
-/// asked is taken from nothing else.
+/// asked, a warm sandbox's requests and a lent cgroup are taken from
+/// nothing else.
 fn started_by_ninewall() -> Result<(), String> {
-    let not_ninewall = "who asked is taken only from ninewall itself (a daemon or a delegating supervisor), \
+    let not_ninewall = "this is taken only from ninewall itself (a daemon or a delegating supervisor), \
                         and the process that started this one is not ninewall";
     match sys::parent_runs_this_program() {
         Ok(true) => Ok(()),
@@ -161,6 +162,12 @@ fn run(args: RunArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if args.cgroup.is_some() {
+        if let Err(e) = started_by_ninewall() {
+            say(format!("--cgroup: {e}"));
+            return EXIT_USAGE;
+        }
+    }
     let outcome_fd = args.outcome_fd;
     let json = args.json;
     let invocation = Invocation {
@@ -178,6 +185,7 @@ fn run(args: RunArgs) -> i32 {
         },
         args: args.args,
         verbose: args.verbose,
+        cgroup: args.cgroup,
         requester: None,
     };
     let Some(fd) = outcome_fd else {

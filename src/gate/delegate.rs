@@ -113,6 +113,7 @@ impl Delegation {
             audit_log: &self.log,
             lineage: &lineage,
             output_cap: child.policy.limits.output,
+            cgroups: None,
         };
         let started = match exec.start() {
             Ok(s) => s,

@@ -20,6 +20,7 @@ use std::process::{Command, Stdio};
 use serde::{Deserialize, Serialize};
 
 use crate::provenance::{AuditLog, Lineage};
+use crate::sandbox::cgroup::{CgroupPool, Lease};
 
 /// Held while a supervisor is spawned: the one descriptor it must inherit is
 /// inheritable only then, so no other spawn of this process (another client's
@@ -273,6 +274,9 @@ pub struct Execution<'a> {
     /// Most bytes of stdout and of stderr kept (the supervisor already
     /// enforces the profile's output limit; this bounds what we hold).
     pub output_cap: u64,
+    /// The daemon's cgroups, one of which is lent to the supervisor when
+    /// one is free.
+    pub cgroups: Option<&'a std::sync::Arc<CgroupPool>>,
 }
 
 /// A host workspace, as the daemon opened it for its client: the supervisor
@@ -290,6 +294,8 @@ pub struct Workspace<'a> {
 /// it into one answer, [`Started::stream`] passes its output on as it comes.
 pub struct Started {
     child: std::process::Child,
+    /// The cgroup lent to it: given back once it is reaped.
+    lease: Option<Lease>,
     handle: Option<crate::sys::ProcessHandle>,
     /// The supervisor's outcome pipe; closing it lets the supervisor go.
     outcome: Option<std::fs::File>,
@@ -318,7 +324,8 @@ impl Execution<'_> {
         let (lineage_r, lineage_w) = crate::sys::pipe_cloexec()?;
         crate::sys::write_all(lineage_w.as_raw_fd(), &lineage).map_err(std::io::Error::from_raw_os_error)?;
         drop(lineage_w);
-        let mut cmd = supervisor_command(self.profile, self.audit_log, &outcome_w);
+        let lease = self.cgroups.and_then(CgroupPool::lend);
+        let mut cmd = supervisor_command(self.profile, self.audit_log, &outcome_w, lease.as_ref());
         cmd.arg("--lineage-fd").arg(lineage_r.as_raw_fd().to_string());
         if let Some(ws) = self.workspace {
             cmd.arg("--workspace")
@@ -331,7 +338,14 @@ impl Execution<'_> {
             .into_iter()
             .chain(self.workspace.map(|ws| ws.fd.as_raw_fd()))
             .collect();
-        let mut child = spawn_supervisor(&mut cmd, self.audit_log, outcome_w, &inherited)?;
+        let mut child = match spawn_supervisor(&mut cmd, self.audit_log, outcome_w, &inherited) {
+            Ok(child) => child,
+            Err(e) => {
+                // No supervisor runs: nothing used the cgroup.
+                give_back_if(true, lease);
+                return Err(e);
+            }
+        };
         let writer = child.stdin.take().map(|mut w| {
             let input = self.stdin.to_vec();
             std::thread::spawn(move || {
@@ -344,6 +358,7 @@ impl Execution<'_> {
                 .ok()
                 .and_then(|pid| crate::sys::ProcessHandle::open(pid).ok()),
             child,
+            lease,
             outcome: Some(std::fs::File::from(outcome_r)),
             cap: self.output_cap,
             writer,
@@ -351,9 +366,14 @@ impl Execution<'_> {
     }
 }
 
-/// `ninewall run --profile P --audit-log-fd L --outcome-fd O`, its stdio
-/// piped and its environment empty.
-fn supervisor_command(profile: &Path, audit_log: &AuditLog, outcome_w: &std::os::fd::OwnedFd) -> Command {
+/// `ninewall run --profile P --audit-log-fd L --outcome-fd O [--cgroup
+/// NAME]`, its stdio piped and its environment empty.
+fn supervisor_command(
+    profile: &Path,
+    audit_log: &AuditLog,
+    outcome_w: &std::os::fd::OwnedFd,
+    lease: Option<&Lease>,
+) -> Command {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg("run")
         .arg("--profile")
@@ -362,13 +382,17 @@ fn supervisor_command(profile: &Path, audit_log: &AuditLog, outcome_w: &std::os:
         .arg(audit_log.raw_fd().to_string())
         .arg("--outcome-fd")
         .arg(outcome_w.as_raw_fd().to_string());
+    if let Some(lease) = lease {
+        cmd.arg("--cgroup").arg(lease.name());
+    }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.env_clear();
     cmd
 }
 
 /// Spawns a supervisor that inherits `outcome_w`, the log and `inherited`,
-/// and nothing else of this process.
+/// and nothing else of this process. On `Err`, no supervisor is left
+/// running (one spawned is killed and reaped).
 fn spawn_supervisor(
     cmd: &mut Command,
     audit_log: &AuditLog,
@@ -420,12 +444,23 @@ const WARM_LINE_MAX: usize = 64 << 10;
 
 impl Warm {
     /// Starts the supervisor of a warm sandbox of `profile`.
-    pub fn start(profile: &Path, audit_log: &AuditLog) -> std::io::Result<Warm> {
+    pub fn start(
+        profile: &Path,
+        audit_log: &AuditLog,
+        cgroups: Option<&std::sync::Arc<CgroupPool>>,
+    ) -> std::io::Result<Warm> {
         let (outcome_r, outcome_w) = crate::sys::pipe_cloexec()?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        let mut cmd = supervisor_command(profile, audit_log, &outcome_w);
+        let lease = cgroups.and_then(CgroupPool::lend);
+        let mut cmd = supervisor_command(profile, audit_log, &outcome_w, lease.as_ref());
         cmd.arg("--warm-fd").arg(theirs.as_raw_fd().to_string());
-        let child = spawn_supervisor(&mut cmd, audit_log, outcome_w, &[theirs.as_raw_fd()])?;
+        let child = match spawn_supervisor(&mut cmd, audit_log, outcome_w, &[theirs.as_raw_fd()]) {
+            Ok(child) => child,
+            Err(e) => {
+                give_back_if(true, lease);
+                return Err(e);
+            }
+        };
         drop(theirs);
         let answers = LineReader::new(ours.try_clone()?);
         Ok(Warm {
@@ -434,6 +469,7 @@ impl Warm {
                     .ok()
                     .and_then(|pid| crate::sys::ProcessHandle::open(pid).ok()),
                 child,
+                lease,
                 outcome: Some(std::fs::File::from(outcome_r)),
                 cap: 0,
                 writer: None,
@@ -513,12 +549,18 @@ impl Drop for Warm {
     fn drop(&mut self) {
         let _ = self.control.shutdown(std::net::Shutdown::Both);
         if let Some(mut started) = self.started.take() {
-            let _ = started.child.wait();
+            started.reap_now();
         }
     }
 }
 
 impl Started {
+    /// Waits for the supervisor, then gives its cgroup back.
+    fn reap_now(&mut self) {
+        let reaped = self.child.wait().is_ok();
+        give_back_if(reaped, self.lease.take());
+    }
+
     /// A handle to signal the supervisor by (never a process that reused its pid).
     pub fn handle(&self) -> Option<crate::sys::ProcessHandle> {
         self.handle.clone()
@@ -570,10 +612,11 @@ impl Started {
         if outcome.is_some() {
             // Its outcome came before it reaped its sandbox's remains: the
             // answer does not wait for that.
-            reap_later(&mut self.child);
+            reap_later(&mut self.child, self.lease.take());
         }
         let Some(o) = outcome else {
             let status = self.child.wait();
+            give_back_if(status.is_ok(), self.lease.take());
             return WireResponse::refused(format!(
                 "the supervisor ended without an outcome ({})",
                 match status {
@@ -694,7 +737,7 @@ impl Started {
             // and output pipes closed, ends the run and records it.
             drop(pipes);
             self.outcome.take();
-            let _ = self.child.wait();
+            self.reap_now();
             return Streamed::ClientGone;
         }
         Streamed::Ended(self.end())
@@ -782,39 +825,52 @@ impl LineReader {
     }
 }
 
+/// Gives a lent cgroup back once its supervisor is known reaped; if it is
+/// not, the lease is dropped and the cgroup never lent again.
+fn give_back_if(reaped: bool, lease: Option<Lease>) {
+    if let (true, Some(lease)) = (reaped, lease) {
+        lease.give_back();
+    }
+}
+
 /// Reaps `child` now if it has exited, else on a thread that reaps such
 /// supervisors one after another (each exits within milliseconds of its
-/// outcome). Without that thread, here and now.
-fn reap_later(child: &mut std::process::Child) {
+/// outcome), and then gives its cgroup back. Without that thread, here and
+/// now.
+fn reap_later(child: &mut std::process::Child, lease: Option<Lease>) {
     use std::sync::mpsc::{channel, Sender};
     use std::sync::{Mutex, OnceLock};
-    static REAPER: OnceLock<Option<Mutex<Sender<i32>>>> = OnceLock::new();
+    type Reaped = (i32, Option<Lease>);
+    static REAPER: OnceLock<Option<Mutex<Sender<Reaped>>>> = OnceLock::new();
     if matches!(child.try_wait(), Ok(Some(_))) {
+        give_back_if(true, lease);
         return;
     }
     let reaper = REAPER.get_or_init(|| {
-        let (tx, rx) = channel::<i32>();
+        let (tx, rx) = channel::<Reaped>();
         std::thread::Builder::new()
             .name("reaper".into())
             .spawn(move || {
-                for pid in rx {
-                    let _ = crate::sys::waitpid(pid, 0);
+                for (pid, lease) in rx {
+                    let reaped = crate::sys::waitpid(pid, 0).is_ok();
+                    give_back_if(reaped, lease);
                 }
             })
             .ok()
             .map(|_| Mutex::new(tx))
     });
-    let sent = i32::try_from(child.id())
-        .ok()
-        .zip(reaper.as_ref())
-        .is_some_and(|(pid, tx)| {
-            tx.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .send(pid)
-                .is_ok()
-        });
-    if !sent {
-        let _ = child.wait();
+    let Some((pid, tx)) = i32::try_from(child.id()).ok().zip(reaper.as_ref()) else {
+        let reaped = child.wait().is_ok();
+        give_back_if(reaped, lease);
+        return;
+    };
+    let unsent = tx
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .send((pid, lease));
+    if let Err(std::sync::mpsc::SendError((_, lease))) = unsent {
+        let reaped = child.wait().is_ok();
+        give_back_if(reaped, lease);
     }
 }
 

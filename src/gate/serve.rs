@@ -38,6 +38,7 @@ use super::warm::Pool;
 use super::{Gate, Peer, Worker};
 use crate::provenance::Lineage;
 use crate::provenance::{self, AuditLog};
+use crate::sandbox::cgroup::CgroupPool;
 use crate::sys;
 
 /// How the daemon is run.
@@ -87,6 +88,9 @@ struct Shared {
     bound_here: bool,
     /// The warm sandboxes.
     pool: Pool,
+    /// The cgroups lent to supervisors (cgroup v1 only; `None`: each
+    /// supervisor makes its own).
+    cgroups: Option<Arc<CgroupPool>>,
 }
 
 fn say(m: impl std::fmt::Display) {
@@ -187,6 +191,8 @@ pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i
         cfg.audit_log.display()
     ));
     let pool = Pool::new(&gate, cfg.warm);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let cgroups = CgroupPool::new(&crate::host::Cgroups::probe(), (4 * cpus).clamp(8, 32));
     let shared = Arc::new(Shared {
         gate,
         cfg,
@@ -201,6 +207,7 @@ pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i
         next: AtomicU64::new(0),
         bound_here,
         pool,
+        cgroups,
     });
     let warmer = start_warmer(&shared);
     notify("READY=1");
@@ -274,7 +281,9 @@ fn start_warmer(shared: &Arc<Shared>) -> Option<std::thread::JoinHandle<()>> {
     let shared = Arc::clone(shared);
     let spawned = std::thread::Builder::new().name("warm".into()).spawn(move || {
         let busy = || shared.running.lock().map_or(true, |r| r.len() >= cpus);
-        shared.pool.keep_filled(&shared.children_log, &busy, &|m| say(m));
+        shared
+            .pool
+            .keep_filled(&shared.children_log, shared.cgroups.as_ref(), &busy, &|m| say(m));
     });
     match spawned {
         Ok(t) => Some(t),
@@ -340,6 +349,9 @@ fn drain(
     shared.pool.stop();
     if let Some(t) = warmer {
         let _ = t.join();
+    }
+    if let Some(cgroups) = &shared.cgroups {
+        cgroups.remove_all();
     }
     record_suppressed(shared);
     say("stopped");
@@ -712,6 +724,7 @@ fn start<'a>(shared: &'a Shared, peer: &Peer, worker: &Worker, req: &WireRequest
         lineage: &lineage,
         // Protocol 1 holds the output for its one answer line: bounded.
         output_cap: cap,
+        cgroups: shared.cgroups.as_ref(),
     };
     match exec.start() {
         Ok(started) => Ok(InFlight::new(shared, started)),

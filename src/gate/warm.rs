@@ -21,12 +21,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::exec::Warm;
 use super::Gate;
 use crate::provenance::AuditLog;
+use crate::sandbox::cgroup::CgroupPool;
 
 /// How long a warm sandbox may take to be built.
 const BUILD_WITHIN: Duration = Duration::from_secs(30);
@@ -104,7 +105,13 @@ impl Pool {
     /// a profile that changed, and builds one more wherever fewer are ready
     /// than its MBU keeps, unless `busy` says the machine is. Every warm
     /// sandbox left is ended before it returns.
-    pub fn keep_filled(&self, log: &AuditLog, busy: &dyn Fn() -> bool, say: &dyn Fn(String)) {
+    pub fn keep_filled(
+        &self,
+        log: &AuditLog,
+        cgroups: Option<&Arc<CgroupPool>>,
+        busy: &dyn Fn() -> bool,
+        say: &dyn Fn(String),
+    ) {
         let mut failed: HashMap<String, Instant> = HashMap::new();
         let mut looked: Option<Instant> = None;
         while !self.stop.load(Ordering::SeqCst) {
@@ -119,7 +126,7 @@ impl Pool {
                 have < *keep && failed.get(*mbu).is_none_or(|at| at.elapsed() >= RETRY_AFTER)
             });
             match next {
-                Some((mbu, (profile, _))) if !busy() => match build(profile, log) {
+                Some((mbu, (profile, _))) if !busy() => match build(profile, log, cgroups) {
                     Ok(warm) => {
                         failed.remove(mbu);
                         if let Ok(mut ready) = self.ready.lock() {
@@ -170,9 +177,10 @@ impl Pool {
     }
 }
 
-/// Starts a warm supervisor of `profile` and waits until its walls are built.
-fn build(profile: &std::path::Path, log: &AuditLog) -> Result<Warm, String> {
-    let mut warm = Warm::start(profile, log).map_err(|e| format!("cannot start its supervisor: {e}"))?;
+/// Starts a warm supervisor of `profile` (in a cgroup of `cgroups` if one
+/// is free) and waits until its walls are built.
+fn build(profile: &std::path::Path, log: &AuditLog, cgroups: Option<&Arc<CgroupPool>>) -> Result<Warm, String> {
+    let mut warm = Warm::start(profile, log, cgroups).map_err(|e| format!("cannot start its supervisor: {e}"))?;
     warm.ready(BUILD_WITHIN)?;
     Ok(warm)
 }

@@ -11,9 +11,19 @@
 //! When neither can be made (typically: ninewall runs unprivileged without a
 //! delegated cgroup), the caller falls back to rlimits alone, or refuses when
 //! the profile says `cgroups = "strict"`.
+//!
+//! A daemon on cgroup v1 lends its supervisors cgroups from a
+//! [`CgroupPool`] instead: made once, reused by one execution after another
+//! (never two at once), which spares each execution three mkdirs, three
+//! rmdirs and a memory cgroup that lingers, dying, as long as page cache
+//! charged to it does. A lent cgroup is taken only empty of processes and
+//! with no anonymous, shared or unevictable memory charged to it; its limits
+//! are written afresh and its counters read as differences from what they
+//! were when it was taken ([`Cgroup::adopt`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::host::{Cgroups, Unusable};
 use crate::plan::HELPERS;
@@ -49,6 +59,14 @@ pub enum CgroupError {
     /// The plan found this version unusable on this host.
     #[error(transparent)]
     Unusable(#[from] Unusable),
+    /// A cgroup lent by the daemon is not fit to be used again.
+    #[error("the daemon's cgroup {name}: {why}")]
+    NotClean {
+        /// Its name.
+        name: String,
+        /// What is left in it.
+        why: String,
+    },
     /// Neither version could be used; why, for each.
     #[error("cgroup v2: {v2}; cgroup v1: {v1}")]
     Neither {
@@ -59,10 +77,25 @@ pub enum CgroupError {
     },
 }
 
-/// A per-execution cgroup. Dropping it removes its directories.
+/// A per-execution cgroup. Dropping it removes its directories, unless it
+/// was lent by a daemon's [`CgroupPool`] (the daemon takes it back).
 #[derive(Debug)]
 pub struct Cgroup {
     version: Version,
+    /// Lent by the daemon: not removed here.
+    lent: bool,
+    /// The counters when it was taken; what the execution used is the
+    /// difference (zero for a cgroup made for it).
+    baseline: Baseline,
+}
+
+/// Counters of a lent cgroup when it was taken.
+#[derive(Debug, Clone, Copy, Default)]
+struct Baseline {
+    memory: u64,
+    oom_kills: u64,
+    pids_max_hits: u64,
+    cpu_ns: u64,
 }
 
 #[derive(Debug)]
@@ -135,7 +168,8 @@ const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Removes what supervisors killed with SIGKILL left in `parent`: their
 /// `ninewall-PID-SEQ-NANOS` cgroups, once made more than a minute ago by a
-/// pid that no longer exists. Only an empty cgroup can be removed (the kernel
+/// pid that no longer exists; and the pooled cgroups of daemons that no
+/// longer exist (`ninewall-pool-PID-SEQ`). Only an empty cgroup can be removed (the kernel
 /// refuses one that holds a process), so a running sandbox's never is.
 fn sweep(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
@@ -146,6 +180,18 @@ fn sweep(parent: &Path) {
         .map_or(0, |d| d.as_nanos());
     for entry in entries.flatten() {
         let name = entry.file_name();
+        // A pooled cgroup of a daemon that is gone: nobody lends it again
+        // (one its supervisor still uses holds a process, and stays).
+        if let Some(pid) = name
+            .to_str()
+            .filter(|n| is_pool_name(n))
+            .and_then(|n| n.strip_prefix(POOL_PREFIX)?.split('-').next()?.parse::<i32>().ok())
+        {
+            if pid > 0 && sys::kill(pid, 0) == Err(libc::ESRCH) {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+            continue;
+        }
         let Some(fields) = name.to_str().and_then(|n| n.strip_prefix("ninewall-")) else {
             continue;
         };
@@ -228,6 +274,8 @@ impl Cgroup {
         sweep(parent);
         let cg = Cgroup {
             version: Version::V2 { dir: dir.clone() },
+            lent: false,
+            baseline: Baseline::default(),
         };
         write(&dir.join("memory.max"), &limits.memory.to_string())?;
         if dir.join("memory.swap.max").exists() {
@@ -241,6 +289,8 @@ impl Cgroup {
         let name = unique_name();
         let mut cg = Cgroup {
             version: Version::V1 { dirs: Vec::new() },
+            lent: false,
+            baseline: Baseline::default(),
         };
         for (controller, parent) in parents {
             let dir = parent.join(&name);
@@ -249,19 +299,65 @@ impl Cgroup {
             if let Version::V1 { dirs } = &mut cg.version {
                 dirs.push((controller, dir.clone()));
             }
+            set_v1_limits(controller, &dir, limits)?;
+        }
+        Ok(cg)
+    }
+
+    /// Takes the cgroup `name` a daemon's [`CgroupPool`] made and lends this
+    /// execution, after checking it is fit: empty of processes in every
+    /// hierarchy, no anonymous, shared or unevictable memory charged to it
+    /// (page cache a previous execution left may stay: it is reclaimed under
+    /// this execution's limit like any cache, and not counted as its use).
+    /// Its limits are written afresh, its peak and CPU counters reset, and
+    /// the counters that cannot be reset are read as differences from now.
+    /// `Err`: not fit, or not this host's kind (lent cgroups are v1 only);
+    /// the caller makes a fresh one instead and the daemon removes this one.
+    pub fn adopt(cgroups: &Cgroups, name: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        let not_clean = |why: String| CgroupError::NotClean {
+            name: name.to_string(),
+            why,
+        };
+        if !is_pool_name(name) {
+            return Err(not_clean("not a name the daemon gives its cgroups".into()));
+        }
+        if cgroups.v2.is_ok() {
+            return Err(not_clean("lent cgroups are cgroup v1's, and this host uses v2".into()));
+        }
+        let parents = cgroups.v1.as_ref().map_err(|why| CgroupError::Unusable(why.clone()))?;
+        let dirs: Vec<(&'static str, PathBuf)> = parents.iter().map(|(c, p)| (*c, p.join(name))).collect();
+        if let Some(why) = unfit(&dirs) {
+            return Err(not_clean(why));
+        }
+        let mut cg = Cgroup {
+            version: Version::V1 { dirs: dirs.clone() },
+            lent: true,
+            baseline: Baseline::default(),
+        };
+        for (controller, dir) in &dirs {
+            set_v1_limits(controller, dir, limits)?;
             match *controller {
                 "memory" => {
-                    write(&dir.join("memory.limit_in_bytes"), &limits.memory.to_string())?;
-                    if dir.join("memory.memsw.limit_in_bytes").exists() {
-                        write(&dir.join("memory.memsw.limit_in_bytes"), &limits.memory.to_string())?;
+                    write(&dir.join("memory.max_usage_in_bytes"), "0")?;
+                    if dir.join("memory.memsw.max_usage_in_bytes").exists() {
+                        write(&dir.join("memory.memsw.max_usage_in_bytes"), "0")?;
                     }
-                    // Best effort: without swap accounting, no swapping at all.
-                    let _ = std::fs::write(dir.join("memory.swappiness"), "0");
+                    write(&dir.join("memory.failcnt"), "0")?;
                 }
-                "pids" => write(&dir.join("pids.max"), &(limits.pids + HELPERS).to_string())?,
+                "cpuacct" => write(&dir.join("cpuacct.usage"), "0")?,
                 _ => {}
             }
         }
+        let now = cg.raw_stats();
+        cg.baseline = Baseline {
+            memory: cg
+                .dir("memory")
+                .and_then(|d| read_u64(&d.join("memory.usage_in_bytes")))
+                .unwrap_or(0),
+            oom_kills: now.oom_kills,
+            pids_max_hits: now.pids_max_hits,
+            cpu_ns: now.cpu_ns.unwrap_or(0),
+        };
         Ok(cg)
     }
 
@@ -287,14 +383,31 @@ impl Cgroup {
 
     /// CPU time used so far, in nanoseconds.
     pub fn cpu_ns(&self) -> Option<u64> {
+        self.raw_cpu_ns().map(|ns| ns.saturating_sub(self.baseline.cpu_ns))
+    }
+
+    fn raw_cpu_ns(&self) -> Option<u64> {
         match &self.version {
             Version::V1 { .. } => read_u64(&self.dir("cpuacct")?.join("cpuacct.usage")),
             Version::V2 { dir } => keyed(&dir.join("cpu.stat"), "usage_usec").map(|us| us * 1000),
         }
     }
 
-    /// What the cgroup recorded.
+    /// What the cgroup recorded for this execution: for a lent one, what
+    /// it added since it was taken.
     pub fn stats(&self) -> CgroupStats {
+        let raw = self.raw_stats();
+        let base = &self.baseline;
+        CgroupStats {
+            peak_memory: raw.peak_memory.map(|p| p.saturating_sub(base.memory)),
+            oom_kills: raw.oom_kills.saturating_sub(base.oom_kills),
+            pids_max_hits: raw.pids_max_hits.saturating_sub(base.pids_max_hits),
+            cpu_ns: raw.cpu_ns.map(|ns| ns.saturating_sub(base.cpu_ns)),
+        }
+    }
+
+    /// The counters as the kernel has them.
+    fn raw_stats(&self) -> CgroupStats {
         match &self.version {
             Version::V1 { .. } => CgroupStats {
                 peak_memory: self
@@ -308,13 +421,13 @@ impl Cgroup {
                     .dir("pids")
                     .and_then(|d| keyed(&d.join("pids.events"), "max"))
                     .unwrap_or(0),
-                cpu_ns: self.cpu_ns(),
+                cpu_ns: self.raw_cpu_ns(),
             },
             Version::V2 { dir } => CgroupStats {
                 peak_memory: read_u64(&dir.join("memory.peak")),
                 oom_kills: keyed(&dir.join("memory.events"), "oom_kill").unwrap_or(0),
                 pids_max_hits: keyed(&dir.join("pids.events"), "max").unwrap_or(0),
-                cpu_ns: self.cpu_ns(),
+                cpu_ns: self.raw_cpu_ns(),
             },
         }
     }
@@ -325,7 +438,8 @@ impl Cgroup {
             Version::V1 { dirs } => {
                 let names: Vec<&str> = dirs.iter().map(|(c, _)| *c).collect();
                 let first = dirs.first().map(|(_, d)| d.display().to_string()).unwrap_or_default();
-                format!("cgroup v1 ({}), e.g. {first}", names.join(", "))
+                let lent = if self.lent { ", lent by the daemon" } else { "" };
+                format!("cgroup v1 ({}{lent}), e.g. {first}", names.join(", "))
             }
             Version::V2 { dir } => format!("cgroup v2 at {}", dir.display()),
         }
@@ -334,25 +448,353 @@ impl Cgroup {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        if self.lent {
+            return;
+        }
         let dirs: Vec<PathBuf> = match &self.version {
             Version::V1 { dirs } => dirs.iter().map(|(_, d)| d.clone()).collect(),
             Version::V2 { dir } => vec![dir.clone()],
         };
-        for d in dirs {
-            // Every process of the sandbox is gone by now (init's exit tears the
-            // pid namespace down, and the outer child was reaped); the kernel
-            // may still be finishing the last exit, so retry briefly.
-            let mut pause = std::time::Duration::from_micros(50);
-            for _ in 0..20 {
-                match std::fs::remove_dir(&d) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(_) => {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(std::time::Duration::from_millis(20));
-                    }
+        // Every process of the sandbox is gone by now (init's exit tears the
+        // pid namespace down, and the outer child was reaped); the kernel
+        // may still be finishing the last exit, so retry briefly.
+        remove_dirs(dirs.iter().map(PathBuf::as_path));
+    }
+}
+
+/// Sets `limits` in the v1 hierarchy of `controller`, at `dir`.
+fn set_v1_limits(controller: &str, dir: &Path, limits: &Limits) -> Result<(), CgroupError> {
+    match controller {
+        "memory" => {
+            write(&dir.join("memory.limit_in_bytes"), &limits.memory.to_string())?;
+            if dir.join("memory.memsw.limit_in_bytes").exists() {
+                write(&dir.join("memory.memsw.limit_in_bytes"), &limits.memory.to_string())?;
+            }
+            // Best effort: without swap accounting, no swapping at all.
+            let _ = std::fs::write(dir.join("memory.swappiness"), "0");
+            Ok(())
+        }
+        "pids" => write(&dir.join("pids.max"), &(limits.pids + HELPERS).to_string()),
+        _ => Ok(()),
+    }
+}
+
+/// Removes each directory, retrying briefly while the kernel finishes the
+/// exit of its last process (up to ~0.2 s each).
+fn remove_dirs<'a>(dirs: impl Iterator<Item = &'a Path>) {
+    for d in dirs {
+        let mut pause = std::time::Duration::from_micros(50);
+        for _ in 0..20 {
+            match std::fs::remove_dir(d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(_) => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(20));
                 }
             }
+        }
+    }
+}
+
+/// The prefix of a pooled cgroup's name: `ninewall-pool-PID-SEQ`, PID the
+/// daemon's.
+const POOL_PREFIX: &str = "ninewall-pool-";
+
+/// Whether `name` is one a [`CgroupPool`] gives: one path component,
+/// nothing but the prefix, digits and one dash between them.
+fn is_pool_name(name: &str) -> bool {
+    name.strip_prefix(POOL_PREFIX)
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(pid, seq)| {
+            [pid, seq]
+                .iter()
+                .all(|f| !f.is_empty() && f.len() <= 20 && f.bytes().all(|b| b.is_ascii_digit()))
+        })
+}
+
+/// What makes the v1 cgroup at `dirs` unfit for another execution: a
+/// process in it (read from `cgroup.procs`, which is empty only when no
+/// process is in it), or memory that a process could still own charged to
+/// it. `None`: fit.
+fn unfit(dirs: &[(&'static str, PathBuf)]) -> Option<String> {
+    for (controller, dir) in dirs {
+        match std::fs::read_to_string(dir.join("cgroup.procs")) {
+            Ok(procs) if procs.trim().is_empty() => {}
+            Ok(_) => return Some(format!("a process is still in its {controller} cgroup")),
+            Err(e) => return Some(format!("reading {}: {e}", dir.join("cgroup.procs").display())),
+        }
+        if *controller == "memory" {
+            let stat = dir.join("memory.stat");
+            for key in ["rss", "shmem", "unevictable"] {
+                match keyed(&stat, key) {
+                    Some(0) => {}
+                    Some(bytes) => return Some(format!("{bytes} bytes of {key} memory are still charged to it")),
+                    None => return Some(format!("{} has no {key}", stat.display())),
+                }
+            }
+        }
+    }
+    None
+}
+
+/// A daemon's cgroups for its executions' sandboxes, made ahead beneath its
+/// own cgroup and lent to one supervisor at a time (by name, `run
+/// --cgroup`): cgroup v1 only. A cgroup comes back only through
+/// [`Lease::give_back`], called once the supervisor it was lent to has been
+/// reaped (nothing but that supervisor moves processes into it, so nothing
+/// enters it after), and is kept only if it is fit ([`Cgroup::adopt`]'s
+/// test); otherwise it is removed and another made in its place.
+#[derive(Debug)]
+pub struct CgroupPool {
+    parents: Vec<(&'static str, PathBuf)>,
+    keep: usize,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    free: Vec<String>,
+    /// Names lent and never given back (their supervisor was not known to
+    /// be reaped): never lent again, removed when the pool is.
+    retired: Vec<String>,
+    next: u64,
+    /// Removed ([`CgroupPool::remove_all`]): nothing is lent, kept or made.
+    closed: bool,
+}
+
+/// A cgroup of a [`CgroupPool`], lent to one supervisor. Dropped without
+/// [`Lease::give_back`], it is never lent again.
+#[derive(Debug)]
+pub struct Lease {
+    name: String,
+    pool: Arc<CgroupPool>,
+    returned: bool,
+}
+
+impl CgroupPool {
+    /// A pool of `keep` cgroups beneath this process's own in each v1
+    /// hierarchy; first, the pooled cgroups of daemons no longer running
+    /// are removed. `None` where the host's cgroups are v2 (made per
+    /// execution there) or v1 cannot be used.
+    pub fn new(cgroups: &Cgroups, keep: usize) -> Option<Arc<CgroupPool>> {
+        if cgroups.v2.is_ok() {
+            return None;
+        }
+        let parents = cgroups.v1.as_ref().ok()?.clone();
+        for (_, parent) in &parents {
+            sweep(parent);
+        }
+        let pool = Arc::new(CgroupPool {
+            parents,
+            keep,
+            state: Mutex::new(PoolState::default()),
+        });
+        for _ in 0..keep {
+            match pool.make() {
+                Ok(name) => pool.lock().free.push(name),
+                Err(_) => {
+                    // Not ours to make here: supervisors make their own.
+                    pool.remove_all();
+                    return None;
+                }
+            }
+        }
+        Some(pool)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes one more, with no limits yet (the execution's are written
+    /// when it is taken).
+    fn make(&self) -> Result<String, CgroupError> {
+        let name = {
+            let mut state = self.lock();
+            state.next += 1;
+            format!("{POOL_PREFIX}{}-{}", std::process::id(), state.next)
+        };
+        for (i, (_, parent)) in self.parents.iter().enumerate() {
+            if let Err(e) = create_dir(&parent.join(&name)) {
+                let made: Vec<PathBuf> = self.parents.iter().take(i).map(|(_, p)| p.join(&name)).collect();
+                remove_dirs(made.iter().map(PathBuf::as_path));
+                return Err(e);
+            }
+        }
+        Ok(name)
+    }
+
+    /// A cgroup to lend, if one is free (else the supervisor makes its own,
+    /// as `ninewall run` does).
+    pub fn lend(self: &Arc<Self>) -> Option<Lease> {
+        let name = {
+            let mut state = self.lock();
+            if state.closed {
+                return None;
+            }
+            state.free.pop()?
+        };
+        Some(Lease {
+            name,
+            pool: Arc::clone(self),
+            returned: false,
+        })
+    }
+
+    /// How many are free now.
+    pub fn free(&self) -> usize {
+        self.lock().free.len()
+    }
+
+    fn dirs(&self, name: &str) -> Vec<(&'static str, PathBuf)> {
+        self.parents.iter().map(|(c, p)| (*c, p.join(name))).collect()
+    }
+
+    /// Removes every cgroup of the pool: free, retired, and lent ones given
+    /// back from now on (one still in use stays, and is removed by the next
+    /// daemon to start).
+    pub fn remove_all(&self) {
+        let names: Vec<String> = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.free.iter().chain(&state.retired).cloned().collect()
+        };
+        for name in names {
+            remove_dirs(self.dirs(&name).iter().map(|(_, d)| d.as_path()));
+        }
+        for (_, parent) in &self.parents {
+            let ours = format!("{POOL_PREFIX}{}-", std::process::id());
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_name().to_str().is_some_and(|n| n.starts_with(&ours)) {
+                    let _ = std::fs::remove_dir(entry.path());
+                }
+            }
+        }
+        let mut state = self.lock();
+        state.free.clear();
+        state.retired.clear();
+    }
+}
+
+impl Lease {
+    /// The cgroup's name, for `run --cgroup`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Gives it back, once the supervisor it was lent to has been reaped:
+    /// kept if fit (its processes' exits may still be finishing: it is
+    /// looked at for up to ~0.2 s), else removed and another made.
+    pub fn give_back(mut self) {
+        self.returned = true;
+        let pool = Arc::clone(&self.pool);
+        let dirs = pool.dirs(&self.name);
+        let mut pause = std::time::Duration::from_micros(100);
+        let mut fit = false;
+        for _ in 0..12 {
+            if unfit(&dirs).is_none() {
+                fit = true;
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
+        {
+            let mut state = pool.lock();
+            if fit && !state.closed && state.free.len() < pool.keep {
+                state.free.push(std::mem::take(&mut self.name));
+                return;
+            }
+        }
+        remove_dirs(dirs.iter().map(|(_, d)| d.as_path()));
+        let short = {
+            let mut state = pool.lock();
+            if dirs.iter().any(|(_, d)| d.exists()) {
+                // A process is still in it: removed with the pool, or by
+                // the next daemon.
+                state.retired.push(std::mem::take(&mut self.name));
+            }
+            !state.closed && state.free.len() < pool.keep
+        };
+        if short {
+            if let Ok(name) = pool.make() {
+                pool.lock().free.push(name);
+            }
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if !self.returned {
+            self.pool.lock().retired.push(std::mem::take(&mut self.name));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_names_a_pool_gives_are_taken_as_lent() {
+        assert!(is_pool_name("ninewall-pool-123-4"));
+        for bad in [
+            "ninewall-pool-",
+            "ninewall-pool-123",
+            "ninewall-pool-123-",
+            "ninewall-pool--4",
+            "ninewall-pool-1-2-3",
+            "ninewall-pool-1/../x-2",
+            "ninewall-pool-../../4",
+            "ninewall-123-4-5",
+            "/sys/fs/cgroup/memory",
+        ] {
+            assert!(!is_pool_name(bad), "{bad}");
+        }
+    }
+
+    /// Root on a cgroup v1 host: a lent cgroup with a process in it is
+    /// neither adopted by an execution nor kept by the pool; the pool makes
+    /// another in its place, and removes what it made when it is removed.
+    #[test]
+    fn a_lent_cgroup_with_a_process_in_it_is_not_used_again() {
+        let cgroups = Cgroups::probe();
+        if sys::effective_ids().0 != 0 || cgroups.v2.is_ok() || cgroups.v1.is_err() {
+            return;
+        }
+        let pool = CgroupPool::new(&cgroups, 1).expect("a pool as root on cgroup v1");
+        let lease = pool.lend().expect("one free");
+        assert!(pool.lend().is_none(), "one was made, and it is lent");
+        let name = lease.name().to_string();
+        let dirs = pool.dirs(&name);
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        for (_, d) in &dirs {
+            std::fs::write(d.join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+        }
+        let adopted = Cgroup::adopt(&cgroups, &name, &Limits::default());
+        assert!(
+            matches!(adopted, Err(CgroupError::NotClean { .. })),
+            "adopted with a process in it: {adopted:?}"
+        );
+        lease.give_back();
+        let next = pool.lend().expect("another made in its place");
+        assert_ne!(next.name(), name, "the cgroup with a process in it was lent again");
+        let _ = sleeper.kill();
+        let _ = sleeper.wait();
+        // Fit now, and adopted: counters read from the moment it was taken.
+        let fresh = Cgroup::adopt(&cgroups, next.name(), &Limits::default()).unwrap();
+        assert_eq!(fresh.stats().cpu_ns, Some(0));
+        drop(fresh);
+        let next_dirs = pool.dirs(next.name());
+        next.give_back();
+        pool.remove_all();
+        for (_, d) in dirs.iter().chain(&next_dirs) {
+            assert!(!d.exists(), "{} left behind", d.display());
         }
     }
 }

@@ -703,9 +703,20 @@ impl Running {
         if self.failure.is_some() {
             return Ok(());
         }
-        match Cgroup::create(&self.cgroups, &self.limits) {
+        let mut unfit = None;
+        let made = match self.cgroups.lent.as_deref() {
+            Some(name) => Cgroup::adopt(&self.cgroups, name, &self.limits).or_else(|why| {
+                unfit = Some(why);
+                Cgroup::create(&self.cgroups, &self.limits)
+            }),
+            None => Cgroup::create(&self.cgroups, &self.limits),
+        };
+        match made {
             Ok(cg) => {
                 self.resources = format!("{} (memory, pids, cpu time) and rlimits", cg.describe());
+                if let Some(why) = unfit {
+                    self.resources.push_str(&format!("; made, not lent: {why}"));
+                }
                 self.cgroup = Some(cg);
             }
             Err(why) if self.limits.cgroups == CgroupMode::Strict => {

@@ -2535,6 +2535,7 @@ fn a_daemon_killed_with_sigkill_leaves_no_warm_sandbox_behind() {
             "as root the warm sandboxes are in cgroups of their own"
         );
     }
+    let daemon_pid = d.pid();
     let mut daemon = d.child.take().unwrap();
     daemon.kill().unwrap();
     daemon.wait().unwrap();
@@ -2542,14 +2543,22 @@ fn a_daemon_killed_with_sigkill_leaves_no_warm_sandbox_behind() {
         std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains("--warm-fd"))
     };
     wait_until("every warm sandbox's process is gone", || !theirs.iter().any(alive));
-    wait_until("every warm sandbox's cgroup is gone", || {
-        !cgroups.iter().any(|c| c.exists())
-    });
     assert!(
         log_records(&d.log).iter().all(|r| r["kind"] != "exec.start"),
         "a warm sandbox nobody used ran nothing"
     );
+    // On cgroup v1 the daemon's cgroups are its pool's (lent to the warm
+    // supervisors, or free): nobody is left to remove them until the next
+    // daemon starts; then none is left.
+    let pooled = pool_cgroups(daemon_pid);
+    assert!(
+        cgroups.iter().all(|c| !c.exists() || pooled.contains(c)),
+        "a warm sandbox's cgroup outside the pool outlived it: {cgroups:?}"
+    );
     let mut again = Daemon::start(&policy, &["--warm", "1"]);
+    wait_until("the killed daemon's cgroups are gone after the next start", || {
+        !cgroups.iter().chain(&pooled).any(|c| c.exists())
+    });
     let a = ask(
         who,
         &again.socket,
@@ -2558,4 +2567,143 @@ fn a_daemon_killed_with_sigkill_leaves_no_warm_sandbox_behind() {
     again.stop();
     assert_eq!(a[0]["stdout"], "again\n", "{a:#?}");
     assert!(!theirs.iter().any(alive) && !cgroups.iter().any(|c| c.exists()));
+}
+
+// --- lent cgroups ---------------------------------------------------------------
+
+/// The cgroup directories of daemon `pid`'s pool (`ninewall-pool-PID-N`),
+/// in every hierarchy.
+fn pool_cgroups(pid: i32) -> Vec<PathBuf> {
+    let prefix = format!("ninewall-pool-{pid}-");
+    let mut found = Vec::new();
+    let mut dirs = vec![PathBuf::from("/sys/fs/cgroup")];
+    // Beneath the daemon's own cgroup, which may be a few levels down.
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                found.push(path);
+            } else if !entry.file_name().to_string_lossy().starts_with("ninewall-") {
+                dirs.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The `ninewall-pool-PID-N` name in an end record's `resources`.
+fn lent_cgroup(end: &Value) -> Option<String> {
+    let text = end["resources"].as_str()?;
+    let at = text.find("ninewall-pool-")?;
+    let name: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    text.contains("lent by the daemon").then_some(name)
+}
+
+/// On cgroup v1, as root, the daemon lends its supervisors cgroups it made
+/// ahead and takes them back: one execution after another runs in the same
+/// cgroup, and the next starts from nothing the last one left. An
+/// execution that burned CPU, ran into its pids limit and held 64 MiB is
+/// followed in its cgroup by one that does almost nothing but fail, whose
+/// record says no limit (the pids limit hit stays the first's), little memory and
+/// little CPU; and no process of the first is in it.
+/// The pool's cgroups are there while the daemon runs and gone when it has
+/// stopped.
+#[test]
+fn a_lent_cgroup_carries_nothing_of_one_execution_into_the_next() {
+    if !identities().contains(&Who::Root) {
+        return;
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    if !own.lines().any(|l| l.split(':').nth(1) == Some("memory")) && skip("no cgroup v1 memory hierarchy") {
+        return;
+    }
+    let who = agent();
+    let name = format!("lend-{}", unique());
+    write_profile(
+        &name,
+        &format!(
+            "extends = \"base/python\"\n[mbu]\nname = \"{name}\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\"]\n[limits]\nmemory = \"96M\"\npids = 8\n"
+        ),
+    );
+    let policy = write_policy(
+        &name,
+        &format!(
+            "[roles.r]\nmbus = [\"{name}\"]\n[workers.agent]\nuser = \"{}\"\nroles = [\"r\"]\n",
+            uid_of(who)
+        ),
+    );
+    let mut d = Daemon::start(&policy, &["--warm", "0"]);
+    let hog = "import os, time\n\
+               t = time.process_time()\n\
+               while time.process_time() - t < 0.6: pass\n\
+               kids = []\n\
+               try:\n\
+               \x20   while True:\n\
+               \x20       pid = os.fork()\n\
+               \x20       if pid == 0:\n\
+               \x20           time.sleep(30); os._exit(0)\n\
+               \x20       kids.append(pid)\n\
+               except OSError:\n\
+               \x20   pass\n\
+               b = b'x' * (64 << 20)\n\
+               print(len(kids), flush=True)\n\
+               raise SystemExit(3)\n";
+    let first = ask(who, &d.socket, &[json!({"mbu": name, "args": ["-c", hog]})]);
+    assert_eq!(first[0]["limit"], "pids", "{first:#?}");
+    let end = |exec: &Value| recs_end(&log_records(&d.log), exec.as_str().unwrap());
+    let hog_end = end(&first[0]["exec"]);
+    let hog_cgroup = lent_cgroup(&hog_end).unwrap_or_else(|| panic!("not in a lent cgroup: {hog_end:#}"));
+    assert!(hog_end["cpu_ms"].as_u64().unwrap() >= 500, "{hog_end:#}");
+    assert!(hog_end["peak_memory"].as_u64().unwrap() >= 64 << 20, "{hog_end:#}");
+    // Given back once its supervisor is reaped; the pool lends the last
+    // given back first. A request that came first gets another, clean one.
+    let mut reused = None;
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        // A failure: the limit an end is put down to is looked for only
+        // then.
+        let next = ask(
+            who,
+            &d.socket,
+            &[json!({"mbu": name, "args": ["-c", "raise SystemExit(1)"]})],
+        );
+        assert_eq!(next[0]["exit_code"], 1, "{next:#?}");
+        assert!(
+            next[0]["limit"].is_null(),
+            "the last execution's limits came along: {next:#?}"
+        );
+        let next_end = end(&next[0]["exec"]);
+        assert!(next_end["cpu_ms"].as_u64().unwrap() < 300, "{next_end:#}");
+        assert!(next_end["peak_memory"].as_u64().unwrap() < 32 << 20, "{next_end:#}");
+        if lent_cgroup(&next_end).as_deref() == Some(hog_cgroup.as_str()) {
+            reused = Some(next_end);
+            break;
+        }
+    }
+    assert!(reused.is_some(), "no later execution ran in {hog_cgroup}");
+    let pooled = pool_cgroups(d.pid());
+    assert!(
+        pooled.iter().any(|p| p.ends_with(&hog_cgroup)),
+        "{hog_cgroup} not among {pooled:?}"
+    );
+    for dir in &pooled {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert!(procs.trim().is_empty(), "{} holds {procs}", dir.display());
+    }
+    d.stop();
+    assert!(!pooled.iter().any(|p| p.exists()), "the stopped daemon left {pooled:?}");
+}
+
+/// The end record of execution `exec`.
+fn recs_end(recs: &[Value], exec: &str) -> Value {
+    recs.iter()
+        .find(|r| r["kind"] == "exec.end" && r["exec"] == exec)
+        .cloned()
+        .unwrap_or_else(|| panic!("no end record of {exec}"))
 }

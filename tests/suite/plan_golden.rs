@@ -34,6 +34,7 @@ fn host(caller: Caller) -> Host {
             } else {
                 Err(Unusable::NoV1 { controller: "memory" })
             },
+            lent: None,
         },
         shared_netns: root.then(|| p("/run/ninewall/net-none")),
         identity: root.then_some(0x7000_0042),
