@@ -312,7 +312,8 @@ impl Cgroup {
     /// Its limits are written afresh, its peak and CPU counters reset, and
     /// the counters that cannot be reset are read as differences from now.
     /// `Err`: not fit, or not this host's kind (lent cgroups are v1 only);
-    /// the caller makes a fresh one instead and the daemon removes this one.
+    /// the caller makes a fresh one instead, and the daemon keeps this one
+    /// only if its own check finds it fit when it comes back.
     pub fn adopt(cgroups: &Cgroups, name: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
         let not_clean = |why: String| CgroupError::NotClean {
             name: name.to_string(),
@@ -558,7 +559,6 @@ struct PoolState {
     /// Names lent and never given back (their supervisor was not known to
     /// be reaped): never lent again, removed when the pool is.
     retired: Vec<String>,
-    next: u64,
     /// Removed ([`CgroupPool::remove_all`]): nothing is lent, kept or made.
     closed: bool,
 }
@@ -610,11 +610,10 @@ impl CgroupPool {
     /// Makes one more, with no limits yet (the execution's are written
     /// when it is taken).
     fn make(&self) -> Result<String, CgroupError> {
-        let name = {
-            let mut state = self.lock();
-            state.next += 1;
-            format!("{POOL_PREFIX}{}-{}", std::process::id(), state.next)
-        };
+        // Unique in this process, whatever pools it has.
+        static MADE: AtomicU64 = AtomicU64::new(0);
+        let seq = MADE.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = format!("{POOL_PREFIX}{}-{seq}", std::process::id());
         for (i, (_, parent)) in self.parents.iter().enumerate() {
             if let Err(e) = create_dir(&parent.join(&name)) {
                 let made: Vec<PathBuf> = self.parents.iter().take(i).map(|(_, p)| p.join(&name)).collect();

@@ -2149,19 +2149,36 @@ fn wait_for_warm(d: &Daemon, mbu: &str, n: usize) -> Vec<i32> {
     pids
 }
 
-/// A daemon with one warm sandbox of the staged profile `name`, which its
-/// policy grants to `who`, ready.
-fn one_mbu_daemon(name: &str, who: Who) -> Daemon {
-    let policy = write_policy(
+/// A policy that grants the staged profile `name` to `who`.
+fn one_mbu_policy(name: &str, who: Who) -> PathBuf {
+    write_policy(
         name,
         &format!(
             "[roles.r]\nmbus = [\"{name}\"]\n[workers.agent]\nuser = \"{}\"\nroles = [\"r\"]\n",
             uid_of(who)
         ),
-    );
-    let d = Daemon::start(&policy, &["--warm", "1"]);
+    )
+}
+
+/// A daemon with one warm sandbox of the staged profile `name`, which its
+/// policy grants to `who`, ready.
+fn one_mbu_daemon(name: &str, who: Who) -> Daemon {
+    let d = Daemon::start(&one_mbu_policy(name, who), &["--warm", "1"]);
     wait_for_warm(&d, name, 1);
     d
+}
+
+/// Stages a Python MBU (`base/python`, the program's code given as
+/// arguments) named PREFIX-N with these `[limits]` lines; its name.
+fn python_mbu(prefix: &str, limits: &str) -> String {
+    let name = format!("{prefix}-{}", unique());
+    write_profile(
+        &name,
+        &format!(
+            "extends = \"base/python\"\n[mbu]\nname = \"{name}\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\"]\n[limits]\n{limits}"
+        ),
+    );
+    name
 }
 
 /// The supervisor's pid in an execution id (`TIME-PID-N`).
@@ -2437,13 +2454,7 @@ fn descendants(root: i32) -> Vec<i32> {
 #[test]
 fn a_warm_sandboxs_wall_time_limit_counts_from_the_request() {
     let who = agent();
-    let name = format!("warm-clock-{}", unique());
-    write_profile(
-        &name,
-        &format!(
-            "extends = \"base/python\"\n[mbu]\nname = \"{name}\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\"]\n[limits]\nwall_seconds = 2\n"
-        ),
-    );
+    let name = python_mbu("warm-clock", "wall_seconds = 2\n");
     let mut d = one_mbu_daemon(&name, who);
     std::thread::sleep(Duration::from_secs(3));
     let within = ask(
@@ -2624,21 +2635,8 @@ fn a_lent_cgroup_carries_nothing_of_one_execution_into_the_next() {
         return;
     }
     let who = agent();
-    let name = format!("lend-{}", unique());
-    write_profile(
-        &name,
-        &format!(
-            "extends = \"base/python\"\n[mbu]\nname = \"{name}\"\n[exec]\ncommand = [\"/usr/bin/python3.11\", \"-I\", \"-S\"]\n[limits]\nmemory = \"96M\"\npids = 8\n"
-        ),
-    );
-    let policy = write_policy(
-        &name,
-        &format!(
-            "[roles.r]\nmbus = [\"{name}\"]\n[workers.agent]\nuser = \"{}\"\nroles = [\"r\"]\n",
-            uid_of(who)
-        ),
-    );
-    let mut d = Daemon::start(&policy, &["--warm", "0"]);
+    let name = python_mbu("lend", "memory = \"96M\"\npids = 8\n");
+    let mut d = Daemon::start(&one_mbu_policy(&name, who), &["--warm", "0"]);
     let hog = "import os, time\n\
                t = time.process_time()\n\
                while time.process_time() - t < 0.6: pass\n\
