@@ -93,6 +93,11 @@ struct Shared {
     cgroups: Option<Arc<CgroupPool>>,
 }
 
+/// The most cgroups the daemon keeps to lend (cgroup v1): past it, a
+/// supervisor makes its own. Each idle one costs the kernel a memory
+/// cgroup's per-CPU state.
+const MOST_CGROUPS: usize = 64;
+
 fn say(m: impl std::fmt::Display) {
     eprintln!("ninewall serve: {m}");
 }
@@ -192,7 +197,8 @@ pub fn serve(gate: Gate, cfg: ServeConfig, activated: Option<UnixListener>) -> i
     ));
     let pool = Pool::new(&gate, cfg.warm);
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let cgroups = CgroupPool::new(&crate::host::Cgroups::probe(), (4 * cpus).clamp(8, 32));
+    // As many as run at once, usually: more are made while all are lent.
+    let cgroups = CgroupPool::new(&crate::host::Cgroups::probe(), (4 * cpus).clamp(8, 32), MOST_CGROUPS);
     let shared = Arc::new(Shared {
         gate,
         cfg,

@@ -539,17 +539,19 @@ fn unfit(dirs: &[(&'static str, PathBuf)]) -> Option<String> {
     None
 }
 
-/// A daemon's cgroups for its executions' sandboxes, made ahead beneath its
-/// own cgroup and lent to one supervisor at a time (by name, `run
-/// --cgroup`): cgroup v1 only. A cgroup comes back only through
-/// [`Lease::give_back`], called once the supervisor it was lent to has been
-/// reaped (nothing but that supervisor moves processes into it, so nothing
-/// enters it after), and is kept only if it is fit ([`Cgroup::adopt`]'s
-/// test); otherwise it is removed and another made in its place.
+/// A daemon's cgroups for its executions' sandboxes, made beneath its own
+/// cgroup (some when it starts, more while all are lent, up to a bound) and
+/// lent to one supervisor at a time (by name, `run --cgroup`): cgroup v1
+/// only. A cgroup comes back only through [`Lease::give_back`], called once
+/// the supervisor it was lent to has been reaped (nothing but that
+/// supervisor moves processes into it, so nothing enters it after), and is
+/// kept only if it is fit ([`Cgroup::adopt`]'s test); otherwise it is
+/// removed.
 #[derive(Debug)]
 pub struct CgroupPool {
     parents: Vec<(&'static str, PathBuf)>,
-    keep: usize,
+    /// The most that exist at once: past it, a supervisor makes its own.
+    most: usize,
     state: Mutex<PoolState>,
 }
 
@@ -561,6 +563,8 @@ struct PoolState {
     retired: Vec<String>,
     /// Removed ([`CgroupPool::remove_all`]): nothing is lent, kept or made.
     closed: bool,
+    /// How many exist: free, lent or retired.
+    made: usize,
 }
 
 /// A cgroup of a [`CgroupPool`], lent to one supervisor. Dropped without
@@ -573,11 +577,12 @@ pub struct Lease {
 }
 
 impl CgroupPool {
-    /// A pool of `keep` cgroups beneath this process's own in each v1
-    /// hierarchy; first, the pooled cgroups of daemons no longer running
-    /// are removed. `None` where the host's cgroups are v2 (made per
-    /// execution there) or v1 cannot be used.
-    pub fn new(cgroups: &Cgroups, keep: usize) -> Option<Arc<CgroupPool>> {
+    /// A pool beneath this process's own cgroup in each v1 hierarchy, with
+    /// `first` cgroups made now and at most `most` ever at once; first of
+    /// all, the pooled cgroups of daemons no longer running are removed.
+    /// `None` where the host's cgroups are v2 (made per execution there) or
+    /// v1 cannot be used.
+    pub fn new(cgroups: &Cgroups, first: usize, most: usize) -> Option<Arc<CgroupPool>> {
         if cgroups.v2.is_ok() {
             return None;
         }
@@ -587,13 +592,13 @@ impl CgroupPool {
         }
         let pool = Arc::new(CgroupPool {
             parents,
-            keep,
+            most,
             state: Mutex::new(PoolState::default()),
         });
-        for _ in 0..keep {
+        for _ in 0..first.min(most) {
             match pool.make() {
-                Ok(name) => pool.lock().free.push(name),
-                Err(_) => {
+                Ok(Some(name)) => pool.lock().free.push(name),
+                Ok(None) | Err(_) => {
                     // Not ours to make here: supervisors make their own.
                     pool.remove_all();
                     return None;
@@ -608,31 +613,45 @@ impl CgroupPool {
     }
 
     /// Makes one more, with no limits yet (the execution's are written
-    /// when it is taken).
-    fn make(&self) -> Result<String, CgroupError> {
+    /// when it is taken); `None` if as many as it may have exist.
+    fn make(&self) -> Result<Option<String>, CgroupError> {
         // Unique in this process, whatever pools it has.
         static MADE: AtomicU64 = AtomicU64::new(0);
+        {
+            let mut state = self.lock();
+            if state.closed || state.made >= self.most {
+                return Ok(None);
+            }
+            state.made += 1;
+        }
         let seq = MADE.fetch_add(1, Ordering::Relaxed) + 1;
         let name = format!("{POOL_PREFIX}{}-{seq}", std::process::id());
         for (i, (_, parent)) in self.parents.iter().enumerate() {
             if let Err(e) = create_dir(&parent.join(&name)) {
                 let made: Vec<PathBuf> = self.parents.iter().take(i).map(|(_, p)| p.join(&name)).collect();
                 remove_dirs(made.iter().map(PathBuf::as_path));
+                let mut state = self.lock();
+                state.made = state.made.saturating_sub(1);
                 return Err(e);
             }
         }
-        Ok(name)
+        Ok(Some(name))
     }
 
-    /// A cgroup to lend, if one is free (else the supervisor makes its own,
+    /// A cgroup to lend: a free one, else one made now while fewer than
+    /// the bound exist; `None` past it (the supervisor then makes its own,
     /// as `ninewall run` does).
     pub fn lend(self: &Arc<Self>) -> Option<Lease> {
-        let name = {
+        let free = {
             let mut state = self.lock();
             if state.closed {
                 return None;
             }
-            state.free.pop()?
+            state.free.pop()
+        };
+        let name = match free {
+            Some(name) => name,
+            None => self.make().ok()??,
         };
         Some(Lease {
             name,
@@ -687,7 +706,7 @@ impl Lease {
 
     /// Gives it back, once the supervisor it was lent to has been reaped:
     /// kept if fit (its processes' exits may still be finishing: it is
-    /// looked at for up to ~0.2 s), else removed and another made.
+    /// looked at for up to ~0.2 s), else removed.
     pub fn give_back(mut self) {
         self.returned = true;
         let pool = Arc::clone(&self.pool);
@@ -704,25 +723,19 @@ impl Lease {
         }
         {
             let mut state = pool.lock();
-            if fit && !state.closed && state.free.len() < pool.keep {
+            if fit && !state.closed {
                 state.free.push(std::mem::take(&mut self.name));
                 return;
             }
         }
         remove_dirs(dirs.iter().map(|(_, d)| d.as_path()));
-        let short = {
-            let mut state = pool.lock();
-            if dirs.iter().any(|(_, d)| d.exists()) {
-                // A process is still in it: removed with the pool, or by
-                // the next daemon.
-                state.retired.push(std::mem::take(&mut self.name));
-            }
-            !state.closed && state.free.len() < pool.keep
-        };
-        if short {
-            if let Ok(name) = pool.make() {
-                pool.lock().free.push(name);
-            }
+        let mut state = pool.lock();
+        if dirs.iter().any(|(_, d)| d.exists()) {
+            // A process is still in it: removed with the pool, or by the
+            // next daemon.
+            state.retired.push(std::mem::take(&mut self.name));
+        } else {
+            state.made = state.made.saturating_sub(1);
         }
     }
 }
@@ -757,18 +770,21 @@ mod tests {
         }
     }
 
-    /// Root on a cgroup v1 host: a lent cgroup with a process in it is
-    /// neither adopted by an execution nor kept by the pool; the pool makes
-    /// another in its place, and removes what it made when it is removed.
+    /// Root on a cgroup v1 host: the pool makes cgroups up to its bound; a
+    /// lent cgroup with a process in it is neither adopted by an execution
+    /// nor lent again (and still counts against the bound while it cannot
+    /// be removed); the pool removes all it made when it is removed.
     #[test]
     fn a_lent_cgroup_with_a_process_in_it_is_not_used_again() {
         let cgroups = Cgroups::probe();
         if sys::effective_ids().0 != 0 || cgroups.v2.is_ok() || cgroups.v1.is_err() {
             return;
         }
-        let pool = CgroupPool::new(&cgroups, 1).expect("a pool as root on cgroup v1");
+        let pool = CgroupPool::new(&cgroups, 1, 2).expect("a pool as root on cgroup v1");
         let lease = pool.lend().expect("one free");
-        assert!(pool.lend().is_none(), "one was made, and it is lent");
+        let second = pool.lend().expect("one more made, up to the bound");
+        assert!(pool.lend().is_none(), "no more than the bound");
+        second.give_back();
         let name = lease.name().to_string();
         let dirs = pool.dirs(&name);
         let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
@@ -781,8 +797,9 @@ mod tests {
             "adopted with a process in it: {adopted:?}"
         );
         lease.give_back();
-        let next = pool.lend().expect("another made in its place");
+        let next = pool.lend().expect("the other one");
         assert_ne!(next.name(), name, "the cgroup with a process in it was lent again");
+        assert!(pool.lend().is_none(), "the one with a process in it still counts");
         let _ = sleeper.kill();
         let _ = sleeper.wait();
         // Fit now, and adopted: counters read from the moment it was taken.
