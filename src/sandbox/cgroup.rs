@@ -593,8 +593,9 @@ struct PoolState {
     /// in vectors with room for all from the start, so that the daemon's
     /// heap is not pinned by names allocated at a busy moment.
     free: Vec<u64>,
-    /// Names lent and never given back (their supervisor was not known to
-    /// be reaped): never lent again, removed when the pool is.
+    /// Lent and never given back (their supervisor was not known to be
+    /// reaped), or given back with a process still in them: never lent
+    /// again, removed when the pool is.
     retired: Vec<u64>,
     /// Removed ([`CgroupPool::remove_all`]): nothing is lent, kept or made.
     closed: bool,

@@ -292,6 +292,43 @@ fn a_forged_lineage_is_refused_and_nothing_runs() {
     assert!(!recorded.contains("exec.start"), "{recorded}");
 }
 
+/// The cgroup a daemon lends a supervisor (`run --cgroup`) is taken only
+/// from ninewall itself: a caller who names one (another execution's, say)
+/// is refused before anything is built, and nothing runs or is recorded.
+#[test]
+fn a_cgroup_named_by_anyone_but_the_daemon_is_refused_and_nothing_runs() {
+    use std::os::fd::AsRawFd;
+    let who = agent();
+    let dir = fresh_dir("forged-cgroup");
+    let log = dir.join("audit.jsonl");
+    let outcome = std::fs::File::create(dir.join("outcome")).unwrap();
+    let mut cmd = ninewall(who);
+    cmd.args(["run", "--profile"])
+        .arg(profile("reason"))
+        .arg("--audit-log")
+        .arg(&log)
+        .args([
+            "--outcome-fd",
+            "3",
+            "--cgroup",
+            "ninewall-pool-1-1",
+            "--",
+            "-c",
+            "print('ran')",
+        ])
+        .stdin(Stdio::null());
+    on_fd3(&mut cmd, outcome.as_raw_fd());
+    let out = Run::from_output(cmd.output().unwrap());
+    out.assert_code(2);
+    assert!(out.stdout.is_empty(), "{out:#?}");
+    assert!(
+        out.stderr.contains("--cgroup") && out.stderr.contains("taken only from ninewall itself"),
+        "{out:#?}"
+    );
+    let recorded = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!recorded.contains("exec.start"), "{recorded}");
+}
+
 /// A warm supervisor takes its request, and with it who asked, only from
 /// ninewall itself: started by anyone else with a control socket and a
 /// forged request already on it, it refuses before building anything, and
