@@ -139,7 +139,11 @@ fn read_u64(path: &Path) -> Option<u64> {
 
 /// The value of `key` in a flat-keyed file (`oom_kill 3`).
 fn keyed(path: &Path, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
+    keyed_in(&std::fs::read_to_string(path).ok()?, key)
+}
+
+/// The value of `key` in the text of a flat-keyed file.
+fn keyed_in(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         let mut parts = l.split_whitespace();
         (parts.next() == Some(key)).then(|| parts.next()?.parse().ok())?
@@ -542,8 +546,8 @@ fn unfit(dirs: &[(&'static str, PathBuf)]) -> Option<String> {
                 Err(e) => return Some(format!("reading {}: {e}", stat.display())),
             };
             for key in ["rss", "shmem", "unevictable"] {
-                match text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')) {
-                    Some("0") => {}
+                match keyed_in(text, key) {
+                    Some(0) => {}
                     Some(bytes) => return Some(format!("{bytes} bytes of {key} memory are still charged to it")),
                     None => return Some(format!("{} has no {key}", stat.display())),
                 }
